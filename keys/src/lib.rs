@@ -1,0 +1,23 @@
+//! keyport-keys: key custody for keyport.
+//!
+//! Everything that touches private key material or sealed values lives here, so the rest of
+//! keyport only ever holds public keys, sealed blobs, and the redacting [`SecretBytes`] wrapper.
+//! No SQL, no SSH server, no HTTP.
+//!
+//! # Layout
+//! - [`secret`]: [`SecretBytes`], bytes whose `Debug` redacts and whose memory is zeroized on drop.
+//! - [`userkey`]: generating key pairs (ed25519, ECDSA P-256) for users and the host, OpenSSH public key lines and
+//!   `SHA256:` fingerprints, parsing public keys users log in with.
+//! - [`seal`]: AES-256-GCM sealing under a 32-byte master key, with the key's id in the blob and
+//!   associated data that binds a blob to its owner and purpose.
+
+pub mod seal;
+pub mod secret;
+pub mod userkey;
+
+pub use seal::{Binding, MasterKey, SealError};
+pub use secret::SecretBytes;
+pub use userkey::{KeyError, KeyType, LoginKey, KeyPair};
+
+/// Re-exported so dependants use the same `ssh-key` version russh uses.
+pub use russh::keys::{PrivateKey, PublicKey};

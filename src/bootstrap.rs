@@ -1,0 +1,104 @@
+//! What `keyport serve` does before it listens: make sure the host key exists, and on the very
+//! first start create an admin user for the OS user running it, with their `~/.ssh/*.pub` keys
+//! as login keys and CLI credentials written 0600, so `ssh -p 2222 localhost` and
+//! `keyport secret create …` work right after.
+
+use std::path::PathBuf;
+
+use tracing::warn;
+
+use crate::config::ClientConfig;
+use crate::datadir;
+use crate::secrets::validate;
+use crate::vault::{Actor, NewUserSpec, Vault, VaultError};
+
+/// The admin user created on first start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirstUser {
+    /// Their name (the OS user's).
+    pub name: String,
+    /// How many login keys were found in `~/.ssh`.
+    pub login_keys: usize,
+    /// Where their CLI credentials were written.
+    pub credentials: PathBuf,
+}
+
+/// What start-up found or made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Startup {
+    /// The host key's `SHA256:` fingerprint.
+    pub host_fingerprint: String,
+    /// Set when this start created the first user.
+    pub first_user: Option<FirstUser>,
+}
+
+/// Ensures the host key, and bootstraps the first admin user when there is no user yet.
+/// `api_url` goes into the credentials file.
+pub fn prepare(vault: &mut Vault, api_url: &str) -> Result<Startup, VaultError> {
+    let host_fingerprint = vault.host_key()?.fingerprint();
+    let first_user = if vault.users()?.is_empty() {
+        bootstrap_admin(vault, api_url)?
+    } else {
+        None
+    };
+    Ok(Startup {
+        host_fingerprint,
+        first_user,
+    })
+}
+
+fn bootstrap_admin(vault: &mut Vault, api_url: &str) -> Result<Option<FirstUser>, VaultError> {
+    let os = crate::osuser::current()?;
+    if let Err(v) = validate::check_user_name(&os.name) {
+        warn!(os_user = %os.name, rule = %v, "no first user created; add one with `keyport user add`");
+        return Ok(None);
+    }
+    let login_keys = ssh_public_keys();
+    let spec = NewUserSpec {
+        name: os.name.clone(),
+        admin: true,
+        os_user: Some(os.name.clone()),
+        login_keys: login_keys.clone(),
+        ..NewUserSpec::default()
+    };
+    vault.add_user(&Actor::System, &spec)?;
+    let token = vault.create_token(&Actor::System, &os.name, "bootstrap")?;
+    let credentials = ClientConfig::path();
+    ClientConfig {
+        url: api_url.to_string(),
+        token: token.token.to_string(),
+    }
+    .write(&credentials)
+    .map_err(|source| VaultError::DataDir {
+        path: credentials.clone(),
+        source,
+    })?;
+    Ok(Some(FirstUser {
+        name: os.name,
+        login_keys: login_keys.len(),
+        credentials,
+    }))
+}
+
+/// The public key lines in `~/.ssh/*.pub` that parse; others are skipped with a warning.
+fn ssh_public_keys() -> Vec<String> {
+    let dir = datadir::home_dir().join(".ssh");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "pub"))
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .filter_map(|p| match std::fs::read_to_string(&p) {
+            Ok(text) if keyport_keys::LoginKey::parse(&text).is_ok() => Some(text.trim().to_string()),
+            _ => {
+                warn!(path = %p.display(), "skipping a .pub file that is not a supported public key");
+                None
+            }
+        })
+        .collect()
+}

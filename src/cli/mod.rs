@@ -1,0 +1,92 @@
+//! The command line: what the user typed ([`Opts`]), kept apart from the validated runtime
+//! [`Config`], and one module per subcommand group. Errors become exit codes in [`exit`].
+
+pub mod admin;
+pub mod exit;
+pub mod key;
+pub mod login_key;
+pub mod output;
+pub mod serve;
+pub mod user;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, DEFAULT_CONFIG_TOML};
+use crate::vault::Vault;
+
+/// keyport: SSH sessions with your secrets injected and your git key served from memory.
+#[derive(Debug, Parser)]
+#[command(name = "keyport", version, about, propagate_version = true)]
+pub struct Opts {
+    /// Config file (TOML); default /etc/keyport/keyport.toml as root, else
+    /// ~/.config/keyport/keyport.toml when it exists.
+    #[arg(long, env = "KEYPORT_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data dir (database, master key).
+    #[arg(long, env = "KEYPORT_DATA_DIR", global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: SSH and HTTP API listeners (creates the data dir on first start).
+    Serve(serve::ServeArgs),
+    /// Manage users (admin; works on the data dir, also while the daemon runs).
+    #[command(subcommand)]
+    User(user::UserCommand),
+    /// Manage the public keys a user logs in with (admin; data dir).
+    #[command(subcommand)]
+    LoginKey(login_key::LoginKeyCommand),
+    /// Show users' generated key pairs (public half only).
+    #[command(subcommand)]
+    Key(key::KeyCommand),
+    /// Operator tasks on the data dir.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
+    /// Configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `keyport config …`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the default configuration, commented.
+    PrintDefault,
+}
+
+/// Runs the parsed command.
+pub fn run(opts: Opts) -> anyhow::Result<()> {
+    let config = load_config(&opts)?;
+    match opts.command {
+        Command::Serve(args) => serve::run(config, args),
+        Command::User(cmd) => user::run(&config, cmd),
+        Command::LoginKey(cmd) => login_key::run(&config, cmd),
+        Command::Key(cmd) => key::run(&config, cmd),
+        Command::Admin(cmd) => admin::run(&config, cmd),
+        Command::Config(ConfigCommand::PrintDefault) => {
+            print!("{DEFAULT_CONFIG_TOML}");
+            Ok(())
+        }
+    }
+}
+
+/// Defaults < file < env < flags (clap already put env under flags).
+fn load_config(opts: &Opts) -> anyhow::Result<Config> {
+    let mut config = Config::load(opts.config.as_deref())?;
+    if let Some(dir) = &opts.data_dir {
+        config.data_dir = Some(dir.clone());
+    }
+    Ok(config)
+}
+
+/// Opens the vault in the configured data dir.
+pub(crate) fn open_vault(config: &Config) -> anyhow::Result<Vault> {
+    Ok(Vault::open(&config.data_dir(), config.limits)?)
+}

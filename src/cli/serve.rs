@@ -1,0 +1,72 @@
+//! `keyport serve`: start-up (data dir, master key, host key, first user), then run until
+//! SIGTERM or SIGINT.
+
+use std::net::SocketAddr;
+
+use clap::Args;
+use tracing::info;
+
+use crate::bootstrap;
+use crate::config::Config;
+
+/// `keyport serve`
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// SSH listen address.
+    #[arg(long, env = "KEYPORT_SSH_LISTEN", value_name = "ADDR")]
+    pub ssh_listen: Option<SocketAddr>,
+    /// HTTP API listen address.
+    #[arg(long, env = "KEYPORT_API_LISTEN", value_name = "ADDR")]
+    pub api_listen: Option<SocketAddr>,
+}
+
+/// Runs the daemon.
+pub fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
+    if let Some(addr) = args.ssh_listen {
+        config.ssh_listen = addr;
+    }
+    if let Some(addr) = args.api_listen {
+        config.api_listen = addr;
+    }
+    disable_core_dumps();
+    let mut vault = super::open_vault(&config)?;
+    let startup = bootstrap::prepare(&mut vault, &format!("http://{}", config.api_listen))?;
+    println!("keyport data dir: {}", vault.data_dir().display());
+    println!("host key fingerprint: {}", startup.host_fingerprint);
+    if let Some(first) = &startup.first_user {
+        println!(
+            "created admin user {} with {} login key{} from ~/.ssh; CLI credentials in {}",
+            first.name,
+            first.login_keys,
+            if first.login_keys == 1 { "" } else { "s" },
+            first.credentials.display()
+        );
+    }
+    info!(ssh = %config.ssh_listen, api = %config.api_listen, "keyport ready");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(shutdown_signal())?;
+    info!("shutting down");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
+    }
+}
+
+/// Unsealed keys live in this process's memory: never let a core dump write them to disk.
+fn disable_core_dumps() {
+    use nix::sys::resource::{Resource, setrlimit};
+    if let Err(e) = setrlimit(Resource::RLIMIT_CORE, 0, 0) {
+        tracing::warn!(error = %e, "cannot disable core dumps");
+    }
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(error = %e, "cannot mark the process non-dumpable");
+    }
+}

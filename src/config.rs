@@ -1,0 +1,213 @@
+//! keyport's settings: embedded defaults, overridden by a TOML file, then by env, then by flags.
+//!
+//! The daemon config ([`Config`]) is what `keyport serve` and the data-dir commands run with;
+//! `keyport config print-default` prints [`DEFAULT_CONFIG_TOML`], the commented defaults, which a
+//! test keeps equal to [`Config::default`]. The CLI client's credentials ([`ClientConfig`]) live
+//! in a separate 0600 file.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::datadir;
+use crate::secrets::Limits;
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config file {path}: {source}")]
+    Read {
+        /// File path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid keyport TOML.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// File path.
+        path: PathBuf,
+        /// What is wrong, with line and column.
+        message: String,
+    },
+}
+
+/// The daemon's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Data dir; `None` means the platform default (see [`datadir::default_data_dir`]).
+    pub data_dir: Option<PathBuf>,
+    /// SSH listener.
+    pub ssh_listen: SocketAddr,
+    /// HTTP API listener.
+    pub api_listen: SocketAddr,
+    /// keyport user whose file secrets are written at daemon start; default: the bootstrap
+    /// user of a non-root daemon.
+    pub owner: Option<String>,
+    /// Client `env` requests accepted, like sshd's `AcceptEnv` (`*` wildcards).
+    pub accept_env: Vec<String>,
+    /// Operator env set in every session (below client env and secrets).
+    pub env: BTreeMap<String, String>,
+    /// Per-user limits.
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: None,
+            ssh_listen: SocketAddr::from(([127, 0, 0, 1], 2222)),
+            api_listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            owner: None,
+            accept_env: vec!["LANG".into(), "LC_*".into(), "COLORTERM".into()],
+            env: BTreeMap::new(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// The commented defaults `keyport config print-default` prints.
+pub const DEFAULT_CONFIG_TOML: &str = r#"# keyport configuration. Precedence: flags > environment > this file > built-in defaults.
+# Every setting below shows its default.
+
+# Data dir: database and master key. Default: $KEYPORT_DATA_DIR, else $XDG_DATA_HOME/keyport
+# (~/.local/share/keyport), or /var/lib/keyport as root.
+# data_dir = "/var/lib/keyport"
+
+# SSH listener (--ssh-listen, KEYPORT_SSH_LISTEN).
+ssh_listen = "127.0.0.1:2222"
+
+# HTTP API listener (--api-listen, KEYPORT_API_LISTEN).
+api_listen = "127.0.0.1:7070"
+
+# keyport user whose file secrets are written when the daemon starts.
+# Default: the bootstrap user of a non-root daemon.
+# owner = "alice"
+
+# Client env requests (ssh SendEnv / SetEnv) that sessions accept, like sshd's AcceptEnv.
+# Names may end in '*'. Others are refused and not applied.
+accept_env = ["LANG", "LC_*", "COLORTERM"]
+
+# Operator env set in every session. Client env and the user's secrets override it.
+[env]
+# EDITOR = "vim"
+
+# Per-user limits.
+[limits]
+max_secrets = 100
+# Sum of all a user's values, bytes.
+max_total_value_bytes = 1048576
+# Sum of NAME=VALUE over a user's enabled env secrets, bytes.
+max_env_bytes = 131072
+"#;
+
+impl Config {
+    /// Loads `path`, or the default config file if it exists, else the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let (path, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (default_config_path(), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Self::default());
+            }
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path,
+            message: e.to_string().trim().replace('\n', " "),
+        })
+    }
+
+    /// The data dir in force.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(datadir::default_data_dir)
+    }
+}
+
+/// `$XDG_CONFIG_HOME/keyport/<name>`, else `~/.config/keyport/<name>`.
+fn user_config_file(name: &str) -> PathBuf {
+    std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| datadir::home_dir().join(".config"))
+        .join("keyport")
+        .join(name)
+}
+
+/// The daemon config read when `--config` is not given: `/etc/keyport/keyport.toml` as root,
+/// else `keyport.toml` in the user's config dir.
+pub fn default_config_path() -> PathBuf {
+    if crate::osuser::is_root() {
+        PathBuf::from("/etc/keyport/keyport.toml")
+    } else {
+        user_config_file("keyport.toml")
+    }
+}
+
+/// The CLI client's credentials: where the API is and the token to use.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// API base URL, e.g. `http://127.0.0.1:7070`.
+    pub url: String,
+    /// Bearer token.
+    pub token: String,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientConfig {
+    /// Where the credentials live: `cli.toml` in the user's keyport config dir.
+    pub fn path() -> PathBuf {
+        user_config_file("cli.toml")
+    }
+
+    /// Writes the credentials (dir 0700, file 0600, atomically).
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            datadir::ensure_private_dir(dir)?;
+        }
+        let text = toml::to_string(self).map_err(std::io::Error::other)?;
+        datadir::write_private_file(path, text.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printed_default_is_the_default() {
+        let parsed: Config = toml::from_str(DEFAULT_CONFIG_TOML).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = toml::from_str::<Config>("ssh_listn = \"127.0.0.1:1\"").unwrap_err();
+        assert!(err.to_string().contains("ssh_listn"), "{err}");
+    }
+
+    #[test]
+    fn partial_files_keep_other_defaults() {
+        let c: Config = toml::from_str("[limits]\nmax_secrets = 5\n").unwrap();
+        assert_eq!(c.limits.max_secrets, 5);
+        assert_eq!(c.limits.max_env_bytes, Limits::default().max_env_bytes);
+        assert_eq!(c.ssh_listen, Config::default().ssh_listen);
+    }
+}

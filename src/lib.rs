@@ -1,0 +1,25 @@
+//! keyport: an SSH server that injects each user's secrets into every new session and serves a
+//! per-user key pair from memory, with its metadata in SQLite and values sealed at rest.
+//!
+//! # Layout
+//! - [`config`]: settings (defaults < file < env < flags) and `config print-default`.
+//! - [`datadir`]: the data dir and keyport's private files (0700 / 0600, atomic writes).
+//! - [`keyring`]: where the master key comes from; crash-safe rotation files.
+//! - [`store`]: the SQLite store behind one narrow interface; migrations.
+//! - [`secrets`]: secret specs, patches, metadata, and the validation rules.
+//! - [`vault`]: the operations (users, keys, secrets, tokens, rotation) with rules and audit.
+//! - [`bootstrap`]: what `keyport serve` does on start-up (host key, first admin user).
+//! - [`osuser`]: OS account lookups.
+//! - [`cli`]: the command line: one module per subcommand group, and the exit codes.
+//!
+//! Key custody (generation, sealing, fingerprints) lives in the `keyport-keys` crate.
+
+pub mod bootstrap;
+pub mod cli;
+pub mod config;
+pub mod datadir;
+pub mod keyring;
+pub mod osuser;
+pub mod secrets;
+pub mod store;
+pub mod vault;

@@ -1,0 +1,40 @@
+//! The `keyport` binary: parse the command line, set up logging, run, map errors to exit codes.
+
+use std::io::IsTerminal;
+
+use clap::Parser;
+use keyport::cli::{self, Opts};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> std::process::ExitCode {
+    let opts = Opts::parse();
+    if !matches!(opts.command, cli::Command::Serve(_)) {
+        restore_sigpipe();
+    }
+    // Set before any file is created: everything keyport writes is private unless it says so.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            EnvFilter::try_from_env("KEYPORT_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    match cli::run(opts) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{}", cli::exit::message_for(&error));
+            std::process::ExitCode::from(cli::exit::code_for(&error) as u8)
+        }
+    }
+}
+
+/// Rust ignores SIGPIPE, so `keyport user list | head` would fail writing to a closed pipe.
+/// Commands that only print take the default action (exit quietly), as other Unix tools do.
+/// The daemon keeps SIGPIPE ignored: a peer closing a socket must not kill it.
+fn restore_sigpipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: called first thing in main, before any other thread exists; SIG_DFL installs
+    // no Rust handler.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}

@@ -1,0 +1,114 @@
+//! Secrets: what a user asks for (spec and patch), what they get back (metadata, never a value),
+//! and the validation rules both the server and the CLI apply.
+
+pub mod validate;
+
+use keyport_keys::SecretBytes;
+use serde::Serialize;
+
+use crate::store::SecretRecord;
+pub use validate::{Limits, Violation};
+
+/// A secret to create.
+#[derive(Debug, Clone)]
+pub struct SecretSpec {
+    /// Name, unique per user.
+    pub name: String,
+    /// The value (bytes; binary allowed for file-only secrets).
+    pub value: SecretBytes,
+    /// Free text.
+    pub description: String,
+    /// Env var to inject it as.
+    pub env: Option<String>,
+    /// File to write it to (`~/…` or absolute).
+    pub file: Option<String>,
+    /// Whether to inject it; default: whether it has a target.
+    pub enabled: Option<bool>,
+}
+
+/// A change to a secret. `None` leaves a field unchanged; for `description`, `env` and `file`
+/// an empty string clears it.
+#[derive(Debug, Clone, Default)]
+pub struct SecretPatch {
+    /// New value.
+    pub value: Option<SecretBytes>,
+    /// New description (`""` clears).
+    pub description: Option<String>,
+    /// New env target (`""` clears).
+    pub env: Option<String>,
+    /// New file target (`""` clears).
+    pub file: Option<String>,
+    /// Enable or disable.
+    pub enabled: Option<bool>,
+}
+
+impl SecretPatch {
+    /// Whether no field is set.
+    pub fn is_empty(&self) -> bool {
+        self.value.is_none()
+            && self.description.is_none()
+            && self.env.is_none()
+            && self.file.is_none()
+            && self.enabled.is_none()
+    }
+
+    /// The names of the fields this patch sets, for the audit log.
+    pub fn fields(&self) -> Vec<&'static str> {
+        [
+            ("value", self.value.is_some()),
+            ("description", self.description.is_some()),
+            ("env", self.env.is_some()),
+            ("file", self.file.is_some()),
+            ("enabled", self.enabled.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
+}
+
+/// A secret as users see it: metadata only. There is deliberately no value field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecretMeta {
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Env target.
+    pub env: Option<String>,
+    /// File target as given.
+    pub file: Option<String>,
+    /// Whether it is injected.
+    pub enabled: bool,
+    /// Creation time, ms since the epoch.
+    pub created_at: i64,
+    /// Last change, ms since the epoch.
+    pub updated_at: i64,
+}
+
+impl From<SecretRecord> for SecretMeta {
+    fn from(r: SecretRecord) -> Self {
+        Self {
+            name: r.name,
+            description: r.description,
+            env: r.env_name,
+            file: r.file_path,
+            enabled: r.enabled,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+impl From<&SecretRecord> for validate::SecretShape {
+    fn from(r: &SecretRecord) -> Self {
+        Self {
+            name: r.name.clone(),
+            env: r.env_name.clone(),
+            file: r.file_path.clone(),
+            file_resolved: r.file_resolved.clone(),
+            enabled: r.enabled,
+            value_len: usize::try_from(r.value_len).unwrap_or(usize::MAX),
+        }
+    }
+}

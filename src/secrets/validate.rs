@@ -1,0 +1,589 @@
+//! The validation rules for secrets, as design.md states them, as pure functions.
+//!
+//! The server checks these on every change and the CLI checks them first, so both give the same
+//! answer. Every rejection is a [`Violation`] naming the field and the rule it broke. Rules about
+//! one value live in `check_*`; rules about a user's whole set of secrets (uniqueness, per-user
+//! limits) live in [`check_set`], which sees the state *after* the change.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// Longest secret name, in characters.
+pub const MAX_NAME_LEN: usize = 64;
+/// Longest env name, in characters.
+pub const MAX_ENV_NAME_LEN: usize = 256;
+/// Longest file path, in bytes.
+pub const MAX_PATH_BYTES: usize = 4096;
+/// Largest single value, in bytes.
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+/// Longest description, in bytes.
+pub const MAX_DESCRIPTION_BYTES: usize = 1024;
+
+/// Env names no secret may take, compared case-insensitively: the session's base environment and
+/// variables that change how shells, linkers and tools behave.
+pub const RESERVED_ENV_NAMES: &[&str] = &[
+    "PATH", "HOME", "SHELL", "USER", "LOGNAME", "PWD", "OLDPWD", "LANG", "TERM", "IFS", "CDPATH",
+    "ENV", "BASH_ENV", "TMPDIR", "TMP", "TEMP", "HOSTNAME", "MAIL", "EDITOR", "VISUAL", "PAGER",
+];
+
+/// Env name prefixes no secret may take, compared case-insensitively. `KEYPORT_`, `SSH_` and
+/// `GIT_` are keyport's own (`SSH_AUTH_SOCK`, `GIT_SSH_COMMAND`); the rest alter every process.
+pub const RESERVED_ENV_PREFIXES: &[&str] = &["XDG_", "KEYPORT_", "SSH_", "GIT_", "LD_", "LC_", "DYLD_"];
+
+/// One broken rule: which field, and what the rule is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// The field, as named in the API and on the command line (`name`, `env`, `file`, …).
+    pub field: &'static str,
+    /// The rule, in words a user can act on.
+    pub detail: String,
+}
+
+impl Violation {
+    pub(crate) fn new(field: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            field,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.detail)
+    }
+}
+
+/// Per-user limits; the defaults are design.md's and an operator can change them in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Most secrets one user may have.
+    pub max_secrets: usize,
+    /// Most bytes of values one user may store, summed over all their secrets.
+    pub max_total_value_bytes: usize,
+    /// Most bytes injected as environment, summed as `NAME=VALUE` over enabled env secrets.
+    pub max_env_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_secrets: 100,
+            max_total_value_bytes: 1024 * 1024,
+            max_env_bytes: 128 * 1024,
+        }
+    }
+}
+
+/// `name`: 1–64 characters `[A-Za-z0-9][A-Za-z0-9._-]*`.
+pub fn check_name(name: &str) -> Result<(), Violation> {
+    check_identifier("name", name)
+}
+
+/// User names follow the secret-name rule, and `me` is taken by the API's `users/me`.
+pub fn check_user_name(name: &str) -> Result<(), Violation> {
+    check_identifier("user", name)?;
+    if name == "me" {
+        return Err(Violation::new("user", "'me' is reserved (it means \"yourself\" in the API)"));
+    }
+    Ok(())
+}
+
+fn check_identifier(field: &'static str, name: &str) -> Result<(), Violation> {
+    let rule = "1 to 64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit";
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !first_ok || !rest_ok || name.len() > MAX_NAME_LEN {
+        return Err(Violation::new(field, format!("must be {rule}")));
+    }
+    Ok(())
+}
+
+/// `env`: `[A-Za-z_][A-Za-z0-9_]*`, at most 256 characters, not a reserved name or prefix.
+pub fn check_env_name(env: &str) -> Result<(), Violation> {
+    let mut chars = env.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(Violation::new(
+            "env",
+            "must match [A-Za-z_][A-Za-z0-9_]* (letters, digits and '_', not starting with a digit)",
+        ));
+    }
+    if env.len() > MAX_ENV_NAME_LEN {
+        return Err(Violation::new("env", format!("must be at most {MAX_ENV_NAME_LEN} characters")));
+    }
+    let upper = env.to_ascii_uppercase();
+    if RESERVED_ENV_NAMES.contains(&upper.as_str()) {
+        return Err(Violation::new("env", format!("{upper} is reserved for the session's own use")));
+    }
+    if let Some(prefix) = RESERVED_ENV_PREFIXES.iter().find(|p| upper.starts_with(*p)) {
+        return Err(Violation::new("env", format!("names starting with {prefix} are reserved")));
+    }
+    Ok(())
+}
+
+/// `file`: starts with `~/` or `/`, at most 4096 bytes, no NUL, no `.`, `..` or empty
+/// components, and names a file rather than a directory.
+pub fn check_file_path(path: &str) -> Result<(), Violation> {
+    if path.len() > MAX_PATH_BYTES {
+        return Err(Violation::new("file", format!("must be at most {MAX_PATH_BYTES} bytes")));
+    }
+    if path.contains('\0') {
+        return Err(Violation::new("file", "must not contain a NUL byte"));
+    }
+    let rest = if let Some(rest) = path.strip_prefix("~/") {
+        rest
+    } else if let Some(rest) = path.strip_prefix('/') {
+        rest
+    } else {
+        return Err(Violation::new("file", "must start with ~/ or /"));
+    };
+    if rest.is_empty() || rest.ends_with('/') {
+        return Err(Violation::new("file", "must name a file, not a directory"));
+    }
+    if rest.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        return Err(Violation::new("file", "must not contain '.', '..' or empty components"));
+    }
+    Ok(())
+}
+
+/// Resolves `~/` against the OS user's home; absolute paths are returned as they are.
+/// `path` must have passed [`check_file_path`].
+pub fn resolve_file_path(path: &str, home: &str) -> String {
+    match path.strip_prefix("~/") {
+        Some(rest) => format!("{}/{rest}", home.trim_end_matches('/')),
+        None => path.to_string(),
+    }
+}
+
+/// `value`: 1 to 64 KiB; no NUL when it goes into the environment (file values may be binary).
+pub fn check_value(value: &[u8], env_target: bool) -> Result<(), Violation> {
+    if value.is_empty() {
+        return Err(Violation::new("value", "is required (1 to 65536 bytes)"));
+    }
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(Violation::new(
+            "value",
+            format!("must be at most {MAX_VALUE_BYTES} bytes (64 KiB), got {}", value.len()),
+        ));
+    }
+    if env_target && value.contains(&0) {
+        return Err(Violation::new(
+            "value",
+            "must not contain a NUL byte when injected as an env var (use a file target for binary values)",
+        ));
+    }
+    Ok(())
+}
+
+/// `description`: at most 1024 bytes, no NUL or other control characters but tab.
+pub fn check_description(description: &str) -> Result<(), Violation> {
+    if description.len() > MAX_DESCRIPTION_BYTES {
+        return Err(Violation::new(
+            "description",
+            format!("must be at most {MAX_DESCRIPTION_BYTES} bytes"),
+        ));
+    }
+    if description.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(Violation::new("description", "must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// One secret as the set-level rules see it (its value only by length).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretShape {
+    /// Secret name.
+    pub name: String,
+    /// Env target, if any.
+    pub env: Option<String>,
+    /// File target as given (`~/…` or absolute), if any.
+    pub file: Option<String>,
+    /// File target with `~` resolved against the OS user's home.
+    pub file_resolved: Option<String>,
+    /// Whether it is injected.
+    pub enabled: bool,
+    /// Value length in bytes.
+    pub value_len: usize,
+}
+
+impl SecretShape {
+    fn env_bytes(&self) -> usize {
+        match (&self.env, self.enabled) {
+            (Some(env), true) => env.len() + 1 + self.value_len,
+            _ => 0,
+        }
+    }
+}
+
+/// What the set-level check found: conflicts with another secret, or broken rules and limits.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SetProblems {
+    /// Another secret already has this name, env name or file (HTTP 409).
+    pub conflicts: Vec<Violation>,
+    /// Rules and limits broken (HTTP 400).
+    pub invalid: Vec<Violation>,
+}
+
+/// Checks `candidate` (a new or updated secret) against the user's `others` (every other
+/// secret, not including the candidate's old version): enabled ⇒ target, uniqueness of name,
+/// env (case-insensitive) and resolved file, files that would be each other's directory, and
+/// the per-user limits on the state after the change.
+pub fn check_set(candidate: &SecretShape, others: &[SecretShape], limits: &Limits) -> SetProblems {
+    let mut found = SetProblems::default();
+    if candidate.enabled && candidate.env.is_none() && candidate.file.is_none() {
+        found.invalid.push(Violation::new(
+            "enabled",
+            "an enabled secret needs an env or file target (disable it, or give --env or --file)",
+        ));
+    }
+    if others.iter().any(|o| o.name == candidate.name) {
+        found.conflicts.push(Violation::new(
+            "name",
+            format!("a secret named {} already exists", candidate.name),
+        ));
+    }
+    if let Some(env) = &candidate.env {
+        if let Some(o) = others
+            .iter()
+            .find(|o| o.env.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(env)))
+        {
+            found.conflicts.push(Violation::new(
+                "env",
+                format!(
+                    "{env} is already used by secret {} (env names are compared case-insensitively)",
+                    o.name
+                ),
+            ));
+        }
+    }
+    if let Some(path) = &candidate.file_resolved {
+        for o in others {
+            let Some(other) = &o.file_resolved else { continue };
+            let detail = if other == path {
+                format!("{path} is already the file of secret {}", o.name)
+            } else if is_inside(other, path) {
+                format!("{path} would have to be a directory for secret {}'s file {other}", o.name)
+            } else if is_inside(path, other) {
+                format!("{path} is inside {other}, the file of secret {}", o.name)
+            } else {
+                continue;
+            };
+            found.conflicts.push(Violation::new("file", detail));
+            break;
+        }
+    }
+    if others.len() + 1 > limits.max_secrets {
+        found.invalid.push(Violation::new(
+            "name",
+            format!("limit reached: at most {} secrets per user", limits.max_secrets),
+        ));
+    }
+    let total: usize = others.iter().map(|o| o.value_len).sum::<usize>() + candidate.value_len;
+    if total > limits.max_total_value_bytes {
+        found.invalid.push(Violation::new(
+            "value",
+            format!(
+                "limit reached: at most {} bytes of values per user (this change makes {total})",
+                limits.max_total_value_bytes
+            ),
+        ));
+    }
+    let env_total: usize = others.iter().map(SecretShape::env_bytes).sum::<usize>()
+        + candidate.env_bytes();
+    if env_total > limits.max_env_bytes {
+        found.invalid.push(Violation::new(
+            "env",
+            format!(
+                "limit reached: at most {} bytes injected as env per user, counted as NAME=VALUE \
+                 (this change makes {env_total})",
+                limits.max_env_bytes
+            ),
+        ));
+    }
+    found
+}
+
+/// Whether `inner` lies below the directory `outer`.
+fn is_inside(inner: &str, outer: &str) -> bool {
+    inner
+        .strip_prefix(outer)
+        .is_some_and(|rest| rest.starts_with('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(r: Result<(), Violation>) -> Option<&'static str> {
+        r.err().map(|v| v.field)
+    }
+
+    #[test]
+    fn secret_names() {
+        let long = "a".repeat(MAX_NAME_LEN);
+        let too_long = "a".repeat(MAX_NAME_LEN + 1);
+        for (name, ok) in [
+            ("a", true),
+            ("GITHUB_TOKEN", true),
+            ("db.password-2", true),
+            ("9lives", true),
+            (long.as_str(), true),
+            (too_long.as_str(), false),
+            ("", false),
+            ("_x", false),
+            (".x", false),
+            ("-x", false),
+            ("a b", false),
+            ("a/b", false),
+            ("a?b", false),
+            ("a#b", false),
+            ("é", false),
+            ("a\0", false),
+        ] {
+            assert_eq!(check_name(name).is_ok(), ok, "name {name:?}");
+            if !ok {
+                assert_eq!(field_of(check_name(name)), Some("name"));
+            }
+        }
+    }
+
+    #[test]
+    fn user_names() {
+        assert!(check_user_name("alice").is_ok());
+        assert_eq!(field_of(check_user_name("me")), Some("user"));
+        assert_eq!(field_of(check_user_name("a:b")), Some("user"));
+    }
+
+    #[test]
+    fn env_names() {
+        let long = format!("A{}", "B".repeat(MAX_ENV_NAME_LEN - 1));
+        let too_long = format!("A{}", "B".repeat(MAX_ENV_NAME_LEN));
+        for (env, ok) in [
+            ("GITHUB_TOKEN", true),
+            ("_private", true),
+            ("a1", true),
+            (long.as_str(), true),
+            (too_long.as_str(), false),
+            ("", false),
+            ("1A", false),
+            ("A-B", false),
+            ("A B", false),
+            ("A=B", false),
+            ("Ä", false),
+            // reserved names, any case
+            ("PATH", false),
+            ("path", false),
+            ("Home", false),
+            ("BASH_ENV", false),
+            ("TMPDIR", false),
+            ("HOSTNAME", false),
+            ("EDITOR", false),
+            ("PAGER", false),
+            ("MAIL", false),
+            // reserved prefixes, any case
+            ("XDG_CONFIG_HOME", false),
+            ("KEYPORT_X", false),
+            ("keyport_x", false),
+            ("SSH_AUTH_SOCK", false),
+            ("GIT_SSH_COMMAND", false),
+            ("LD_PRELOAD", false),
+            ("LC_ALL", false),
+            ("DYLD_INSERT_LIBRARIES", false),
+            // near misses are fine
+            ("PATHS", true),
+            ("MY_PATH", true),
+            ("SSH", true),
+            ("GITHUB_TOKEN2", true),
+        ] {
+            let got = check_env_name(env);
+            assert_eq!(got.is_ok(), ok, "env {env:?}: {got:?}");
+            if !ok {
+                assert_eq!(field_of(got), Some("env"));
+            }
+        }
+        for name in RESERVED_ENV_NAMES {
+            assert!(check_env_name(name).is_err(), "{name}");
+            assert!(check_env_name(&name.to_lowercase()).is_err(), "{name}");
+        }
+    }
+
+    #[test]
+    fn file_paths() {
+        let at_limit = format!("/{}", "a".repeat(MAX_PATH_BYTES - 1));
+        let over = format!("/{}", "a".repeat(MAX_PATH_BYTES));
+        for (path, ok) in [
+            ("~/.config/gh/hosts.yml", true),
+            ("/etc/app/token", true),
+            ("~/x", true),
+            (at_limit.as_str(), true),
+            (over.as_str(), false),
+            ("relative/path", false),
+            ("~user/x", false),
+            ("~", false),
+            ("~/", false),
+            ("/", false),
+            ("~/dir/", false),
+            ("/a//b", false),
+            ("~/./x", false),
+            ("~/a/../b", false),
+            ("~/..", false),
+            ("/a/.", false),
+            ("/a\0b", false),
+        ] {
+            let got = check_file_path(path);
+            assert_eq!(got.is_ok(), ok, "file {path:?}: {got:?}");
+            if !ok {
+                assert_eq!(field_of(got), Some("file"));
+            }
+        }
+    }
+
+    #[test]
+    fn tilde_resolution() {
+        assert_eq!(resolve_file_path("~/a/b", "/home/alice"), "/home/alice/a/b");
+        assert_eq!(resolve_file_path("~/a", "/home/alice/"), "/home/alice/a");
+        assert_eq!(resolve_file_path("/etc/x", "/home/alice"), "/etc/x");
+    }
+
+    #[test]
+    fn values() {
+        let max = vec![b'x'; MAX_VALUE_BYTES];
+        let over = vec![b'x'; MAX_VALUE_BYTES + 1];
+        for (value, env, ok) in [
+            (&b"v"[..], true, true),
+            (&b""[..], false, false),
+            (&b""[..], true, false),
+            (&max[..], true, true),
+            (&over[..], false, false),
+            (&b"a\0b"[..], true, false),
+            (&b"a\0b"[..], false, true),
+            (&b"\xff\xfe binary"[..], false, true),
+            (&b"line\r\n"[..], true, true),
+        ] {
+            let got = check_value(value, env);
+            assert_eq!(got.is_ok(), ok, "value len {} env {env}: {got:?}", value.len());
+            if !ok {
+                assert_eq!(field_of(got), Some("value"));
+            }
+        }
+    }
+
+    #[test]
+    fn descriptions() {
+        assert!(check_description("").is_ok());
+        assert!(check_description("token for\tgh").is_ok());
+        assert!(check_description(&"d".repeat(MAX_DESCRIPTION_BYTES)).is_ok());
+        assert_eq!(
+            field_of(check_description(&"d".repeat(MAX_DESCRIPTION_BYTES + 1))),
+            Some("description")
+        );
+        assert_eq!(field_of(check_description("a\nb")), Some("description"));
+    }
+
+    fn shape(name: &str, env: Option<&str>, file: Option<&str>, len: usize) -> SecretShape {
+        SecretShape {
+            name: name.into(),
+            env: env.map(Into::into),
+            file: file.map(Into::into),
+            file_resolved: file.map(|f| resolve_file_path(f, "/home/alice")),
+            enabled: env.is_some() || file.is_some(),
+            value_len: len,
+        }
+    }
+
+    fn fields(v: &[Violation]) -> Vec<&'static str> {
+        v.iter().map(|v| v.field).collect()
+    }
+
+    #[test]
+    fn enabled_needs_a_target() {
+        let mut s = shape("a", None, None, 1);
+        assert!(check_set(&s, &[], &Limits::default()).invalid.is_empty());
+        s.enabled = true;
+        assert_eq!(fields(&check_set(&s, &[], &Limits::default()).invalid), ["enabled"]);
+    }
+
+    #[test]
+    fn uniqueness_conflicts() {
+        let others = [
+            shape("gh", Some("GH_TOKEN"), Some("~/.config/gh/token"), 1),
+            shape("npm", None, Some("/home/alice/.npmrc"), 1),
+        ];
+        let l = Limits::default();
+        let cases = [
+            (shape("gh", None, None, 1), vec!["name"]),
+            (shape("x", Some("gh_token"), None, 1), vec!["env"]),
+            (shape("x", Some("Gh_Token"), None, 1), vec!["env"]),
+            // ~ resolves to the same file as an absolute path
+            (shape("x", None, Some("~/.npmrc"), 1), vec!["file"]),
+            (shape("x", None, Some("/home/alice/.config/gh/token"), 1), vec!["file"]),
+            // one file would be the other's directory, either way round
+            (shape("x", None, Some("~/.config/gh"), 1), vec!["file"]),
+            (shape("x", None, Some("~/.npmrc/inner"), 1), vec!["file"]),
+            (shape("x", Some("OTHER"), Some("~/.config/gh/token2"), 1), vec![]),
+            (shape("x", None, Some("~/.npmrc2"), 1), vec![]),
+        ];
+        for (candidate, want) in cases {
+            let got = check_set(&candidate, &others, &l);
+            assert_eq!(fields(&got.conflicts), want, "{candidate:?}");
+            assert!(got.invalid.is_empty());
+        }
+    }
+
+    #[test]
+    fn count_limit_at_the_boundary() {
+        let l = Limits {
+            max_secrets: 3,
+            ..Limits::default()
+        };
+        let two = [shape("a", None, None, 1), shape("b", None, None, 1)];
+        assert!(check_set(&shape("c", None, None, 1), &two, &l).invalid.is_empty());
+        let three = [two[0].clone(), two[1].clone(), shape("c", None, None, 1)];
+        let got = check_set(&shape("d", None, None, 1), &three, &l);
+        assert_eq!(fields(&got.invalid), ["name"]);
+        assert!(got.invalid[0].detail.contains("limit"));
+        assert!(check_set(&shape("d", None, None, 1), &three, &Limits::default()).invalid.is_empty());
+    }
+
+    #[test]
+    fn total_value_limit_at_the_boundary() {
+        let l = Limits {
+            max_total_value_bytes: 100,
+            ..Limits::default()
+        };
+        let others = [shape("a", None, None, 60)];
+        assert!(check_set(&shape("b", None, None, 40), &others, &l).invalid.is_empty());
+        assert_eq!(fields(&check_set(&shape("b", None, None, 41), &others, &l).invalid), ["value"]);
+    }
+
+    #[test]
+    fn env_limit_counts_enabled_env_secrets_only() {
+        // "A=" + 8 bytes = 10 bytes each
+        let l = Limits {
+            max_env_bytes: 20,
+            ..Limits::default()
+        };
+        let mut disabled = shape("off", Some("OFF"), None, 1000);
+        disabled.enabled = false;
+        let others = [shape("a", Some("A"), None, 8), disabled, shape("f", None, Some("/f"), 500)];
+        assert!(check_set(&shape("b", Some("B"), None, 8), &others, &l).invalid.is_empty());
+        assert_eq!(fields(&check_set(&shape("b", Some("B"), None, 9), &others, &l).invalid), ["env"]);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let l = Limits {
+            max_secrets: 1,
+            max_total_value_bytes: 1,
+            max_env_bytes: 1,
+        };
+        let others = [shape("a", Some("A"), None, 1)];
+        let got = check_set(&shape("a", Some("a"), None, 5), &others, &l);
+        assert_eq!(fields(&got.conflicts), ["name", "env"]);
+        assert_eq!(fields(&got.invalid), ["name", "value", "env"]);
+    }
+}

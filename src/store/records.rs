@@ -1,0 +1,277 @@
+//! The typed records that cross the [`Store`](super::Store) interface.
+
+use serde::Serialize;
+
+/// A stored user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserRecord {
+    /// Row id.
+    #[serde(skip)]
+    pub id: i64,
+    /// keyport user name.
+    pub name: String,
+    /// Whether the user administers keyport.
+    pub is_admin: bool,
+    /// The OS account their sessions run as (when the daemon runs as root).
+    pub os_user: String,
+    /// Creation time, ms since the epoch.
+    pub created_at: i64,
+    /// Last change, ms since the epoch.
+    pub updated_at: i64,
+}
+
+/// A user to create.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// keyport user name.
+    pub name: String,
+    /// Admin flag.
+    pub is_admin: bool,
+    /// OS account.
+    pub os_user: String,
+}
+
+/// A login key to store.
+#[derive(Debug, Clone)]
+pub struct NewLoginKey {
+    /// `ssh-ed25519`, …
+    pub algorithm: String,
+    /// Canonical public key line (no comment).
+    pub public_key: String,
+    /// `SHA256:` fingerprint.
+    pub fingerprint: String,
+    /// The comment the line carried.
+    pub comment: String,
+}
+
+/// A stored login key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LoginKeyRecord {
+    /// Row id.
+    #[serde(skip)]
+    pub id: i64,
+    /// Algorithm name.
+    pub algorithm: String,
+    /// Canonical public key line.
+    pub public_key: String,
+    /// `SHA256:` fingerprint.
+    pub fingerprint: String,
+    /// Comment.
+    pub comment: String,
+    /// Creation time, ms since the epoch.
+    pub created_at: i64,
+}
+
+/// A user key pair to store; the private half is already sealed.
+#[derive(Debug, Clone)]
+pub struct NewUserKey {
+    /// `ed25519` or `ecdsa-p256`.
+    pub algorithm: String,
+    /// OpenSSH public key line.
+    pub public_key: String,
+    /// `SHA256:` fingerprint.
+    pub fingerprint: String,
+    /// Sealed private key.
+    pub private_sealed: Vec<u8>,
+}
+
+/// A stored user key pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserKeyRecord {
+    /// `ed25519` or `ecdsa-p256`.
+    pub algorithm: String,
+    /// OpenSSH public key line.
+    pub public_key: String,
+    /// `SHA256:` fingerprint.
+    pub fingerprint: String,
+    /// Sealed private key.
+    pub private_sealed: Vec<u8>,
+    /// Creation time, ms since the epoch.
+    pub created_at: i64,
+}
+
+/// A stored host key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostKeyRecord {
+    /// `ed25519`.
+    pub algorithm: String,
+    /// OpenSSH public key line.
+    pub public_key: String,
+    /// `SHA256:` fingerprint.
+    pub fingerprint: String,
+    /// Sealed private key.
+    pub private_sealed: Vec<u8>,
+    /// Creation time, ms since the epoch.
+    pub created_at: i64,
+}
+
+/// A stored secret's metadata. The sealed value is fetched separately, only when needed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRecord {
+    /// Row id.
+    pub id: i64,
+    /// Secret name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Env target.
+    pub env_name: Option<String>,
+    /// File target as given.
+    pub file_path: Option<String>,
+    /// File target with `~` resolved.
+    pub file_resolved: Option<String>,
+    /// Whether it is injected.
+    pub enabled: bool,
+    /// Value length in bytes.
+    pub value_len: i64,
+    /// Creation time, ms since the epoch.
+    pub created_at: i64,
+    /// Last change, ms since the epoch.
+    pub updated_at: i64,
+}
+
+/// The columns of a secret to write.
+#[derive(Debug, Clone)]
+pub struct SecretRow {
+    /// Secret name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Env target.
+    pub env_name: Option<String>,
+    /// File target as given.
+    pub file_path: Option<String>,
+    /// File target with `~` resolved.
+    pub file_resolved: Option<String>,
+    /// Whether it is injected.
+    pub enabled: bool,
+    /// New sealed value; `None` keeps the stored one (updates only).
+    pub value_sealed: Option<Vec<u8>>,
+    /// Length of the new value; `None` with `value_sealed`.
+    pub value_len: Option<i64>,
+}
+
+/// One change to a user's secrets.
+#[derive(Debug, Clone)]
+pub enum SecretChange {
+    /// A new secret (`value_sealed` must be set).
+    Insert(SecretRow),
+    /// A changed secret.
+    Update {
+        /// Row id.
+        id: i64,
+        /// New columns.
+        row: SecretRow,
+    },
+    /// A removed secret.
+    Delete {
+        /// Row id.
+        id: i64,
+    },
+}
+
+/// An audit event to record. Never holds a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// Who did it: `user:alice`, `cli:root`, `system`.
+    pub actor: String,
+    /// Whose account it concerns.
+    pub user_name: String,
+    /// What happened: `secret.create`, `user.remove`, …
+    pub action: String,
+    /// Which secret, if any.
+    pub secret_name: Option<String>,
+    /// Further names (changed fields, session id, source address…).
+    pub detail: serde_json::Value,
+}
+
+/// A recorded audit event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditRecord {
+    /// Row id.
+    pub id: i64,
+    /// When, ms since the epoch.
+    pub at: i64,
+    /// Who did it.
+    pub actor: String,
+    /// Whose account it concerns.
+    pub user_name: String,
+    /// What happened.
+    pub action: String,
+    /// Which secret, if any.
+    pub secret_name: Option<String>,
+    /// Further names.
+    pub detail: serde_json::Value,
+}
+
+/// A file keyport wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRecord {
+    /// OS user whose file it is.
+    pub os_user: String,
+    /// Absolute path.
+    pub path: String,
+    /// keyport user it was written for.
+    pub user_name: String,
+    /// Secret it holds.
+    pub secret_name: String,
+    /// Sealed SHA-256 of what was written.
+    pub hash_sealed: Vec<u8>,
+    /// When, ms since the epoch.
+    pub written_at: i64,
+}
+
+/// The kinds of sealed column, each with what its blobs are bound to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealedKind {
+    /// `secrets.value_sealed`: owner = user id, item = secret name.
+    SecretValue,
+    /// `user_keys.private_sealed`: owner = user id, item empty.
+    UserKey,
+    /// `host_keys.private_sealed`: owner `host`, item = algorithm.
+    HostKey,
+    /// `secret_files.hash_sealed`: owner = OS user, item = path.
+    FileHash,
+}
+
+impl SealedKind {
+    /// Every kind, for rotation.
+    pub const ALL: [SealedKind; 4] = [
+        SealedKind::SecretValue,
+        SealedKind::UserKey,
+        SealedKind::HostKey,
+        SealedKind::FileHash,
+    ];
+
+    /// The seal purpose string this kind is bound to.
+    pub fn purpose(self) -> &'static str {
+        match self {
+            SealedKind::SecretValue => "secret",
+            SealedKind::UserKey => "user-key",
+            SealedKind::HostKey => "host-key",
+            SealedKind::FileHash => "file-hash",
+        }
+    }
+
+    /// (select rowid, owner, item, blob; update blob by rowid).
+    pub(super) fn sql(self) -> (&'static str, &'static str) {
+        match self {
+            SealedKind::SecretValue => (
+                "SELECT id, CAST(user_id AS TEXT), name, value_sealed FROM secrets",
+                "UPDATE secrets SET value_sealed = ?1 WHERE id = ?2",
+            ),
+            SealedKind::UserKey => (
+                "SELECT user_id, CAST(user_id AS TEXT), '', private_sealed FROM user_keys",
+                "UPDATE user_keys SET private_sealed = ?1 WHERE user_id = ?2",
+            ),
+            SealedKind::HostKey => (
+                "SELECT rowid, 'host', algorithm, private_sealed FROM host_keys",
+                "UPDATE host_keys SET private_sealed = ?1 WHERE rowid = ?2",
+            ),
+            SealedKind::FileHash => (
+                "SELECT rowid, os_user, path, hash_sealed FROM secret_files",
+                "UPDATE secret_files SET hash_sealed = ?1 WHERE rowid = ?2",
+            ),
+        }
+    }
+}

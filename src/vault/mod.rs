@@ -1,0 +1,218 @@
+//! The vault: keyport's operations on users, keys and secrets, on top of the [`Store`].
+//!
+//! It owns the store and the master key, applies the validation rules, seals values before they
+//! reach the store and opens them only for the daemon's own use, and writes an audit event with
+//! every change (names of things and fields, never a value). The CLI, the API and the SSH server
+//! all go through it, so they enforce the same rules.
+
+mod rotate;
+mod secrets;
+mod users;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use keyport_keys::{Binding, KeyError, MasterKey, SealError};
+
+use crate::datadir::{self, DB_FILE};
+use crate::keyring::{self, Keyring, KeyringError};
+use crate::osuser::OsUserError;
+use crate::secrets::{Limits, Violation};
+use crate::store::{AuditEvent, Store, StoreError};
+
+pub use rotate::Rotation;
+pub use users::{NewUserSpec, TokenIssued, UserKeyInfo};
+
+const MASTER_KEY_ID: &str = "master_key_id";
+
+/// Why a vault operation failed. Each variant maps to one exit code and one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    /// Input broke rules; every broken rule is listed.
+    #[error("{}", join(.0))]
+    Invalid(Vec<Violation>),
+    /// Input collides with something that exists; every collision is listed.
+    #[error("{}", join(.0))]
+    Conflict(Vec<Violation>),
+    /// The named thing does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The master key is missing or wrong.
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+    /// A sealed value did not open.
+    #[error("a sealed value did not open: {0}")]
+    Seal(#[from] SealError),
+    /// Key generation or parsing failed.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The data dir could not be created.
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        /// The data dir.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for VaultError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => VaultError::NotFound(what),
+            StoreError::Conflict { field, detail } => {
+                VaultError::Conflict(vec![Violation::new(field, detail)])
+            }
+            other => VaultError::Store(other),
+        }
+    }
+}
+
+impl From<OsUserError> for VaultError {
+    fn from(e: OsUserError) -> Self {
+        VaultError::Invalid(vec![Violation::new("os-user", e.to_string())])
+    }
+}
+
+fn join(v: &[Violation]) -> String {
+    v.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+/// Who is doing something, as the audit log names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// An operator using the data-dir CLI, as this OS user.
+    Cli(String),
+    /// A keyport user (through the API or a session).
+    User(String),
+    /// keyport itself (bootstrap, rotation at start-up).
+    System,
+}
+
+impl Actor {
+    /// The data-dir CLI, as the OS user running it.
+    pub fn cli() -> Self {
+        Actor::Cli(
+            crate::osuser::current()
+                .map(|u| u.name)
+                .unwrap_or_else(|_| "unknown".into()),
+        )
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Actor::Cli(os) => write!(f, "cli:{os}"),
+            Actor::User(name) => write!(f, "user:{name}"),
+            Actor::System => f.write_str("system"),
+        }
+    }
+}
+
+/// The store plus the master key, with keyport's rules.
+pub struct Vault {
+    store: Store,
+    keyring: Keyring,
+    limits: Limits,
+    data_dir: PathBuf,
+}
+
+impl fmt::Debug for Vault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Vault")
+            .field("data_dir", &self.data_dir)
+            .field("master_key", &self.keyring.key.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vault {
+    /// Opens the vault in `data_dir`, creating the dir (0700), the database and — only when the
+    /// database has never sealed anything — the master key file (0600).
+    pub fn open(data_dir: &Path, limits: Limits) -> Result<Self, VaultError> {
+        datadir::ensure_private_dir(data_dir).map_err(|source| VaultError::DataDir {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+        let mut store = Store::open(&data_dir.join(DB_FILE))?;
+        let recorded = store.meta(MASTER_KEY_ID)?;
+        let keyring = keyring::load(data_dir, recorded.as_deref())?;
+        if recorded.is_none() {
+            store.set_meta(MASTER_KEY_ID, &keyring.key.id())?;
+        }
+        Ok(Self {
+            store,
+            keyring,
+            limits,
+            data_dir: data_dir.to_path_buf(),
+        })
+    }
+
+    /// The data dir.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The per-user limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The id of the master key in use.
+    pub fn master_key_id(&self) -> String {
+        self.keyring.key.id()
+    }
+
+    /// The store, for reads that need no rules (tests, diagnostics).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn master(&self) -> &MasterKey {
+        &self.keyring.key
+    }
+
+    fn audit(
+        actor: &Actor,
+        user: &str,
+        action: &str,
+        secret: Option<&str>,
+        detail: serde_json::Value,
+    ) -> AuditEvent {
+        AuditEvent {
+            actor: actor.to_string(),
+            user_name: user.to_string(),
+            action: action.to_string(),
+            secret_name: secret.map(str::to_string),
+            detail,
+        }
+    }
+}
+
+fn secret_binding<'a>(user_id: &'a str, name: &'a str) -> Binding<'a> {
+    Binding {
+        purpose: crate::store::SealedKind::SecretValue.purpose(),
+        owner: user_id,
+        item: name,
+    }
+}
+
+fn user_key_binding(user_id: &str) -> Binding<'_> {
+    Binding {
+        purpose: crate::store::SealedKind::UserKey.purpose(),
+        owner: user_id,
+        item: "",
+    }
+}
+
+fn host_key_binding(algorithm: &str) -> Binding<'_> {
+    Binding {
+        purpose: crate::store::SealedKind::HostKey.purpose(),
+        owner: "host",
+        item: algorithm,
+    }
+}

@@ -1,0 +1,320 @@
+//! Accounts and keys: users, their login keys, their generated key pair, API tokens, and the
+//! daemon's host key.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use keyport_keys::{KeyPair, KeyType, LoginKey};
+use serde::Serialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tracing::instrument;
+
+use super::{Actor, Vault, VaultError, host_key_binding, user_key_binding};
+use crate::secrets::Violation;
+use crate::secrets::validate;
+use crate::store::{
+    HostKeyRecord, LoginKeyRecord, NewLoginKey, NewUser, NewUserKey, UserRecord, now_ms,
+};
+
+/// A user to create.
+#[derive(Debug, Clone, Default)]
+pub struct NewUserSpec {
+    /// keyport user name.
+    pub name: String,
+    /// Admin flag.
+    pub admin: bool,
+    /// OS account; `None` picks one (see [`Vault::add_user`]).
+    pub os_user: Option<String>,
+    /// Login public key lines.
+    pub login_keys: Vec<String>,
+    /// Algorithm of the generated key pair.
+    pub key_type: KeyType,
+}
+
+/// A user's public key, as `key show` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserKeyInfo {
+    /// `ed25519` or `ecdsa-p256`.
+    pub algorithm: String,
+    /// OpenSSH public key line.
+    pub public_key: String,
+    /// `SHA256:` fingerprint.
+    pub fingerprint: String,
+    /// Creation time, ms since the epoch.
+    pub created_at: i64,
+}
+
+/// A token just created: the only time its text exists outside the holder's hands.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenIssued {
+    /// The bearer token.
+    pub token: zeroize::Zeroizing<String>,
+}
+
+impl std::fmt::Debug for TokenIssued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenIssued(<redacted>)")
+    }
+}
+
+impl Vault {
+    /// Creates a user with a fresh key pair. Without an explicit OS user, the OS account of the
+    /// same name is used if it exists, else (non-root) the account running this command; as
+    /// root there is no silent fallback, so nobody gets root shells by accident.
+    #[instrument(skip_all, fields(user = %spec.name))]
+    pub fn add_user(&mut self, actor: &Actor, spec: &NewUserSpec) -> Result<UserRecord, VaultError> {
+        validate::check_user_name(&spec.name).map_err(|v| VaultError::Invalid(vec![v]))?;
+        let os_user = match &spec.os_user {
+            Some(os) => crate::osuser::lookup(os)?.name,
+            None => match crate::osuser::lookup(&spec.name) {
+                Ok(os) => os.name,
+                Err(_) if !crate::osuser::is_root() => crate::osuser::current()?.name,
+                Err(e) => {
+                    return Err(VaultError::Invalid(vec![Violation::new(
+                        "os-user",
+                        format!("{e}; pass --os-user to choose the account their sessions run as"),
+                    )]));
+                }
+            },
+        };
+        let logins = parse_login_keys(&spec.login_keys)?;
+        let pair = KeyPair::generate(spec.key_type, &format!("keyport:{}", spec.name))?;
+        let audit = Self::audit(
+            actor,
+            &spec.name,
+            "user.add",
+            None,
+            json!({ "admin": spec.admin, "os_user": os_user, "login_keys": logins.len(),
+                    "key_type": spec.key_type.as_str(), "key_fingerprint": pair.fingerprint() }),
+        );
+        let user = NewUser {
+            name: spec.name.clone(),
+            is_admin: spec.admin,
+            os_user,
+        };
+        // The sealed key is bound to the user's row id, known only inside the insert.
+        let master = &self.keyring.key;
+        self.store.create_user(&user, &logins, &audit, |user_id| {
+            seal_pair(master, &user_id.to_string(), &pair)
+        })
+    }
+
+    /// Every user, sorted by name.
+    pub fn users(&self) -> Result<Vec<UserRecord>, VaultError> {
+        Ok(self.store.users()?)
+    }
+
+    /// One user.
+    pub fn user(&self, name: &str) -> Result<UserRecord, VaultError> {
+        Ok(self.store.user(name)?)
+    }
+
+    /// Removes a user with their secrets, key pair, login keys and tokens.
+    #[instrument(skip_all, fields(user = %name))]
+    pub fn remove_user(&mut self, actor: &Actor, name: &str) -> Result<(), VaultError> {
+        let audit = Self::audit(actor, name, "user.remove", None, json!({}));
+        Ok(self.store.remove_user(name, &audit)?)
+    }
+
+    /// Adds login keys to a user (all or none).
+    pub fn add_login_keys(
+        &mut self,
+        actor: &Actor,
+        user: &str,
+        lines: &[String],
+    ) -> Result<Vec<LoginKeyRecord>, VaultError> {
+        let owner = self.store.user(user)?;
+        let keys = parse_login_keys(lines)?;
+        let fingerprints: Vec<&str> = keys.iter().map(|k| k.fingerprint.as_str()).collect();
+        let audit = Self::audit(
+            actor,
+            user,
+            "login-key.add",
+            None,
+            json!({ "fingerprints": fingerprints }),
+        );
+        self.store.add_login_keys(owner.id, &keys, &audit)?;
+        let added: Vec<String> = keys.into_iter().map(|k| k.fingerprint).collect();
+        Ok(self
+            .store
+            .login_keys(owner.id)?
+            .into_iter()
+            .filter(|k| added.contains(&k.fingerprint))
+            .collect())
+    }
+
+    /// A user's login keys.
+    pub fn login_keys(&self, user: &str) -> Result<Vec<LoginKeyRecord>, VaultError> {
+        let owner = self.store.user(user)?;
+        Ok(self.store.login_keys(owner.id)?)
+    }
+
+    /// Removes a login key, named by fingerprint or by its public key line.
+    pub fn remove_login_key(&mut self, actor: &Actor, user: &str, key: &str) -> Result<(), VaultError> {
+        let owner = self.store.user(user)?;
+        let fingerprint = if key.starts_with("SHA256:") {
+            key.to_string()
+        } else {
+            LoginKey::parse(key)
+                .map_err(|e| VaultError::Invalid(vec![Violation::new("login-key", e.to_string())]))?
+                .fingerprint()
+        };
+        let audit = Self::audit(
+            actor,
+            user,
+            "login-key.remove",
+            None,
+            json!({ "fingerprint": fingerprint }),
+        );
+        Ok(self.store.remove_login_key(owner.id, &fingerprint, &audit)?)
+    }
+
+    /// The user's public key.
+    pub fn user_key(&self, user: &str) -> Result<UserKeyInfo, VaultError> {
+        let owner = self.store.user(user)?;
+        let key = self.store.user_key(owner.id)?;
+        Ok(UserKeyInfo {
+            algorithm: key.algorithm,
+            public_key: key.public_key,
+            fingerprint: key.fingerprint,
+            created_at: key.created_at,
+        })
+    }
+
+    /// Replaces the user's key pair; the old one stops working at once.
+    #[instrument(skip_all, fields(user = %user))]
+    pub fn regenerate_user_key(
+        &mut self,
+        actor: &Actor,
+        user: &str,
+        key_type: Option<KeyType>,
+    ) -> Result<UserKeyInfo, VaultError> {
+        let owner = self.store.user(user)?;
+        let old = self.store.user_key(owner.id)?;
+        let kind = match key_type {
+            Some(kind) => kind,
+            None => old.algorithm.parse()?,
+        };
+        let pair = KeyPair::generate(kind, &format!("keyport:{user}"))?;
+        let new = seal_pair(self.master(), &owner.id.to_string(), &pair)?;
+        let audit = Self::audit(
+            actor,
+            user,
+            "key.regenerate",
+            None,
+            json!({ "old_fingerprint": old.fingerprint, "new_fingerprint": new.fingerprint,
+                    "key_type": kind.as_str() }),
+        );
+        self.store.replace_user_key(owner.id, &new, &audit)?;
+        self.user_key(user)
+    }
+
+    /// Opens the user's private key, for signing inside the daemon. Never for output.
+    pub fn open_user_key(&self, user: &str) -> Result<KeyPair, VaultError> {
+        let owner = self.store.user(user)?;
+        let key = self.store.user_key(owner.id)?;
+        let uid = owner.id.to_string();
+        let bytes = self.master().unseal(user_key_binding(&uid), &key.private_sealed)?;
+        Ok(KeyPair::from_secret_bytes(&bytes)?)
+    }
+
+    /// The daemon's ed25519 host key, created and stored sealed on first use.
+    pub fn host_key(&mut self) -> Result<KeyPair, VaultError> {
+        const ALGORITHM: &str = "ed25519";
+        let record = match self.store.host_key(ALGORITHM)? {
+            Some(record) => record,
+            None => {
+                let pair = KeyPair::generate(KeyType::Ed25519, "keyport host key")?;
+                let bytes = pair.to_secret_bytes()?;
+                let record = HostKeyRecord {
+                    algorithm: ALGORITHM.into(),
+                    public_key: pair.public_line()?,
+                    fingerprint: pair.fingerprint(),
+                    private_sealed: self
+                        .master()
+                        .seal(host_key_binding(ALGORITHM), bytes.expose())?,
+                    created_at: now_ms(),
+                };
+                // Another process may have raced us; use whichever key landed.
+                self.store.insert_host_key(&record)?
+            }
+        };
+        let bytes = self
+            .master()
+            .unseal(host_key_binding(ALGORITHM), &record.private_sealed)?;
+        Ok(KeyPair::from_secret_bytes(&bytes)?)
+    }
+
+    /// Creates an API token for `user`; its text is returned once and stored only hashed.
+    pub fn create_token(
+        &mut self,
+        actor: &Actor,
+        user: &str,
+        name: &str,
+    ) -> Result<TokenIssued, VaultError> {
+        let owner = self.store.user(user)?;
+        validate::check_name(name).map_err(|mut v| {
+            v.field = "token";
+            VaultError::Invalid(vec![v])
+        })?;
+        let mut raw = zeroize::Zeroizing::new([0u8; 32]);
+        getrandom::fill(raw.as_mut_slice())
+            .map_err(|_| VaultError::Seal(keyport_keys::SealError::Random))?;
+        let token = zeroize::Zeroizing::new(format!("kpt_{}", URL_SAFE_NO_PAD.encode(raw.as_slice())));
+        let audit = Self::audit(actor, user, "token.create", None, json!({ "token": name }));
+        self.store
+            .create_token(owner.id, name, &token_hash(&token), &audit)?;
+        Ok(TokenIssued { token })
+    }
+}
+
+/// The stored form of a token: hex SHA-256. Tokens are 256 random bits, so a fast hash is enough.
+pub fn token_hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn seal_pair(
+    master: &keyport_keys::MasterKey,
+    user_id: &str,
+    pair: &KeyPair,
+) -> Result<NewUserKey, VaultError> {
+    let bytes = pair.to_secret_bytes()?;
+    Ok(NewUserKey {
+        algorithm: pair.kind().as_str().to_string(),
+        public_key: pair.public_line()?,
+        fingerprint: pair.fingerprint(),
+        private_sealed: master.seal(user_key_binding(user_id), bytes.expose())?,
+    })
+}
+
+/// Parses login key lines; blank lines and `#` comments are skipped, as in `authorized_keys`.
+fn parse_login_keys(lines: &[String]) -> Result<Vec<NewLoginKey>, VaultError> {
+    let mut keys: Vec<NewLoginKey> = Vec::new();
+    let mut invalid = Vec::new();
+    for (i, line) in lines.iter().flat_map(|l| l.lines()).enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match LoginKey::parse(line).and_then(|k| {
+            Ok(NewLoginKey {
+                algorithm: k.algorithm(),
+                public_key: k.canonical_line()?,
+                fingerprint: k.fingerprint(),
+                comment: k.comment(),
+            })
+        }) {
+            Ok(key) if keys.iter().any(|k| k.fingerprint == key.fingerprint) => {}
+            Ok(key) => keys.push(key),
+            Err(e) => invalid.push(Violation::new("login-key", format!("line {}: {e}", i + 1))),
+        }
+    }
+    if invalid.is_empty() {
+        Ok(keys)
+    } else {
+        Err(VaultError::Invalid(invalid))
+    }
+}
