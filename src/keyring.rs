@@ -157,7 +157,11 @@ pub fn load(data_dir: &Path, recorded: Option<&str>) -> Result<Keyring, KeyringE
     })
 }
 
-fn check(key: MasterKey, source: KeySource, recorded: Option<&str>) -> Result<Keyring, KeyringError> {
+fn check(
+    key: MasterKey,
+    source: KeySource,
+    recorded: Option<&str>,
+) -> Result<Keyring, KeyringError> {
     match recorded {
         Some(recorded) if recorded != key.id() => Err(KeyringError::Wrong {
             recorded: recorded.to_string(),
@@ -218,7 +222,8 @@ fn next_path(path: &Path) -> PathBuf {
 }
 
 fn read_key_file(path: &Path) -> Result<MasterKey, KeyringError> {
-    let text = zeroize::Zeroizing::new(fs::read_to_string(path).map_err(|source| io_err(path, source))?);
+    let text =
+        zeroize::Zeroizing::new(fs::read_to_string(path).map_err(|source| io_err(path, source))?);
     MasterKey::from_base64(&text).map_err(|source| KeyringError::BadFile {
         path: path.to_path_buf(),
         source,

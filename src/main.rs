@@ -1,6 +1,6 @@
 //! The `keyport` binary: parse the command line, set up logging, run, map errors to exit codes.
 
-use std::io::IsTerminal;
+use std::io::{self, IsTerminal, Write};
 
 use clap::Parser;
 use keyport::cli::{self, Opts};
@@ -14,7 +14,7 @@ fn main() -> std::process::ExitCode {
     // Set before any file is created: everything keyport writes is private unless it says so.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(|| LossyStderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             EnvFilter::try_from_env("KEYPORT_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
@@ -37,4 +37,21 @@ fn restore_sigpipe() {
     // SAFETY: called first thing in main, before any other thread exists; SIG_DFL installs
     // no Rust handler.
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
+/// Log output to stderr that drops what it cannot write. tracing-subscriber reports a failed
+/// write with `eprintln!`, which panics when stderr is a closed pipe: the daemon must outlive
+/// the terminal or pipe it was started from.
+struct LossyStderr;
+
+impl Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let _ = io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let _ = io::stderr().flush();
+        Ok(())
+    }
 }

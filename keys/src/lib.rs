@@ -17,7 +17,7 @@ pub mod userkey;
 
 pub use seal::{Binding, MasterKey, SealError};
 pub use secret::SecretBytes;
-pub use userkey::{KeyError, KeyType, LoginKey, KeyPair};
+pub use userkey::{KeyError, KeyPair, KeyType, LoginKey};
 
 /// Re-exported so dependants use the same `ssh-key` version russh uses.
 pub use russh::keys::{PrivateKey, PublicKey};

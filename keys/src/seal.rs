@@ -220,7 +220,10 @@ mod tests {
     #[test]
     fn nonce_is_fresh_each_time() {
         let key = MasterKey::generate().unwrap();
-        assert_ne!(key.seal(ALICE, b"x").unwrap(), key.seal(ALICE, b"x").unwrap());
+        assert_ne!(
+            key.seal(ALICE, b"x").unwrap(),
+            key.seal(ALICE, b"x").unwrap()
+        );
     }
 
     #[test]
@@ -242,13 +245,29 @@ mod tests {
         let key = MasterKey::generate().unwrap();
         let blob = key.seal(ALICE, b"v").unwrap();
         for other in [
-            Binding { owner: "2", ..ALICE },
-            Binding { purpose: "user-key", ..ALICE },
-            Binding { item: "OTHER", ..ALICE },
+            Binding {
+                owner: "2",
+                ..ALICE
+            },
+            Binding {
+                purpose: "user-key",
+                ..ALICE
+            },
+            Binding {
+                item: "OTHER",
+                ..ALICE
+            },
             // Length prefixes keep shifted boundaries apart.
-            Binding { purpose: "secret1", owner: "", ..ALICE },
+            Binding {
+                purpose: "secret1",
+                owner: "",
+                ..ALICE
+            },
         ] {
-            assert_eq!(key.unseal(other, &blob).unwrap_err(), SealError::Unauthentic);
+            assert_eq!(
+                key.unseal(other, &blob).unwrap_err(),
+                SealError::Unauthentic
+            );
         }
     }
 
@@ -259,9 +278,15 @@ mod tests {
         for i in 0..blob.len() {
             let mut bad = blob.clone();
             bad[i] ^= 0x01;
-            assert!(key.unseal(ALICE, &bad).is_err(), "byte {i} flipped still opened");
+            assert!(
+                key.unseal(ALICE, &bad).is_err(),
+                "byte {i} flipped still opened"
+            );
         }
-        assert_eq!(key.unseal(ALICE, &blob[..10]).unwrap_err(), SealError::Malformed);
+        assert_eq!(
+            key.unseal(ALICE, &blob[..10]).unwrap_err(),
+            SealError::Malformed
+        );
     }
 
     #[test]

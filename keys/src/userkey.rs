@@ -159,7 +159,8 @@ impl LoginKey {
         if line.contains("PRIVATE KEY") {
             return Err(KeyError::PrivateKeyGiven);
         }
-        let key = PublicKey::from_openssh(line).map_err(|e| KeyError::BadPublicKey(e.to_string()))?;
+        let key =
+            PublicKey::from_openssh(line).map_err(|e| KeyError::BadPublicKey(e.to_string()))?;
         match key.algorithm() {
             Algorithm::Ed25519 | Algorithm::Ecdsa { .. } | Algorithm::Rsa { .. } => {}
             other => return Err(KeyError::UnsupportedAlgorithm(other.to_string())),
@@ -219,7 +220,10 @@ mod tests {
             assert!(line.ends_with(" keyport:alice"), "{line}");
             assert!(key.fingerprint().starts_with("SHA256:"));
             // The login-key parser computes the same fingerprint from the line alone.
-            assert_eq!(LoginKey::parse(&line).unwrap().fingerprint(), key.fingerprint());
+            assert_eq!(
+                LoginKey::parse(&line).unwrap().fingerprint(),
+                key.fingerprint()
+            );
             // Round trip through the bytes that get sealed.
             let bytes = key.to_secret_bytes().unwrap();
             let back = KeyPair::from_secret_bytes(&bytes).unwrap();
@@ -250,9 +254,18 @@ mod tests {
             .private()
             .to_openssh(russh::keys::ssh_key::LineEnding::LF)
             .unwrap();
-        assert!(matches!(LoginKey::parse(&pem), Err(KeyError::PrivateKeyGiven)));
-        assert!(matches!(LoginKey::parse("ssh-ed25519 AAAA"), Err(KeyError::BadPublicKey(_))));
-        assert!(matches!(LoginKey::parse(""), Err(KeyError::BadPublicKey(_))));
+        assert!(matches!(
+            LoginKey::parse(&pem),
+            Err(KeyError::PrivateKeyGiven)
+        ));
+        assert!(matches!(
+            LoginKey::parse("ssh-ed25519 AAAA"),
+            Err(KeyError::BadPublicKey(_))
+        ));
+        assert!(matches!(
+            LoginKey::parse(""),
+            Err(KeyError::BadPublicKey(_))
+        ));
     }
 
     #[test]

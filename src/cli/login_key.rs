@@ -54,7 +54,10 @@ pub fn run(config: &Config, cmd: LoginKeyCommand) -> anyhow::Result<()> {
                 (None, None) => return Err(UsageError("give a key or --file".into()).into()),
             };
             for key in vault.add_login_keys(&Actor::cli(), &user, &[text])? {
-                println!("added {} {} {}", key.fingerprint, key.algorithm, key.comment);
+                println!(
+                    "added {} {} {}",
+                    key.fingerprint, key.algorithm, key.comment
+                );
             }
         }
         LoginKeyCommand::List { user, output } => {

@@ -65,7 +65,10 @@ pub fn confirm(question: &str, yes: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     if !std::io::stdin().is_terminal() {
-        return Err(UsageError(format!("{question}: not confirmed (pass -y to skip the question)")).into());
+        return Err(UsageError(format!(
+            "{question}: not confirmed (pass -y to skip the question)"
+        ))
+        .into());
     }
     eprint!("{question} [y/N] ");
     std::io::stderr().flush()?;

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use clap::Args;
+use tokio::signal::unix::{SignalKind, signal};
 use tracing::info;
 
 use crate::bootstrap;
@@ -42,22 +43,22 @@ pub fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
             first.credentials.display()
         );
     }
-    info!(ssh = %config.ssh_listen, api = %config.api_listen, "keyport ready");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(shutdown_signal())?;
+    runtime.block_on(async {
+        // Handlers first, then "ready": a SIGTERM right after the ready line must be caught.
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        info!(ssh = %config.ssh_listen, api = %config.api_listen, "keyport ready");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        Ok::<_, std::io::Error>(())
+    })?;
     info!("shutting down");
     Ok(())
-}
-
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() -> std::io::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r,
-        _ = term.recv() => Ok(()),
-    }
 }
 
 /// Unsealed keys live in this process's memory: never let a core dump write them to disk.

@@ -29,7 +29,8 @@ pub const RESERVED_ENV_NAMES: &[&str] = &[
 
 /// Env name prefixes no secret may take, compared case-insensitively. `KEYPORT_`, `SSH_` and
 /// `GIT_` are keyport's own (`SSH_AUTH_SOCK`, `GIT_SSH_COMMAND`); the rest alter every process.
-pub const RESERVED_ENV_PREFIXES: &[&str] = &["XDG_", "KEYPORT_", "SSH_", "GIT_", "LD_", "LC_", "DYLD_"];
+pub const RESERVED_ENV_PREFIXES: &[&str] =
+    &["XDG_", "KEYPORT_", "SSH_", "GIT_", "LD_", "LC_", "DYLD_"];
 
 /// One broken rule: which field, and what the rule is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -86,13 +87,17 @@ pub fn check_name(name: &str) -> Result<(), Violation> {
 pub fn check_user_name(name: &str) -> Result<(), Violation> {
     check_identifier("user", name)?;
     if name == "me" {
-        return Err(Violation::new("user", "'me' is reserved (it means \"yourself\" in the API)"));
+        return Err(Violation::new(
+            "user",
+            "'me' is reserved (it means \"yourself\" in the API)",
+        ));
     }
     Ok(())
 }
 
 fn check_identifier(field: &'static str, name: &str) -> Result<(), Violation> {
-    let rule = "1 to 64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit";
+    let rule =
+        "1 to 64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit";
     let mut chars = name.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
     let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
@@ -105,7 +110,9 @@ fn check_identifier(field: &'static str, name: &str) -> Result<(), Violation> {
 /// `env`: `[A-Za-z_][A-Za-z0-9_]*`, at most 256 characters, not a reserved name or prefix.
 pub fn check_env_name(env: &str) -> Result<(), Violation> {
     let mut chars = env.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(Violation::new(
             "env",
@@ -113,14 +120,23 @@ pub fn check_env_name(env: &str) -> Result<(), Violation> {
         ));
     }
     if env.len() > MAX_ENV_NAME_LEN {
-        return Err(Violation::new("env", format!("must be at most {MAX_ENV_NAME_LEN} characters")));
+        return Err(Violation::new(
+            "env",
+            format!("must be at most {MAX_ENV_NAME_LEN} characters"),
+        ));
     }
     let upper = env.to_ascii_uppercase();
     if RESERVED_ENV_NAMES.contains(&upper.as_str()) {
-        return Err(Violation::new("env", format!("{upper} is reserved for the session's own use")));
+        return Err(Violation::new(
+            "env",
+            format!("{upper} is reserved for the session's own use"),
+        ));
     }
     if let Some(prefix) = RESERVED_ENV_PREFIXES.iter().find(|p| upper.starts_with(*p)) {
-        return Err(Violation::new("env", format!("names starting with {prefix} are reserved")));
+        return Err(Violation::new(
+            "env",
+            format!("names starting with {prefix} are reserved"),
+        ));
     }
     Ok(())
 }
@@ -129,7 +145,10 @@ pub fn check_env_name(env: &str) -> Result<(), Violation> {
 /// components, and names a file rather than a directory.
 pub fn check_file_path(path: &str) -> Result<(), Violation> {
     if path.len() > MAX_PATH_BYTES {
-        return Err(Violation::new("file", format!("must be at most {MAX_PATH_BYTES} bytes")));
+        return Err(Violation::new(
+            "file",
+            format!("must be at most {MAX_PATH_BYTES} bytes"),
+        ));
     }
     if path.contains('\0') {
         return Err(Violation::new("file", "must not contain a NUL byte"));
@@ -144,8 +163,14 @@ pub fn check_file_path(path: &str) -> Result<(), Violation> {
     if rest.is_empty() || rest.ends_with('/') {
         return Err(Violation::new("file", "must name a file, not a directory"));
     }
-    if rest.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
-        return Err(Violation::new("file", "must not contain '.', '..' or empty components"));
+    if rest
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(Violation::new(
+            "file",
+            "must not contain '.', '..' or empty components",
+        ));
     }
     Ok(())
 }
@@ -167,7 +192,10 @@ pub fn check_value(value: &[u8], env_target: bool) -> Result<(), Violation> {
     if value.len() > MAX_VALUE_BYTES {
         return Err(Violation::new(
             "value",
-            format!("must be at most {MAX_VALUE_BYTES} bytes (64 KiB), got {}", value.len()),
+            format!(
+                "must be at most {MAX_VALUE_BYTES} bytes (64 KiB), got {}",
+                value.len()
+            ),
         ));
     }
     if env_target && value.contains(&0) {
@@ -188,7 +216,10 @@ pub fn check_description(description: &str) -> Result<(), Violation> {
         ));
     }
     if description.chars().any(|c| c.is_control() && c != '\t') {
-        return Err(Violation::new("description", "must not contain control characters"));
+        return Err(Violation::new(
+            "description",
+            "must not contain control characters",
+        ));
     }
     Ok(())
 }
@@ -246,27 +277,32 @@ pub fn check_set(candidate: &SecretShape, others: &[SecretShape], limits: &Limit
             format!("a secret named {} already exists", candidate.name),
         ));
     }
-    if let Some(env) = &candidate.env {
-        if let Some(o) = others
-            .iter()
-            .find(|o| o.env.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(env)))
-        {
-            found.conflicts.push(Violation::new(
-                "env",
-                format!(
-                    "{env} is already used by secret {} (env names are compared case-insensitively)",
-                    o.name
-                ),
-            ));
-        }
+    let same_env = |o: &&SecretShape| {
+        let both = o.env.as_deref().zip(candidate.env.as_deref());
+        both.is_some_and(|(a, b)| a.eq_ignore_ascii_case(b))
+    };
+    if let Some(o) = others.iter().find(same_env) {
+        found.conflicts.push(Violation::new(
+            "env",
+            format!(
+                "{} is already used by secret {} (env names are compared case-insensitively)",
+                candidate.env.as_deref().unwrap_or_default(),
+                o.name
+            ),
+        ));
     }
     if let Some(path) = &candidate.file_resolved {
         for o in others {
-            let Some(other) = &o.file_resolved else { continue };
+            let Some(other) = &o.file_resolved else {
+                continue;
+            };
             let detail = if other == path {
                 format!("{path} is already the file of secret {}", o.name)
             } else if is_inside(other, path) {
-                format!("{path} would have to be a directory for secret {}'s file {other}", o.name)
+                format!(
+                    "{path} would have to be a directory for secret {}'s file {other}",
+                    o.name
+                )
             } else if is_inside(path, other) {
                 format!("{path} is inside {other}, the file of secret {}", o.name)
             } else {
@@ -279,7 +315,10 @@ pub fn check_set(candidate: &SecretShape, others: &[SecretShape], limits: &Limit
     if others.len() + 1 > limits.max_secrets {
         found.invalid.push(Violation::new(
             "name",
-            format!("limit reached: at most {} secrets per user", limits.max_secrets),
+            format!(
+                "limit reached: at most {} secrets per user",
+                limits.max_secrets
+            ),
         ));
     }
     let total: usize = others.iter().map(|o| o.value_len).sum::<usize>() + candidate.value_len;
@@ -292,8 +331,8 @@ pub fn check_set(candidate: &SecretShape, others: &[SecretShape], limits: &Limit
             ),
         ));
     }
-    let env_total: usize = others.iter().map(SecretShape::env_bytes).sum::<usize>()
-        + candidate.env_bytes();
+    let env_total: usize =
+        others.iter().map(SecretShape::env_bytes).sum::<usize>() + candidate.env_bytes();
     if env_total > limits.max_env_bytes {
         found.invalid.push(Violation::new(
             "env",
@@ -465,7 +504,12 @@ mod tests {
             (&b"line\r\n"[..], true, true),
         ] {
             let got = check_value(value, env);
-            assert_eq!(got.is_ok(), ok, "value len {} env {env}: {got:?}", value.len());
+            assert_eq!(
+                got.is_ok(),
+                ok,
+                "value len {} env {env}: {got:?}",
+                value.len()
+            );
             if !ok {
                 assert_eq!(field_of(got), Some("value"));
             }
@@ -504,7 +548,10 @@ mod tests {
         let mut s = shape("a", None, None, 1);
         assert!(check_set(&s, &[], &Limits::default()).invalid.is_empty());
         s.enabled = true;
-        assert_eq!(fields(&check_set(&s, &[], &Limits::default()).invalid), ["enabled"]);
+        assert_eq!(
+            fields(&check_set(&s, &[], &Limits::default()).invalid),
+            ["enabled"]
+        );
     }
 
     #[test]
@@ -520,11 +567,17 @@ mod tests {
             (shape("x", Some("Gh_Token"), None, 1), vec!["env"]),
             // ~ resolves to the same file as an absolute path
             (shape("x", None, Some("~/.npmrc"), 1), vec!["file"]),
-            (shape("x", None, Some("/home/alice/.config/gh/token"), 1), vec!["file"]),
+            (
+                shape("x", None, Some("/home/alice/.config/gh/token"), 1),
+                vec!["file"],
+            ),
             // one file would be the other's directory, either way round
             (shape("x", None, Some("~/.config/gh"), 1), vec!["file"]),
             (shape("x", None, Some("~/.npmrc/inner"), 1), vec!["file"]),
-            (shape("x", Some("OTHER"), Some("~/.config/gh/token2"), 1), vec![]),
+            (
+                shape("x", Some("OTHER"), Some("~/.config/gh/token2"), 1),
+                vec![],
+            ),
             (shape("x", None, Some("~/.npmrc2"), 1), vec![]),
         ];
         for (candidate, want) in cases {
@@ -541,12 +594,20 @@ mod tests {
             ..Limits::default()
         };
         let two = [shape("a", None, None, 1), shape("b", None, None, 1)];
-        assert!(check_set(&shape("c", None, None, 1), &two, &l).invalid.is_empty());
+        assert!(
+            check_set(&shape("c", None, None, 1), &two, &l)
+                .invalid
+                .is_empty()
+        );
         let three = [two[0].clone(), two[1].clone(), shape("c", None, None, 1)];
         let got = check_set(&shape("d", None, None, 1), &three, &l);
         assert_eq!(fields(&got.invalid), ["name"]);
         assert!(got.invalid[0].detail.contains("limit"));
-        assert!(check_set(&shape("d", None, None, 1), &three, &Limits::default()).invalid.is_empty());
+        assert!(
+            check_set(&shape("d", None, None, 1), &three, &Limits::default())
+                .invalid
+                .is_empty()
+        );
     }
 
     #[test]
@@ -556,8 +617,15 @@ mod tests {
             ..Limits::default()
         };
         let others = [shape("a", None, None, 60)];
-        assert!(check_set(&shape("b", None, None, 40), &others, &l).invalid.is_empty());
-        assert_eq!(fields(&check_set(&shape("b", None, None, 41), &others, &l).invalid), ["value"]);
+        assert!(
+            check_set(&shape("b", None, None, 40), &others, &l)
+                .invalid
+                .is_empty()
+        );
+        assert_eq!(
+            fields(&check_set(&shape("b", None, None, 41), &others, &l).invalid),
+            ["value"]
+        );
     }
 
     #[test]
@@ -569,9 +637,20 @@ mod tests {
         };
         let mut disabled = shape("off", Some("OFF"), None, 1000);
         disabled.enabled = false;
-        let others = [shape("a", Some("A"), None, 8), disabled, shape("f", None, Some("/f"), 500)];
-        assert!(check_set(&shape("b", Some("B"), None, 8), &others, &l).invalid.is_empty());
-        assert_eq!(fields(&check_set(&shape("b", Some("B"), None, 9), &others, &l).invalid), ["env"]);
+        let others = [
+            shape("a", Some("A"), None, 8),
+            disabled,
+            shape("f", None, Some("/f"), 500),
+        ];
+        assert!(
+            check_set(&shape("b", Some("B"), None, 8), &others, &l)
+                .invalid
+                .is_empty()
+        );
+        assert_eq!(
+            fields(&check_set(&shape("b", Some("B"), None, 9), &others, &l).invalid),
+            ["env"]
+        );
     }
 
     #[test]

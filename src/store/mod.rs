@@ -37,7 +37,9 @@ pub enum StoreError {
         detail: String,
     },
     /// The database was written by a newer keyport.
-    #[error("database schema version {found} is newer than this keyport knows ({known}); upgrade keyport")]
+    #[error(
+        "database schema version {found} is newer than this keyport knows ({known}); upgrade keyport"
+    )]
     TooNew {
         /// Version found in the database.
         found: i64,
@@ -107,10 +109,11 @@ impl Store {
             "CREATE TABLE IF NOT EXISTS schema_migrations (
                  version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
         )?;
-        let current: i64 =
-            tx.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| {
-                r.get(0)
-            })?;
+        let current: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )?;
         let known = MIGRATIONS.last().map_or(0, |m| m.0);
         if current > known {
             return Err(StoreError::TooNew {
@@ -133,7 +136,9 @@ impl Store {
     pub fn schema_version(&self) -> Result<i64> {
         Ok(self
             .conn
-            .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| r.get(0))?)
+            .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
+                r.get(0)
+            })?)
     }
 
     /// `PRAGMA integrity_check`: `"ok"` when the database is sound.
@@ -197,7 +202,11 @@ impl Store {
              VALUES (?1, ?2, ?3, ?4, ?4)",
             params![user.name, user.is_admin, user.os_user, now],
         )
-        .map_err(|e| conflict(e, "user", || format!("a user named {} already exists", user.name)))?;
+        .map_err(|e| {
+            conflict(e, "user", || {
+                format!("a user named {} already exists", user.name)
+            })
+        })?;
         let id = tx.last_insert_rowid();
         put_user_key(&tx, id, &seal_key(id)?, now)?;
         for login in login_keys {
@@ -722,11 +731,21 @@ fn insert_login_key(conn: &Connection, user_id: i64, key: &NewLoginKey, now: i64
     conn.execute(
         "INSERT INTO login_keys (user_id, algorithm, public_key, fingerprint, comment, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![user_id, key.algorithm, key.public_key, key.fingerprint, key.comment, now],
+        params![
+            user_id,
+            key.algorithm,
+            key.public_key,
+            key.fingerprint,
+            key.comment,
+            now
+        ],
     )
     .map_err(|e| {
         conflict(e, "login-key", || {
-            format!("key {} is already a login key of this user", key.fingerprint)
+            format!(
+                "key {} is already a login key of this user",
+                key.fingerprint
+            )
         })
     })?;
     Ok(())
@@ -754,7 +773,11 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
             || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
 }
 
-fn conflict(e: rusqlite::Error, field: &'static str, detail: impl FnOnce() -> String) -> StoreError {
+fn conflict(
+    e: rusqlite::Error,
+    field: &'static str,
+    detail: impl FnOnce() -> String,
+) -> StoreError {
     if is_unique_violation(&e) {
         StoreError::Conflict {
             field,
@@ -776,5 +799,7 @@ fn secret_conflict(e: rusqlite::Error) -> StoreError {
     } else {
         "name"
     };
-    conflict(e, field, || format!("{field} is already used by another secret"))
+    conflict(e, field, || {
+        format!("{field} is already used by another secret")
+    })
 }

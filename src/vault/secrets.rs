@@ -23,8 +23,16 @@ impl Vault {
         let mut invalid = Vec::new();
         invalid.extend(validate::check_name(&spec.name).err());
         invalid.extend(validate::check_description(&spec.description).err());
-        invalid.extend(spec.env.as_deref().and_then(|e| validate::check_env_name(e).err()));
-        invalid.extend(spec.file.as_deref().and_then(|f| validate::check_file_path(f).err()));
+        invalid.extend(
+            spec.env
+                .as_deref()
+                .and_then(|e| validate::check_env_name(e).err()),
+        );
+        invalid.extend(
+            spec.file
+                .as_deref()
+                .and_then(|f| validate::check_file_path(f).err()),
+        );
         invalid.extend(validate::check_value(spec.value.expose(), spec.env.is_some()).err());
         if !invalid.is_empty() {
             return Err(VaultError::Invalid(invalid));
@@ -60,7 +68,11 @@ impl Vault {
             json!({ "fields": fields, "enabled": enabled }),
         );
         let record = self.store.change_secrets(owner.id, |current| {
-            reject(validate::check_set(&shape(&row, spec.value.len()), &shapes(current, None), &limits))?;
+            reject(validate::check_set(
+                &shape(&row, spec.value.len()),
+                &shapes(current, None),
+                &limits,
+            ))?;
             Ok::<_, VaultError>((SecretChange::Insert(row.clone()), audit))
         })?;
         record
@@ -89,16 +101,29 @@ impl Vault {
         let env = merge(&current.env_name, &patch.env);
         let file = merge(&current.file_path, &patch.file);
         let mut invalid = Vec::new();
-        invalid.extend(patch.description.as_deref().and_then(|d| validate::check_description(d).err()));
+        invalid.extend(
+            patch
+                .description
+                .as_deref()
+                .and_then(|d| validate::check_description(d).err()),
+        );
         if patch.env.as_deref().is_some_and(|e| !e.is_empty()) {
-            invalid.extend(env.as_deref().and_then(|e| validate::check_env_name(e).err()));
+            invalid.extend(
+                env.as_deref()
+                    .and_then(|e| validate::check_env_name(e).err()),
+            );
         }
         if patch.file.as_deref().is_some_and(|f| !f.is_empty()) {
-            invalid.extend(file.as_deref().and_then(|f| validate::check_file_path(f).err()));
+            invalid.extend(
+                file.as_deref()
+                    .and_then(|f| validate::check_file_path(f).err()),
+            );
         }
         let uid = owner.id.to_string();
         match &patch.value {
-            Some(value) => invalid.extend(validate::check_value(value.expose(), env.is_some()).err()),
+            Some(value) => {
+                invalid.extend(validate::check_value(value.expose(), env.is_some()).err())
+            }
             // Giving a binary file secret an env target: its stored value must fit an env var.
             None if env.is_some() && current.env_name.is_none() => {
                 let value = self.open_secret(&owner, name)?;
@@ -110,7 +135,10 @@ impl Vault {
             return Err(VaultError::Invalid(invalid));
         }
         let value_sealed = match &patch.value {
-            Some(value) => Some(self.master().seal(secret_binding(&uid, name), value.expose())?),
+            Some(value) => Some(
+                self.master()
+                    .seal(secret_binding(&uid, name), value.expose())?,
+            ),
             None => None,
         };
         let value_len = patch.value.as_ref().map(|v| v.len());
@@ -140,8 +168,18 @@ impl Vault {
                 return Err(VaultError::NotFound(format!("secret {name}")));
             };
             let len = value_len.unwrap_or_else(|| usize::try_from(now.value_len).unwrap_or(0));
-            reject(validate::check_set(&shape(&row, len), &shapes(secrets, Some(now.id)), &limits))?;
-            Ok((SecretChange::Update { id: now.id, row: row.clone() }, audit))
+            reject(validate::check_set(
+                &shape(&row, len),
+                &shapes(secrets, Some(now.id)),
+                &limits,
+            ))?;
+            Ok((
+                SecretChange::Update {
+                    id: now.id,
+                    row: row.clone(),
+                },
+                audit,
+            ))
         })?;
         record
             .map(SecretMeta::from)
@@ -150,7 +188,12 @@ impl Vault {
 
     /// Deletes a secret.
     #[instrument(skip_all, fields(user = %user, secret = %name))]
-    pub fn delete_secret(&mut self, actor: &Actor, user: &str, name: &str) -> Result<(), VaultError> {
+    pub fn delete_secret(
+        &mut self,
+        actor: &Actor,
+        user: &str,
+        name: &str,
+    ) -> Result<(), VaultError> {
         let owner = self.store.user(user)?;
         let audit = Self::audit(actor, user, "secret.delete", Some(name), json!({}));
         self.store.change_secrets(owner.id, |secrets| {

@@ -62,7 +62,11 @@ impl Vault {
     /// same name is used if it exists, else (non-root) the account running this command; as
     /// root there is no silent fallback, so nobody gets root shells by accident.
     #[instrument(skip_all, fields(user = %spec.name))]
-    pub fn add_user(&mut self, actor: &Actor, spec: &NewUserSpec) -> Result<UserRecord, VaultError> {
+    pub fn add_user(
+        &mut self,
+        actor: &Actor,
+        spec: &NewUserSpec,
+    ) -> Result<UserRecord, VaultError> {
         validate::check_user_name(&spec.name).map_err(|v| VaultError::Invalid(vec![v]))?;
         let os_user = match &spec.os_user {
             Some(os) => crate::osuser::lookup(os)?.name,
@@ -150,7 +154,12 @@ impl Vault {
     }
 
     /// Removes a login key, named by fingerprint or by its public key line.
-    pub fn remove_login_key(&mut self, actor: &Actor, user: &str, key: &str) -> Result<(), VaultError> {
+    pub fn remove_login_key(
+        &mut self,
+        actor: &Actor,
+        user: &str,
+        key: &str,
+    ) -> Result<(), VaultError> {
         let owner = self.store.user(user)?;
         let fingerprint = if key.starts_with("SHA256:") {
             key.to_string()
@@ -166,7 +175,9 @@ impl Vault {
             None,
             json!({ "fingerprint": fingerprint }),
         );
-        Ok(self.store.remove_login_key(owner.id, &fingerprint, &audit)?)
+        Ok(self
+            .store
+            .remove_login_key(owner.id, &fingerprint, &audit)?)
     }
 
     /// The user's public key.
@@ -214,7 +225,9 @@ impl Vault {
         let owner = self.store.user(user)?;
         let key = self.store.user_key(owner.id)?;
         let uid = owner.id.to_string();
-        let bytes = self.master().unseal(user_key_binding(&uid), &key.private_sealed)?;
+        let bytes = self
+            .master()
+            .unseal(user_key_binding(&uid), &key.private_sealed)?;
         Ok(KeyPair::from_secret_bytes(&bytes)?)
     }
 
@@ -260,7 +273,8 @@ impl Vault {
         let mut raw = zeroize::Zeroizing::new([0u8; 32]);
         getrandom::fill(raw.as_mut_slice())
             .map_err(|_| VaultError::Seal(keyport_keys::SealError::Random))?;
-        let token = zeroize::Zeroizing::new(format!("kpt_{}", URL_SAFE_NO_PAD.encode(raw.as_slice())));
+        let token =
+            zeroize::Zeroizing::new(format!("kpt_{}", URL_SAFE_NO_PAD.encode(raw.as_slice())));
         let audit = Self::audit(actor, user, "token.create", None, json!({ "token": name }));
         self.store
             .create_token(owner.id, name, &token_hash(&token), &audit)?;

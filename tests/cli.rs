@@ -1,0 +1,576 @@
+//! The real `keyport` binary on a real data dir: user and key commands, `ssh-keygen` agreeing
+//! with the printed fingerprints, `serve`'s first start, master key errors, and bad input that
+//! exits non-zero with one clear line and changes nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+
+use common::{Sandbox, dump, me, require_tool};
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The last stderr line (earlier ones may be debug logs).
+fn error_line(out: &std::process::Output) -> String {
+    stderr(out).lines().last().unwrap_or_default().to_string()
+}
+
+fn ssh_keygen_fingerprint(sb: &Sandbox, line: &str) -> String {
+    require_tool("ssh-keygen");
+    let path = sb.dir.path().join("key.pub");
+    std::fs::write(&path, format!("{line}\n")).unwrap();
+    let out = Command::new("ssh-keygen")
+        .arg("-l")
+        .arg("-f")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // "256 SHA256:… comment (ED25519)"
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string()
+}
+
+fn client_key(sb: &Sandbox, name: &str) -> String {
+    require_tool("ssh-keygen");
+    let path = sb.home().join(format!(".ssh/{name}"));
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::read_to_string(path.with_extension("pub"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn user_add_and_key_show_agree_with_ssh_keygen_for_both_key_types() {
+    let sb = Sandbox::new();
+    let os = me().name;
+    for (name, kind, prefix) in [
+        ("alice", "ed25519", "ssh-ed25519 "),
+        ("bob", "ecdsa-p256", "ecdsa-sha2-nistp256 "),
+    ] {
+        let added = sb.ok(&["user", "add", name, "--os-user", &os, "--key-type", kind]);
+        assert!(added.contains(&format!("created user {name}")), "{added}");
+        let shown = sb.ok(&["key", "show", "--user", name]);
+        let mut lines = shown.lines();
+        let line = lines.next().unwrap();
+        assert!(line.starts_with(prefix), "{line}");
+        assert!(line.ends_with(&format!("keyport:{name}")), "{line}");
+        let fingerprint = lines
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_string();
+        assert!(fingerprint.starts_with("SHA256:"));
+        assert_eq!(ssh_keygen_fingerprint(&sb, line), fingerprint, "{kind}");
+        // The same key as `user add` printed, and as JSON.
+        assert!(added.contains(line));
+        let json: serde_json::Value =
+            serde_json::from_str(&sb.ok(&["key", "show", "--user", name, "-o", "json"])).unwrap();
+        assert_eq!(json["fingerprint"], fingerprint.as_str());
+        assert_eq!(json["algorithm"], kind);
+        assert!(!shown.contains("PRIVATE") && !json.to_string().contains("PRIVATE"));
+    }
+    // The whole key-show output is usable as an authorized_keys file.
+    let path = sb.dir.path().join("authorized_keys");
+    std::fs::write(&path, sb.ok(&["key", "show", "--user", "alice"])).unwrap();
+    let out = Command::new("ssh-keygen")
+        .arg("-l")
+        .arg("-f")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn users_and_login_keys_round_trip() {
+    let sb = Sandbox::new();
+    let os = me().name;
+    let k1 = client_key(&sb, "k1");
+    let k2 = client_key(&sb, "k2");
+    let file = sb.dir.path().join("keys");
+    std::fs::write(&file, format!("# laptop\n{k2}\n\n")).unwrap();
+    sb.ok(&[
+        "user",
+        "add",
+        "alice",
+        "--admin",
+        "--os-user",
+        &os,
+        "--login-key",
+        &k1,
+        "--login-key-file",
+        file.to_str().unwrap(),
+    ]);
+    let listed = sb.ok(&["user", "list"]);
+    assert!(listed.starts_with("NAME"), "{listed}");
+    assert!(
+        listed.contains("alice") && listed.contains("yes"),
+        "{listed}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&sb.ok(&["user", "list", "-o", "json"])).unwrap();
+    assert_eq!(json[0]["name"], "alice");
+    assert_eq!(json[0]["is_admin"], true);
+    assert_eq!(json[0]["login_keys"], 2);
+
+    let keys: serde_json::Value =
+        serde_json::from_str(&sb.ok(&["login-key", "list", "--user", "alice", "-o", "json"]))
+            .unwrap();
+    let fp1 = keys[0]["fingerprint"].as_str().unwrap().to_string();
+    assert_eq!(keys[0]["comment"], "k1");
+    assert_eq!(ssh_keygen_fingerprint(&sb, &k1), fp1);
+
+    sb.ok(&["login-key", "remove", "--user", "alice", &fp1]);
+    let out = sb.run(&["login-key", "remove", "--user", "alice", &fp1]);
+    assert_eq!(out.status.code(), Some(3), "not found");
+    assert!(
+        error_line(&out).contains("not found"),
+        "{}",
+        error_line(&out)
+    );
+    sb.ok(&["login-key", "add", "--user", "alice", &k1]);
+    let out = sb.run(&["login-key", "add", "--user", "alice", &k1]);
+    assert_eq!(out.status.code(), Some(4), "conflict: {}", stderr(&out));
+    sb.ok(&["login-key", "remove", "--user", "alice", &k2]);
+    let listed = sb.ok(&["login-key", "list", "--user", "alice"]);
+    assert!(
+        listed.contains(&fp1) && listed.lines().count() == 2,
+        "{listed}"
+    );
+
+    // Removing needs -y without a terminal.
+    let out = sb.run(&["user", "remove", "alice"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(error_line(&out).contains("-y"), "{}", error_line(&out));
+    sb.ok(&["user", "remove", "alice", "-y"]);
+    assert!(sb.ok(&["user", "list", "-o", "json"]).trim() == "[]");
+}
+
+#[test]
+fn bad_input_exits_non_zero_with_one_line_and_changes_nothing() {
+    let sb = Sandbox::new();
+    let os = me().name;
+    sb.ok(&["user", "add", "alice", "--os-user", &os]);
+    let private = sb.dir.path().join("id");
+    client_key(&sb, "id");
+    std::fs::copy(sb.home().join(".ssh/id"), &private).unwrap();
+    let before = dump(&sb.db());
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &["user", "add", "alice", "--os-user", &os],
+            4,
+            "user: a user named alice already exists",
+        ),
+        (
+            &["user", "add", "_bad", "--os-user", &os],
+            2,
+            "user: must be",
+        ),
+        (
+            &["user", "add", "a:b", "--os-user", &os],
+            2,
+            "user: must be",
+        ),
+        (
+            &["user", "add", "me", "--os-user", &os],
+            2,
+            "user: 'me' is reserved",
+        ),
+        (
+            &["user", "add", "carol", "--os-user", "no-such-os-user-xyz"],
+            2,
+            "os-user: no OS account",
+        ),
+        (
+            &[
+                "user",
+                "add",
+                "carol",
+                "--os-user",
+                &os,
+                "--login-key",
+                "ssh-ed25519 AAAA",
+            ],
+            2,
+            "login-key: line 1: not an OpenSSH public key",
+        ),
+        (
+            &[
+                "user",
+                "add",
+                "carol",
+                "--os-user",
+                &os,
+                "--login-key-file",
+                private.to_str().unwrap(),
+            ],
+            2,
+            "login-key: line 1: this is a private key",
+        ),
+        (
+            &[
+                "user",
+                "add",
+                "carol",
+                "--os-user",
+                &os,
+                "--login-key-file",
+                "/nonexistent/keys",
+            ],
+            2,
+            "login-key-file /nonexistent/keys",
+        ),
+        (
+            &["user", "add", "carol", "--key-type", "rsa"],
+            2,
+            "invalid value 'rsa'",
+        ),
+        (
+            &["user", "remove", "nobody", "-y"],
+            3,
+            "user nobody not found",
+        ),
+        (
+            &["key", "show", "--user", "nobody"],
+            3,
+            "user nobody not found",
+        ),
+        (
+            &["login-key", "list", "--user", "nobody"],
+            3,
+            "user nobody not found",
+        ),
+        (
+            &["login-key", "remove", "--user", "alice", "SHA256:nope"],
+            3,
+            "login key SHA256:nope not found",
+        ),
+    ];
+    for (args, code, message) in cases {
+        let out = sb.run(args);
+        assert_eq!(out.status.code(), Some(*code), "{args:?}: {}", stderr(&out));
+        let text = stderr(&out);
+        assert!(text.contains(message), "{args:?}: {text}");
+        if *code != 2 || !message.starts_with("invalid value") {
+            let line = error_line(&out);
+            assert!(line.starts_with("keyport: "), "{args:?}: {line}");
+        }
+        assert!(!text.contains("panicked"), "{args:?}: {text}");
+        assert_eq!(dump(&sb.db()), before, "{args:?} changed the database");
+    }
+}
+
+#[test]
+fn serve_first_start_creates_the_data_dir_and_an_admin_then_restarts_cleanly() {
+    let sb = Sandbox::new();
+    let key = client_key(&sb, "id_ed25519");
+    std::fs::write(sb.home().join(".ssh/broken.pub"), "not a key\n").unwrap();
+    let first = serve_until_ready(&sb);
+    assert!(first.contains("host key fingerprint: SHA256:"), "{first}");
+    let os = me().name;
+    assert!(
+        first.contains(&format!(
+            "created admin user {os} with 1 login key from ~/.ssh"
+        )),
+        "{first}"
+    );
+    assert_eq!(mode(&sb.data()), 0o700);
+    assert_eq!(mode(&sb.db()), 0o600);
+    assert_eq!(mode(&sb.data().join("master.key")), 0o600);
+    let creds = sb.home().join(".config/keyport/cli.toml");
+    assert_eq!(mode(&creds), 0o600);
+    assert_eq!(mode(creds.parent().unwrap()), 0o700);
+    let text = std::fs::read_to_string(&creds).unwrap();
+    assert!(text.contains("url = \"http://127.0.0.1:7070\"") && text.contains("token = \"kpt_"));
+    // The host key is stored sealed: no key file in the data dir.
+    let names: Vec<String> = std::fs::read_dir(sb.data())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| n.starts_with("keyport.db") || n == "master.key"),
+        "{names:?}"
+    );
+    let users: serde_json::Value =
+        serde_json::from_str(&sb.ok(&["user", "list", "-o", "json"])).unwrap();
+    assert_eq!(users[0]["name"], os.as_str());
+    assert_eq!(users[0]["is_admin"], true);
+    let keys = sb.ok(&["login-key", "list", "--user", &os]);
+    assert!(keys.contains(&ssh_keygen_fingerprint(&sb, &key)), "{keys}");
+
+    let second = serve_until_ready(&sb);
+    let fp = |s: &str| {
+        s.lines()
+            .find(|l| l.contains("host key fingerprint"))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(fp(&first), fp(&second), "the host key persists");
+    assert!(!second.contains("created admin user"), "{second}");
+}
+
+/// Starts `keyport serve` on free-ish ports, waits for its ready log line, stops it with
+/// SIGTERM and returns its stdout. Checks it exits 0.
+fn serve_until_ready(sb: &Sandbox) -> String {
+    let mut child = sb
+        .keyport()
+        .args([
+            "serve",
+            "--ssh-listen",
+            "127.0.0.1:0",
+            "--api-listen",
+            "127.0.0.1:7070",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("keyport ready") {
+            break;
+        }
+    }
+    assert!(log.contains("keyport ready"), "serve did not start:\n{log}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "serve exited with {}", out.status);
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn a_missing_or_wrong_master_key_is_a_clear_error_that_changes_nothing() {
+    let sb = Sandbox::new();
+    sb.ok(&["user", "add", "alice", "--os-user", &me().name]);
+    let key_file = sb.data().join("master.key");
+    let saved = std::fs::read(&key_file).unwrap();
+    let before = dump(&sb.db());
+
+    std::fs::remove_file(&key_file).unwrap();
+    let out = sb.run(&["user", "list"]);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let line = error_line(&out);
+    assert!(
+        line.contains("the master key is missing") && line.contains("nothing was changed"),
+        "{line}"
+    );
+    assert!(
+        !key_file.exists(),
+        "a new key must not be made when data is sealed"
+    );
+    assert_eq!(dump(&sb.db()), before);
+
+    let other = keyport_keys::MasterKey::generate().unwrap();
+    let out = sb
+        .keyport()
+        .args(["user", "list"])
+        .env("KEYPORT_MASTER_KEY", other.to_base64().as_str())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7));
+    let line = error_line(&out);
+    assert!(
+        line.contains("wrong master key") && line.contains("KEYPORT_MASTER_KEY"),
+        "{line}"
+    );
+    assert!(
+        !line.contains(other.to_base64().as_str()),
+        "the key itself is never printed"
+    );
+
+    std::fs::write(&key_file, other.to_base64().as_bytes()).unwrap();
+    let out = sb.run(&["user", "list"]);
+    assert_eq!(out.status.code(), Some(7));
+    assert!(
+        error_line(&out).contains("wrong master key"),
+        "{}",
+        error_line(&out)
+    );
+
+    let out = sb
+        .keyport()
+        .args(["user", "list"])
+        .env("KEYPORT_MASTER_KEY", "c2hvcnQ=")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7));
+    assert!(
+        error_line(&out)
+            .contains("KEYPORT_MASTER_KEY: master key must be base64 of exactly 32 bytes")
+    );
+
+    assert_eq!(dump(&sb.db()), before);
+    std::fs::write(&key_file, &saved).unwrap();
+    assert!(sb.ok(&["user", "list"]).contains("alice"));
+}
+
+#[test]
+fn master_key_from_env_and_its_rotation() {
+    let sb = Sandbox::new();
+    let old = keyport_keys::MasterKey::generate().unwrap();
+    let new = keyport_keys::MasterKey::generate().unwrap();
+    let with = |key: &keyport_keys::MasterKey, args: &[&str]| {
+        sb.keyport()
+            .args(args)
+            .env("KEYPORT_MASTER_KEY", key.to_base64().as_str())
+            .output()
+            .unwrap()
+    };
+    assert!(
+        with(&old, &["user", "add", "alice", "--os-user", &me().name])
+            .status
+            .success()
+    );
+    assert!(
+        !sb.data().join("master.key").exists(),
+        "no key file when the key is in env"
+    );
+
+    let out = with(&old, &["admin", "rotate-master-key"]);
+    assert_eq!(out.status.code(), Some(7));
+    assert!(
+        error_line(&out).contains("KEYPORT_NEW_MASTER_KEY"),
+        "{}",
+        error_line(&out)
+    );
+
+    let out = sb
+        .keyport()
+        .args(["admin", "rotate-master-key"])
+        .env("KEYPORT_MASTER_KEY", old.to_base64().as_str())
+        .env("KEYPORT_NEW_MASTER_KEY", new.to_base64().as_str())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!(
+            "under master key {} (retired {})",
+            new.id(),
+            old.id()
+        )),
+        "{said}"
+    );
+    assert_eq!(with(&old, &["user", "list"]).status.code(), Some(7));
+    let out = with(&new, &["key", "show", "--user", "alice"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn rotate_master_key_with_a_key_file() {
+    let sb = Sandbox::new();
+    sb.ok(&["user", "add", "alice", "--os-user", &me().name]);
+    let before = std::fs::read_to_string(sb.data().join("master.key")).unwrap();
+    let key = sb.ok(&["key", "show", "--user", "alice"]);
+    let said = sb.ok(&["admin", "rotate-master-key"]);
+    assert!(said.starts_with("re-sealed 1 values"), "{said}");
+    let after = std::fs::read_to_string(sb.data().join("master.key")).unwrap();
+    assert_ne!(before, after);
+    assert_eq!(mode(&sb.data().join("master.key")), 0o600);
+    assert_eq!(sb.ok(&["key", "show", "--user", "alice"]), key);
+}
+
+#[test]
+fn config_precedence_is_flag_over_env_over_file_over_default() {
+    let sb = Sandbox::new();
+    let printed = sb.ok(&["config", "print-default"]);
+    assert!(
+        printed.contains("ssh_listen = \"127.0.0.1:2222\""),
+        "{printed}"
+    );
+    let dir = |n: &str| sb.dir.path().join(n);
+    let config = dir("keyport.toml");
+    std::fs::write(
+        &config,
+        format!("data_dir = \"{}\"\n", dir("from-file").display()),
+    )
+    .unwrap();
+    let os = me().name;
+    let mut cmd = sb.keyport();
+    cmd.env_remove("KEYPORT_DATA_DIR")
+        .env("KEYPORT_CONFIG", &config);
+    assert!(
+        cmd.args(["user", "add", "f", "--os-user", &os])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(dir("from-file/keyport.db").exists());
+
+    let mut cmd = sb.keyport();
+    cmd.env("KEYPORT_CONFIG", &config)
+        .env("KEYPORT_DATA_DIR", dir("from-env"));
+    assert!(
+        cmd.args(["user", "add", "e", "--os-user", &os])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(dir("from-env/keyport.db").exists());
+
+    let mut cmd = sb.keyport();
+    cmd.env("KEYPORT_CONFIG", &config)
+        .env("KEYPORT_DATA_DIR", dir("from-env"));
+    let flag = dir("from-flag");
+    assert!(
+        cmd.args([
+            "--data-dir",
+            flag.to_str().unwrap(),
+            "user",
+            "add",
+            "g",
+            "--os-user",
+            &os
+        ])
+        .status()
+        .unwrap()
+        .success()
+    );
+    assert!(dir("from-flag/keyport.db").exists());
+
+    std::fs::write(&config, "no_such_setting = 1\n").unwrap();
+    let out = sb
+        .keyport()
+        .env("KEYPORT_CONFIG", &config)
+        .args(["user", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        error_line(&out).contains("no_such_setting"),
+        "{}",
+        error_line(&out)
+    );
+}
