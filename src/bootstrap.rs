@@ -10,7 +10,7 @@ use tracing::warn;
 use crate::config::ClientConfig;
 use crate::datadir;
 use crate::secrets::validate;
-use crate::vault::{Actor, NewUserSpec, Vault, VaultError};
+use crate::vault::{NewUserSpec, TokenIssued, Vault, VaultError};
 
 /// The admin user created on first start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,9 +32,25 @@ pub struct Startup {
     pub first_user: Option<FirstUser>,
 }
 
+/// Why start-up failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// A vault operation failed.
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    /// The CLI credentials file could not be written.
+    #[error("cannot write CLI credentials {path}: {source}")]
+    Credentials {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
 /// Ensures the host key, and bootstraps the first admin user when there is no user yet.
 /// `api_url` goes into the credentials file.
-pub fn prepare(vault: &mut Vault, api_url: &str) -> Result<Startup, VaultError> {
+pub fn prepare(vault: &mut Vault, api_url: &str) -> Result<Startup, BootstrapError> {
     let host_fingerprint = vault.host_key()?.fingerprint();
     let first_user = if vault.users()?.is_empty() {
         bootstrap_admin(vault, api_url)?
@@ -47,8 +63,12 @@ pub fn prepare(vault: &mut Vault, api_url: &str) -> Result<Startup, VaultError> 
     })
 }
 
-fn bootstrap_admin(vault: &mut Vault, api_url: &str) -> Result<Option<FirstUser>, VaultError> {
-    let os = crate::osuser::current()?;
+/// The credentials file is written before the user exists, with a token only the coming
+/// transaction makes valid: a crash in between leaves a dead token in a file and no user, so
+/// the next start simply bootstraps again. The reverse order could leave an admin nobody can
+/// log in to the API as.
+fn bootstrap_admin(vault: &mut Vault, api_url: &str) -> Result<Option<FirstUser>, BootstrapError> {
+    let os = crate::osuser::current().map_err(VaultError::from)?;
     if let Err(v) = validate::check_user_name(&os.name) {
         warn!(os_user = %os.name, rule = %v, "no first user created; add one with `keyport user add`");
         return Ok(None);
@@ -61,18 +81,18 @@ fn bootstrap_admin(vault: &mut Vault, api_url: &str) -> Result<Option<FirstUser>
         login_keys: login_keys.clone(),
         ..NewUserSpec::default()
     };
-    vault.add_user(&Actor::System, &spec)?;
-    let token = vault.create_token(&Actor::System, &os.name, "bootstrap")?;
+    let token = TokenIssued::generate()?;
     let credentials = ClientConfig::path();
     ClientConfig {
         url: api_url.to_string(),
         token: token.token.to_string(),
     }
     .write(&credentials)
-    .map_err(|source| VaultError::DataDir {
+    .map_err(|source| BootstrapError::Credentials {
         path: credentials.clone(),
         source,
     })?;
+    vault.add_first_admin(&spec, &token)?;
     Ok(Some(FirstUser {
         name: os.name,
         login_keys: login_keys.len(),

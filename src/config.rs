@@ -180,7 +180,7 @@ impl ClientConfig {
     /// Writes the credentials (dir 0700, file 0600, atomically).
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         if let Some(dir) = path.parent() {
-            datadir::ensure_private_dir(dir)?;
+            datadir::create_dir_private(dir)?;
         }
         let text = toml::to_string(self).map_err(std::io::Error::other)?;
         datadir::write_private_file(path, text.as_bytes())

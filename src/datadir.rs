@@ -5,10 +5,16 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::{Flock, FlockArg};
+
 /// The database file inside the data dir.
 pub const DB_FILE: &str = "keyport.db";
 /// The master key file inside the data dir.
 pub const MASTER_KEY_FILE: &str = "master.key";
+/// The lock file inside the data dir.
+pub const LOCK_FILE: &str = "lock";
+/// Marks keyport's temp files: `.<name>.tmp-<random>`.
+const TEMP_MARK: &str = ".tmp-";
 
 /// Where the data dir is when nothing names one: `$XDG_DATA_HOME/keyport`, else
 /// `~/.local/share/keyport`, and `/var/lib/keyport` for root.
@@ -31,12 +37,52 @@ pub fn home_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/"))
 }
 
-/// Creates `dir` (and missing parents) with mode 0700, and tightens an existing one to 0700.
+/// Creates `dir` (and missing parents) with mode 0700. An existing dir must already be private:
+/// keyport refuses one that group or others can enter rather than chmod a directory it may not
+/// own the purpose of (say `KEYPORT_DATA_DIR=$HOME`).
 pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
-    DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    if !dir.exists() {
+        return DirBuilder::new().recursive(true).mode(0o700).create(dir);
+    }
     let mode = fs::metadata(dir)?.permissions().mode() & 0o777;
-    if mode != 0o700 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    if mode & 0o077 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "is open to group or others (mode {mode:04o}); make it private with `chmod 700 {}`",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Creates `dir` with mode 0700 if it is missing; leaves an existing one as it is.
+pub fn create_dir_private(dir: &Path) -> io::Result<()> {
+    DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// Takes the data dir's exclusive lock (`<dir>/lock`, flock), held until the guard drops.
+/// Key set-up and rotation run under it so concurrent processes cannot interleave them.
+pub fn lock(dir: &Path) -> io::Result<Flock<File>> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(dir.join(LOCK_FILE))?;
+    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| io::Error::from(e))
+}
+
+/// Removes temp files a killed writer left behind (they may hold a key being written).
+pub fn remove_stale_temp_files(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.contains(TEMP_MARK) {
+            fs::remove_file(entry.path())?;
+        }
     }
     Ok(())
 }

@@ -76,6 +76,20 @@ pub enum KeyringError {
         /// The cause.
         source: io::Error,
     },
+    /// The re-seal committed, but moving the new key file into place failed.
+    #[error(
+        "the rotation committed (values are now sealed under key {new_id}) but {next} could not \
+         be moved over master.key: {source}; keyport finishes this at its next start — do not \
+         delete {next}"
+    )]
+    Unfinished {
+        /// The new key's id.
+        new_id: String,
+        /// The `.next` file.
+        next: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
     /// A fresh key could not be generated.
     #[error("cannot generate a master key: {0}")]
     Generate(SealError),
@@ -197,13 +211,28 @@ pub fn prepare_next(keyring: &Keyring) -> Result<MasterKey, KeyringError> {
     }
 }
 
-/// After the re-seal committed: moves `master.key.next` into place (file source only).
-pub fn commit_next(keyring: &Keyring) -> Result<(), KeyringError> {
-    if let KeySource::File(path) = &keyring.source {
-        fs::rename(next_path(path), path).map_err(|source| io_err(path, source))?;
-        if let Some(dir) = path.parent() {
-            datadir::sync_dir(dir).map_err(|source| io_err(dir, source))?;
-        }
+/// After the re-seal committed: moves `master.key.next` into place (file source only), after
+/// checking it holds the key the data is now sealed under.
+pub fn commit_next(keyring: &Keyring, new_id: &str) -> Result<(), KeyringError> {
+    let KeySource::File(path) = &keyring.source else {
+        return Ok(());
+    };
+    let next = next_path(path);
+    let unfinished = |source| KeyringError::Unfinished {
+        new_id: new_id.to_string(),
+        next: next.clone(),
+        source,
+    };
+    let key = read_key_file(&next)?;
+    if key.id() != new_id {
+        return Err(unfinished(io::Error::other(format!(
+            "it holds key {}, not {new_id}",
+            key.id()
+        ))));
+    }
+    fs::rename(&next, path).map_err(unfinished)?;
+    if let Some(dir) = path.parent() {
+        datadir::sync_dir(dir).map_err(unfinished)?;
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::{Sandbox, dump, me, require_tool};
 
@@ -312,7 +313,7 @@ fn serve_first_start_creates_the_data_dir_and_an_admin_then_restarts_cleanly() {
     assert!(
         names
             .iter()
-            .all(|n| n.starts_with("keyport.db") || n == "master.key"),
+            .all(|n| n.starts_with("keyport.db") || n == "master.key" || n == "lock"),
         "{names:?}"
     );
     let users: serde_json::Value =
@@ -349,17 +350,30 @@ fn serve_until_ready(sb: &Sandbox) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Read the log on a thread, so a daemon that never gets ready fails the test after a
+    // deadline instead of hanging it.
     let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
     let mut log = String::new();
-    for line in stderr.lines() {
-        let line = line.unwrap();
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         log.push_str(&line);
         log.push('\n');
         if line.contains("keyport ready") {
             break;
         }
     }
-    assert!(log.contains("keyport ready"), "serve did not start:\n{log}");
+    if !log.contains("keyport ready") {
+        let _ = child.kill();
+        panic!("serve did not get ready within 30 s:\n{log}");
+    }
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -434,6 +448,53 @@ fn a_missing_or_wrong_master_key_is_a_clear_error_that_changes_nothing() {
     assert_eq!(dump(&sb.db()), before);
     std::fs::write(&key_file, &saved).unwrap();
     assert!(sb.ok(&["user", "list"]).contains("alice"));
+}
+
+#[test]
+fn concurrent_first_starts_agree_on_one_master_key() {
+    let sb = Sandbox::new();
+    let os = me().name;
+    let children: Vec<_> = (0..6)
+        .map(|i| {
+            sb.keyport()
+                .args(["user", "add", &format!("u{i}"), "--os-user", &os])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    // Rotation opens every sealed blob: it fails if any was sealed under a key not on disk.
+    let said = sb.ok(&["admin", "rotate-master-key"]);
+    assert!(said.starts_with("re-sealed 6 values"), "{said}");
+}
+
+#[test]
+fn a_data_dir_open_to_others_is_refused_not_changed() {
+    let sb = Sandbox::new();
+    std::fs::create_dir(sb.data()).unwrap();
+    std::fs::set_permissions(sb.data(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = sb.run(&["user", "list"]);
+    assert_eq!(out.status.code(), Some(7));
+    let line = error_line(&out);
+    assert!(
+        line.contains("open to group or others (mode 0755)") && line.contains("chmod 700"),
+        "{line}"
+    );
+    assert_eq!(
+        mode(&sb.data()),
+        0o755,
+        "keyport must not chmod a dir it did not create"
+    );
+    assert_eq!(
+        std::fs::read_dir(sb.data()).unwrap().count(),
+        0,
+        "nothing was created"
+    );
 }
 
 #[test]

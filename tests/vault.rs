@@ -98,11 +98,11 @@ fn create_get_list_update_delete_with_audit_and_no_values_anywhere() {
     v.delete_secret(&alice(), "alice", "gh").unwrap();
     assert!(matches!(
         v.secret("alice", "gh"),
-        Err(VaultError::NotFound(_))
+        Err(VaultError::NotFound { .. })
     ));
     assert!(matches!(
         v.delete_secret(&alice(), "alice", "gh"),
-        Err(VaultError::NotFound(_))
+        Err(VaultError::NotFound { .. })
     ));
 
     let events = v.store().audit_events(Some("alice"), 0).unwrap();
@@ -360,11 +360,11 @@ fn every_bad_input_is_rejected_and_leaves_state_as_it_was() {
                 ..SecretPatch::default()
             }
         ),
-        Err(VaultError::NotFound(_))
+        Err(VaultError::NotFound { .. })
     ));
     assert!(matches!(
         v.create_secret(&alice(), "nobody", &spec("x", "v", None, None)),
-        Err(VaultError::NotFound(_))
+        Err(VaultError::NotFound { .. })
     ));
     assert_eq!(dump(&sb.db()), before);
 }
@@ -491,7 +491,7 @@ fn removing_a_user_removes_their_secrets_keys_and_tokens() {
     assert_eq!(events.last().unwrap().action, "user.remove");
     assert!(matches!(
         v.remove_user(&Actor::cli(), "alice"),
-        Err(VaultError::NotFound(_))
+        Err(VaultError::NotFound { .. })
     ));
 }
 
@@ -539,28 +539,73 @@ fn rotation_reseals_everything_and_the_retired_key_opens_nothing() {
     assert_eq!(v.secret_value("alice", "a").unwrap().expose(), b"value-a");
     assert_eq!(v.open_user_key("alice").unwrap().fingerprint(), fingerprint);
 
-    // No stored blob opens with the retired key.
+    // No stored blob opens with the retired key — not even with its header rewritten to
+    // name the retired key, so the ciphertext itself is the new key's. The new key opens each
+    // one with its own binding, which shows the bindings are right.
+    let new_text = std::fs::read_to_string(sb.data().join("master.key")).unwrap();
+    let new = keyport_keys::MasterKey::from_base64(&new_text).unwrap();
     let conn = rusqlite::Connection::open(sb.db()).unwrap();
-    let blobs: Vec<Vec<u8>> = conn
+    let blobs: Vec<(String, String, String, Vec<u8>)> = conn
         .prepare(
-            "SELECT value_sealed FROM secrets UNION ALL SELECT private_sealed FROM user_keys
-                  UNION ALL SELECT private_sealed FROM host_keys",
+            "SELECT 'secret', CAST(user_id AS TEXT), name, value_sealed FROM secrets
+             UNION ALL SELECT 'user-key', CAST(user_id AS TEXT), '', private_sealed FROM user_keys
+             UNION ALL SELECT 'host-key', 'host', algorithm, private_sealed FROM host_keys",
         )
         .unwrap()
-        .query_map([], |r| r.get(0))
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(blobs.len(), 3);
-    for blob in blobs {
-        assert_eq!(keyport_keys::seal::blob_key_id(&blob).unwrap(), r.new_id);
+    let old_id: Vec<u8> = (0..8)
+        .map(|i| u8::from_str_radix(&old.id()[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    for (purpose, owner, item, blob) in &blobs {
         let binding = keyport_keys::Binding {
-            purpose: "secret",
-            owner: "1",
-            item: "a",
+            purpose,
+            owner,
+            item,
         };
-        assert!(old.unseal(binding, &blob).is_err());
+        assert_eq!(keyport_keys::seal::blob_key_id(blob).unwrap(), r.new_id);
+        assert!(
+            new.unseal(binding, blob).is_ok(),
+            "{purpose} does not open with the new key"
+        );
+        let mut forged = blob.clone();
+        forged[1..9].copy_from_slice(&old_id);
+        assert_eq!(
+            old.unseal(binding, &forged).unwrap_err(),
+            keyport_keys::SealError::Unauthentic,
+            "{purpose} still opens with the retired key"
+        );
     }
+}
+
+#[test]
+fn a_process_holding_a_retired_key_cannot_write_sealed_data() {
+    let sb = Sandbox::new();
+    let mut a = sb.vault();
+    add_user(&mut a, "alice");
+    let mut b = sb.vault();
+    b.rotate_master_key(&Actor::cli()).unwrap();
+    let before = dump(&sb.db());
+    let err = a
+        .create_secret(&alice(), "alice", &spec("x", "v", Some("X"), None))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("rotated by another process"),
+        "{err}"
+    );
+    let err = a.regenerate_user_key(&alice(), "alice", None).unwrap_err();
+    assert!(
+        err.to_string().contains("rotated by another process"),
+        "{err}"
+    );
+    assert_eq!(dump(&sb.db()), before);
+    // A fresh open picks up the new key and works.
+    let mut a = sb.vault();
+    a.create_secret(&alice(), "alice", &spec("x", "v", Some("X"), None))
+        .unwrap();
 }
 
 #[test]

@@ -194,7 +194,8 @@ pub fn blob_key_id(blob: &[u8]) -> Result<String, SealError> {
     Ok(hex(&blob[1..1 + KEY_ID_LEN]))
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

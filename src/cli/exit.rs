@@ -33,7 +33,7 @@ pub fn code_for(error: &anyhow::Error) -> ExitCode {
             return match e {
                 VaultError::Invalid(_) => ExitCode::Usage,
                 VaultError::Conflict(_) => ExitCode::Conflict,
-                VaultError::NotFound(_) => ExitCode::NotFound,
+                VaultError::NotFound { .. } => ExitCode::NotFound,
                 VaultError::Keyring(_) | VaultError::DataDir { .. } => ExitCode::DataDir,
                 VaultError::Store(StoreError::Open { .. } | StoreError::TooNew { .. }) => {
                     ExitCode::DataDir

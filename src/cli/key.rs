@@ -27,11 +27,7 @@ pub fn run(config: &Config, cmd: KeyCommand) -> anyhow::Result<()> {
             let key = vault.user_key(&user)?;
             match output {
                 Format::Json => output::print_json(&key)?,
-                // The fingerprint line is a comment, so the output still works as authorized_keys.
-                Format::Table => {
-                    println!("{}", key.public_key);
-                    println!("# {} ({})", key.fingerprint, key.algorithm);
-                }
+                Format::Table => output::print_public_key(&key),
             }
         }
     }

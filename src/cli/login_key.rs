@@ -49,8 +49,7 @@ pub fn run(config: &Config, cmd: LoginKeyCommand) -> anyhow::Result<()> {
         LoginKeyCommand::Add { user, key, file } => {
             let text = match (key, file) {
                 (Some(key), _) => key,
-                (None, Some(path)) => std::fs::read_to_string(&path)
-                    .map_err(|e| UsageError(format!("file {}: {e}", path.display())))?,
+                (None, Some(path)) => output::read_arg_file("file", &path)?,
                 (None, None) => return Err(UsageError("give a key or --file".into()).into()),
             };
             for key in vault.add_login_keys(&Actor::cli(), &user, &[text])? {

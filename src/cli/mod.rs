@@ -63,6 +63,9 @@ pub enum ConfigCommand {
 
 /// Runs the parsed command.
 pub fn run(opts: Opts) -> anyhow::Result<()> {
+    // Any command may open the vault and unseal keys or values: never let a core dump write
+    // this process's memory to disk.
+    disable_core_dumps();
     let config = load_config(&opts)?;
     match opts.command {
         Command::Serve(args) => serve::run(config, args),
@@ -84,6 +87,16 @@ fn load_config(opts: &Opts) -> anyhow::Result<Config> {
         config.data_dir = Some(dir.clone());
     }
     Ok(config)
+}
+
+fn disable_core_dumps() {
+    use nix::sys::resource::{Resource, setrlimit};
+    if let Err(e) = setrlimit(Resource::RLIMIT_CORE, 0, 0) {
+        tracing::warn!(error = %e, "cannot disable core dumps");
+    }
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(error = %e, "cannot mark the process non-dumpable");
+    }
 }
 
 /// Opens the vault in the configured data dir.

@@ -58,6 +58,18 @@ pub fn time(ms: i64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// Prints a public key as `key show` does: the key line, then a `#` comment with the
+/// fingerprint, so the output still works as an `authorized_keys` file.
+pub fn print_public_key(key: &crate::vault::UserKeyInfo) {
+    println!("{}", key.public_key);
+    println!("# {} ({})", key.fingerprint, key.algorithm);
+}
+
+/// Reads a file the user named on the command line; a failure names the flag.
+pub fn read_arg_file(flag: &str, path: &std::path::Path) -> Result<String, UsageError> {
+    std::fs::read_to_string(path).map_err(|e| UsageError(format!("{flag} {}: {e}", path.display())))
+}
+
 /// Asks `question` on a terminal; `yes` (from `-y`) skips it. Without a terminal and without
 /// `-y`, refuses: a script must say `-y` to destroy things.
 pub fn confirm(question: &str, yes: bool) -> anyhow::Result<()> {

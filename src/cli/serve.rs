@@ -29,7 +29,6 @@ pub fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     if let Some(addr) = args.api_listen {
         config.api_listen = addr;
     }
-    disable_core_dumps();
     let mut vault = super::open_vault(&config)?;
     let startup = bootstrap::prepare(&mut vault, &format!("http://{}", config.api_listen))?;
     println!("keyport data dir: {}", vault.data_dir().display());
@@ -59,15 +58,4 @@ pub fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     })?;
     info!("shutting down");
     Ok(())
-}
-
-/// Unsealed keys live in this process's memory: never let a core dump write them to disk.
-fn disable_core_dumps() {
-    use nix::sys::resource::{Resource, setrlimit};
-    if let Err(e) = setrlimit(Resource::RLIMIT_CORE, 0, 0) {
-        tracing::warn!(error = %e, "cannot disable core dumps");
-    }
-    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
-        tracing::warn!(error = %e, "cannot mark the process non-dumpable");
-    }
 }

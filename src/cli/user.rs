@@ -50,9 +50,28 @@ pub struct AddArgs {
     #[arg(long, value_name = "FILE")]
     pub login_key_file: Vec<PathBuf>,
     /// Algorithm of their generated key pair.
-    #[arg(long, value_name = "TYPE", default_value = "ed25519",
-          value_parser = ["ed25519", "ecdsa-p256"])]
-    pub key_type: String,
+    #[arg(long, value_name = "TYPE", value_enum, default_value_t)]
+    pub key_type: KeyTypeArg,
+}
+
+/// `--key-type` values (keyport-keys has no clap dependency).
+#[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
+pub enum KeyTypeArg {
+    /// Ed25519 (default).
+    #[default]
+    Ed25519,
+    /// ECDSA on NIST P-256.
+    #[value(name = "ecdsa-p256")]
+    EcdsaP256,
+}
+
+impl From<KeyTypeArg> for KeyType {
+    fn from(arg: KeyTypeArg) -> Self {
+        match arg {
+            KeyTypeArg::Ed25519 => KeyType::Ed25519,
+            KeyTypeArg::EcdsaP256 => KeyType::EcdsaP256,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -70,16 +89,14 @@ pub fn run(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
         UserCommand::Add(args) => {
             let mut login_keys = args.login_key;
             for path in &args.login_key_file {
-                login_keys.push(std::fs::read_to_string(path).map_err(|e| {
-                    output::UsageError(format!("login-key-file {}: {e}", path.display()))
-                })?);
+                login_keys.push(output::read_arg_file("login-key-file", path)?);
             }
             let spec = NewUserSpec {
                 name: args.name,
                 admin: args.admin,
                 os_user: args.os_user,
                 login_keys,
-                key_type: args.key_type.parse::<KeyType>()?,
+                key_type: args.key_type.into(),
             };
             let user = vault.add_user(&Actor::cli(), &spec)?;
             let key = vault.user_key(&user.name)?;
@@ -91,8 +108,7 @@ pub fn run(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
                 user.os_user,
                 if logins == 1 { "" } else { "s" },
             );
-            println!("{}", key.public_key);
-            println!("# {} ({})", key.fingerprint, key.algorithm);
+            output::print_public_key(&key);
         }
         UserCommand::List { output } => {
             let users = vault.users()?;

@@ -151,6 +151,15 @@ pub struct SecretRow {
     pub value_len: Option<i64>,
 }
 
+/// An API token to store: its name and the hash of its text.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    /// Token name, unique per user.
+    pub name: String,
+    /// Hex SHA-256 of the token text.
+    pub hash: String,
+}
+
 /// One change to a user's secrets.
 #[derive(Debug, Clone)]
 pub enum SecretChange {

@@ -18,12 +18,10 @@ use crate::datadir::{self, DB_FILE};
 use crate::keyring::{self, Keyring, KeyringError};
 use crate::osuser::OsUserError;
 use crate::secrets::{Limits, Violation};
-use crate::store::{AuditEvent, Store, StoreError};
+use crate::store::{AuditEvent, MASTER_KEY_ID, Store, StoreError};
 
 pub use rotate::Rotation;
 pub use users::{NewUserSpec, TokenIssued, UserKeyInfo};
-
-const MASTER_KEY_ID: &str = "master_key_id";
 
 /// Why a vault operation failed. Each variant maps to one exit code and one HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -35,8 +33,13 @@ pub enum VaultError {
     #[error("{}", join(.0))]
     Conflict(Vec<Violation>),
     /// The named thing does not exist.
-    #[error("{0} not found")]
-    NotFound(String),
+    #[error("{kind} {name} not found")]
+    NotFound {
+        /// What kind of thing (`user`, `secret`, …).
+        kind: &'static str,
+        /// Its name.
+        name: String,
+    },
     /// The master key is missing or wrong.
     #[error(transparent)]
     Keyring(#[from] KeyringError),
@@ -46,7 +49,10 @@ pub enum VaultError {
     /// Key generation or parsing failed.
     #[error(transparent)]
     Key(#[from] KeyError),
-    /// The data dir could not be created.
+    /// The password database could not be read.
+    #[error(transparent)]
+    OsUser(OsUserError),
+    /// The data dir could not be created, locked or is not private.
     #[error("data dir {path}: {source}")]
     DataDir {
         /// The data dir.
@@ -62,7 +68,7 @@ pub enum VaultError {
 impl From<StoreError> for VaultError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NotFound(what) => VaultError::NotFound(what),
+            StoreError::NotFound { kind, name } => VaultError::NotFound { kind, name },
             StoreError::Conflict { field, detail } => {
                 VaultError::Conflict(vec![Violation::new(field, detail)])
             }
@@ -73,7 +79,21 @@ impl From<StoreError> for VaultError {
 
 impl From<OsUserError> for VaultError {
     fn from(e: OsUserError) -> Self {
-        VaultError::Invalid(vec![Violation::new("os-user", e.to_string())])
+        match e {
+            OsUserError::NoSuchUser(_) => {
+                VaultError::Invalid(vec![Violation::new("os-user", e.to_string())])
+            }
+            OsUserError::Lookup(_) => VaultError::OsUser(e),
+        }
+    }
+}
+
+impl VaultError {
+    pub(crate) fn not_found(kind: &'static str, name: impl Into<String>) -> Self {
+        VaultError::NotFound {
+            kind,
+            name: name.into(),
+        }
     }
 }
 
@@ -135,18 +155,32 @@ impl fmt::Debug for Vault {
 
 impl Vault {
     /// Opens the vault in `data_dir`, creating the dir (0700), the database and — only when the
-    /// database has never sealed anything — the master key file (0600).
+    /// database has never recorded a master key — the master key file (0600). Key set-up runs
+    /// under the data dir's lock, so two processes starting on a fresh dir agree on one key.
     pub fn open(data_dir: &Path, limits: Limits) -> Result<Self, VaultError> {
-        datadir::ensure_private_dir(data_dir).map_err(|source| VaultError::DataDir {
+        let dir_err = |source| VaultError::DataDir {
             path: data_dir.to_path_buf(),
             source,
-        })?;
+        };
+        datadir::ensure_private_dir(data_dir).map_err(dir_err)?;
+        let _lock = datadir::lock(data_dir).map_err(dir_err)?;
+        datadir::remove_stale_temp_files(data_dir).map_err(dir_err)?;
         let mut store = Store::open(&data_dir.join(DB_FILE))?;
         let recorded = store.meta(MASTER_KEY_ID)?;
         let keyring = keyring::load(data_dir, recorded.as_deref())?;
+        let key_id = keyring.key.id();
         if recorded.is_none() {
-            store.set_meta(MASTER_KEY_ID, &keyring.key.id())?;
+            let stored = store.init_meta(MASTER_KEY_ID, &key_id)?;
+            if stored != key_id {
+                return Err(KeyringError::Wrong {
+                    recorded: stored,
+                    loaded: key_id,
+                    source_name: "a key created concurrently".into(),
+                }
+                .into());
+            }
         }
+        store.set_sealing_key(&key_id);
         Ok(Self {
             store,
             keyring,

@@ -23,6 +23,12 @@ impl Vault {
     /// over `master.key` after the commit; with `KEYPORT_MASTER_KEY`, the new key comes from
     /// `KEYPORT_NEW_MASTER_KEY` and the operator swaps the variables afterwards.
     pub fn rotate_master_key(&mut self, actor: &Actor) -> Result<Rotation, VaultError> {
+        // One rotation at a time: the lock keeps a second one from replacing master.key.next
+        // under the first. Other writers are stopped by the store's key-id guard.
+        let _lock = crate::datadir::lock(&self.data_dir).map_err(|source| VaultError::DataDir {
+            path: self.data_dir.clone(),
+            source,
+        })?;
         let new = keyring::prepare_next(&self.keyring)?;
         let old_id = self.keyring.key.id();
         let new_id = new.id();
@@ -54,7 +60,7 @@ impl Vault {
                 return Err(e);
             }
         };
-        keyring::commit_next(&self.keyring)?;
+        keyring::commit_next(&self.keyring, &new_id)?;
         let source = self.keyring.source.clone();
         self.keyring = Keyring { key: new, source };
         Ok(Rotation {

@@ -1,5 +1,8 @@
 //! Secret operations: create, update (absent = unchanged, `""` = clear), get, list, delete,
 //! and opening a value for injection.
+//!
+//! Every change is decided inside the store's write transaction, against the secrets as they
+//! are at that moment, so concurrent writers cannot combine into a state the rules forbid.
 
 use keyport_keys::SecretBytes;
 use serde_json::json;
@@ -37,25 +40,23 @@ impl Vault {
         if !invalid.is_empty() {
             return Err(VaultError::Invalid(invalid));
         }
-        let file_resolved = resolve(&owner, spec.file.as_deref())?;
         let enabled = spec
             .enabled
             .unwrap_or(spec.env.is_some() || spec.file.is_some());
         let uid = owner.id.to_string();
-        let sealed = self
-            .master()
-            .seal(secret_binding(&uid, &spec.name), spec.value.expose())?;
         let row = SecretRow {
             name: spec.name.clone(),
             description: spec.description.clone(),
             env_name: spec.env.clone(),
             file_path: spec.file.clone(),
-            file_resolved,
+            file_resolved: resolve(&owner, spec.file.as_deref())?,
             enabled,
-            value_sealed: Some(sealed),
+            value_sealed: Some(
+                self.master()
+                    .seal(secret_binding(&uid, &spec.name), spec.value.expose())?,
+            ),
             value_len: Some(len_i64(spec.value.len())),
         };
-        let limits = self.limits;
         let mut fields = vec!["value"];
         fields.extend(spec.env.as_ref().map(|_| "env"));
         fields.extend(spec.file.as_ref().map(|_| "file"));
@@ -67,17 +68,17 @@ impl Vault {
             Some(&spec.name),
             json!({ "fields": fields, "enabled": enabled }),
         );
-        let record = self.store.change_secrets(owner.id, |current| {
+        let limits = self.limits;
+        let written = self.store.change_secrets(owner.id, |current| {
+            let candidate = shape(&row, spec.value.len());
             reject(validate::check_set(
-                &shape(&row, spec.value.len()),
+                &candidate,
                 &shapes(current, None),
                 &limits,
             ))?;
-            Ok::<_, VaultError>((SecretChange::Insert(row.clone()), audit))
+            Ok::<_, VaultError>((vec![SecretChange::Insert(row.clone())], vec![audit]))
         })?;
-        record
-            .map(SecretMeta::from)
-            .ok_or_else(|| VaultError::NotFound(format!("secret {}", spec.name)))
+        first(written, &spec.name)
     }
 
     /// Updates a secret: fields absent from `patch` stay as they are, `""` clears `description`,
@@ -97,9 +98,7 @@ impl Vault {
             )]));
         }
         let owner = self.store.user(user)?;
-        let current = self.store.secret(owner.id, name)?;
-        let env = merge(&current.env_name, &patch.env);
-        let file = merge(&current.file_path, &patch.file);
+        // Checks on the patch alone; checks on the merged result happen in the transaction.
         let mut invalid = Vec::new();
         invalid.extend(
             patch
@@ -107,33 +106,18 @@ impl Vault {
                 .as_deref()
                 .and_then(|d| validate::check_description(d).err()),
         );
-        if patch.env.as_deref().is_some_and(|e| !e.is_empty()) {
-            invalid.extend(
-                env.as_deref()
-                    .and_then(|e| validate::check_env_name(e).err()),
-            );
-        }
-        if patch.file.as_deref().is_some_and(|f| !f.is_empty()) {
-            invalid.extend(
-                file.as_deref()
-                    .and_then(|f| validate::check_file_path(f).err()),
-            );
-        }
-        let uid = owner.id.to_string();
-        match &patch.value {
-            Some(value) => {
-                invalid.extend(validate::check_value(value.expose(), env.is_some()).err())
-            }
-            // Giving a binary file secret an env target: its stored value must fit an env var.
-            None if env.is_some() && current.env_name.is_none() => {
-                let value = self.open_secret(&owner, name)?;
-                invalid.extend(validate::check_value(value.expose(), true).err());
-            }
-            None => {}
-        }
+        invalid.extend(set(&patch.env).and_then(|e| validate::check_env_name(e).err()));
+        invalid.extend(set(&patch.file).and_then(|f| validate::check_file_path(f).err()));
+        invalid.extend(
+            patch
+                .value
+                .as_ref()
+                .and_then(|v| validate::check_value(v.expose(), false).err()),
+        );
         if !invalid.is_empty() {
             return Err(VaultError::Invalid(invalid));
         }
+        let uid = owner.id.to_string();
         let value_sealed = match &patch.value {
             Some(value) => Some(
                 self.master()
@@ -141,49 +125,72 @@ impl Vault {
             ),
             None => None,
         };
-        let value_len = patch.value.as_ref().map(|v| v.len());
-        let row = SecretRow {
-            name: name.to_string(),
-            description: patch
-                .description
-                .clone()
-                .unwrap_or_else(|| current.description.clone()),
-            file_resolved: resolve(&owner, file.as_deref())?,
-            env_name: env,
-            file_path: file,
-            enabled: patch.enabled.unwrap_or(current.enabled),
-            value_sealed,
-            value_len: value_len.map(len_i64),
+        // Giving a secret an env target without a new value: its stored value must fit an env
+        // var. Opened before the transaction; the transaction checks it is still that value.
+        let stored = match (&patch.value, set(&patch.env)) {
+            (None, Some(_)) => {
+                let current = self.store.secret(owner.id, name)?;
+                Some((current.updated_at, self.open_secret(&owner, name)?))
+            }
+            _ => None,
+        };
+        let file_resolved = match set(&patch.file) {
+            Some(file) => Some(resolve(&owner, Some(file))?),
+            None => None,
         };
         let limits = self.limits;
-        let audit = Self::audit(
-            actor,
-            user,
-            "secret.update",
-            Some(name),
-            json!({ "fields": patch.fields(), "enabled": row.enabled }),
-        );
-        let record = self.store.change_secrets(owner.id, |secrets| {
+        let audit = Self::audit(actor, user, "secret.update", Some(name), json!({}));
+        let written = self.store.change_secrets(owner.id, |secrets| {
             let Some(now) = secrets.iter().find(|s| s.name == name) else {
-                return Err(VaultError::NotFound(format!("secret {name}")));
+                return Err(VaultError::not_found("secret", name));
             };
-            let len = value_len.unwrap_or_else(|| usize::try_from(now.value_len).unwrap_or(0));
+            let env = merge(&now.env_name, &patch.env);
+            let value_check = match (&patch.value, &stored) {
+                (Some(value), _) => validate::check_value(value.expose(), env.is_some()),
+                (None, Some((read_at, value))) if *read_at == now.updated_at => {
+                    validate::check_value(value.expose(), env.is_some())
+                }
+                (None, Some(_)) => {
+                    return Err(VaultError::Conflict(vec![Violation::new(
+                        "value",
+                        "the secret changed while this update was checked; try again",
+                    )]));
+                }
+                (None, None) => Ok(()),
+            };
+            if let Err(v) = value_check {
+                return Err(VaultError::Invalid(vec![v]));
+            }
+            let row = SecretRow {
+                name: name.to_string(),
+                description: patch
+                    .description
+                    .clone()
+                    .unwrap_or_else(|| now.description.clone()),
+                env_name: env,
+                file_path: merge(&now.file_path, &patch.file),
+                file_resolved: match &patch.file {
+                    None => now.file_resolved.clone(),
+                    Some(_) => file_resolved.clone().flatten(),
+                },
+                enabled: patch.enabled.unwrap_or(now.enabled),
+                value_sealed: value_sealed.clone(),
+                value_len: patch.value.as_ref().map(|v| len_i64(v.len())),
+            };
+            let len = patch
+                .value
+                .as_ref()
+                .map_or_else(|| usize::try_from(now.value_len).unwrap_or(0), |v| v.len());
             reject(validate::check_set(
                 &shape(&row, len),
                 &shapes(secrets, Some(now.id)),
                 &limits,
             ))?;
-            Ok((
-                SecretChange::Update {
-                    id: now.id,
-                    row: row.clone(),
-                },
-                audit,
-            ))
+            let mut audit = audit.clone();
+            audit.detail = json!({ "fields": patch.fields(), "enabled": row.enabled });
+            Ok((vec![SecretChange::Update { id: now.id, row }], vec![audit]))
         })?;
-        record
-            .map(SecretMeta::from)
-            .ok_or_else(|| VaultError::NotFound(format!("secret {name}")))
+        first(written, name)
     }
 
     /// Deletes a secret.
@@ -198,9 +205,9 @@ impl Vault {
         let audit = Self::audit(actor, user, "secret.delete", Some(name), json!({}));
         self.store.change_secrets(owner.id, |secrets| {
             let Some(s) = secrets.iter().find(|s| s.name == name) else {
-                return Err(VaultError::NotFound(format!("secret {name}")));
+                return Err(VaultError::not_found("secret", name));
             };
-            Ok((SecretChange::Delete { id: s.id }, audit))
+            Ok((vec![SecretChange::Delete { id: s.id }], vec![audit]))
         })?;
         Ok(())
     }
@@ -245,6 +252,12 @@ fn merge(current: &Option<String>, patch: &Option<String>) -> Option<String> {
     }
 }
 
+/// A patch field that sets something (present and not the "clear" empty string).
+fn set(v: &Option<String>) -> Option<&str> {
+    v.as_deref().filter(|s| !s.is_empty())
+}
+
+/// Resolves `~/` against the home of the OS account the user's sessions run as.
 fn resolve(owner: &UserRecord, file: Option<&str>) -> Result<Option<String>, VaultError> {
     let Some(file) = file else { return Ok(None) };
     if file.starts_with('/') {
@@ -289,6 +302,14 @@ fn reject(problems: validate::SetProblems) -> Result<(), VaultError> {
             Err(VaultError::Invalid(all))
         }
     }
+}
+
+fn first(written: Vec<SecretRecord>, name: &str) -> Result<SecretMeta, VaultError> {
+    written
+        .into_iter()
+        .next()
+        .map(SecretMeta::from)
+        .ok_or_else(|| VaultError::not_found("secret", name))
 }
 
 fn len_i64(n: usize) -> i64 {

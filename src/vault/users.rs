@@ -13,7 +13,7 @@ use super::{Actor, Vault, VaultError, host_key_binding, user_key_binding};
 use crate::secrets::Violation;
 use crate::secrets::validate;
 use crate::store::{
-    HostKeyRecord, LoginKeyRecord, NewLoginKey, NewUser, NewUserKey, UserRecord, now_ms,
+    HostKeyRecord, LoginKeyRecord, NewLoginKey, NewToken, NewUser, NewUserKey, UserRecord, now_ms,
 };
 
 /// A user to create.
@@ -58,29 +58,55 @@ impl std::fmt::Debug for TokenIssued {
 }
 
 impl Vault {
-    /// Creates a user with a fresh key pair. Without an explicit OS user, the OS account of the
-    /// same name is used if it exists, else (non-root) the account running this command; as
-    /// root there is no silent fallback, so nobody gets root shells by accident.
+    /// Creates a user with a fresh key pair. Without an explicit OS user: as root, the OS
+    /// account of the same name (there is no silent fallback, so nobody gets root shells by
+    /// accident); otherwise the account running keyport, which is what a non-root daemon runs
+    /// every session as.
     #[instrument(skip_all, fields(user = %spec.name))]
     pub fn add_user(
         &mut self,
         actor: &Actor,
         spec: &NewUserSpec,
     ) -> Result<UserRecord, VaultError> {
-        validate::check_user_name(&spec.name).map_err(|v| VaultError::Invalid(vec![v]))?;
-        let os_user = match &spec.os_user {
-            Some(os) => crate::osuser::lookup(os)?.name,
-            None => match crate::osuser::lookup(&spec.name) {
-                Ok(os) => os.name,
-                Err(_) if !crate::osuser::is_root() => crate::osuser::current()?.name,
-                Err(e) => {
-                    return Err(VaultError::Invalid(vec![Violation::new(
-                        "os-user",
-                        format!("{e}; pass --os-user to choose the account their sessions run as"),
-                    )]));
-                }
-            },
+        self.insert_user(actor, spec, None)
+    }
+
+    /// Creates the first admin together with their API token, in one transaction, so a crash
+    /// cannot leave an admin whose credentials were never issued.
+    pub fn add_first_admin(
+        &mut self,
+        spec: &NewUserSpec,
+        token: &TokenIssued,
+    ) -> Result<UserRecord, VaultError> {
+        let token = NewToken {
+            name: "bootstrap".into(),
+            hash: token_hash(&token.token),
         };
+        self.insert_user(&Actor::System, spec, Some(&token))
+    }
+
+    fn insert_user(
+        &mut self,
+        actor: &Actor,
+        spec: &NewUserSpec,
+        token: Option<&NewToken>,
+    ) -> Result<UserRecord, VaultError> {
+        validate::check_user_name(&spec.name).map_err(|v| VaultError::Invalid(vec![v]))?;
+        let os_user =
+            match &spec.os_user {
+                Some(os) => crate::osuser::lookup(os)?.name,
+                None if !crate::osuser::is_root() => crate::osuser::current()?.name,
+                None => crate::osuser::lookup(&spec.name)
+                    .map_err(|e| {
+                        VaultError::Invalid(vec![Violation::new(
+                            "os-user",
+                            format!(
+                                "{e}; pass --os-user to choose the account their sessions run as"
+                            ),
+                        )])
+                    })?
+                    .name,
+            };
         let logins = parse_login_keys(&spec.login_keys)?;
         let pair = KeyPair::generate(spec.key_type, &format!("keyport:{}", spec.name))?;
         let audit = Self::audit(
@@ -98,9 +124,10 @@ impl Vault {
         };
         // The sealed key is bound to the user's row id, known only inside the insert.
         let master = &self.keyring.key;
-        self.store.create_user(&user, &logins, &audit, |user_id| {
-            seal_pair(master, &user_id.to_string(), &pair)
-        })
+        self.store
+            .create_user(&user, &logins, token, &audit, |user_id| {
+                seal_pair(master, &user_id.to_string(), &pair)
+            })
     }
 
     /// Every user, sorted by name.
@@ -270,24 +297,35 @@ impl Vault {
             v.field = "token";
             VaultError::Invalid(vec![v])
         })?;
+        let issued = TokenIssued::generate()?;
+        let audit = Self::audit(actor, user, "token.create", None, json!({ "token": name }));
+        let token = NewToken {
+            name: name.to_string(),
+            hash: token_hash(&issued.token),
+        };
+        self.store.create_token(owner.id, &token, &audit)?;
+        Ok(issued)
+    }
+}
+
+impl TokenIssued {
+    /// A fresh token: `kpt_` and 256 random bits, base64url.
+    pub fn generate() -> Result<Self, VaultError> {
         let mut raw = zeroize::Zeroizing::new([0u8; 32]);
         getrandom::fill(raw.as_mut_slice())
             .map_err(|_| VaultError::Seal(keyport_keys::SealError::Random))?;
-        let token =
-            zeroize::Zeroizing::new(format!("kpt_{}", URL_SAFE_NO_PAD.encode(raw.as_slice())));
-        let audit = Self::audit(actor, user, "token.create", None, json!({ "token": name }));
-        self.store
-            .create_token(owner.id, name, &token_hash(&token), &audit)?;
-        Ok(TokenIssued { token })
+        Ok(Self {
+            token: zeroize::Zeroizing::new(format!(
+                "kpt_{}",
+                URL_SAFE_NO_PAD.encode(raw.as_slice())
+            )),
+        })
     }
 }
 
 /// The stored form of a token: hex SHA-256. Tokens are 256 random bits, so a fast hash is enough.
 pub fn token_hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    keyport_keys::seal::hex(&Sha256::digest(token.as_bytes()))
 }
 
 fn seal_pair(

@@ -7,8 +7,9 @@ CREATE TABLE meta (
     value TEXT NOT NULL
 );
 
+-- AUTOINCREMENT: sealed blobs are bound to the user id, so an id is never reused.
 CREATE TABLE users (
-    id         INTEGER PRIMARY KEY,
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
     name       TEXT    NOT NULL UNIQUE,
     is_admin   INTEGER NOT NULL DEFAULT 0,
     os_user    TEXT    NOT NULL,

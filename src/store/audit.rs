@@ -1,0 +1,109 @@
+//! Audit events, and the ledger of files keyport wrote.
+
+use rusqlite::{Connection, params};
+
+use super::{Result, Store, now_ms};
+use crate::store::{AuditEvent, AuditRecord, FileRecord};
+
+impl Store {
+    /// Records an event that is not part of a change (a use: an injection, a signature).
+    pub fn record(&mut self, audit: &AuditEvent) -> Result<()> {
+        insert_audit(&self.conn, audit)
+    }
+
+    /// Audit events, oldest first, from `since_ms` on; only `user`'s when given.
+    pub fn audit_events(&self, user: Option<&str>, since_ms: i64) -> Result<Vec<AuditRecord>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, at, actor, user_name, action, secret_name, detail FROM audit_events
+             WHERE (?1 IS NULL OR user_name = ?1) AND at >= ?2 ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![user, since_ms], |r| {
+            Ok((
+                AuditRecord {
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                    actor: r.get(2)?,
+                    user_name: r.get(3)?,
+                    action: r.get(4)?,
+                    secret_name: r.get(5)?,
+                    detail: serde_json::Value::Null,
+                },
+                r.get::<_, String>(6)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (mut record, detail) = row?;
+            record.detail = serde_json::from_str(&detail)?;
+            Ok(record)
+        })
+        .collect()
+    }
+
+    /// Records that keyport wrote `file.path` for `file.os_user`, replacing an earlier record.
+    pub fn record_file(&mut self, file: &FileRecord) -> Result<()> {
+        let tx = self.write_sealed()?;
+        tx.execute(
+            "INSERT INTO secret_files (os_user, path, user_name, secret_name, hash_sealed, written_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (os_user, path) DO UPDATE SET user_name = excluded.user_name,
+                 secret_name = excluded.secret_name, hash_sealed = excluded.hash_sealed,
+                 written_at = excluded.written_at",
+            params![
+                file.os_user,
+                file.path,
+                file.user_name,
+                file.secret_name,
+                file.hash_sealed,
+                file.written_at
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The files keyport wrote for `os_user`.
+    pub fn files(&self, os_user: &str) -> Result<Vec<FileRecord>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT os_user, path, user_name, secret_name, hash_sealed, written_at
+             FROM secret_files WHERE os_user = ?1 ORDER BY path",
+        )?;
+        let rows = stmt.query_map([os_user], |r| {
+            Ok(FileRecord {
+                os_user: r.get(0)?,
+                path: r.get(1)?,
+                user_name: r.get(2)?,
+                secret_name: r.get(3)?,
+                hash_sealed: r.get(4)?,
+                written_at: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Forgets the record of a file (after removing it, or leaving a user-changed one).
+    pub fn forget_file(&mut self, os_user: &str, path: &str) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM secret_files WHERE os_user = ?1 AND path = ?2",
+            params![os_user, path],
+        )?;
+        Ok(())
+    }
+}
+
+/// Inserts an audit event; callers pass their open transaction so the event commits with the
+/// change it describes.
+pub(super) fn insert_audit(conn: &Connection, event: &AuditEvent) -> Result<()> {
+    conn.execute(
+        "INSERT INTO audit_events (at, actor, user_name, action, secret_name, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            now_ms(),
+            event.actor,
+            event.user_name,
+            event.action,
+            event.secret_name,
+            event.detail.to_string()
+        ],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,295 @@
+//! Users, their login keys, key pairs and API tokens, and the host key.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::audit::insert_audit;
+use super::{Result, Store, StoreError, conflict, now_ms};
+use crate::store::{
+    AuditEvent, HostKeyRecord, LoginKeyRecord, NewLoginKey, NewToken, NewUser, NewUserKey,
+    UserKeyRecord, UserRecord,
+};
+
+const USER_COLUMNS: &str = "id, name, is_admin, os_user, created_at, updated_at";
+
+impl Store {
+    /// Creates a user with their login keys, the key pair `seal_key` returns and, if given, a
+    /// first API token, in one transaction. `seal_key` gets the new user's id, which the
+    /// sealed key is bound to.
+    pub fn create_user<E>(
+        &mut self,
+        user: &NewUser,
+        login_keys: &[NewLoginKey],
+        token: Option<&NewToken>,
+        audit: &AuditEvent,
+        seal_key: impl FnOnce(i64) -> Result<NewUserKey, E>,
+    ) -> Result<UserRecord, E>
+    where
+        E: From<StoreError>,
+    {
+        let tx = self.write_sealed()?;
+        let now = now_ms();
+        tx.execute(
+            "INSERT INTO users (name, is_admin, os_user, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?4)",
+            params![user.name, user.is_admin, user.os_user, now],
+        )
+        .map_err(|e| {
+            conflict(e, "user", || {
+                format!("a user named {} already exists", user.name)
+            })
+        })?;
+        let id = tx.last_insert_rowid();
+        put_user_key(&tx, id, &seal_key(id)?, now)?;
+        for login in login_keys {
+            insert_login_key(&tx, id, login, now)?;
+        }
+        if let Some(token) = token {
+            insert_token(&tx, id, token, now)?;
+        }
+        insert_audit(&tx, audit)?;
+        let record = query_user(&tx, &user.name)?;
+        tx.commit().map_err(StoreError::from)?;
+        Ok(record)
+    }
+
+    /// The user named `name`.
+    pub fn user(&self, name: &str) -> Result<UserRecord> {
+        query_user(&self.conn, name)
+    }
+
+    /// Every user, sorted by name.
+    pub fn users(&self) -> Result<Vec<UserRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY name"))?;
+        let rows = stmt.query_map([], user_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Removes a user and, by cascade, their secrets, key pair, login keys and tokens.
+    pub fn remove_user(&mut self, name: &str, audit: &AuditEvent) -> Result<()> {
+        let tx = self.write()?;
+        if tx.execute("DELETE FROM users WHERE name = ?1", [name])? == 0 {
+            return Err(StoreError::not_found("user", name));
+        }
+        insert_audit(&tx, audit)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The user's login keys, oldest first.
+    pub fn login_keys(&self, user_id: i64) -> Result<Vec<LoginKeyRecord>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, algorithm, public_key, fingerprint, comment, created_at
+             FROM login_keys WHERE user_id = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([user_id], |r| {
+            Ok(LoginKeyRecord {
+                id: r.get(0)?,
+                algorithm: r.get(1)?,
+                public_key: r.get(2)?,
+                fingerprint: r.get(3)?,
+                comment: r.get(4)?,
+                created_at: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Adds login keys to a user, all or none.
+    pub fn add_login_keys(
+        &mut self,
+        user_id: i64,
+        keys: &[NewLoginKey],
+        audit: &AuditEvent,
+    ) -> Result<()> {
+        let tx = self.write()?;
+        let now = now_ms();
+        for key in keys {
+            insert_login_key(&tx, user_id, key, now)?;
+        }
+        insert_audit(&tx, audit)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Removes the user's login key with this fingerprint.
+    pub fn remove_login_key(
+        &mut self,
+        user_id: i64,
+        fingerprint: &str,
+        audit: &AuditEvent,
+    ) -> Result<()> {
+        let tx = self.write()?;
+        let n = tx.execute(
+            "DELETE FROM login_keys WHERE user_id = ?1 AND fingerprint = ?2",
+            params![user_id, fingerprint],
+        )?;
+        if n == 0 {
+            return Err(StoreError::not_found("login key", fingerprint));
+        }
+        insert_audit(&tx, audit)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The user's key pair (private half sealed).
+    pub fn user_key(&self, user_id: i64) -> Result<UserKeyRecord> {
+        self.conn
+            .query_row(
+                "SELECT algorithm, public_key, fingerprint, private_sealed, created_at
+                 FROM user_keys WHERE user_id = ?1",
+                [user_id],
+                |r| {
+                    Ok(UserKeyRecord {
+                        algorithm: r.get(0)?,
+                        public_key: r.get(1)?,
+                        fingerprint: r.get(2)?,
+                        private_sealed: r.get(3)?,
+                        created_at: r.get(4)?,
+                    })
+                },
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::not_found("user key of user id", user_id.to_string()))
+    }
+
+    /// Replaces the user's key pair.
+    pub fn replace_user_key(
+        &mut self,
+        user_id: i64,
+        key: &NewUserKey,
+        audit: &AuditEvent,
+    ) -> Result<()> {
+        let tx = self.write_sealed()?;
+        put_user_key(&tx, user_id, key, now_ms())?;
+        insert_audit(&tx, audit)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The host key for `algorithm`, if one was created.
+    pub fn host_key(&self, algorithm: &str) -> Result<Option<HostKeyRecord>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT algorithm, public_key, fingerprint, private_sealed, created_at
+                 FROM host_keys WHERE algorithm = ?1",
+                [algorithm],
+                |r| {
+                    Ok(HostKeyRecord {
+                        algorithm: r.get(0)?,
+                        public_key: r.get(1)?,
+                        fingerprint: r.get(2)?,
+                        private_sealed: r.get(3)?,
+                        created_at: r.get(4)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Stores a host key unless one for its algorithm exists; returns the one stored, so two
+    /// processes racing to create it agree on one.
+    pub fn insert_host_key(&mut self, key: &HostKeyRecord) -> Result<HostKeyRecord> {
+        let tx = self.write_sealed()?;
+        tx.execute(
+            "INSERT INTO host_keys (algorithm, public_key, fingerprint, private_sealed, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (algorithm) DO NOTHING",
+            params![
+                key.algorithm,
+                key.public_key,
+                key.fingerprint,
+                key.private_sealed,
+                key.created_at
+            ],
+        )?;
+        tx.commit()?;
+        self.host_key(&key.algorithm)?
+            .ok_or_else(|| StoreError::not_found("host key", key.algorithm.clone()))
+    }
+
+    /// Stores a new API token by its hash.
+    pub fn create_token(
+        &mut self,
+        user_id: i64,
+        token: &NewToken,
+        audit: &AuditEvent,
+    ) -> Result<()> {
+        let tx = self.write()?;
+        insert_token(&tx, user_id, token, now_ms())?;
+        insert_audit(&tx, audit)?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn user_from_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
+    Ok(UserRecord {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        is_admin: r.get(2)?,
+        os_user: r.get(3)?,
+        created_at: r.get(4)?,
+        updated_at: r.get(5)?,
+    })
+}
+
+fn query_user(conn: &Connection, name: &str) -> Result<UserRecord> {
+    conn.query_row(
+        &format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1"),
+        [name],
+        user_from_row,
+    )
+    .optional()?
+    .ok_or_else(|| StoreError::not_found("user", name))
+}
+
+fn put_user_key(conn: &Connection, user_id: i64, key: &NewUserKey, now: i64) -> Result<()> {
+    conn.execute(
+        "INSERT INTO user_keys (user_id, algorithm, public_key, fingerprint, private_sealed, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (user_id) DO UPDATE SET algorithm = excluded.algorithm,
+             public_key = excluded.public_key, fingerprint = excluded.fingerprint,
+             private_sealed = excluded.private_sealed, created_at = excluded.created_at",
+        params![user_id, key.algorithm, key.public_key, key.fingerprint, key.private_sealed, now],
+    )?;
+    Ok(())
+}
+
+fn insert_login_key(conn: &Connection, user_id: i64, key: &NewLoginKey, now: i64) -> Result<()> {
+    conn.execute(
+        "INSERT INTO login_keys (user_id, algorithm, public_key, fingerprint, comment, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            user_id,
+            key.algorithm,
+            key.public_key,
+            key.fingerprint,
+            key.comment,
+            now
+        ],
+    )
+    .map_err(|e| {
+        conflict(e, "login-key", || {
+            format!(
+                "key {} is already a login key of this user",
+                key.fingerprint
+            )
+        })
+    })?;
+    Ok(())
+}
+
+fn insert_token(conn: &Connection, user_id: i64, token: &NewToken, now: i64) -> Result<()> {
+    conn.execute(
+        "INSERT INTO api_tokens (user_id, name, token_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![user_id, token.name, token.hash, now],
+    )
+    .map_err(|e| {
+        conflict(e, "token", || {
+            format!("a token named {} already exists", token.name)
+        })
+    })?;
+    Ok(())
+}
