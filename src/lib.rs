@@ -8,14 +8,18 @@
 //! - [`store`]: the SQLite store behind one narrow interface; migrations.
 //! - [`secrets`]: secret specs, patches, metadata, and the validation rules.
 //! - [`vault`]: the operations (users, keys, secrets, tokens, rotation) with rules and audit.
+//! - [`api`]: the HTTP API (axum), its auth rules and its OpenAPI document.
+//! - [`client`]: the CLI's HTTP client for the API.
 //! - [`bootstrap`]: what `keyport serve` does on start-up (host key, first admin user).
 //! - [`osuser`]: OS account lookups.
 //! - [`cli`]: the command line: one module per subcommand group, and the exit codes.
 //!
 //! Key custody (generation, sealing, fingerprints) lives in the `keyport-keys` crate.
 
+pub mod api;
 pub mod bootstrap;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod datadir;
 pub mod keyring;

@@ -25,9 +25,11 @@ fn alice() -> Actor {
     Actor::User("alice".into())
 }
 
-fn fields(e: &VaultError) -> Vec<&'static str> {
+fn fields(e: &VaultError) -> Vec<&str> {
     match e {
-        VaultError::Invalid(v) | VaultError::Conflict(v) => v.iter().map(|v| v.field).collect(),
+        VaultError::Invalid(v) | VaultError::Conflict(v) => {
+            v.iter().map(|v| v.field.as_ref()).collect()
+        }
         other => panic!("expected a rule violation, got {other:?}"),
     }
 }

@@ -1,5 +1,6 @@
 //! The one place errors become exit codes, and the one line printed for them.
 
+use crate::client::ClientError;
 use crate::keyring::KeyringError;
 use crate::store::StoreError;
 use crate::vault::VaultError;
@@ -39,6 +40,20 @@ pub fn code_for(error: &anyhow::Error) -> ExitCode {
                     ExitCode::DataDir
                 }
                 _ => ExitCode::Failure,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<ClientError>() {
+            return match e {
+                ClientError::NotConfigured | ClientError::Config { .. } => ExitCode::Auth,
+                ClientError::Unreachable { .. } => ExitCode::Unreachable,
+                ClientError::Api { status, .. } => match status {
+                    400 | 413 | 415 | 422 => ExitCode::Usage,
+                    401 | 403 => ExitCode::Auth,
+                    404 => ExitCode::NotFound,
+                    409 => ExitCode::Conflict,
+                    _ => ExitCode::Failure,
+                },
+                ClientError::Protocol(_) => ExitCode::Failure,
             };
         }
         if cause.downcast_ref::<KeyringError>().is_some() {

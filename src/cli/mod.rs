@@ -2,11 +2,16 @@
 //! [`Config`], and one module per subcommand group. Errors become exit codes in [`exit`].
 
 pub mod admin;
+pub mod audit;
 pub mod exit;
+mod input;
 pub mod key;
+pub mod login;
 pub mod login_key;
 pub mod output;
+pub mod secret;
 pub mod serve;
+pub mod token;
 pub mod user;
 
 use std::path::PathBuf;
@@ -43,9 +48,19 @@ pub enum Command {
     /// Manage the public keys a user logs in with (admin; data dir).
     #[command(subcommand)]
     LoginKey(login_key::LoginKeyCommand),
-    /// Show users' generated key pairs (public half only).
+    /// Save the API URL and a token for the commands below.
+    Login(login::LoginArgs),
+    /// Your secrets: create, update, list, delete, import (over the API).
+    #[command(subcommand)]
+    Secret(secret::SecretCommand),
+    /// Your generated key pair: show the public key, regenerate.
     #[command(subcommand)]
     Key(key::KeyCommand),
+    /// Your API tokens.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// Audit events: yours, or everyone's for admins.
+    Audit(audit::AuditArgs),
     /// Operator tasks on the data dir.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
@@ -71,7 +86,11 @@ pub fn run(opts: Opts) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(config, args),
         Command::User(cmd) => user::run(&config, cmd),
         Command::LoginKey(cmd) => login_key::run(&config, cmd),
+        Command::Login(args) => login::run(args),
+        Command::Secret(cmd) => secret::run(cmd),
         Command::Key(cmd) => key::run(&config, cmd),
+        Command::Token(cmd) => token::run(cmd),
+        Command::Audit(args) => audit::run(args),
         Command::Admin(cmd) => admin::run(&config, cmd),
         Command::Config(ConfigCommand::PrintDefault) => {
             print!("{DEFAULT_CONFIG_TOML}");

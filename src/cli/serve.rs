@@ -4,11 +4,14 @@
 use std::net::SocketAddr;
 
 use clap::Args;
+use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::info;
 
-use crate::bootstrap;
 use crate::config::Config;
+use crate::{api, bootstrap};
 
 /// `keyport serve`
 #[derive(Debug, Args)]
@@ -30,7 +33,16 @@ pub fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         config.api_listen = addr;
     }
     let mut vault = super::open_vault(&config)?;
-    let startup = bootstrap::prepare(&mut vault, &format!("http://{}", config.api_listen))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    // Bind first: the credentials written at first start must name the real address (the
+    // listener may be on port 0).
+    let api = runtime
+        .block_on(TcpListener::bind(config.api_listen))
+        .map_err(|e| anyhow::anyhow!("api-listen {}: {e}", config.api_listen))?;
+    let api_addr = api.local_addr()?;
+    let startup = bootstrap::prepare(&mut vault, &format!("http://{api_addr}"))?;
     println!("keyport data dir: {}", vault.data_dir().display());
     println!("host key fingerprint: {}", startup.host_fingerprint);
     if let Some(first) = &startup.first_user {
@@ -42,20 +54,30 @@ pub fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
             first.credentials.display()
         );
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
+    println!("api listening on http://{api_addr}");
+    runtime.block_on(async move {
         // Handlers first, then "ready": a SIGTERM right after the ready line must be caught.
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        info!(ssh = %config.ssh_listen, api = %config.api_listen, "keyport ready");
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            let state = api::AppState::new(vault);
+            if let Err(e) = api::serve(api, state, stop.cancelled_owned()).await {
+                tracing::error!(error = %e, "api server failed");
+            }
+        });
+        tasks.close();
+        info!(ssh = %config.ssh_listen, api = %api_addr, "keyport ready");
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
-        Ok::<_, std::io::Error>(())
+        info!("shutting down");
+        shutdown.cancel();
+        tasks.wait().await;
+        Ok::<_, anyhow::Error>(())
     })?;
-    info!("shutting down");
     Ok(())
 }

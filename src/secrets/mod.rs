@@ -1,6 +1,7 @@
 //! Secrets: what a user asks for (spec and patch), what they get back (metadata, never a value),
 //! and the validation rules both the server and the CLI apply.
 
+pub mod import;
 pub mod validate;
 
 use keyport_keys::SecretBytes;
@@ -67,8 +68,13 @@ impl SecretPatch {
     }
 }
 
+/// A patch field that sets something: present and not the "clear" empty string.
+pub fn sets(field: &Option<String>) -> Option<&str> {
+    field.as_deref().filter(|s| !s.is_empty())
+}
+
 /// A secret as users see it: metadata only. There is deliberately no value field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct SecretMeta {
     /// Name.
     pub name: String,
@@ -110,5 +116,38 @@ impl From<&SecretRecord> for validate::SecretShape {
             enabled: r.enabled,
             value_len: usize::try_from(r.value_len).unwrap_or(usize::MAX),
         }
+    }
+}
+
+/// Replaces every double-quoted run in an error message (serde quotes the *input* there, e.g.
+/// `invalid type: string "…", expected a boolean`) with `"…"`, so no value is ever echoed.
+pub fn redact_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut inside = false;
+    for c in message.chars() {
+        if c == '"' {
+            if !inside {
+                out.push_str("\"…\"");
+            }
+            inside = !inside;
+        } else if !inside {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redact_quoted_hides_input() {
+        assert_eq!(
+            super::redact_quoted(r#"invalid type: string "hunter2", expected a boolean at line 1"#),
+            r#"invalid type: string "…", expected a boolean at line 1"#
+        );
+        assert_eq!(
+            super::redact_quoted("unknown field `valeu`"),
+            "unknown field `valeu`"
+        );
     }
 }

@@ -33,10 +33,10 @@ pub const RESERVED_ENV_PREFIXES: &[&str] =
     &["XDG_", "KEYPORT_", "SSH_", "GIT_", "LD_", "LC_", "DYLD_"];
 
 /// One broken rule: which field, and what the rule is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Violation {
     /// The field, as named in the API and on the command line (`name`, `env`, `file`, …).
-    pub field: &'static str,
+    pub field: std::borrow::Cow<'static, str>,
     /// The rule, in words a user can act on.
     pub detail: String,
 }
@@ -44,7 +44,7 @@ pub struct Violation {
 impl Violation {
     pub(crate) fn new(field: &'static str, detail: impl Into<String>) -> Self {
         Self {
-            field,
+            field: field.into(),
             detail: detail.into(),
         }
     }
@@ -224,6 +224,17 @@ pub fn check_description(description: &str) -> Result<(), Violation> {
     Ok(())
 }
 
+/// Every rule about one new secret on its own: name, description, env, file, value.
+pub fn check_spec(spec: &super::SecretSpec) -> Vec<Violation> {
+    let mut found = Vec::new();
+    found.extend(check_name(&spec.name).err());
+    found.extend(check_description(&spec.description).err());
+    found.extend(spec.env.as_deref().and_then(|e| check_env_name(e).err()));
+    found.extend(spec.file.as_deref().and_then(|f| check_file_path(f).err()));
+    found.extend(check_value(spec.value.expose(), spec.env.is_some()).err());
+    found
+}
+
 /// One secret as the set-level rules see it (its value only by length).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretShape {
@@ -357,8 +368,8 @@ fn is_inside(inner: &str, outer: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn field_of(r: Result<(), Violation>) -> Option<&'static str> {
-        r.err().map(|v| v.field)
+    fn field_of(r: Result<(), Violation>) -> Option<String> {
+        r.err().map(|v| v.field.into_owned())
     }
 
     #[test]
@@ -385,7 +396,7 @@ mod tests {
         ] {
             assert_eq!(check_name(name).is_ok(), ok, "name {name:?}");
             if !ok {
-                assert_eq!(field_of(check_name(name)), Some("name"));
+                assert_eq!(field_of(check_name(name)).as_deref(), Some("name"));
             }
         }
     }
@@ -393,8 +404,8 @@ mod tests {
     #[test]
     fn user_names() {
         assert!(check_user_name("alice").is_ok());
-        assert_eq!(field_of(check_user_name("me")), Some("user"));
-        assert_eq!(field_of(check_user_name("a:b")), Some("user"));
+        assert_eq!(field_of(check_user_name("me")).as_deref(), Some("user"));
+        assert_eq!(field_of(check_user_name("a:b")).as_deref(), Some("user"));
     }
 
     #[test]
@@ -441,7 +452,7 @@ mod tests {
             let got = check_env_name(env);
             assert_eq!(got.is_ok(), ok, "env {env:?}: {got:?}");
             if !ok {
-                assert_eq!(field_of(got), Some("env"));
+                assert_eq!(field_of(got).as_deref(), Some("env"));
             }
         }
         for name in RESERVED_ENV_NAMES {
@@ -476,7 +487,7 @@ mod tests {
             let got = check_file_path(path);
             assert_eq!(got.is_ok(), ok, "file {path:?}: {got:?}");
             if !ok {
-                assert_eq!(field_of(got), Some("file"));
+                assert_eq!(field_of(got).as_deref(), Some("file"));
             }
         }
     }
@@ -511,7 +522,7 @@ mod tests {
                 value.len()
             );
             if !ok {
-                assert_eq!(field_of(got), Some("value"));
+                assert_eq!(field_of(got).as_deref(), Some("value"));
             }
         }
     }
@@ -522,10 +533,13 @@ mod tests {
         assert!(check_description("token for\tgh").is_ok());
         assert!(check_description(&"d".repeat(MAX_DESCRIPTION_BYTES)).is_ok());
         assert_eq!(
-            field_of(check_description(&"d".repeat(MAX_DESCRIPTION_BYTES + 1))),
+            field_of(check_description(&"d".repeat(MAX_DESCRIPTION_BYTES + 1))).as_deref(),
             Some("description")
         );
-        assert_eq!(field_of(check_description("a\nb")), Some("description"));
+        assert_eq!(
+            field_of(check_description("a\nb")).as_deref(),
+            Some("description")
+        );
     }
 
     fn shape(name: &str, env: Option<&str>, file: Option<&str>, len: usize) -> SecretShape {
@@ -539,8 +553,8 @@ mod tests {
         }
     }
 
-    fn fields(v: &[Violation]) -> Vec<&'static str> {
-        v.iter().map(|v| v.field).collect()
+    fn fields(v: &[Violation]) -> Vec<&str> {
+        v.iter().map(|v| v.field.as_ref()).collect()
     }
 
     #[test]

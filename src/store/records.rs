@@ -3,10 +3,11 @@
 use serde::Serialize;
 
 /// A stored user.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct UserRecord {
     /// Row id.
     #[serde(skip)]
+    #[schema(ignore)]
     pub id: i64,
     /// keyport user name.
     pub name: String,
@@ -45,10 +46,11 @@ pub struct NewLoginKey {
 }
 
 /// A stored login key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct LoginKeyRecord {
     /// Row id.
     #[serde(skip)]
+    #[schema(ignore)]
     pub id: i64,
     /// Algorithm name.
     pub algorithm: String,
@@ -160,6 +162,17 @@ pub struct NewToken {
     pub hash: String,
 }
 
+/// A stored API token, as listed (never its hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct TokenRecord {
+    /// Token name.
+    pub name: String,
+    /// Creation time, ms since the epoch.
+    pub created_at: i64,
+    /// Last use (to the minute), ms since the epoch.
+    pub last_used_at: Option<i64>,
+}
+
 /// One change to a user's secrets.
 #[derive(Debug, Clone)]
 pub enum SecretChange {
@@ -195,7 +208,7 @@ pub struct AuditEvent {
 }
 
 /// A recorded audit event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     /// Row id.
     pub id: i64,
@@ -210,6 +223,7 @@ pub struct AuditRecord {
     /// Which secret, if any.
     pub secret_name: Option<String>,
     /// Further names.
+    #[schema(value_type = Object)]
     pub detail: serde_json::Value,
 }
 

@@ -16,6 +16,13 @@ impl Store {
         query_secrets(&self.conn, user_id)
     }
 
+    /// How many secrets are stored, over all users (for metrics).
+    pub fn secret_count(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("SELECT COUNT(*) FROM secrets", [], |r| r.get(0))?)
+    }
+
     /// One secret's metadata.
     pub fn secret(&self, user_id: i64, name: &str) -> Result<SecretRecord> {
         query_secret(&self.conn, user_id, name)

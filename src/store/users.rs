@@ -6,7 +6,7 @@ use super::audit::insert_audit;
 use super::{Result, Store, StoreError, conflict, now_ms};
 use crate::store::{
     AuditEvent, HostKeyRecord, LoginKeyRecord, NewLoginKey, NewToken, NewUser, NewUserKey,
-    UserKeyRecord, UserRecord,
+    TokenRecord, UserKeyRecord, UserRecord,
 };
 
 const USER_COLUMNS: &str = "id, name, is_admin, os_user, created_at, updated_at";
@@ -207,6 +207,61 @@ impl Store {
         tx.commit()?;
         self.host_key(&key.algorithm)?
             .ok_or_else(|| StoreError::not_found("host key", key.algorithm.clone()))
+    }
+
+    /// The user a token hash belongs to; notes the token's use at most once a minute (a write
+    /// per request would cost an fsync per request).
+    pub fn user_by_token(&mut self, token_hash: &str) -> Result<Option<UserRecord>> {
+        let found: Option<(i64, Option<i64>, String)> = self
+            .conn
+            .query_row(
+                "SELECT t.id, t.last_used_at, u.name FROM api_tokens t
+                 JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?1",
+                [token_hash],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let Some((token_id, last_used, name)) = found else {
+            return Ok(None);
+        };
+        let now = now_ms();
+        if last_used.is_none_or(|t| now - t > 60_000) {
+            self.conn.execute(
+                "UPDATE api_tokens SET last_used_at = ?2 WHERE id = ?1",
+                params![token_id, now],
+            )?;
+        }
+        query_user(&self.conn, &name).map(Some)
+    }
+
+    /// The user's tokens (names and times; the hashes stay inside).
+    pub fn tokens(&self, user_id: i64) -> Result<Vec<TokenRecord>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT name, created_at, last_used_at FROM api_tokens WHERE user_id = ?1 ORDER BY name",
+        )?;
+        let rows = stmt.query_map([user_id], |r| {
+            Ok(TokenRecord {
+                name: r.get(0)?,
+                created_at: r.get(1)?,
+                last_used_at: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Revokes the user's token named `name`.
+    pub fn revoke_token(&mut self, user_id: i64, name: &str, audit: &AuditEvent) -> Result<()> {
+        let tx = self.write()?;
+        let n = tx.execute(
+            "DELETE FROM api_tokens WHERE user_id = ?1 AND name = ?2",
+            params![user_id, name],
+        )?;
+        if n == 0 {
+            return Err(StoreError::not_found("token", name));
+        }
+        insert_audit(&tx, audit)?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// Stores a new API token by its hash.

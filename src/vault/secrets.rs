@@ -10,7 +10,7 @@ use tracing::instrument;
 
 use super::{Actor, Vault, VaultError, secret_binding};
 use crate::secrets::validate::{self, SecretShape};
-use crate::secrets::{SecretMeta, SecretPatch, SecretSpec, Violation};
+use crate::secrets::{SecretMeta, SecretPatch, SecretSpec, Violation, sets};
 use crate::store::{SecretChange, SecretRecord, SecretRow, UserRecord};
 
 impl Vault {
@@ -23,20 +23,7 @@ impl Vault {
         spec: &SecretSpec,
     ) -> Result<SecretMeta, VaultError> {
         let owner = self.store.user(user)?;
-        let mut invalid = Vec::new();
-        invalid.extend(validate::check_name(&spec.name).err());
-        invalid.extend(validate::check_description(&spec.description).err());
-        invalid.extend(
-            spec.env
-                .as_deref()
-                .and_then(|e| validate::check_env_name(e).err()),
-        );
-        invalid.extend(
-            spec.file
-                .as_deref()
-                .and_then(|f| validate::check_file_path(f).err()),
-        );
-        invalid.extend(validate::check_value(spec.value.expose(), spec.env.is_some()).err());
+        let invalid = validate::check_spec(spec);
         if !invalid.is_empty() {
             return Err(VaultError::Invalid(invalid));
         }
@@ -81,6 +68,91 @@ impl Vault {
         first(written, &spec.name)
     }
 
+    /// Creates many secrets, all or none: every problem in every entry (its own rules, and
+    /// conflicts with existing secrets or earlier entries) is reported at once, each prefixed
+    /// with the entry's name.
+    #[instrument(skip_all, fields(user = %user, count = specs.len()))]
+    pub fn import_secrets(
+        &mut self,
+        actor: &Actor,
+        user: &str,
+        specs: &[SecretSpec],
+    ) -> Result<Vec<SecretMeta>, VaultError> {
+        let owner = self.store.user(user)?;
+        let uid = owner.id.to_string();
+        let mut invalid = Vec::new();
+        let mut rows = Vec::new();
+        for spec in specs {
+            let own = validate::check_spec(spec);
+            if !own.is_empty() {
+                invalid.extend(own.into_iter().map(|v| prefixed(&spec.name, v)));
+                continue;
+            }
+            rows.push((
+                SecretRow {
+                    name: spec.name.clone(),
+                    description: spec.description.clone(),
+                    env_name: spec.env.clone(),
+                    file_path: spec.file.clone(),
+                    file_resolved: resolve(&owner, spec.file.as_deref())?,
+                    enabled: spec
+                        .enabled
+                        .unwrap_or(spec.env.is_some() || spec.file.is_some()),
+                    value_sealed: Some(
+                        self.master()
+                            .seal(secret_binding(&uid, &spec.name), spec.value.expose())?,
+                    ),
+                    value_len: Some(len_i64(spec.value.len())),
+                },
+                spec.value.len(),
+            ));
+        }
+        if !invalid.is_empty() {
+            return Err(VaultError::Invalid(invalid));
+        }
+        if rows.is_empty() {
+            return Err(VaultError::Invalid(vec![Violation::new(
+                "content",
+                "nothing to import",
+            )]));
+        }
+        let limits = self.limits;
+        let audits: Vec<_> = rows
+            .iter()
+            .map(|(row, _)| {
+                Self::audit(
+                    actor,
+                    user,
+                    "secret.create",
+                    Some(&row.name),
+                    json!({ "via": "import", "enabled": row.enabled }),
+                )
+            })
+            .collect();
+        let written = self.store.change_secrets(owner.id, |current| {
+            let mut others = shapes(current, None);
+            let mut problems = validate::SetProblems::default();
+            for (row, len) in &rows {
+                let candidate = shape(row, *len);
+                let found = validate::check_set(&candidate, &others, &limits);
+                problems
+                    .conflicts
+                    .extend(found.conflicts.into_iter().map(|v| prefixed(&row.name, v)));
+                problems
+                    .invalid
+                    .extend(found.invalid.into_iter().map(|v| prefixed(&row.name, v)));
+                others.push(candidate);
+            }
+            reject(problems)?;
+            let changes = rows
+                .iter()
+                .map(|(row, _)| SecretChange::Insert(row.clone()))
+                .collect();
+            Ok::<_, VaultError>((changes, audits))
+        })?;
+        Ok(written.into_iter().map(SecretMeta::from).collect())
+    }
+
     /// Updates a secret: fields absent from `patch` stay as they are, `""` clears `description`,
     /// `env` or `file`. The result is checked as a whole (e.g. an enabled secret keeps a target).
     #[instrument(skip_all, fields(user = %user, secret = %name))]
@@ -106,8 +178,8 @@ impl Vault {
                 .as_deref()
                 .and_then(|d| validate::check_description(d).err()),
         );
-        invalid.extend(set(&patch.env).and_then(|e| validate::check_env_name(e).err()));
-        invalid.extend(set(&patch.file).and_then(|f| validate::check_file_path(f).err()));
+        invalid.extend(sets(&patch.env).and_then(|e| validate::check_env_name(e).err()));
+        invalid.extend(sets(&patch.file).and_then(|f| validate::check_file_path(f).err()));
         invalid.extend(
             patch
                 .value
@@ -127,14 +199,14 @@ impl Vault {
         };
         // Giving a secret an env target without a new value: its stored value must fit an env
         // var. Opened before the transaction; the transaction checks it is still that value.
-        let stored = match (&patch.value, set(&patch.env)) {
+        let stored = match (&patch.value, sets(&patch.env)) {
             (None, Some(_)) => {
                 let current = self.store.secret(owner.id, name)?;
                 Some((current.updated_at, self.open_secret(&owner, name)?))
             }
             _ => None,
         };
-        let file_resolved = match set(&patch.file) {
+        let file_resolved = match sets(&patch.file) {
             Some(file) => Some(resolve(&owner, Some(file))?),
             None => None,
         };
@@ -252,9 +324,10 @@ fn merge(current: &Option<String>, patch: &Option<String>) -> Option<String> {
     }
 }
 
-/// A patch field that sets something (present and not the "clear" empty string).
-fn set(v: &Option<String>) -> Option<&str> {
-    v.as_deref().filter(|s| !s.is_empty())
+/// Names the entry a violation belongs to, for batch operations.
+fn prefixed(name: &str, mut v: Violation) -> Violation {
+    v.detail = format!("secret {name}: {}", v.detail);
+    v
 }
 
 /// Resolves `~/` against the home of the OS account the user's sessions run as.

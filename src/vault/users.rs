@@ -13,7 +13,8 @@ use super::{Actor, Vault, VaultError, host_key_binding, user_key_binding};
 use crate::secrets::Violation;
 use crate::secrets::validate;
 use crate::store::{
-    HostKeyRecord, LoginKeyRecord, NewLoginKey, NewToken, NewUser, NewUserKey, UserRecord, now_ms,
+    AuditRecord, HostKeyRecord, LoginKeyRecord, NewLoginKey, NewToken, NewUser, NewUserKey,
+    TokenRecord, UserRecord, now_ms,
 };
 
 /// A user to create.
@@ -32,7 +33,7 @@ pub struct NewUserSpec {
 }
 
 /// A user's public key, as `key show` prints it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct UserKeyInfo {
     /// `ed25519` or `ecdsa-p256`.
     pub algorithm: String,
@@ -294,7 +295,7 @@ impl Vault {
     ) -> Result<TokenIssued, VaultError> {
         let owner = self.store.user(user)?;
         validate::check_name(name).map_err(|mut v| {
-            v.field = "token";
+            v.field = "token".into();
             VaultError::Invalid(vec![v])
         })?;
         let issued = TokenIssued::generate()?;
@@ -305,6 +306,45 @@ impl Vault {
         };
         self.store.create_token(owner.id, &token, &audit)?;
         Ok(issued)
+    }
+}
+
+impl Vault {
+    /// The user a bearer token belongs to, if any.
+    pub fn authenticate(&mut self, token: &str) -> Result<Option<UserRecord>, VaultError> {
+        Ok(self.store.user_by_token(&token_hash(token))?)
+    }
+
+    /// A user's tokens (names and times).
+    pub fn tokens(&self, user: &str) -> Result<Vec<TokenRecord>, VaultError> {
+        let owner = self.store.user(user)?;
+        Ok(self.store.tokens(owner.id)?)
+    }
+
+    /// Revokes a user's token.
+    pub fn revoke_token(
+        &mut self,
+        actor: &Actor,
+        user: &str,
+        name: &str,
+    ) -> Result<(), VaultError> {
+        let owner = self.store.user(user)?;
+        let audit = Self::audit(actor, user, "token.revoke", None, json!({ "token": name }));
+        Ok(self.store.revoke_token(owner.id, name, &audit)?)
+    }
+
+    /// How many secrets are stored, over all users.
+    pub fn secret_count(&self) -> Result<i64, VaultError> {
+        Ok(self.store.secret_count()?)
+    }
+
+    /// Audit events from `since_ms` on, only `user`'s when given.
+    pub fn audit_events(
+        &self,
+        user: Option<&str>,
+        since_ms: i64,
+    ) -> Result<Vec<AuditRecord>, VaultError> {
+        Ok(self.store.audit_events(user, since_ms)?)
     }
 }
 

@@ -140,3 +140,178 @@ pub fn require_tool(name: &str) {
         "{name} is not installed; run scripts/test, which installs it"
     );
 }
+
+/// A running `keyport serve` on free ports, stopped (SIGTERM, then waited for) on drop.
+pub struct Daemon {
+    child: std::process::Child,
+    /// The API base URL, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+    /// Everything the daemon wrote to stdout and stderr so far (filled by reader threads).
+    pub output: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Sandbox {
+    /// Starts the daemon and waits (up to 30 s) until its API answers.
+    pub fn serve(&self) -> Daemon {
+        use std::io::BufRead;
+        let mut child = self
+            .keyport()
+            .args([
+                "serve",
+                "--ssh-listen",
+                "127.0.0.1:0",
+                "--api-listen",
+                "127.0.0.1:0",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let output = output.clone();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stream)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    output.lock().unwrap().push_str(&format!("{line}\n"));
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut url = None;
+        while let Ok(line) =
+            rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+        {
+            if let Some(rest) = line.strip_prefix("api listening on ") {
+                url = Some(rest.trim().to_string());
+            }
+            if line.contains("keyport ready") {
+                break;
+            }
+        }
+        let Some(url) = url else {
+            let _ = child.kill();
+            panic!(
+                "serve did not start within 30 s:\n{}",
+                output.lock().unwrap()
+            );
+        };
+        Daemon { child, url, output }
+    }
+
+    /// The bootstrap admin's token from the credentials file `serve` wrote.
+    pub fn bootstrap_token(&self) -> String {
+        let text = std::fs::read_to_string(self.home().join(".config/keyport/cli.toml")).unwrap();
+        let value: toml::Value = toml::from_str(&text).unwrap();
+        value["token"].as_str().unwrap().to_string()
+    }
+}
+
+impl Daemon {
+    /// Stops the daemon with SIGTERM and returns its exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        self.child.wait().unwrap()
+    }
+
+    /// Everything the daemon logged so far.
+    pub fn log(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+    }
+}
+
+/// A minimal HTTP client for tests: every status is an answer, never an error.
+pub struct Http {
+    agent: ureq::Agent,
+    pub base: String,
+    pub token: Option<String>,
+}
+
+/// A response: status and body text.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+impl Http {
+    pub fn new(base: &str, token: Option<&str>) -> Self {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Self {
+            agent,
+            base: base.to_string(),
+            token: token.map(str::to_string),
+        }
+    }
+
+    /// `METHOD /api/v1/PATH` with an optional raw body (sent as JSON unless `content_type`).
+    pub fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        content_type: Option<&str>,
+    ) -> Reply {
+        let url = format!("{}/api/v1/{path}", self.base);
+        let mut builder = ureq::http::Request::builder().method(method).uri(&url);
+        if let Some(token) = &self.token {
+            builder = builder.header("Authorization", format!("Bearer {token}"));
+        }
+        if body.is_some() {
+            builder = builder.header("Content-Type", content_type.unwrap_or("application/json"));
+        }
+        let request = builder
+            .body(body.map(<[u8]>::to_vec).unwrap_or_default())
+            .unwrap();
+        let mut response = self.agent.run(request).unwrap();
+        Reply {
+            status: response.status().as_u16(),
+            body: response.body_mut().read_to_string().unwrap_or_default(),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        self.raw("GET", path, None, None)
+    }
+
+    pub fn delete(&self, path: &str) -> Reply {
+        self.raw("DELETE", path, None, None)
+    }
+
+    pub fn send(&self, method: &str, path: &str, body: &serde_json::Value) -> Reply {
+        self.raw(method, path, Some(body.to_string().as_bytes()), None)
+    }
+}

@@ -1,0 +1,60 @@
+//! `/api/v1/audit`: your own events; every user's for admins. Events name things and fields,
+//! never values.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+
+use super::{ApiError, ApiQuery, AppState, Caller, ErrorBody};
+use crate::store::AuditRecord;
+
+/// Query of `GET /audit`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Only events at or after this time: RFC 3339 (`2026-11-22T10:00:00Z`) or an age
+    /// (`15m`, `2h`, `7d`).
+    since: Option<String>,
+    /// Only this user's events (admins; others always see only their own).
+    user: Option<String>,
+}
+
+/// Audit events, oldest first.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditQuery),
+    security(("bearer" = [])),
+    responses((status = 200, body = [AuditRecord]), (status = 400, body = ErrorBody),
+               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<AuditQuery>,
+) -> Result<Json<Vec<AuditRecord>>, ApiError> {
+    let since = match query.since.as_deref() {
+        None => 0,
+        Some(text) => parse_since(text).ok_or_else(|| {
+            ApiError::invalid("since", "must be RFC 3339 or an age like 15m, 2h, 7d")
+        })?,
+    };
+    let user = match (query.user, caller.is_admin) {
+        (None, true) => None,
+        (None, false) => Some(caller.name.clone()),
+        (Some(user), _) => Some(caller.own_or_admin(&user)?),
+    };
+    Ok(Json(
+        state
+            .vault(move |v| v.audit_events(user.as_deref(), since))
+            .await?,
+    ))
+}
+
+/// `since` as ms since the epoch: an RFC 3339 time or an age before now.
+pub fn parse_since(text: &str) -> Option<i64> {
+    let at = humantime::parse_rfc3339_weak(text).ok().or_else(|| {
+        let age: Duration = humantime::parse_duration(text).ok()?;
+        SystemTime::now().checked_sub(age)
+    })?;
+    let ms = at.duration_since(UNIX_EPOCH).ok()?.as_millis();
+    i64::try_from(ms).ok()
+}

@@ -1,0 +1,134 @@
+//! `/api/v1/users/{user}/key` (the generated key pair: public half only) and
+//! `/api/v1/users/{user}/login-keys` (the keys a user logs in with).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use keyport_keys::KeyType;
+use serde::Deserialize;
+
+use super::{ApiError, ApiJson, ApiPath, AppState, Caller, ErrorBody};
+use crate::store::LoginKeyRecord;
+use crate::vault::UserKeyInfo;
+
+/// Body of `PUT …/key`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegenerateKey {
+    /// `ed25519` or `ecdsa-p256`; default: the current key's algorithm.
+    algorithm: Option<String>,
+}
+
+/// Body of `POST …/login-keys`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddLoginKeys {
+    /// One or more OpenSSH public key lines (authorized_keys style).
+    public_key: String,
+}
+
+/// The user's public key: algorithm, OpenSSH line, SHA256 fingerprint.
+#[utoipa::path(get, path = "/api/v1/users/{user}/key", tag = "keys",
+    params(("user" = String, Path, description = "user name or `me`")),
+    security(("bearer" = [])),
+    responses((status = 200, body = UserKeyInfo), (status = 401, body = ErrorBody),
+               (status = 403, body = ErrorBody)))]
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(user): ApiPath<String>,
+) -> Result<Json<UserKeyInfo>, ApiError> {
+    let user = caller.own(&user, "keys")?;
+    Ok(Json(state.vault(move |v| v.user_key(&user)).await?))
+}
+
+/// Replace the user's key pair; the old one stops working at once.
+#[utoipa::path(put, path = "/api/v1/users/{user}/key", tag = "keys",
+    params(("user" = String, Path, description = "user name or `me`")),
+    request_body = RegenerateKey, security(("bearer" = [])),
+    responses((status = 200, body = UserKeyInfo), (status = 400, body = ErrorBody),
+               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn regenerate(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(user): ApiPath<String>,
+    ApiJson(body): ApiJson<RegenerateKey>,
+) -> Result<Json<UserKeyInfo>, ApiError> {
+    let user = caller.own(&user, "keys")?;
+    let kind = match body.algorithm.as_deref() {
+        None => None,
+        Some(name) => Some(
+            name.parse::<KeyType>()
+                .map_err(|_| ApiError::invalid("algorithm", "must be ed25519 or ecdsa-p256"))?,
+        ),
+    };
+    let actor = caller.actor();
+    Ok(Json(
+        state
+            .vault(move |v| v.regenerate_user_key(&actor, &user, kind))
+            .await?,
+    ))
+}
+
+/// The user's login keys.
+#[utoipa::path(get, path = "/api/v1/users/{user}/login-keys", tag = "keys",
+    params(("user" = String, Path, description = "user name or `me`")),
+    security(("bearer" = [])),
+    responses((status = 200, body = [LoginKeyRecord]), (status = 401, body = ErrorBody),
+               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn list_login_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(user): ApiPath<String>,
+) -> Result<Json<Vec<LoginKeyRecord>>, ApiError> {
+    let user = caller.own_or_admin(&user)?;
+    Ok(Json(state.vault(move |v| v.login_keys(&user)).await?))
+}
+
+/// Add login keys (all or none).
+#[utoipa::path(post, path = "/api/v1/users/{user}/login-keys", tag = "keys",
+    params(("user" = String, Path, description = "user name or `me`")),
+    request_body = AddLoginKeys, security(("bearer" = [])),
+    responses((status = 201, body = [LoginKeyRecord]), (status = 400, body = ErrorBody),
+               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn add_login_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(user): ApiPath<String>,
+    ApiJson(body): ApiJson<AddLoginKeys>,
+) -> Result<(StatusCode, Json<Vec<LoginKeyRecord>>), ApiError> {
+    let user = caller.own_or_admin(&user)?;
+    let actor = caller.actor();
+    let lines = vec![body.public_key];
+    let added = state
+        .vault(move |v| v.add_login_keys(&actor, &user, &lines))
+        .await?;
+    Ok((StatusCode::CREATED, Json(added)))
+}
+
+/// Remove a login key by its SHA256 fingerprint.
+#[utoipa::path(delete, path = "/api/v1/users/{user}/login-keys/{fingerprint}", tag = "keys",
+    params(("user" = String, Path, description = "user name or `me`"),
+           ("fingerprint" = String, Path, description = "`SHA256:…`, percent-encoded")),
+    security(("bearer" = [])),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+               (status = 404, body = ErrorBody)))]
+pub async fn remove_login_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((user, fingerprint)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let user = caller.own_or_admin(&user)?;
+    if !fingerprint.starts_with("SHA256:") {
+        return Err(ApiError::invalid(
+            "fingerprint",
+            "must be a SHA256:… fingerprint",
+        ));
+    }
+    let actor = caller.actor();
+    state
+        .vault(move |v| v.remove_login_key(&actor, &user, &fingerprint))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,148 @@
+//! The HTTP API: JSON under `/api/v1`, bearer-token auth, an OpenAPI document generated from
+//! the handlers themselves (so it lists exactly the routes the router serves), Prometheus
+//! metrics. Handlers are thin: they check who may do what and call the [`Vault`] on a blocking
+//! thread. No response carries a secret value or a private key — the types that go out have
+//! no field that could hold one.
+//!
+//! # Layout
+//! - `error.rs`: errors → status and body (the one place), extractors that use it.
+//! - `auth.rs`: the bearer token's caller and the access rules.
+//! - `secrets.rs`, `keys.rs`, `tokens.rs`, `users.rs`, `audit.rs`: one file per resource.
+//! - `meta.rs`: healthz, metrics, the OpenAPI document.
+
+mod audit;
+mod auth;
+mod error;
+mod keys;
+mod meta;
+mod secrets;
+pub mod tokens;
+mod users;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use utoipa::openapi::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use auth::Caller;
+pub use error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
+pub use meta::Metrics;
+pub use tokens::TokenCreated;
+
+use crate::secrets::Limits;
+use crate::store::StoreError;
+use crate::vault::{Vault, VaultError};
+
+/// Largest request body: an import of a user's whole 1 MiB of values, base64'd, fits.
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    vault: Arc<Mutex<Vault>>,
+    reopen: Arc<(PathBuf, Limits)>,
+    metrics: Arc<Metrics>,
+    openapi: Arc<OnceLock<String>>,
+}
+
+impl AppState {
+    /// Serves `vault`.
+    pub fn new(vault: Vault) -> Self {
+        let reopen = Arc::new((vault.data_dir().to_path_buf(), *vault.limits()));
+        Self {
+            vault: Arc::new(Mutex::new(vault)),
+            reopen,
+            metrics: Arc::new(Metrics::default()),
+            openapi: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Runs `f` on the vault on a blocking thread (SQLite calls block). If another process
+    /// rotated the master key, the vault is reopened with the new key and `f` runs again.
+    pub async fn vault<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: Fn(&mut Vault) -> Result<T, VaultError> + Send + 'static,
+    {
+        let vault = self.vault.clone();
+        let reopen = self.reopen.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = vault
+                .lock()
+                .map_err(|_| ApiError::internal(&"vault lock poisoned"))?;
+            match f(&mut guard) {
+                Err(VaultError::Store(StoreError::KeyRotated { .. })) => {
+                    *guard = Vault::open(&reopen.0, reopen.1)?;
+                    Ok(f(&mut guard)?)
+                }
+                other => Ok(other?),
+            }
+        })
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+    }
+}
+
+/// The router and the OpenAPI document describing it.
+pub fn router(state: AppState) -> Router {
+    let (router, mut api) = OpenApiRouter::new()
+        .routes(routes!(secrets::list, secrets::create))
+        .routes(routes!(secrets::get, secrets::update, secrets::delete))
+        .routes(routes!(secrets::import))
+        .routes(routes!(keys::show, keys::regenerate))
+        .routes(routes!(keys::list_login_keys, keys::add_login_keys))
+        .routes(routes!(keys::remove_login_key))
+        .routes(routes!(tokens::list, tokens::create))
+        .routes(routes!(tokens::revoke))
+        .routes(routes!(users::list, users::create))
+        .routes(routes!(users::get, users::remove))
+        .routes(routes!(audit::list))
+        .routes(routes!(meta::healthz))
+        .routes(routes!(meta::metrics))
+        .routes(routes!(meta::openapi))
+        .split_for_parts();
+    describe(&mut api);
+    let _ = state
+        .openapi
+        .set(api.to_pretty_json().unwrap_or_else(|_| "{}".into()));
+    router
+        .fallback(meta::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            meta::track,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+fn describe(api: &mut OpenApi) {
+    api.info.title = "keyport".into();
+    api.info.version = env!("CARGO_PKG_VERSION").into();
+    api.info.description = Some(
+        "Per-user secrets injected into SSH sessions, and per-user SSH keys served from memory. \
+         No response ever contains a secret value or a private key."
+            .into(),
+    );
+    let components = api.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+    );
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

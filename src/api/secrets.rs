@@ -1,0 +1,218 @@
+//! `/api/v1/users/{user}/secrets`: list, create, get, update, delete, import. Metadata only
+//! ever goes out; values come in as UTF-8 `value` or `value_base64` (binary file secrets).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use keyport_keys::SecretBytes;
+use serde::Deserialize;
+
+use super::{ApiError, ApiJson, ApiPath, AppState, Caller, ErrorBody};
+use crate::secrets::import::{self, Format};
+use crate::secrets::{SecretMeta, SecretPatch, SecretSpec};
+
+const WHAT: &str = "secrets";
+
+/// Body of `POST …/secrets`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSecret {
+    /// Name, unique per user.
+    name: String,
+    /// The value as UTF-8 text (give this or `value_base64`).
+    value: Option<String>,
+    /// The value as base64, for binary file secrets.
+    value_base64: Option<String>,
+    /// Free text.
+    #[serde(default)]
+    description: String,
+    /// Env var to inject it as.
+    env: Option<String>,
+    /// File to write it to (`~/…` or absolute).
+    file: Option<String>,
+    /// Inject it? Default: whether it has a target.
+    enabled: Option<bool>,
+}
+
+/// Body of `PATCH …/secrets/{name}`: absent = unchanged, `""` clears description/env/file.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSecret {
+    /// New value as UTF-8 text.
+    value: Option<String>,
+    /// New value as base64.
+    value_base64: Option<String>,
+    /// New description (`""` clears).
+    description: Option<String>,
+    /// New env target (`""` clears).
+    env: Option<String>,
+    /// New file target (`""` clears).
+    file: Option<String>,
+    /// Enable or disable.
+    enabled: Option<bool>,
+}
+
+/// Body of `POST …/secrets:import`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportSecrets {
+    /// `dotenv` or `json`.
+    format: Format,
+    /// The file's content.
+    content: String,
+}
+
+fn value(text: Option<String>, b64: Option<String>) -> Result<Option<SecretBytes>, ApiError> {
+    match (text, b64) {
+        (None, None) => Ok(None),
+        (Some(text), None) => Ok(Some(SecretBytes::new(text.into_bytes()))),
+        (None, Some(b64)) => STANDARD
+            .decode(b64.as_bytes())
+            .map(|v| Some(SecretBytes::new(v)))
+            .map_err(|_| ApiError::invalid("value_base64", "must be valid base64")),
+        (Some(_), Some(_)) => Err(ApiError::invalid(
+            "value",
+            "give value or value_base64, not both",
+        )),
+    }
+}
+
+/// List the user's secrets (metadata only), sorted by name.
+#[utoipa::path(get, path = "/api/v1/users/{user}/secrets", tag = "secrets",
+    params(("user" = String, Path, description = "user name or `me`")),
+    security(("bearer" = [])),
+    responses((status = 200, body = [SecretMeta]), (status = 401, body = ErrorBody),
+               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(user): ApiPath<String>,
+) -> Result<Json<Vec<SecretMeta>>, ApiError> {
+    let user = caller.own(&user, WHAT)?;
+    Ok(Json(state.vault(move |v| v.secrets(&user)).await?))
+}
+
+/// Create a secret.
+#[utoipa::path(post, path = "/api/v1/users/{user}/secrets", tag = "secrets",
+    params(("user" = String, Path, description = "user name or `me`")),
+    request_body = CreateSecret, security(("bearer" = [])),
+    responses((status = 201, body = SecretMeta), (status = 400, body = ErrorBody),
+               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+               (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(user): ApiPath<String>,
+    ApiJson(body): ApiJson<CreateSecret>,
+) -> Result<(StatusCode, Json<SecretMeta>), ApiError> {
+    let user = caller.own(&user, WHAT)?;
+    let value = value(body.value, body.value_base64)?
+        .ok_or_else(|| ApiError::invalid("value", "is required (give value or value_base64)"))?;
+    let spec = SecretSpec {
+        name: body.name,
+        value,
+        description: body.description,
+        env: body.env,
+        file: body.file,
+        enabled: body.enabled,
+    };
+    let actor = caller.actor();
+    let meta = state
+        .vault(move |v| v.create_secret(&actor, &user, &spec))
+        .await?;
+    Ok((StatusCode::CREATED, Json(meta)))
+}
+
+/// One secret's metadata.
+#[utoipa::path(get, path = "/api/v1/users/{user}/secrets/{name}", tag = "secrets",
+    params(("user" = String, Path, description = "user name or `me`"),
+           ("name" = String, Path, description = "secret name")),
+    security(("bearer" = [])),
+    responses((status = 200, body = SecretMeta), (status = 401, body = ErrorBody),
+               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((user, name)): ApiPath<(String, String)>,
+) -> Result<Json<SecretMeta>, ApiError> {
+    let user = caller.own(&user, WHAT)?;
+    Ok(Json(state.vault(move |v| v.secret(&user, &name)).await?))
+}
+
+/// Update a secret: absent fields stay, `""` clears description, env or file; at least one
+/// field; the result is checked as a whole.
+#[utoipa::path(patch, path = "/api/v1/users/{user}/secrets/{name}", tag = "secrets",
+    params(("user" = String, Path, description = "user name or `me`"),
+           ("name" = String, Path, description = "secret name")),
+    request_body = UpdateSecret, security(("bearer" = [])),
+    responses((status = 200, body = SecretMeta), (status = 400, body = ErrorBody),
+               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+               (status = 413, body = ErrorBody)))]
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((user, name)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<UpdateSecret>,
+) -> Result<Json<SecretMeta>, ApiError> {
+    let user = caller.own(&user, WHAT)?;
+    let patch = SecretPatch {
+        value: value(body.value, body.value_base64)?,
+        description: body.description,
+        env: body.env,
+        file: body.file,
+        enabled: body.enabled,
+    };
+    let actor = caller.actor();
+    Ok(Json(
+        state
+            .vault(move |v| v.update_secret(&actor, &user, &name, &patch))
+            .await?,
+    ))
+}
+
+/// Delete a secret.
+#[utoipa::path(delete, path = "/api/v1/users/{user}/secrets/{name}", tag = "secrets",
+    params(("user" = String, Path, description = "user name or `me`"),
+           ("name" = String, Path, description = "secret name")),
+    security(("bearer" = [])),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+               (status = 404, body = ErrorBody)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((user, name)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let user = caller.own(&user, WHAT)?;
+    let actor = caller.actor();
+    state
+        .vault(move |v| v.delete_secret(&actor, &user, &name))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Import dotenv or JSON content: all secrets are created or none, and every problem is
+/// reported at once.
+#[utoipa::path(post, path = "/api/v1/users/{user}/secrets:import", tag = "secrets",
+    params(("user" = String, Path, description = "user name or `me`")),
+    request_body = ImportSecrets, security(("bearer" = [])),
+    responses((status = 201, body = [SecretMeta]), (status = 400, body = ErrorBody),
+               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+               (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub async fn import(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(user): ApiPath<String>,
+    ApiJson(body): ApiJson<ImportSecrets>,
+) -> Result<(StatusCode, Json<Vec<SecretMeta>>), ApiError> {
+    let user = caller.own(&user, WHAT)?;
+    let specs = import::check(body.format, &body.content)
+        .map_err(|v| ApiError::from(crate::vault::VaultError::Invalid(v)))?;
+    let actor = caller.actor();
+    let created = state
+        .vault(move |v| v.import_secrets(&actor, &user, &specs))
+        .await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}

@@ -1,0 +1,70 @@
+//! `keyport token create|list|revoke`: your API tokens.
+
+use clap::Subcommand;
+use serde_json::json;
+
+use super::output::{self, Format};
+use crate::api::TokenCreated;
+use crate::client::{Client, segment};
+use crate::store::TokenRecord;
+
+/// `keyport token …`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; it is printed once and cannot be shown again.
+    Create {
+        /// Token name (e.g. the machine it is for).
+        name: String,
+    },
+    /// List your tokens (names and times).
+    List {
+        /// Output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Revoke a token.
+    Revoke {
+        /// Token name.
+        name: String,
+    },
+}
+
+/// Runs a `token` subcommand.
+pub fn run(cmd: TokenCommand) -> anyhow::Result<()> {
+    let client = Client::from_env()?;
+    match cmd {
+        TokenCommand::Create { name } => {
+            let created: TokenCreated =
+                client.send("POST", "users/me/tokens", &json!({ "name": name }))?;
+            eprintln!(
+                "token {} created; it is shown only this once:",
+                created.name
+            );
+            println!("{}", created.token);
+        }
+        TokenCommand::List { output } => {
+            let tokens: Vec<TokenRecord> = client.get("users/me/tokens")?;
+            match output {
+                Format::Json => output::print_json(&tokens)?,
+                Format::Table => output::print_table(
+                    &["NAME", "CREATED", "LAST USED"],
+                    &tokens
+                        .iter()
+                        .map(|t| {
+                            vec![
+                                t.name.clone(),
+                                output::time(t.created_at),
+                                t.last_used_at.map_or_else(|| "never".into(), output::time),
+                            ]
+                        })
+                        .collect::<Vec<_>>(),
+                ),
+            }
+        }
+        TokenCommand::Revoke { name } => {
+            client.delete(&format!("users/me/tokens/{}", segment(&name)))?;
+            println!("revoked token {name}");
+        }
+    }
+    Ok(())
+}
