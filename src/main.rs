@@ -16,9 +16,7 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_writer(|| LossyStderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            EnvFilter::try_from_env("KEYPORT_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(log_filter())
         .init();
     match cli::run(opts) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -54,4 +52,20 @@ impl Write for LossyStderr {
         let _ = io::stderr().flush();
         Ok(())
     }
+}
+
+/// `KEYPORT_LOG`: a bare level (`debug`) applies to keyport's own code while other crates stay
+/// at `warn` (an HTTP or SSH library at debug or trace logs headers and payloads); a full
+/// tracing directive (`keyport=trace,russh=debug`) is used as given. Default `info`.
+fn log_filter() -> EnvFilter {
+    let spec = std::env::var("KEYPORT_LOG").unwrap_or_default();
+    let spec = spec.trim();
+    let directives = match spec {
+        "" => "warn,keyport=info,keyport_keys=info".to_string(),
+        level if !level.contains(['=', ',']) => {
+            format!("warn,keyport={level},keyport_keys={level}")
+        }
+        full => full.to_string(),
+    };
+    EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"))
 }

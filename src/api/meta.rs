@@ -36,8 +36,24 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let method = request.method().clone();
     let response = next.run(request).await;
+    tracing::debug!(%route, %method, status = response.status().as_u16(), "api request");
     state.metrics.count(&route, &method, response.status());
     response
+}
+
+/// Refuses a body whose Content-Length is over [`super::MAX_BODY_BYTES`] before reading any
+/// of it (bodies without a length are cut off at the same limit while they are read).
+pub async fn limit_body(request: Request, next: Next) -> Response {
+    let announced = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > super::MAX_BODY_BYTES as u64) {
+        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body is too large")
+            .into_response();
+    }
+    next.run(request).await
 }
 
 /// Liveness.

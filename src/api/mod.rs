@@ -113,11 +113,13 @@ pub fn router(state: AppState) -> Router {
         .set(api.to_pretty_json().unwrap_or_else(|_| "{}".into()));
     router
         .fallback(meta::not_found)
+        // The last layer is the outermost: every answer, a refused body included, is counted.
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(meta::limit_body))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             meta::track,
         ))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 

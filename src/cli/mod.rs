@@ -89,7 +89,7 @@ pub fn run(opts: Opts) -> anyhow::Result<()> {
         Command::Login(args) => login::run(args),
         Command::Secret(cmd) => secret::run(cmd),
         Command::Key(cmd) => key::run(&config, cmd),
-        Command::Token(cmd) => token::run(cmd),
+        Command::Token(cmd) => token::run(&config, cmd),
         Command::Audit(args) => audit::run(args),
         Command::Admin(cmd) => admin::run(&config, cmd),
         Command::Config(ConfigCommand::PrintDefault) => {

@@ -6,7 +6,9 @@ use serde_json::json;
 use super::output::{self, Format};
 use crate::api::TokenCreated;
 use crate::client::{Client, segment};
+use crate::config::Config;
 use crate::store::TokenRecord;
+use crate::vault::Actor;
 
 /// `keyport token …`
 #[derive(Debug, Subcommand)]
@@ -15,6 +17,10 @@ pub enum TokenCommand {
     Create {
         /// Token name (e.g. the machine it is for).
         name: String,
+        /// Create it for this user on the data dir (admins on the keyport host: a new user's
+        /// first token).
+        #[arg(long)]
+        user: Option<String>,
     },
     /// List your tokens (names and times).
     List {
@@ -30,10 +36,20 @@ pub enum TokenCommand {
 }
 
 /// Runs a `token` subcommand.
-pub fn run(cmd: TokenCommand) -> anyhow::Result<()> {
+pub fn run(config: &Config, cmd: TokenCommand) -> anyhow::Result<()> {
+    if let TokenCommand::Create {
+        name,
+        user: Some(user),
+    } = &cmd
+    {
+        let issued = super::open_vault(config)?.create_token(&Actor::cli(), user, name)?;
+        eprintln!("token {name} created for {user}; it is shown only this once:");
+        println!("{}", issued.token.as_str());
+        return Ok(());
+    }
     let client = Client::from_env()?;
     match cmd {
-        TokenCommand::Create { name } => {
+        TokenCommand::Create { name, .. } => {
             let created: TokenCreated =
                 client.send("POST", "users/me/tokens", &json!({ "name": name }))?;
             eprintln!(

@@ -187,18 +187,19 @@ impl Sandbox {
             });
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        let mut url = None;
-        while let Ok(line) =
-            rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
-        {
+        // stdout and stderr come through different threads, in either order.
+        let (mut url, mut ready) = (None, false);
+        while url.is_none() || !ready {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let Ok(line) = rx.recv_timeout(left) else {
+                break;
+            };
             if let Some(rest) = line.strip_prefix("api listening on ") {
                 url = Some(rest.trim().to_string());
             }
-            if line.contains("keyport ready") {
-                break;
-            }
+            ready |= line.contains("keyport ready");
         }
-        let Some(url) = url else {
+        let (Some(url), true) = (url, ready) else {
             let _ = child.kill();
             panic!(
                 "serve did not start within 30 s:\n{}",
@@ -301,6 +302,38 @@ impl Http {
             status: response.status().as_u16(),
             body: response.body_mut().read_to_string().unwrap_or_default(),
         }
+    }
+
+    /// Announces a `len`-byte JSON body for `POST path` and sends only the headers: the
+    /// server must refuse from Content-Length alone. Returns the status it answers with.
+    /// (Sending the whole body races the server closing the connection after its 413.)
+    pub fn oversized_post(&self, path: &str, len: usize) -> u16 {
+        use std::io::{BufRead, Write};
+        let addr = self.base.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        let auth = self
+            .token
+            .as_ref()
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        write!(
+            stream,
+            "POST /api/v1/{path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+        )
+        .unwrap();
+        let mut status_line = String::new();
+        std::io::BufReader::new(stream)
+            .read_line(&mut status_line)
+            .unwrap();
+        status_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap()
     }
 
     pub fn get(&self, path: &str) -> Reply {
