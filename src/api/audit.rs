@@ -12,6 +12,7 @@ use crate::store::AuditRecord;
 
 /// Query of `GET /audit`.
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Only events at or after this time: RFC 3339 (`2026-11-22T10:00:00Z`) or an age
@@ -22,7 +23,7 @@ pub struct AuditQuery {
 }
 
 /// Audit events, oldest first.
-#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditQuery),
+#[utoipa::path(get, operation_id = "audit_list", path = "/api/v1/audit", tag = "audit", params(AuditQuery),
     security(("bearer" = [])),
     responses((status = 200, body = [AuditRecord]), (status = 400, body = ErrorBody),
                (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]

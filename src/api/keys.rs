@@ -28,7 +28,7 @@ pub struct AddLoginKeys {
 }
 
 /// The user's public key: algorithm, OpenSSH line, SHA256 fingerprint.
-#[utoipa::path(get, path = "/api/v1/users/{user}/key", tag = "keys",
+#[utoipa::path(get, operation_id = "keys_show", path = "/api/v1/users/{user}/key", tag = "keys",
     params(("user" = String, Path, description = "user name or `me`")),
     security(("bearer" = [])),
     responses((status = 200, body = UserKeyInfo), (status = 401, body = ErrorBody),
@@ -43,7 +43,7 @@ pub async fn show(
 }
 
 /// Replace the user's key pair; the old one stops working at once.
-#[utoipa::path(put, path = "/api/v1/users/{user}/key", tag = "keys",
+#[utoipa::path(put, operation_id = "keys_regenerate", path = "/api/v1/users/{user}/key", tag = "keys",
     params(("user" = String, Path, description = "user name or `me`")),
     request_body = RegenerateKey, security(("bearer" = [])),
     responses((status = 200, body = UserKeyInfo), (status = 400, body = ErrorBody),
@@ -71,7 +71,7 @@ pub async fn regenerate(
 }
 
 /// The user's login keys.
-#[utoipa::path(get, path = "/api/v1/users/{user}/login-keys", tag = "keys",
+#[utoipa::path(get, operation_id = "keys_list_login_keys", path = "/api/v1/users/{user}/login-keys", tag = "keys",
     params(("user" = String, Path, description = "user name or `me`")),
     security(("bearer" = [])),
     responses((status = 200, body = [LoginKeyRecord]), (status = 401, body = ErrorBody),
@@ -86,7 +86,7 @@ pub async fn list_login_keys(
 }
 
 /// Add login keys (all or none).
-#[utoipa::path(post, path = "/api/v1/users/{user}/login-keys", tag = "keys",
+#[utoipa::path(post, operation_id = "keys_add_login_keys", path = "/api/v1/users/{user}/login-keys", tag = "keys",
     params(("user" = String, Path, description = "user name or `me`")),
     request_body = AddLoginKeys, security(("bearer" = [])),
     responses((status = 201, body = [LoginKeyRecord]), (status = 400, body = ErrorBody),
@@ -108,7 +108,7 @@ pub async fn add_login_keys(
 }
 
 /// Remove a login key by its SHA256 fingerprint.
-#[utoipa::path(delete, path = "/api/v1/users/{user}/login-keys/{fingerprint}", tag = "keys",
+#[utoipa::path(delete, operation_id = "keys_remove_login_key", path = "/api/v1/users/{user}/login-keys/{fingerprint}", tag = "keys",
     params(("user" = String, Path, description = "user name or `me`"),
            ("fingerprint" = String, Path, description = "`SHA256:…`, percent-encoded")),
     security(("bearer" = [])),

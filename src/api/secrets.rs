@@ -80,7 +80,7 @@ fn value(text: Option<String>, b64: Option<String>) -> Result<Option<SecretBytes
 }
 
 /// List the user's secrets (metadata only), sorted by name.
-#[utoipa::path(get, path = "/api/v1/users/{user}/secrets", tag = "secrets",
+#[utoipa::path(get, operation_id = "secrets_list", path = "/api/v1/users/{user}/secrets", tag = "secrets",
     params(("user" = String, Path, description = "user name or `me`")),
     security(("bearer" = [])),
     responses((status = 200, body = [SecretMeta]), (status = 401, body = ErrorBody),
@@ -95,7 +95,7 @@ pub async fn list(
 }
 
 /// Create a secret.
-#[utoipa::path(post, path = "/api/v1/users/{user}/secrets", tag = "secrets",
+#[utoipa::path(post, operation_id = "secrets_create", path = "/api/v1/users/{user}/secrets", tag = "secrets",
     params(("user" = String, Path, description = "user name or `me`")),
     request_body = CreateSecret, security(("bearer" = [])),
     responses((status = 201, body = SecretMeta), (status = 400, body = ErrorBody),
@@ -126,7 +126,7 @@ pub async fn create(
 }
 
 /// One secret's metadata.
-#[utoipa::path(get, path = "/api/v1/users/{user}/secrets/{name}", tag = "secrets",
+#[utoipa::path(get, operation_id = "secrets_get", path = "/api/v1/users/{user}/secrets/{name}", tag = "secrets",
     params(("user" = String, Path, description = "user name or `me`"),
            ("name" = String, Path, description = "secret name")),
     security(("bearer" = [])),
@@ -143,7 +143,7 @@ pub async fn get(
 
 /// Update a secret: absent fields stay, `""` clears description, env or file; at least one
 /// field; the result is checked as a whole.
-#[utoipa::path(patch, path = "/api/v1/users/{user}/secrets/{name}", tag = "secrets",
+#[utoipa::path(patch, operation_id = "secrets_update", path = "/api/v1/users/{user}/secrets/{name}", tag = "secrets",
     params(("user" = String, Path, description = "user name or `me`"),
            ("name" = String, Path, description = "secret name")),
     request_body = UpdateSecret, security(("bearer" = [])),
@@ -174,7 +174,7 @@ pub async fn update(
 }
 
 /// Delete a secret.
-#[utoipa::path(delete, path = "/api/v1/users/{user}/secrets/{name}", tag = "secrets",
+#[utoipa::path(delete, operation_id = "secrets_delete", path = "/api/v1/users/{user}/secrets/{name}", tag = "secrets",
     params(("user" = String, Path, description = "user name or `me`"),
            ("name" = String, Path, description = "secret name")),
     security(("bearer" = [])),
@@ -195,7 +195,7 @@ pub async fn delete(
 
 /// Import dotenv or JSON content: all secrets are created or none, and every problem is
 /// reported at once.
-#[utoipa::path(post, path = "/api/v1/users/{user}/secrets:import", tag = "secrets",
+#[utoipa::path(post, operation_id = "secrets_import", path = "/api/v1/users/{user}/secrets:import", tag = "secrets",
     params(("user" = String, Path, description = "user name or `me`")),
     request_body = ImportSecrets, security(("bearer" = [])),
     responses((status = 201, body = [SecretMeta]), (status = 400, body = ErrorBody),

@@ -27,7 +27,7 @@ pub struct TokenCreated {
 }
 
 /// The user's tokens (names and times, never the tokens).
-#[utoipa::path(get, path = "/api/v1/users/{user}/tokens", tag = "tokens",
+#[utoipa::path(get, operation_id = "tokens_list", path = "/api/v1/users/{user}/tokens", tag = "tokens",
     params(("user" = String, Path, description = "user name or `me`")),
     security(("bearer" = [])),
     responses((status = 200, body = [TokenRecord]), (status = 401, body = ErrorBody),
@@ -42,7 +42,7 @@ pub async fn list(
 }
 
 /// Create a token.
-#[utoipa::path(post, path = "/api/v1/users/{user}/tokens", tag = "tokens",
+#[utoipa::path(post, operation_id = "tokens_create", path = "/api/v1/users/{user}/tokens", tag = "tokens",
     params(("user" = String, Path, description = "user name or `me`")),
     request_body = CreateToken, security(("bearer" = [])),
     responses((status = 201, body = TokenCreated), (status = 400, body = ErrorBody),
@@ -70,7 +70,7 @@ pub async fn create(
 }
 
 /// Revoke a token.
-#[utoipa::path(delete, path = "/api/v1/users/{user}/tokens/{name}", tag = "tokens",
+#[utoipa::path(delete, operation_id = "tokens_revoke", path = "/api/v1/users/{user}/tokens/{name}", tag = "tokens",
     params(("user" = String, Path, description = "user name or `me`"),
            ("name" = String, Path, description = "token name")),
     security(("bearer" = [])),

@@ -29,7 +29,7 @@ pub struct CreateUser {
 }
 
 /// Every user (admins only).
-#[utoipa::path(get, path = "/api/v1/users", tag = "users", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "users_list", path = "/api/v1/users", tag = "users", security(("bearer" = [])),
     responses((status = 200, body = [UserRecord]), (status = 401, body = ErrorBody),
                (status = 403, body = ErrorBody)))]
 pub async fn list(
@@ -41,7 +41,7 @@ pub async fn list(
 }
 
 /// Create a user with a fresh key pair (admins only).
-#[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = CreateUser,
+#[utoipa::path(post, operation_id = "users_create", path = "/api/v1/users", tag = "users", request_body = CreateUser,
     security(("bearer" = [])),
     responses((status = 201, body = UserRecord), (status = 400, body = ErrorBody),
                (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -71,7 +71,7 @@ pub async fn create(
 }
 
 /// One user (yourself, or anyone for admins).
-#[utoipa::path(get, path = "/api/v1/users/{user}", tag = "users",
+#[utoipa::path(get, operation_id = "users_get", path = "/api/v1/users/{user}", tag = "users",
     params(("user" = String, Path, description = "user name or `me`")),
     security(("bearer" = [])),
     responses((status = 200, body = UserRecord), (status = 401, body = ErrorBody),
@@ -86,7 +86,7 @@ pub async fn get(
 }
 
 /// Remove a user with their secrets, key pair, login keys and tokens (admins only).
-#[utoipa::path(delete, path = "/api/v1/users/{user}", tag = "users",
+#[utoipa::path(delete, operation_id = "users_remove", path = "/api/v1/users/{user}", tag = "users",
     params(("user" = String, Path, description = "user name")),
     security(("bearer" = [])),
     responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),

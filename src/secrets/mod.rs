@@ -120,18 +120,26 @@ impl From<&SecretRecord> for validate::SecretShape {
 }
 
 /// Replaces every double-quoted run in an error message (serde quotes the *input* there, e.g.
-/// `invalid type: string "…", expected a boolean`) with `"…"`, so no value is ever echoed.
+/// `invalid type: string "…", expected a boolean`, escaping quotes inside as `\"`) with
+/// `"…"`, so no value is ever echoed.
 pub fn redact_quoted(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
-    let mut inside = false;
-    for c in message.chars() {
-        if c == '"' {
-            if !inside {
-                out.push_str("\"…\"");
-            }
-            inside = !inside;
-        } else if !inside {
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
+        if c != '"' {
             out.push(c);
+            continue;
+        }
+        out.push_str("\"…\"");
+        // Skip to the closing quote; a backslash escapes the character after it.
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    chars.next();
+                }
+                '"' => break,
+                _ => {}
+            }
         }
     }
     out
@@ -149,5 +157,10 @@ mod tests {
             super::redact_quoted("unknown field `valeu`"),
             "unknown field `valeu`"
         );
+        assert_eq!(
+            super::redact_quoted(r#"string "a\"leak\\" here, "b" end"#),
+            r#"string "…" here, "…" end"#
+        );
+        assert_eq!(super::redact_quoted(r#"cut "off\"leak"#), r#"cut "…""#);
     }
 }

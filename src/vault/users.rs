@@ -157,6 +157,12 @@ impl Vault {
     ) -> Result<Vec<LoginKeyRecord>, VaultError> {
         let owner = self.store.user(user)?;
         let keys = parse_login_keys(lines)?;
+        if keys.is_empty() {
+            return Err(VaultError::Invalid(vec![Violation::new(
+                "login-key",
+                "no public key given (expected lines like `ssh-ed25519 AAAA… comment`)",
+            )]));
+        }
         let fingerprints: Vec<&str> = keys.iter().map(|k| k.fingerprint.as_str()).collect();
         let audit = Self::audit(
             actor,

@@ -141,6 +141,32 @@ pub fn require_tool(name: &str) {
     );
 }
 
+/// Every route the API serves: (method, path under `/api/v1/`).
+pub const API_ROUTES: &[(&str, &str)] = &[
+    ("GET", "users/{user}/secrets"),
+    ("POST", "users/{user}/secrets"),
+    ("GET", "users/{user}/secrets/{name}"),
+    ("PATCH", "users/{user}/secrets/{name}"),
+    ("DELETE", "users/{user}/secrets/{name}"),
+    ("POST", "users/{user}/secrets:import"),
+    ("GET", "users/{user}/key"),
+    ("PUT", "users/{user}/key"),
+    ("GET", "users/{user}/login-keys"),
+    ("POST", "users/{user}/login-keys"),
+    ("DELETE", "users/{user}/login-keys/{fingerprint}"),
+    ("GET", "users/{user}/tokens"),
+    ("POST", "users/{user}/tokens"),
+    ("DELETE", "users/{user}/tokens/{name}"),
+    ("GET", "users"),
+    ("POST", "users"),
+    ("GET", "users/{user}"),
+    ("DELETE", "users/{user}"),
+    ("GET", "audit"),
+    ("GET", "healthz"),
+    ("GET", "metrics"),
+    ("GET", "openapi.json"),
+];
+
 /// A running `keyport serve` on free ports, stopped (SIGTERM, then waited for) on drop.
 pub struct Daemon {
     child: std::process::Child,
