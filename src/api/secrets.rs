@@ -4,37 +4,15 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use keyport_keys::SecretBytes;
 use serde::Deserialize;
 
 use super::{ApiError, ApiJson, ApiPath, AppState, Caller, ErrorBody};
 use crate::secrets::import::{self, Format};
-use crate::secrets::{SecretMeta, SecretPatch, SecretSpec};
+use crate::secrets::{SecretInput, SecretMeta, SecretPatch, wire_value};
+use crate::vault::VaultError;
 
 const WHAT: &str = "secrets";
-
-/// Body of `POST …/secrets`.
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateSecret {
-    /// Name, unique per user.
-    name: String,
-    /// The value as UTF-8 text (give this or `value_base64`).
-    value: Option<String>,
-    /// The value as base64, for binary file secrets.
-    value_base64: Option<String>,
-    /// Free text.
-    #[serde(default)]
-    description: String,
-    /// Env var to inject it as.
-    env: Option<String>,
-    /// File to write it to (`~/…` or absolute).
-    file: Option<String>,
-    /// Inject it? Default: whether it has a target.
-    enabled: Option<bool>,
-}
 
 /// Body of `PATCH …/secrets/{name}`: absent = unchanged, `""` clears description/env/file.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -65,18 +43,7 @@ pub struct ImportSecrets {
 }
 
 fn value(text: Option<String>, b64: Option<String>) -> Result<Option<SecretBytes>, ApiError> {
-    match (text, b64) {
-        (None, None) => Ok(None),
-        (Some(text), None) => Ok(Some(SecretBytes::new(text.into_bytes()))),
-        (None, Some(b64)) => STANDARD
-            .decode(b64.as_bytes())
-            .map(|v| Some(SecretBytes::new(v)))
-            .map_err(|_| ApiError::invalid("value_base64", "must be valid base64")),
-        (Some(_), Some(_)) => Err(ApiError::invalid(
-            "value",
-            "give value or value_base64, not both",
-        )),
-    }
+    wire_value(text, b64).map_err(|v| ApiError::from(VaultError::Invalid(vec![v])))
 }
 
 /// List the user's secrets (metadata only), sorted by name.
@@ -97,7 +64,7 @@ pub async fn list(
 /// Create a secret.
 #[utoipa::path(post, operation_id = "secrets_create", path = "/api/v1/users/{user}/secrets", tag = "secrets",
     params(("user" = String, Path, description = "user name or `me`")),
-    request_body = CreateSecret, security(("bearer" = [])),
+    request_body = SecretInput, security(("bearer" = [])),
     responses((status = 201, body = SecretMeta), (status = 400, body = ErrorBody),
                (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
                (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
@@ -105,19 +72,12 @@ pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(user): ApiPath<String>,
-    ApiJson(body): ApiJson<CreateSecret>,
+    ApiJson(body): ApiJson<SecretInput>,
 ) -> Result<(StatusCode, Json<SecretMeta>), ApiError> {
     let user = caller.own(&user, WHAT)?;
-    let value = value(body.value, body.value_base64)?
-        .ok_or_else(|| ApiError::invalid("value", "is required (give value or value_base64)"))?;
-    let spec = SecretSpec {
-        name: body.name,
-        value,
-        description: body.description,
-        env: body.env,
-        file: body.file,
-        enabled: body.enabled,
-    };
+    let spec = body
+        .into_spec()
+        .map_err(|v| ApiError::from(VaultError::Invalid(vec![v])))?;
     let actor = caller.actor();
     let meta = state
         .vault(move |v| v.create_secret(&actor, &user, &spec))
@@ -209,7 +169,7 @@ pub async fn import(
 ) -> Result<(StatusCode, Json<Vec<SecretMeta>>), ApiError> {
     let user = caller.own(&user, WHAT)?;
     let specs = import::check(body.format, &body.content)
-        .map_err(|v| ApiError::from(crate::vault::VaultError::Invalid(v)))?;
+        .map_err(|v| ApiError::from(VaultError::Invalid(v)))?;
     let actor = caller.actor();
     let created = state
         .vault(move |v| v.import_secrets(&actor, &user, &specs))

@@ -10,12 +10,10 @@
 //! - JSON: an object `{"NAME": "VALUE", …}` (same meaning), or an array of secret objects
 //!   `[{"name", "value" | "value_base64", "description", "env", "file", "enabled"}, …]`.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use keyport_keys::SecretBytes;
 use serde::Deserialize;
 
-use super::{SecretSpec, Violation};
+use super::{SecretInput, SecretSpec, Violation};
 
 /// The import formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
@@ -36,20 +34,6 @@ impl Format {
             Format::Dotenv
         }
     }
-}
-
-/// A secret object in a JSON import (and the API's create body has the same fields).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Entry {
-    name: String,
-    value: Option<String>,
-    value_base64: Option<String>,
-    #[serde(default)]
-    description: String,
-    env: Option<String>,
-    file: Option<String>,
-    enabled: Option<bool>,
 }
 
 /// Parses `content`; on failure every problem found is returned.
@@ -198,8 +182,8 @@ fn parse_json(content: &str) -> Result<Vec<SecretSpec>, Vec<Violation>> {
             let mut problems = Vec::new();
             let mut specs = Vec::new();
             for (i, item) in items.into_iter().enumerate() {
-                match serde_json::from_value::<Entry>(item) {
-                    Ok(entry) => match entry_spec(entry) {
+                match serde_json::from_value::<SecretInput>(item) {
+                    Ok(entry) => match entry.into_spec() {
                         Ok(spec) => specs.push(spec),
                         Err(why) => {
                             problems.push(Violation::new("content", format!("entry {i}: {why}")))
@@ -225,25 +209,6 @@ fn parse_json(content: &str) -> Result<Vec<SecretSpec>, Vec<Violation>> {
             "JSON must be an object of NAME: VALUE or an array of secrets",
         )]),
     }
-}
-
-fn entry_spec(entry: Entry) -> Result<SecretSpec, String> {
-    let value = match (entry.value, entry.value_base64) {
-        (Some(v), None) => v.into_bytes(),
-        (None, Some(b)) => STANDARD
-            .decode(b.as_bytes())
-            .map_err(|_| "value_base64 is not valid base64".to_string())?,
-        (Some(_), Some(_)) => return Err("give value or value_base64, not both".into()),
-        (None, None) => return Err("value is required".into()),
-    };
-    Ok(SecretSpec {
-        name: entry.name,
-        value: SecretBytes::new(value),
-        description: entry.description,
-        env: entry.env,
-        file: entry.file,
-        enabled: entry.enabled,
-    })
 }
 
 #[cfg(test)]

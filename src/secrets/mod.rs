@@ -27,6 +27,64 @@ pub struct SecretSpec {
     pub enabled: Option<bool>,
 }
 
+/// A new secret as it arrives over the wire (the API's create body, a JSON import entry):
+/// the value as UTF-8 `value` or as `value_base64`, exactly one of them.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretInput {
+    /// Name, unique per user.
+    pub name: String,
+    /// The value as UTF-8 text (give this or `value_base64`).
+    pub value: Option<String>,
+    /// The value as base64, for binary file secrets.
+    pub value_base64: Option<String>,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Env var to inject it as.
+    pub env: Option<String>,
+    /// File to write it to (`~/…` or absolute).
+    pub file: Option<String>,
+    /// Inject it? Default: whether it has a target.
+    pub enabled: Option<bool>,
+}
+
+impl SecretInput {
+    /// The spec, once exactly one form of the value is given.
+    pub fn into_spec(self) -> Result<SecretSpec, Violation> {
+        let value = wire_value(self.value, self.value_base64)?
+            .ok_or_else(|| Violation::new("value", "is required (give value or value_base64)"))?;
+        Ok(SecretSpec {
+            name: self.name,
+            value,
+            description: self.description,
+            env: self.env,
+            file: self.file,
+            enabled: self.enabled,
+        })
+    }
+}
+
+/// A value given as UTF-8 text or as base64 (at most one of them).
+pub fn wire_value(
+    text: Option<String>,
+    b64: Option<String>,
+) -> Result<Option<SecretBytes>, Violation> {
+    use base64::Engine as _;
+    match (text, b64) {
+        (None, None) => Ok(None),
+        (Some(text), None) => Ok(Some(SecretBytes::new(text.into_bytes()))),
+        (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+            .decode(b64.as_bytes())
+            .map(|v| Some(SecretBytes::new(v)))
+            .map_err(|_| Violation::new("value_base64", "must be valid base64")),
+        (Some(_), Some(_)) => Err(Violation::new(
+            "value",
+            "give value or value_base64, not both",
+        )),
+    }
+}
+
 /// A change to a secret. `None` leaves a field unchanged; for `description`, `env` and `file`
 /// an empty string clears it.
 #[derive(Debug, Clone, Default)]

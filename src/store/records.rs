@@ -77,25 +77,10 @@ pub struct NewUserKey {
     pub private_sealed: Vec<u8>,
 }
 
-/// A stored user key pair.
+/// A stored key pair: a user's, or the host's.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserKeyRecord {
+pub struct KeyPairRecord {
     /// `ed25519` or `ecdsa-p256`.
-    pub algorithm: String,
-    /// OpenSSH public key line.
-    pub public_key: String,
-    /// `SHA256:` fingerprint.
-    pub fingerprint: String,
-    /// Sealed private key.
-    pub private_sealed: Vec<u8>,
-    /// Creation time, ms since the epoch.
-    pub created_at: i64,
-}
-
-/// A stored host key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostKeyRecord {
-    /// `ed25519`.
     pub algorithm: String,
     /// OpenSSH public key line.
     pub public_key: String,

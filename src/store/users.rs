@@ -5,8 +5,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::audit::insert_audit;
 use super::{Result, Store, StoreError, conflict, now_ms};
 use crate::store::{
-    AuditEvent, HostKeyRecord, LoginKeyRecord, NewLoginKey, NewToken, NewUser, NewUserKey,
-    TokenRecord, UserKeyRecord, UserRecord,
+    AuditEvent, KeyPairRecord, LoginKeyRecord, NewLoginKey, NewToken, NewUser, NewUserKey,
+    TokenRecord, UserRecord,
 };
 
 const USER_COLUMNS: &str = "id, name, is_admin, os_user, created_at, updated_at";
@@ -134,14 +134,14 @@ impl Store {
     }
 
     /// The user's key pair (private half sealed).
-    pub fn user_key(&self, user_id: i64) -> Result<UserKeyRecord> {
+    pub fn user_key(&self, user_id: i64) -> Result<KeyPairRecord> {
         self.conn
             .query_row(
                 "SELECT algorithm, public_key, fingerprint, private_sealed, created_at
                  FROM user_keys WHERE user_id = ?1",
                 [user_id],
                 |r| {
-                    Ok(UserKeyRecord {
+                    Ok(KeyPairRecord {
                         algorithm: r.get(0)?,
                         public_key: r.get(1)?,
                         fingerprint: r.get(2)?,
@@ -169,7 +169,7 @@ impl Store {
     }
 
     /// The host key for `algorithm`, if one was created.
-    pub fn host_key(&self, algorithm: &str) -> Result<Option<HostKeyRecord>> {
+    pub fn host_key(&self, algorithm: &str) -> Result<Option<KeyPairRecord>> {
         Ok(self
             .conn
             .query_row(
@@ -177,7 +177,7 @@ impl Store {
                  FROM host_keys WHERE algorithm = ?1",
                 [algorithm],
                 |r| {
-                    Ok(HostKeyRecord {
+                    Ok(KeyPairRecord {
                         algorithm: r.get(0)?,
                         public_key: r.get(1)?,
                         fingerprint: r.get(2)?,
@@ -191,7 +191,7 @@ impl Store {
 
     /// Stores a host key unless one for its algorithm exists; returns the one stored, so two
     /// processes racing to create it agree on one.
-    pub fn insert_host_key(&mut self, key: &HostKeyRecord) -> Result<HostKeyRecord> {
+    pub fn insert_host_key(&mut self, key: &KeyPairRecord) -> Result<KeyPairRecord> {
         let tx = self.write_sealed()?;
         tx.execute(
             "INSERT INTO host_keys (algorithm, public_key, fingerprint, private_sealed, created_at)

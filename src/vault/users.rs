@@ -13,7 +13,7 @@ use super::{Actor, Vault, VaultError, host_key_binding, user_key_binding};
 use crate::secrets::Violation;
 use crate::secrets::validate;
 use crate::store::{
-    AuditRecord, HostKeyRecord, LoginKeyRecord, NewLoginKey, NewToken, NewUser, NewUserKey,
+    AuditRecord, KeyPairRecord, LoginKeyRecord, NewLoginKey, NewToken, NewUser, NewUserKey,
     TokenRecord, UserRecord, now_ms,
 };
 
@@ -273,7 +273,7 @@ impl Vault {
             None => {
                 let pair = KeyPair::generate(KeyType::Ed25519, "keyport host key")?;
                 let bytes = pair.to_secret_bytes()?;
-                let record = HostKeyRecord {
+                let record = KeyPairRecord {
                     algorithm: ALGORITHM.into(),
                     public_key: pair.public_line()?,
                     fingerprint: pair.fingerprint(),
