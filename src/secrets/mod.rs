@@ -1,6 +1,8 @@
 //! Secrets: what a user asks for (spec and patch), what they get back (metadata, never a value),
-//! and the validation rules both the server and the CLI apply.
+//! the validation rules both the server and the CLI apply, import parsing, and the composition
+//! of a session's environment.
 
+pub mod env;
 pub mod import;
 pub mod validate;
 
