@@ -17,7 +17,10 @@ use crate::secrets::Violation;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// No server URL or token is configured.
-    #[error("not logged in: run `keyport login --url URL` or set KEYPORT_URL and KEYPORT_TOKEN")]
+    #[error(
+        "not logged in: run `keyport login --url URL` or set KEYPORT_URL and KEYPORT_TOKEN \
+         (the saved token is only sent to the saved URL)"
+    )]
     NotConfigured,
     /// The credentials file is unreadable.
     #[error("credentials file {path}: {message}")]
@@ -81,6 +84,8 @@ impl Client {
     }
 
     /// The configured client: `KEYPORT_URL`/`KEYPORT_TOKEN` override the credentials file.
+    /// The saved token goes only to the saved URL: with `KEYPORT_URL` naming another server,
+    /// `KEYPORT_TOKEN` must be set too.
     pub fn from_env() -> Result<Self, ClientError> {
         let env = |name| std::env::var(name).ok().filter(|v| !v.is_empty());
         let (mut url, mut token) = (env("KEYPORT_URL"), env("KEYPORT_TOKEN").map(Zeroizing::new));
@@ -93,8 +98,13 @@ impl Client {
                             path: path.display().to_string(),
                             message: e.message().to_string(),
                         })?;
+                    let same_server = url
+                        .as_deref()
+                        .is_none_or(|u| u.trim_end_matches('/') == file.url.trim_end_matches('/'));
+                    if token.is_none() && same_server {
+                        token = Some(Zeroizing::new(file.token));
+                    }
                     url = url.or(Some(file.url));
-                    token = token.or(Some(Zeroizing::new(file.token)));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {

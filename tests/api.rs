@@ -188,6 +188,64 @@ fn secrets_routes_answer_with_the_contracts_status_codes() {
     );
     assert_eq!(r.status, 200, "{}", r.body);
 
+    // PATCH conflicts are 409 and named; "" clears a file; absent fields stay as they are.
+    h.send(
+        "POST",
+        "users/me/secrets",
+        &json!({"name": "other", "value": "v", "env": "OTHER", "file": "~/.other"}),
+    );
+    let r = h.send("PATCH", "users/me/secrets/npm", &json!({"env": "other"}));
+    assert_eq!(
+        (r.status, fields(&r)),
+        (409, vec!["env".to_string()]),
+        "{}",
+        r.body
+    );
+    let r = h.send(
+        "PATCH",
+        "users/me/secrets/npm",
+        &json!({"file": "~/.other"}),
+    );
+    assert_eq!(
+        (r.status, fields(&r)),
+        (409, vec!["file".to_string()]),
+        "{}",
+        r.body
+    );
+    let r = h.send("PATCH", "users/me/secrets/npm", &json!({"file": ""}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["file"], serde_json::Value::Null);
+    assert_eq!(r.json()["env"], "GH_TOKEN2", "absent env unchanged");
+    assert_eq!(r.json()["enabled"], true, "absent enabled unchanged");
+    let r = h.send("PATCH", "users/me/secrets/npm", &json!({"value": "v3"}));
+    assert_eq!(r.json()["env"], "GH_TOKEN2");
+    assert_eq!(r.json()["description"], "");
+
+    // Values given with the wrong type are not echoed either, numbers included.
+    let r = h.send(
+        "POST",
+        "users/me/secrets",
+        &json!({"name": "pin", "value": 8675309}),
+    );
+    assert_eq!(r.status, 400);
+    let r = h.send(
+        "PATCH",
+        "users/me/secrets/npm",
+        &json!({"value": 3.14159265, "enabled": "canary-as-bool"}),
+    );
+    assert_eq!(r.status, 400);
+    for value in [
+        "ghp_1",
+        "AAEC/w==",
+        "v2",
+        "v3",
+        "8675309",
+        "3.14159265",
+        "canary-as-bool",
+    ] {
+        h.assert_never_returned(value);
+    }
+
     assert_eq!(h.delete("users/me/secrets/gh").status, 204);
     assert_eq!(h.delete("users/me/secrets/gh").status, 404);
     assert_eq!(h.get("users/me/secrets/..%2f..%2fetc").status, 404);
@@ -235,16 +293,46 @@ fn import_is_all_or_nothing_and_reports_every_problem() {
     let bad = h.send(
         "POST",
         "users/me/secrets:import",
-        &json!({"format": "dotenv", "content": "X=1\nPATH=2\nnot a line\n"}),
+        &json!({"format": "dotenv", "content": "X=1\nPATH=2\nnot a line\nA=dup-of-existing\n"}),
     );
     assert_eq!(bad.status, 400, "{}", bad.body);
+    let all = bad.json()["validations"].to_string();
     assert_eq!(
         bad.json()["validations"].as_array().unwrap().len(),
-        2,
+        4,
         "{}",
         bad.body
     );
+    assert!(
+        all.contains("line 3: expected NAME=VALUE") && all.contains("secret PATH"),
+        "{all}"
+    );
+    assert!(
+        all.contains("secret A: a secret named A already exists"),
+        "conflicts reported too: {all}"
+    );
     assert_eq!(h.get("users/me/secrets/X").status, 404);
+
+    // A name that is not a valid name (it may be a value's fragment) is never echoed.
+    let r = h.send(
+        "POST",
+        "users/me/secrets:import",
+        &json!({"format": "dotenv", "content": "MIIEvQ+frag/ment==tail=x\n"}),
+    );
+    assert_eq!(r.status, 400);
+    assert!(
+        r.body.contains("name: line 1: must be") && !r.body.contains("MIIEvQ"),
+        "{}",
+        r.body
+    );
+    // A key repeated in a JSON object is reported, not silently dropped.
+    let r = h.send(
+        "POST",
+        "users/me/secrets:import",
+        &json!({"format": "json", "content": r#"{"K": "1", "K": "2"}"#}),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("secret K: appears twice"), "{}", r.body);
 
     let ok = h.send(
         "POST",
@@ -330,8 +418,16 @@ fn another_users_secrets_key_and_tokens_are_forbidden_even_for_admins() {
     }
     assert_eq!(admin.delete("users/bob/secrets/b").status, 403);
     assert_eq!(bob.delete(&format!("users/{root}")).status, 403);
-    // What admins may do: manage accounts and login keys, and read everyone's audit log.
-    assert_eq!(admin.get("users/bob/login-keys").status, 200);
+    // Login keys too: one added to bob's account would let its adder log in as bob.
+    assert_eq!(admin.get("users/bob/login-keys").status, 403);
+    let line = keyport_keys::KeyPair::generate(keyport_keys::KeyType::Ed25519, "x").unwrap();
+    let r = admin.send(
+        "POST",
+        "users/bob/login-keys",
+        &json!({"public_key": line.public_line().unwrap()}),
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    // What admins may do: manage accounts, and read everyone's audit log.
     assert_eq!(admin.get("users/bob").status, 200);
     let audit = admin.get("audit?user=bob").json();
     assert!(
@@ -402,15 +498,21 @@ fn keys_login_keys_tokens_users_audit_and_meta_routes() {
         400
     );
     let enc = keyport::client::segment(&fp);
+    assert_eq!(h.delete(&format!("users/bob/login-keys/{enc}")).status, 403);
     assert_eq!(
-        h.delete(&format!("users/bob/login-keys/{enc}")).status,
-        204,
-        "admins manage login keys"
+        bob.delete(&format!("users/me/login-keys/{enc}")).status,
+        204
     );
     assert_eq!(
         bob.delete(&format!("users/me/login-keys/{enc}")).status,
         404
     );
+    let r = bob.send(
+        "POST",
+        "users/me/login-keys",
+        &json!({"public_key": "# only a comment"}),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
     assert_eq!(bob.delete("users/me/login-keys/nonsense").status, 400);
 
     // Tokens: shown once, stored hashed, revocable.

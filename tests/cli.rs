@@ -165,8 +165,20 @@ fn users_and_login_keys_round_trip() {
     let out = sb.run(&["user", "remove", "alice"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(error_line(&out).contains("-y"), "{}", error_line(&out));
+    // The last admin stays.
+    let out = sb.run(&["user", "remove", "alice", "-y"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        error_line(&out).contains("alice is the last admin"),
+        "{}",
+        error_line(&out)
+    );
+    sb.ok(&["user", "add", "root2", "--admin", "--os-user", &os]);
     sb.ok(&["user", "remove", "alice", "-y"]);
-    assert!(sb.ok(&["user", "list", "-o", "json"]).trim() == "[]");
+    let left: serde_json::Value =
+        serde_json::from_str(&sb.ok(&["user", "list", "-o", "json"])).unwrap();
+    assert_eq!(left.as_array().unwrap().len(), 1);
+    assert_eq!(left[0]["name"], "root2");
 }
 
 #[test]

@@ -214,6 +214,49 @@ fn stdin_values_are_stored_byte_exact() {
     ok(&sb, &["secret", "update", "nl"], Some(b"new\tvalue"));
     assert_eq!(stored(&sb, "nl"), b"new\tvalue");
 
+    // Over 64 KiB on stdin is refused without reading it all.
+    let big = vec![b'x'; 64 * 1024 + 1];
+    let out = cli(
+        &sb,
+        &["secret", "create", "big", "--file", "~/.big"],
+        Some(&big),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("value: must be at most 65536 bytes"),
+        "{}",
+        text(&out)
+    );
+    // A value on stdin from a file works like a pipe...
+    let file = sb.dir.path().join("value.bin");
+    std::fs::write(&file, b"from-a-file").unwrap();
+    let from_file = |args: &[&str]| {
+        sb.keyport()
+            .args(args)
+            .stdin(std::fs::File::open(&file).unwrap())
+            .output()
+            .unwrap()
+    };
+    assert!(
+        from_file(&["secret", "create", "ff", "--env", "FF"])
+            .status
+            .success()
+    );
+    assert_eq!(stored(&sb, "ff"), b"from-a-file");
+    // ...and with --value, a file on stdin (a `while read` loop's input) is left alone.
+    let out = from_file(&["secret", "update", "ff", "--value", "explicit"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(stored(&sb, "ff"), b"explicit");
+    // /dev/null carries no value: update changes only what its flags say.
+    let out = sb
+        .keyport()
+        .args(["secret", "update", "ff", "--description", "d"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(stored(&sb, "ff"), b"explicit");
+
     // --value and stdin together, and neither, are errors; nothing is created.
     let out = cli(
         &sb,
@@ -228,7 +271,11 @@ fn stdin_values_are_stored_byte_exact() {
     );
     let out = cli(&sb, &["secret", "create", "none", "--env", "NONE"], None);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out).contains("stdin was empty"), "{}", text(&out));
+    assert!(
+        text(&out).contains("value: give --value, or pipe the value on stdin"),
+        "{}",
+        text(&out)
+    );
     let out = cli(
         &sb,
         &["secret", "update", "nl", "--value", "v"],
@@ -289,7 +336,27 @@ fn each_kind_of_failure_has_its_exit_code() {
     };
     let out = with_env("KEYPORT_TOKEN", "kpt_wrong", &["secret", "list"]);
     assert_eq!(out.status.code(), Some(5), "auth: {}", text(&out));
+    // The saved token is never sent to another server...
     let out = with_env("KEYPORT_URL", "http://127.0.0.1:1", &["secret", "list"]);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "saved token elsewhere: {}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("only sent to the saved URL"),
+        "{}",
+        text(&out)
+    );
+    // ...one given with it is.
+    let out = sb
+        .keyport()
+        .args(["secret", "list"])
+        .env("KEYPORT_URL", "http://127.0.0.1:1")
+        .env("KEYPORT_TOKEN", "kpt_x")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(6), "unreachable: {}", text(&out));
     assert!(text(&out).contains("cannot reach keyport at http://127.0.0.1:1"));
     let out = sb
@@ -323,7 +390,7 @@ fn import_is_checked_locally_before_anything_is_sent() {
     for part in [
         "line 3: expected NAME=VALUE",
         "secret PATH: PATH is reserved",
-        "secret OK appears twice",
+        "secret OK: appears twice",
     ] {
         assert!(said.contains(part), "{part} missing: {said}");
     }

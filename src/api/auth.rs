@@ -1,7 +1,8 @@
 //! Who is calling: the bearer token's user, and what they may touch.
 //!
-//! Secrets, keys and tokens are their owner's alone: another user's, admins included, is 403
-//! (admins see names in the audit log, never values). Admins manage accounts and login keys.
+//! Secrets, keys, login keys and tokens are their owner's alone: another user's, admins
+//! included, is 403 (each of them leads to the user's values). Admins manage accounts over the
+//! API and read everyone's audit log, which names things, never values.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tracing::error;
 
-use crate::secrets::{Violation, redact_quoted};
+use crate::secrets::{Violation, safe_serde_message};
 use crate::store::StoreError;
 use crate::vault::VaultError;
 
@@ -133,7 +133,7 @@ fn json_rejection(rejection: &JsonRejection) -> ApiError {
             let detail = text
                 .strip_prefix("Failed to deserialize the JSON body into the target type: ")
                 .unwrap_or(&text);
-            format!("invalid request body: {}", redact_quoted(detail))
+            format!("invalid request body: {}", safe_serde_message(detail))
         }
         JsonRejection::JsonSyntaxError(_) => "request body is not valid JSON".to_string(),
         JsonRejection::MissingJsonContentType(_) => {
@@ -168,7 +168,7 @@ where
             .map_err(|e: PathRejection| {
                 ApiError::new(
                     StatusCode::BAD_REQUEST,
-                    format!("bad path: {}", redact_quoted(&e.body_text())),
+                    format!("bad path: {}", safe_serde_message(&e.body_text())),
                 )
             })
     }
@@ -191,7 +191,7 @@ where
             .map_err(|e: QueryRejection| {
                 ApiError::new(
                     StatusCode::BAD_REQUEST,
-                    format!("bad query: {}", redact_quoted(&e.body_text())),
+                    format!("bad query: {}", safe_serde_message(&e.body_text())),
                 )
             })
     }

@@ -1,5 +1,9 @@
 //! `/api/v1/users/{user}/key` (the generated key pair: public half only) and
 //! `/api/v1/users/{user}/login-keys` (the keys a user logs in with).
+//!
+//! Both are their owner's alone over the API, admins included: a login key added to someone
+//! else's account would let its adder log in as them and receive their secrets. Admins manage
+//! other users' login keys on the keyport host (`keyport login-key … --user`).
 
 use axum::Json;
 use axum::extract::State;
@@ -81,7 +85,7 @@ pub async fn list_login_keys(
     caller: Caller,
     ApiPath(user): ApiPath<String>,
 ) -> Result<Json<Vec<LoginKeyRecord>>, ApiError> {
-    let user = caller.own_or_admin(&user)?;
+    let user = caller.own(&user, "login keys")?;
     Ok(Json(state.vault(move |v| v.login_keys(&user)).await?))
 }
 
@@ -98,7 +102,7 @@ pub async fn add_login_keys(
     ApiPath(user): ApiPath<String>,
     ApiJson(body): ApiJson<AddLoginKeys>,
 ) -> Result<(StatusCode, Json<Vec<LoginKeyRecord>>), ApiError> {
-    let user = caller.own_or_admin(&user)?;
+    let user = caller.own(&user, "login keys")?;
     let actor = caller.actor();
     let lines = vec![body.public_key];
     let added = state
@@ -119,7 +123,7 @@ pub async fn remove_login_key(
     caller: Caller,
     ApiPath((user, fingerprint)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let user = caller.own_or_admin(&user)?;
+    let user = caller.own(&user, "login keys")?;
     if !fingerprint.starts_with("SHA256:") {
         return Err(ApiError::invalid(
             "fingerprint",

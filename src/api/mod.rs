@@ -73,9 +73,11 @@ impl AppState {
         let vault = self.vault.clone();
         let reopen = self.reopen.clone();
         tokio::task::spawn_blocking(move || {
+            // A panic elsewhere cannot leave the database half-written (every change is one
+            // transaction), so a poisoned lock is safe to take over.
             let mut guard = vault
                 .lock()
-                .map_err(|_| ApiError::internal(&"vault lock poisoned"))?;
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             match f(&mut guard) {
                 Err(VaultError::Store(StoreError::KeyRotated { .. })) => {
                     *guard = Vault::open(&reopen.0, reopen.1)?;

@@ -168,11 +168,10 @@ pub async fn import(
     ApiJson(body): ApiJson<ImportSecrets>,
 ) -> Result<(StatusCode, Json<Vec<SecretMeta>>), ApiError> {
     let user = caller.own(&user, WHAT)?;
-    let specs = import::check(body.format, &body.content)
-        .map_err(|v| ApiError::from(VaultError::Invalid(v)))?;
+    let (specs, problems) = import::check(body.format, &body.content);
     let actor = caller.actor();
     let created = state
-        .vault(move |v| v.import_secrets(&actor, &user, &specs))
+        .vault(move |v| v.import_secrets(&actor, &user, &specs, problems.clone()))
         .await?;
     Ok((StatusCode::CREATED, Json(created)))
 }

@@ -1,79 +1,109 @@
-//! Reading a secret value from stdin verbatim, and telling "nothing was piped" apart from
-//! "an empty pipe" without hanging on a stdin nobody writes to (say, an open SSH channel).
+//! Reading a secret value from stdin verbatim.
+//!
+//! What stdin is decides what it means, so nothing ever hangs on a stdin nobody writes to:
+//! a pipe or a regular file carries a value (read to its end, at most one byte more than a
+//! value may hold); a terminal, `/dev/null`, a socket or a closed stdin carry none.
+//! With `--value`, stdin is only *looked at*, never read: a pipe that already holds data is
+//! the error "given twice", anything else is left alone (so `--value` works inside
+//! `while read …; do …; done < file` loops without eating their input).
 
-use std::io::{IsTerminal, Read};
+use std::io::Read;
 use std::os::fd::AsFd;
 
 use keyport_keys::SecretBytes;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::stat::{SFlag, fstat};
 
 use super::output::UsageError;
+use crate::secrets::validate::MAX_VALUE_BYTES;
 
-/// How long to wait for piped input to show up before deciding nothing was piped.
-const PIPE_GRACE_MS: u8 = 200;
+/// How long to wait for a pipe's first bytes before deciding nothing was piped with `--value`.
+const PIPE_GRACE_MS: u8 = 100;
 
-/// Reads all of stdin, blocking, when it is not a terminal. `None` on a terminal.
-pub fn read_all() -> anyhow::Result<Option<SecretBytes>> {
-    let stdin = std::io::stdin();
-    if stdin.is_terminal() {
+#[derive(Debug, PartialEq, Eq)]
+enum Stdin {
+    /// A pipe or a regular file: it carries a value.
+    Data { pipe: bool },
+    /// A terminal, a character device such as /dev/null, a socket, or nothing at all.
+    Nothing,
+}
+
+fn kind() -> Stdin {
+    match fstat(std::io::stdin().as_fd()) {
+        Ok(st) => {
+            let format = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+            if format == SFlag::S_IFIFO {
+                Stdin::Data { pipe: true }
+            } else if format == SFlag::S_IFREG {
+                Stdin::Data { pipe: false }
+            } else {
+                Stdin::Nothing
+            }
+        }
+        Err(_) => Stdin::Nothing,
+    }
+}
+
+/// Reads stdin to its end when it is a pipe or a file; `None` otherwise. More than `limit`
+/// bytes is an error naming `field`, found without reading further.
+pub fn read_stdin(field: &str, limit: usize) -> anyhow::Result<Option<SecretBytes>> {
+    if kind() == Stdin::Nothing {
         return Ok(None);
     }
     let mut buf = Vec::new();
-    stdin.lock().read_to_end(&mut buf)?;
+    let cap = u64::try_from(limit + 1).unwrap_or(u64::MAX);
+    std::io::stdin().lock().take(cap).read_to_end(&mut buf)?;
+    if buf.len() > limit {
+        return Err(UsageError(format!(
+            "{field}: must be at most {limit} bytes; stdin holds more"
+        ))
+        .into());
+    }
     Ok(Some(SecretBytes::new(buf)))
 }
 
-/// Reads stdin if something was piped to it: not a terminal, and readable (data or EOF)
-/// within a short grace period. Empty input counts as nothing.
-pub fn read_if_piped() -> anyhow::Result<Option<SecretBytes>> {
+/// Whether a pipe on stdin already holds data (or gets some within a short grace period),
+/// without reading any of it.
+fn pipe_has_data() -> anyhow::Result<bool> {
+    if kind() != (Stdin::Data { pipe: true }) {
+        return Ok(false);
+    }
     let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        return Ok(None);
+    let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
+    if poll(&mut fds, PollTimeout::from(PIPE_GRACE_MS))? == 0 {
+        return Ok(false);
     }
-    let ready = {
-        let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
-        poll(&mut fds, PollTimeout::from(PIPE_GRACE_MS))? > 0
-    };
-    if !ready {
-        return Ok(None);
-    }
-    let mut buf = Vec::new();
-    stdin.lock().read_to_end(&mut buf)?;
-    Ok((!buf.is_empty()).then(|| SecretBytes::new(buf)))
+    // Readable means data or end of file; only data counts. FIONREAD tells them apart.
+    let mut pending: nix::libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which is valid for the call.
+    let rc = unsafe { nix::libc::ioctl(0, nix::libc::FIONREAD, &mut pending) };
+    Ok(rc == 0 && pending > 0)
 }
 
-/// The value for `secret create`/`update`: exactly one of `--value` or piped stdin.
-/// `required`: create needs one; update may have none.
+/// The value for `secret create` (`required`) or `secret update`: exactly one of `--value`
+/// or stdin.
 pub fn secret_value(flag: Option<String>, required: bool) -> anyhow::Result<Option<SecretBytes>> {
-    match flag {
-        Some(value) => {
-            if read_if_piped()?.is_some() {
-                return Err(
-                    UsageError("value: give it with --value or on stdin, not both".into()).into(),
-                );
-            }
-            Ok(Some(SecretBytes::new(value.into_bytes())))
+    if let Some(value) = flag {
+        if pipe_has_data()? {
+            return Err(
+                UsageError("value: give it with --value or on stdin, not both".into()).into(),
+            );
         }
-        None if required => {
-            let value = read_all()?.ok_or_else(|| {
-                UsageError("value: give --value, or pipe the value on stdin".into())
-            })?;
-            if value.is_empty() {
-                return Err(
-                    UsageError("value: stdin was empty; a value is required".into()).into(),
-                );
-            }
-            warn_trailing_newline(&value);
-            Ok(Some(value))
-        }
-        None => {
-            let value = read_if_piped()?;
-            if let Some(value) = &value {
-                warn_trailing_newline(value);
-            }
-            Ok(value)
-        }
+        return Ok(Some(SecretBytes::new(value.into_bytes())));
     }
+    let value = read_stdin("value", MAX_VALUE_BYTES)?.filter(|v| !v.is_empty());
+    match &value {
+        Some(value) => warn_trailing_newline(value),
+        None if required => {
+            return Err(UsageError(
+                "value: give --value, or pipe the value on stdin (it was empty or not a pipe)"
+                    .into(),
+            )
+            .into());
+        }
+        None => {}
+    }
+    Ok(value)
 }
 
 /// stdin is stored verbatim; `echo` adds a newline people rarely mean to keep.

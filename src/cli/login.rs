@@ -4,7 +4,7 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use clap::Args;
 
-use super::output::UsageError;
+use super::output::{SecretArg, UsageError};
 use crate::client::Client;
 use crate::config::ClientConfig;
 use crate::store::UserRecord;
@@ -17,13 +17,13 @@ pub struct LoginArgs {
     pub url: String,
     /// The token (else read from stdin, so it stays out of shell history and argv).
     #[arg(long)]
-    pub token: Option<String>,
+    pub token: Option<SecretArg>,
 }
 
 /// Runs `keyport login`.
 pub fn run(args: LoginArgs) -> anyhow::Result<()> {
     let token = match args.token {
-        Some(token) => token,
+        Some(token) => token.0,
         None => {
             let stdin = std::io::stdin();
             if stdin.is_terminal() {

@@ -16,6 +16,23 @@ pub enum Format {
     Json,
 }
 
+/// A command-line argument that is a secret (`--value`, `--token`): `Debug` redacts it.
+#[derive(Clone)]
+pub struct SecretArg(pub String);
+
+impl std::str::FromStr for SecretArg {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_string()))
+    }
+}
+
+impl std::fmt::Debug for SecretArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretArg(<redacted>)")
+    }
+}
+
 /// A usage problem found by the CLI itself (exit code 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::input;
-use super::output::{self, Format, UsageError};
+use super::output::{self, Format, SecretArg, UsageError};
 use crate::client::{Client, segment};
 use crate::secrets::import::{self, Format as ImportFormat};
 use crate::secrets::validate::{self, check_spec};
@@ -61,9 +61,10 @@ pub enum ImportFormatArg {
 pub struct CreateArgs {
     /// Secret name.
     pub name: String,
-    /// The value (else read verbatim from stdin).
+    /// The value (else read verbatim from stdin). Prefer stdin: argv is visible to other
+    /// users of the machine.
     #[arg(long)]
-    pub value: Option<String>,
+    pub value: Option<SecretArg>,
     /// Free text.
     #[arg(long, default_value = "")]
     pub description: String,
@@ -85,7 +86,7 @@ pub struct UpdateArgs {
     pub name: String,
     /// New value (or pipe it on stdin).
     #[arg(long)]
-    pub value: Option<String>,
+    pub value: Option<SecretArg>,
     /// New description ("" clears).
     #[arg(long)]
     pub description: Option<String>,
@@ -122,7 +123,7 @@ pub fn run(cmd: SecretCommand) -> anyhow::Result<()> {
 
 fn create(args: CreateArgs) -> anyhow::Result<()> {
     let client = Client::from_env()?;
-    let value = input::secret_value(args.value, true)?
+    let value = input::secret_value(args.value.map(|v| v.0), true)?
         .ok_or_else(|| UsageError("value: give --value, or pipe the value on stdin".into()))?;
     let spec = SecretSpec {
         name: args.name,
@@ -148,7 +149,7 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
 
 fn update(args: UpdateArgs) -> anyhow::Result<()> {
     let client = Client::from_env()?;
-    let value = input::secret_value(args.value, false)?;
+    let value = input::secret_value(args.value.map(|v| v.0), false)?;
     let enabled = match (args.enable, args.disable) {
         (true, _) => Some(true),
         (_, true) => Some(false),
@@ -243,7 +244,7 @@ fn list(name: Option<String>, output: Format) -> anyhow::Result<()> {
 
 fn import_file(file: &str, format: Option<ImportFormatArg>) -> anyhow::Result<()> {
     let content = if file == "-" {
-        let bytes = input::read_all()?
+        let bytes = input::read_stdin("file", crate::api::MAX_BODY_BYTES)?
             .ok_or_else(|| UsageError("file: stdin is a terminal; give a file".into()))?;
         String::from_utf8(bytes.expose().to_vec())
             .map_err(|_| UsageError("file: content is not UTF-8".into()))?
@@ -256,7 +257,8 @@ fn import_file(file: &str, format: Option<ImportFormatArg>) -> anyhow::Result<()
         None => ImportFormat::for_path(file),
     };
     // Everything is checked here before anything leaves the machine.
-    import::check(format, &content).map_err(VaultError::Invalid)?;
+    let (_, problems) = import::check(format, &content);
+    local_check(problems)?;
     let client = Client::from_env()?;
     let body = json!({ "format": format, "content": content });
     let created: Vec<SecretMeta> = client.send("POST", "users/me/secrets:import", &body)?;

@@ -38,56 +38,56 @@ impl Format {
 
 /// Parses `content`; on failure every problem found is returned.
 pub fn parse(format: Format, content: &str) -> Result<Vec<SecretSpec>, Vec<Violation>> {
+    let (entries, problems) = parse_lenient(format, content);
+    if problems.is_empty() {
+        Ok(entries.into_iter().map(|(_, spec)| spec).collect())
+    } else {
+        Err(problems)
+    }
+}
+
+/// Parses `content` and checks every entry on its own (its rules, and names used twice): the
+/// entries that pass, and every problem found — syntax and broken rules together, so a bad
+/// file is reported whole. Conflicts with existing secrets are the server's to find.
+///
+/// Problems name an entry as `secret NAME` only when NAME is a valid name; otherwise by line
+/// (dotenv) or position (JSON), because a line that does not parse may be part of a value.
+pub fn check(format: Format, content: &str) -> (Vec<SecretSpec>, Vec<Violation>) {
+    let (entries, mut problems) = parse_lenient(format, content);
+    let mut specs: Vec<SecretSpec> = Vec::new();
+    for (place, spec) in entries {
+        let label = match super::validate::check_name(&spec.name) {
+            Ok(()) => format!("secret {}", spec.name),
+            Err(_) => place,
+        };
+        let own = super::validate::check_spec(&spec);
+        let twice = specs.iter().any(|o| o.name == spec.name);
+        if twice {
+            problems.push(super::about(
+                &label,
+                Violation::new("name", "appears twice"),
+            ));
+        }
+        if own.is_empty() && !twice {
+            specs.push(spec);
+        }
+        problems.extend(own.into_iter().map(|v| super::about(&label, v)));
+    }
+    if specs.is_empty() && problems.is_empty() {
+        problems.push(Violation::new("content", "nothing to import"));
+    }
+    (specs, problems)
+}
+
+/// Every entry that parses, with where it came from, and a problem for each that does not.
+fn parse_lenient(format: Format, content: &str) -> (Vec<(String, SecretSpec)>, Vec<Violation>) {
     match format {
         Format::Dotenv => parse_dotenv(content),
         Format::Json => parse_json(content),
     }
 }
 
-/// Parses `content` and checks every entry on its own (its rules, and names used twice), so
-/// a bad file is reported whole: syntax problems and broken rules together. Conflicts with
-/// secrets that already exist are the server's to find.
-pub fn check(format: Format, content: &str) -> Result<Vec<SecretSpec>, Vec<Violation>> {
-    let (specs, mut problems) = match format {
-        Format::Dotenv => parse_dotenv_lenient(content),
-        Format::Json => match parse_json(content) {
-            Ok(specs) => (specs, Vec::new()),
-            Err(problems) => (Vec::new(), problems),
-        },
-    };
-    for (i, spec) in specs.iter().enumerate() {
-        for mut v in super::validate::check_spec(spec) {
-            v.detail = format!("secret {}: {}", spec.name, v.detail);
-            problems.push(v);
-        }
-        if specs[..i].iter().any(|o| o.name == spec.name) {
-            problems.push(Violation::new(
-                "name",
-                format!("secret {} appears twice", spec.name),
-            ));
-        }
-    }
-    if specs.is_empty() && problems.is_empty() {
-        problems.push(Violation::new("content", "nothing to import"));
-    }
-    if problems.is_empty() {
-        Ok(specs)
-    } else {
-        Err(problems)
-    }
-}
-
-fn parse_dotenv(content: &str) -> Result<Vec<SecretSpec>, Vec<Violation>> {
-    let (specs, problems) = parse_dotenv_lenient(content);
-    if problems.is_empty() {
-        Ok(specs)
-    } else {
-        Err(problems)
-    }
-}
-
-/// The lines that parse, and a problem for each line that does not.
-fn parse_dotenv_lenient(content: &str) -> (Vec<SecretSpec>, Vec<Violation>) {
+fn parse_dotenv(content: &str) -> (Vec<(String, SecretSpec)>, Vec<Violation>) {
     let mut specs = Vec::new();
     let mut problems = Vec::new();
     for (i, raw) in content.lines().enumerate() {
@@ -95,17 +95,18 @@ fn parse_dotenv_lenient(content: &str) -> (Vec<SecretSpec>, Vec<Violation>) {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
+        let place = format!("line {}", i + 1);
         let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
         let Some((name, value)) = line.split_once('=') else {
             problems.push(Violation::new(
                 "content",
-                format!("line {}: expected NAME=VALUE", i + 1),
+                format!("{place}: expected NAME=VALUE"),
             ));
             continue;
         };
         match unquote(value.trim()) {
-            Ok(value) => specs.push(env_spec(name.trim(), value)),
-            Err(why) => problems.push(Violation::new("content", format!("line {}: {why}", i + 1))),
+            Ok(value) => specs.push((place, env_spec(name.trim(), value))),
+            Err(why) => problems.push(Violation::new("content", format!("{place}: {why}"))),
         }
     }
     (specs, problems)
@@ -152,63 +153,109 @@ fn env_spec(name: &str, value: String) -> SecretSpec {
     }
 }
 
-fn parse_json(content: &str) -> Result<Vec<SecretSpec>, Vec<Violation>> {
-    let doc: serde_json::Value = serde_json::from_str(content).map_err(|e| {
-        vec![Violation::new(
-            "content",
-            format!("not valid JSON (line {}, column {})", e.line(), e.column()),
-        )]
-    })?;
+/// A JSON document's top level, keeping an object's keys in order and with duplicates (serde's
+/// maps keep only the last of a repeated key, which would hide a mistake).
+enum Document {
+    Object(Vec<(String, serde_json::Value)>),
+    Array(Vec<serde_json::Value>),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Document {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Top;
+        impl<'de> serde::de::Visitor<'de> for Top {
+            type Value = Document;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object or an array")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Document, A::Error> {
+                let mut pairs = Vec::new();
+                while let Some(pair) = map.next_entry()? {
+                    pairs.push(pair);
+                }
+                Ok(Document::Object(pairs))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Document, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(Document::Array(items))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Document, E> {
+                Ok(Document::Other)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Document, E> {
+                Ok(Document::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Document, E> {
+                Ok(Document::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Document, E> {
+                Ok(Document::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Document, E> {
+                Ok(Document::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Document, E> {
+                Ok(Document::Other)
+            }
+        }
+        d.deserialize_any(Top)
+    }
+}
+
+fn parse_json(content: &str) -> (Vec<(String, SecretSpec)>, Vec<Violation>) {
+    let doc: Document = match serde_json::from_str(content) {
+        Ok(doc) => doc,
+        Err(e) => {
+            let detail = format!("not valid JSON (line {}, column {})", e.line(), e.column());
+            return (Vec::new(), vec![Violation::new("content", detail)]);
+        }
+    };
+    let mut specs = Vec::new();
+    let mut problems = Vec::new();
     match doc {
-        serde_json::Value::Object(map) => {
-            let mut problems = Vec::new();
-            let mut specs = Vec::new();
-            for (name, value) in map {
+        Document::Object(pairs) => {
+            for (i, (name, value)) in pairs.into_iter().enumerate() {
+                let place = format!("key {}", i + 1);
                 match value {
-                    serde_json::Value::String(value) => specs.push(env_spec(&name, value)),
+                    serde_json::Value::String(value) => specs.push((place, env_spec(&name, value))),
                     _ => problems.push(Violation::new(
                         "content",
-                        format!("{name}: value must be a string"),
+                        format!("{place}: the value must be a string"),
                     )),
                 }
             }
-            if problems.is_empty() {
-                Ok(specs)
-            } else {
-                Err(problems)
-            }
         }
-        serde_json::Value::Array(items) => {
-            let mut problems = Vec::new();
-            let mut specs = Vec::new();
+        Document::Array(items) => {
             for (i, item) in items.into_iter().enumerate() {
+                let place = format!("entry {}", i + 1);
                 match serde_json::from_value::<SecretInput>(item) {
                     Ok(entry) => match entry.into_spec() {
-                        Ok(spec) => specs.push(spec),
-                        Err(why) => {
-                            problems.push(Violation::new("content", format!("entry {i}: {why}")))
-                        }
+                        Ok(spec) => specs.push((place, spec)),
+                        Err(v) => problems.push(super::about(&place, v)),
                     },
                     Err(e) => problems.push(Violation::new(
                         "content",
-                        format!(
-                            "entry {i}: {}",
-                            crate::secrets::redact_quoted(&e.to_string())
-                        ),
+                        format!("{place}: {}", super::safe_serde_message(&e.to_string())),
                     )),
                 }
             }
-            if problems.is_empty() {
-                Ok(specs)
-            } else {
-                Err(problems)
-            }
         }
-        _ => Err(vec![Violation::new(
+        Document::Other => problems.push(Violation::new(
             "content",
             "JSON must be an object of NAME: VALUE or an array of secrets",
-        )]),
+        )),
     }
+    (specs, problems)
 }
 
 #[cfg(test)]

@@ -179,27 +179,83 @@ impl From<&SecretRecord> for validate::SecretShape {
     }
 }
 
-/// Replaces every double-quoted run in an error message (serde quotes the *input* there, e.g.
-/// `invalid type: string "…", expected a boolean`, escaping quotes inside as `\"`) with
-/// `"…"`, so no value is ever echoed.
-pub fn redact_quoted(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut chars = message.chars();
-    while let Some(c) = chars.next() {
-        if c != '"' {
-            out.push(c);
-            continue;
-        }
-        out.push_str("\"…\"");
-        // Skip to the closing quote; a backslash escapes the character after it.
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => {
-                    chars.next();
-                }
-                '"' => break,
-                _ => {}
+/// `v` as a problem of one entry of a batch (`line 3`, `secret GH_TOKEN`, …).
+pub fn about(label: &str, mut v: Violation) -> Violation {
+    v.detail = format!("{label}: {}", v.detail);
+    v
+}
+
+/// A serde error message rewritten so it can never echo request input. serde quotes input in
+/// strings (`invalid type: string "…"`) and in backticks (`` integer `123456` ``); only what
+/// is ours is kept: a missing field's name, an unknown field's name (when it is short and a
+/// plain identifier), and what was expected.
+pub fn safe_serde_message(message: &str) -> String {
+    let ident = |s: &str| {
+        s.len() <= 64 && !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    let between = |s: &str, open: &str, close: char| -> Option<String> {
+        let rest = s.split_once(open)?.1;
+        Some(rest.split(close).next()?.to_string())
+    };
+    // "a.b: …" — axum puts the field path first.
+    let (path, body) = match message.split_once(": ") {
+        Some((path, body)) if ident(&path.replace(['.', '[', ']'], "")) => (Some(path), body),
+        _ => (None, message),
+    };
+    let what = if body.starts_with("missing field `") {
+        between(body, "`", '`').filter(|f| ident(f)).map_or_else(
+            || "a required field is missing".into(),
+            |f| format!("missing field `{f}`"),
+        )
+    } else if body.starts_with("unknown field `") {
+        between(body, "`", '`').filter(|f| ident(f)).map_or_else(
+            || "unknown field".into(),
+            |f| format!("unknown field `{f}`"),
+        )
+    } else if body.starts_with("invalid type") || body.starts_with("invalid value") {
+        match body.split_once(", expected ") {
+            Some((_, expected)) => {
+                let expected = expected.split(" at line ").next().unwrap_or(expected);
+                format!("wrong type, expected {}", redact(expected))
             }
+            None => "wrong type".into(),
+        }
+    } else {
+        redact(body.split(" at line ").next().unwrap_or(body))
+    };
+    match path {
+        Some(path) => format!("{path}: {what}"),
+        None => what,
+    }
+}
+
+/// Removes every quoted (`"…"`, with `\"` escapes) and backticked run.
+fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                out.push_str("\"…\"");
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            '`' => {
+                out.push_str("`…`");
+                for c in chars.by_ref() {
+                    if c == '`' {
+                        break;
+                    }
+                }
+            }
+            c => out.push(c),
         }
     }
     out
@@ -207,20 +263,42 @@ pub fn redact_quoted(message: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::safe_serde_message as safe;
+
     #[test]
-    fn redact_quoted_hides_input() {
-        assert_eq!(
-            super::redact_quoted(r#"invalid type: string "hunter2", expected a boolean at line 1"#),
-            r#"invalid type: string "…", expected a boolean at line 1"#
-        );
-        assert_eq!(
-            super::redact_quoted("unknown field `valeu`"),
-            "unknown field `valeu`"
-        );
-        assert_eq!(
-            super::redact_quoted(r#"string "a\"leak\\" here, "b" end"#),
-            r#"string "…" here, "…" end"#
-        );
-        assert_eq!(super::redact_quoted(r#"cut "off\"leak"#), r#"cut "…""#);
+    fn serde_messages_never_echo_input() {
+        for (message, want) in [
+            (
+                r#"enabled: invalid type: string "hunter2", expected a boolean at line 1 column 9"#,
+                "enabled: wrong type, expected a boolean",
+            ),
+            (
+                "value: invalid type: integer `123456`, expected a string at line 1 column 20",
+                "value: wrong type, expected a string",
+            ),
+            (
+                "invalid type: floating point `3.14159`, expected a string",
+                "wrong type, expected a string",
+            ),
+            (
+                r#"format: unknown variant `secret\"x`, expected `dotenv` or `json`"#,
+                "format: unknown variant `…`, expected `…` or `…`",
+            ),
+            (
+                "unknown field `valeu`, expected one of `name`, `value`",
+                "unknown field `valeu`",
+            ),
+            (
+                "unknown field `ghp_not an ident`, expected `x`",
+                "unknown field",
+            ),
+            (
+                "missing field `name` at line 1 column 2",
+                "missing field `name`",
+            ),
+            (r#"string "a\"leak" here"#, r#"string "…" here"#),
+        ] {
+            assert_eq!(safe(message), want, "{message}");
+        }
     }
 }

@@ -10,7 +10,7 @@ use tracing::instrument;
 
 use super::{Actor, Vault, VaultError, secret_binding};
 use crate::secrets::validate::{self, SecretShape};
-use crate::secrets::{SecretMeta, SecretPatch, SecretSpec, Violation, sets};
+use crate::secrets::{SecretMeta, SecretPatch, SecretSpec, Violation, about, sets};
 use crate::store::{SecretChange, SecretRecord, SecretRow, UserRecord};
 
 impl Vault {
@@ -27,23 +27,8 @@ impl Vault {
         if !invalid.is_empty() {
             return Err(VaultError::Invalid(invalid));
         }
-        let enabled = spec
-            .enabled
-            .unwrap_or(spec.env.is_some() || spec.file.is_some());
-        let uid = owner.id.to_string();
-        let row = SecretRow {
-            name: spec.name.clone(),
-            description: spec.description.clone(),
-            env_name: spec.env.clone(),
-            file_path: spec.file.clone(),
-            file_resolved: resolve(&owner, spec.file.as_deref())?,
-            enabled,
-            value_sealed: Some(
-                self.master()
-                    .seal(secret_binding(&uid, &spec.name), spec.value.expose())?,
-            ),
-            value_len: Some(len_i64(spec.value.len())),
-        };
+        let row = self.new_row(&owner, spec)?;
+        let enabled = row.enabled;
         let mut fields = vec!["value"];
         fields.extend(spec.env.as_ref().map(|_| "env"));
         fields.extend(spec.file.as_ref().map(|_| "file"));
@@ -68,53 +53,30 @@ impl Vault {
         first(written, &spec.name)
     }
 
-    /// Creates many secrets, all or none: every problem in every entry (its own rules, and
-    /// conflicts with existing secrets or earlier entries) is reported at once, each prefixed
-    /// with the entry's name.
+    /// Creates many secrets, all or none. `problems` are those already found in the file
+    /// (syntax, entries that broke a rule, see [`crate::secrets::import::check`]); every
+    /// conflict of the remaining entries with existing secrets or each other is added, and
+    /// all are reported at once.
     #[instrument(skip_all, fields(user = %user, count = specs.len()))]
     pub fn import_secrets(
         &mut self,
         actor: &Actor,
         user: &str,
         specs: &[SecretSpec],
+        problems: Vec<Violation>,
     ) -> Result<Vec<SecretMeta>, VaultError> {
         let owner = self.store.user(user)?;
-        let uid = owner.id.to_string();
-        let mut invalid = Vec::new();
         let mut rows = Vec::new();
         for spec in specs {
             let own = validate::check_spec(spec);
-            if !own.is_empty() {
-                invalid.extend(own.into_iter().map(|v| prefixed(&spec.name, v)));
-                continue;
+            if own.is_empty() {
+                rows.push((self.new_row(&owner, spec)?, spec.value.len()));
+            } else {
+                let label = format!("secret {}", spec.name);
+                return Err(VaultError::Invalid(
+                    own.into_iter().map(|v| about(&label, v)).collect(),
+                ));
             }
-            rows.push((
-                SecretRow {
-                    name: spec.name.clone(),
-                    description: spec.description.clone(),
-                    env_name: spec.env.clone(),
-                    file_path: spec.file.clone(),
-                    file_resolved: resolve(&owner, spec.file.as_deref())?,
-                    enabled: spec
-                        .enabled
-                        .unwrap_or(spec.env.is_some() || spec.file.is_some()),
-                    value_sealed: Some(
-                        self.master()
-                            .seal(secret_binding(&uid, &spec.name), spec.value.expose())?,
-                    ),
-                    value_len: Some(len_i64(spec.value.len())),
-                },
-                spec.value.len(),
-            ));
-        }
-        if !invalid.is_empty() {
-            return Err(VaultError::Invalid(invalid));
-        }
-        if rows.is_empty() {
-            return Err(VaultError::Invalid(vec![Violation::new(
-                "content",
-                "nothing to import",
-            )]));
         }
         let limits = self.limits;
         let audits: Vec<_> = rows
@@ -131,19 +93,28 @@ impl Vault {
             .collect();
         let written = self.store.change_secrets(owner.id, |current| {
             let mut others = shapes(current, None);
-            let mut problems = validate::SetProblems::default();
+            let mut found = validate::SetProblems {
+                invalid: problems,
+                conflicts: Vec::new(),
+            };
             for (row, len) in &rows {
+                let label = format!("secret {}", row.name);
                 let candidate = shape(row, *len);
-                let found = validate::check_set(&candidate, &others, &limits);
-                problems
+                let set = validate::check_set(&candidate, &others, &limits);
+                found
                     .conflicts
-                    .extend(found.conflicts.into_iter().map(|v| prefixed(&row.name, v)));
-                problems
+                    .extend(set.conflicts.into_iter().map(|v| about(&label, v)));
+                found
                     .invalid
-                    .extend(found.invalid.into_iter().map(|v| prefixed(&row.name, v)));
+                    .extend(set.invalid.into_iter().map(|v| about(&label, v)));
                 others.push(candidate);
             }
-            reject(problems)?;
+            if rows.is_empty() && found.invalid.is_empty() {
+                found
+                    .invalid
+                    .push(Violation::new("content", "nothing to import"));
+            }
+            reject(found)?;
             let changes = rows
                 .iter()
                 .map(|(row, _)| SecretChange::Insert(row.clone()))
@@ -151,6 +122,27 @@ impl Vault {
             Ok::<_, VaultError>((changes, audits))
         })?;
         Ok(written.into_iter().map(SecretMeta::from).collect())
+    }
+
+    /// The row for a new secret: targets resolved, value sealed, enabled by default when it
+    /// has a target.
+    fn new_row(&self, owner: &UserRecord, spec: &SecretSpec) -> Result<SecretRow, VaultError> {
+        let uid = owner.id.to_string();
+        Ok(SecretRow {
+            name: spec.name.clone(),
+            description: spec.description.clone(),
+            env_name: spec.env.clone(),
+            file_path: spec.file.clone(),
+            file_resolved: resolve(owner, spec.file.as_deref())?,
+            enabled: spec
+                .enabled
+                .unwrap_or(spec.env.is_some() || spec.file.is_some()),
+            value_sealed: Some(
+                self.master()
+                    .seal(secret_binding(&uid, &spec.name), spec.value.expose())?,
+            ),
+            value_len: Some(len_i64(spec.value.len())),
+        })
     }
 
     /// Updates a secret: fields absent from `patch` stay as they are, `""` clears `description`,
@@ -322,12 +314,6 @@ fn merge(current: &Option<String>, patch: &Option<String>) -> Option<String> {
         Some(v) if v.is_empty() => None,
         Some(v) => Some(v.clone()),
     }
-}
-
-/// Names the entry a violation belongs to, for batch operations.
-fn prefixed(name: &str, mut v: Violation) -> Violation {
-    v.detail = format!("secret {name}: {}", v.detail);
-    v
 }
 
 /// Resolves `~/` against the home of the OS account the user's sessions run as.

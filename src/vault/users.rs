@@ -144,6 +144,14 @@ impl Vault {
     /// Removes a user with their secrets, key pair, login keys and tokens.
     #[instrument(skip_all, fields(user = %name))]
     pub fn remove_user(&mut self, actor: &Actor, name: &str) -> Result<(), VaultError> {
+        let users = self.store.users()?;
+        let admins = users.iter().filter(|u| u.is_admin).count();
+        if admins == 1 && users.iter().any(|u| u.is_admin && u.name == name) {
+            return Err(VaultError::Conflict(vec![Violation::new(
+                "user",
+                format!("{name} is the last admin; make another admin first"),
+            )]));
+        }
         let audit = Self::audit(actor, name, "user.remove", None, json!({}));
         Ok(self.store.remove_user(name, &audit)?)
     }

@@ -276,6 +276,8 @@ pub struct Http {
     agent: ureq::Agent,
     pub base: String,
     pub token: Option<String>,
+    /// Every response body this client received, for "no value in any response" checks.
+    pub seen: std::sync::Mutex<String>,
 }
 
 /// A response: status and body text.
@@ -301,6 +303,7 @@ impl Http {
             agent,
             base: base.to_string(),
             token: token.map(str::to_string),
+            seen: std::sync::Mutex::new(String::new()),
         }
     }
 
@@ -324,10 +327,12 @@ impl Http {
             .body(body.map(<[u8]>::to_vec).unwrap_or_default())
             .unwrap();
         let mut response = self.agent.run(request).unwrap();
-        Reply {
+        let reply = Reply {
             status: response.status().as_u16(),
             body: response.body_mut().read_to_string().unwrap_or_default(),
-        }
+        };
+        self.seen.lock().unwrap().push_str(&reply.body);
+        reply
     }
 
     /// Announces a `len`-byte JSON body for `POST path` and sends only the headers: the
@@ -360,6 +365,12 @@ impl Http {
             .unwrap()
             .parse()
             .unwrap()
+    }
+
+    /// Fails if any response body so far contained `value`.
+    pub fn assert_never_returned(&self, value: &str) {
+        let seen = self.seen.lock().unwrap();
+        assert!(!seen.contains(value), "a response carried {value}");
     }
 
     pub fn get(&self, path: &str) -> Reply {
