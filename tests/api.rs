@@ -231,7 +231,7 @@ fn secrets_routes_answer_with_the_contracts_status_codes() {
     let r = h.send(
         "PATCH",
         "users/me/secrets/npm",
-        &json!({"value": 3.14159265, "enabled": "canary-as-bool"}),
+        &json!({"value": 4096.5125, "enabled": "canary-as-bool"}),
     );
     assert_eq!(r.status, 400);
     for value in [
@@ -240,7 +240,7 @@ fn secrets_routes_answer_with_the_contracts_status_codes() {
         "v2",
         "v3",
         "8675309",
-        "3.14159265",
+        "4096.5125",
         "canary-as-bool",
     ] {
         h.assert_never_returned(value);

@@ -331,7 +331,7 @@ mod tests {
         let all = format!("{err:?}");
         assert!(!all.contains("hunter2"), "{all}");
         let err = parse(Format::Json, r#"{"A": 1}"#).unwrap_err();
-        assert_eq!(err[0].detail, "A: value must be a string");
+        assert_eq!(err[0].detail, "key 1: the value must be a string");
         assert!(parse(Format::Json, "{").is_err());
         assert!(parse(Format::Json, "\"x\"").is_err());
     }
