@@ -58,6 +58,21 @@ fn openapi_document_is_valid_and_lists_every_route() {
     assert!(version.starts_with("3."), "openapi {version}");
     serde_json::from_str::<utoipa::openapi::OpenApi>(&reply.body)
         .expect("openapi.json is an OpenAPI document");
+    // And an independent validator of the OpenAPI 3.x schema agrees.
+    common::require_tool("python3");
+    let file = sb.dir.path().join("openapi.json");
+    std::fs::write(&file, &reply.body).unwrap();
+    let out = std::process::Command::new("python3")
+        .args(["-m", "openapi_spec_validator"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openapi-spec-validator rejects the document (scripts/test installs it):\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let mut problems = Vec::new();
 

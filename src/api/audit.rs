@@ -23,10 +23,19 @@ pub struct AuditQuery {
 }
 
 /// Audit events, oldest first.
-#[utoipa::path(get, operation_id = "audit_list", path = "/api/v1/audit", tag = "audit", params(AuditQuery),
+#[utoipa::path(
+    get,
+    operation_id = "audit_list",
+    path = "/api/v1/audit",
+    tag = "audit",
+    params(AuditQuery),
     security(("bearer" = [])),
-    responses((status = 200, body = [AuditRecord]), (status = 400, body = ErrorBody),
-               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "OK", body = [AuditRecord]),
+        (status = 400, description = "Invalid input; each broken rule is named", body = ErrorBody),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "Not the caller's to touch", body = ErrorBody),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,

@@ -32,11 +32,18 @@ pub struct AddLoginKeys {
 }
 
 /// The user's public key: algorithm, OpenSSH line, SHA256 fingerprint.
-#[utoipa::path(get, operation_id = "keys_show", path = "/api/v1/users/{user}/key", tag = "keys",
+#[utoipa::path(
+    get,
+    operation_id = "keys_show",
+    path = "/api/v1/users/{user}/key",
+    tag = "keys",
     params(("user" = String, Path, description = "user name or `me`")),
     security(("bearer" = [])),
-    responses((status = 200, body = UserKeyInfo), (status = 401, body = ErrorBody),
-               (status = 403, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "OK", body = UserKeyInfo),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "Not the caller's to touch", body = ErrorBody),
+    ))]
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
@@ -47,11 +54,19 @@ pub async fn show(
 }
 
 /// Replace the user's key pair; the old one stops working at once.
-#[utoipa::path(put, operation_id = "keys_regenerate", path = "/api/v1/users/{user}/key", tag = "keys",
+#[utoipa::path(
+    put,
+    operation_id = "keys_regenerate",
+    path = "/api/v1/users/{user}/key",
+    tag = "keys",
     params(("user" = String, Path, description = "user name or `me`")),
     request_body = RegenerateKey, security(("bearer" = [])),
-    responses((status = 200, body = UserKeyInfo), (status = 400, body = ErrorBody),
-               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "OK", body = UserKeyInfo),
+        (status = 400, description = "Invalid input; each broken rule is named", body = ErrorBody),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "Not the caller's to touch", body = ErrorBody),
+    ))]
 pub async fn regenerate(
     State(state): State<AppState>,
     caller: Caller,
@@ -75,11 +90,19 @@ pub async fn regenerate(
 }
 
 /// The user's login keys.
-#[utoipa::path(get, operation_id = "keys_list_login_keys", path = "/api/v1/users/{user}/login-keys", tag = "keys",
+#[utoipa::path(
+    get,
+    operation_id = "keys_list_login_keys",
+    path = "/api/v1/users/{user}/login-keys",
+    tag = "keys",
     params(("user" = String, Path, description = "user name or `me`")),
     security(("bearer" = [])),
-    responses((status = 200, body = [LoginKeyRecord]), (status = 401, body = ErrorBody),
-               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "OK", body = [LoginKeyRecord]),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "Not the caller's to touch", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+    ))]
 pub async fn list_login_keys(
     State(state): State<AppState>,
     caller: Caller,
@@ -90,12 +113,21 @@ pub async fn list_login_keys(
 }
 
 /// Add login keys (all or none).
-#[utoipa::path(post, operation_id = "keys_add_login_keys", path = "/api/v1/users/{user}/login-keys", tag = "keys",
+#[utoipa::path(
+    post,
+    operation_id = "keys_add_login_keys",
+    path = "/api/v1/users/{user}/login-keys",
+    tag = "keys",
     params(("user" = String, Path, description = "user name or `me`")),
     request_body = AddLoginKeys, security(("bearer" = [])),
-    responses((status = 201, body = [LoginKeyRecord]), (status = 400, body = ErrorBody),
-               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses(
+        (status = 201, description = "Created", body = [LoginKeyRecord]),
+        (status = 400, description = "Invalid input; each broken rule is named", body = ErrorBody),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "Not the caller's to touch", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+        (status = 409, description = "Conflicts with what exists; each named", body = ErrorBody),
+    ))]
 pub async fn add_login_keys(
     State(state): State<AppState>,
     caller: Caller,
@@ -112,12 +144,20 @@ pub async fn add_login_keys(
 }
 
 /// Remove a login key by its SHA256 fingerprint.
-#[utoipa::path(delete, operation_id = "keys_remove_login_key", path = "/api/v1/users/{user}/login-keys/{fingerprint}", tag = "keys",
+#[utoipa::path(
+    delete,
+    operation_id = "keys_remove_login_key",
+    path = "/api/v1/users/{user}/login-keys/{fingerprint}",
+    tag = "keys",
     params(("user" = String, Path, description = "user name or `me`"),
            ("fingerprint" = String, Path, description = "`SHA256:…`, percent-encoded")),
     security(("bearer" = [])),
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-               (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "Not the caller's to touch", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+    ))]
 pub async fn remove_login_key(
     State(state): State<AppState>,
     caller: Caller,

@@ -57,14 +57,22 @@ pub async fn limit_body(request: Request, next: Next) -> Response {
 }
 
 /// Liveness.
-#[utoipa::path(get, operation_id = "healthz", path = "/api/v1/healthz", tag = "meta",
+#[utoipa::path(
+    get,
+    operation_id = "healthz",
+    path = "/api/v1/healthz",
+    tag = "meta",
     responses((status = 200, description = "`ok`", body = String)))]
 pub async fn healthz() -> &'static str {
     "ok"
 }
 
 /// Prometheus metrics (text format).
-#[utoipa::path(get, operation_id = "metrics", path = "/api/v1/metrics", tag = "meta",
+#[utoipa::path(
+    get,
+    operation_id = "metrics",
+    path = "/api/v1/metrics",
+    tag = "meta",
     responses((status = 200, description = "Prometheus text exposition", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let secrets = state.vault(|v| v.secret_count()).await?;
@@ -86,8 +94,14 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
 }
 
 /// This document.
-#[utoipa::path(get, operation_id = "openapi", path = "/api/v1/openapi.json", tag = "meta",
-    responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
+#[utoipa::path(
+    get,
+    operation_id = "openapi",
+    path = "/api/v1/openapi.json",
+    tag = "meta",
+    responses(
+        (status = 200, description = "OpenAPI 3.1 document", content_type = "application/json"),
+    ))]
 pub async fn openapi(State(state): State<AppState>) -> Response {
     let doc = state.openapi.get().cloned().unwrap_or_default();
     ([(CONTENT_TYPE, "application/json")], doc).into_response()

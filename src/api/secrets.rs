@@ -47,11 +47,19 @@ fn value(text: Option<String>, b64: Option<String>) -> Result<Option<SecretBytes
 }
 
 /// List the user's secrets (metadata only), sorted by name.
-#[utoipa::path(get, operation_id = "secrets_list", path = "/api/v1/users/{user}/secrets", tag = "secrets",
+#[utoipa::path(
+    get,
+    operation_id = "secrets_list",
+    path = "/api/v1/users/{user}/secrets",
+    tag = "secrets",
     params(("user" = String, Path, description = "user name or `me`")),
     security(("bearer" = [])),
-    responses((status = 200, body = [SecretMeta]), (status = 401, body = ErrorBody),
-               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "OK", body = [SecretMeta]),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "Not the caller's to touch", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -62,12 +70,21 @@ pub async fn list(
 }
 
 /// Create a secret.
-#[utoipa::path(post, operation_id = "secrets_create", path = "/api/v1/users/{user}/secrets", tag = "secrets",
+#[utoipa::path(
+    post,
+    operation_id = "secrets_create",
+    path = "/api/v1/users/{user}/secrets",
+    tag = "secrets",
     params(("user" = String, Path, description = "user name or `me`")),
     request_body = SecretInput, security(("bearer" = [])),
-    responses((status = 201, body = SecretMeta), (status = 400, body = ErrorBody),
-               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-               (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
+    responses(
+        (status = 201, description = "Created", body = SecretMeta),
+        (status = 400, description = "Invalid input; each broken rule is named", body = ErrorBody),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "Not the caller's to touch", body = ErrorBody),
+        (status = 409, description = "Conflicts with what exists; each named", body = ErrorBody),
+        (status = 413, description = "Body over the size limit", body = ErrorBody),
+    ))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -86,12 +103,20 @@ pub async fn create(
 }
 
 /// One secret's metadata.
-#[utoipa::path(get, operation_id = "secrets_get", path = "/api/v1/users/{user}/secrets/{name}", tag = "secrets",
+#[utoipa::path(
+    get,
+    operation_id = "secrets_get",
+    path = "/api/v1/users/{user}/secrets/{name}",
+    tag = "secrets",
     params(("user" = String, Path, description = "user name or `me`"),
            ("name" = String, Path, description = "secret name")),
     security(("bearer" = [])),
-    responses((status = 200, body = SecretMeta), (status = 401, body = ErrorBody),
-               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "OK", body = SecretMeta),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "Not the caller's to touch", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+    ))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -103,14 +128,23 @@ pub async fn get(
 
 /// Update a secret: absent fields stay, `""` clears description, env or file; at least one
 /// field; the result is checked as a whole.
-#[utoipa::path(patch, operation_id = "secrets_update", path = "/api/v1/users/{user}/secrets/{name}", tag = "secrets",
+#[utoipa::path(
+    patch,
+    operation_id = "secrets_update",
+    path = "/api/v1/users/{user}/secrets/{name}",
+    tag = "secrets",
     params(("user" = String, Path, description = "user name or `me`"),
            ("name" = String, Path, description = "secret name")),
     request_body = UpdateSecret, security(("bearer" = [])),
-    responses((status = 200, body = SecretMeta), (status = 400, body = ErrorBody),
-               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
-               (status = 413, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "OK", body = SecretMeta),
+        (status = 400, description = "Invalid input; each broken rule is named", body = ErrorBody),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "Not the caller's to touch", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+        (status = 409, description = "Conflicts with what exists; each named", body = ErrorBody),
+        (status = 413, description = "Body over the size limit", body = ErrorBody),
+    ))]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -134,12 +168,20 @@ pub async fn update(
 }
 
 /// Delete a secret.
-#[utoipa::path(delete, operation_id = "secrets_delete", path = "/api/v1/users/{user}/secrets/{name}", tag = "secrets",
+#[utoipa::path(
+    delete,
+    operation_id = "secrets_delete",
+    path = "/api/v1/users/{user}/secrets/{name}",
+    tag = "secrets",
     params(("user" = String, Path, description = "user name or `me`"),
            ("name" = String, Path, description = "secret name")),
     security(("bearer" = [])),
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-               (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "Not the caller's to touch", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+    ))]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -155,12 +197,21 @@ pub async fn delete(
 
 /// Import dotenv or JSON content: all secrets are created or none, and every problem is
 /// reported at once.
-#[utoipa::path(post, operation_id = "secrets_import", path = "/api/v1/users/{user}/secrets:import", tag = "secrets",
+#[utoipa::path(
+    post,
+    operation_id = "secrets_import",
+    path = "/api/v1/users/{user}/secrets:import",
+    tag = "secrets",
     params(("user" = String, Path, description = "user name or `me`")),
     request_body = ImportSecrets, security(("bearer" = [])),
-    responses((status = 201, body = [SecretMeta]), (status = 400, body = ErrorBody),
-               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-               (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
+    responses(
+        (status = 201, description = "Created", body = [SecretMeta]),
+        (status = 400, description = "Invalid input; each broken rule is named", body = ErrorBody),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "Not the caller's to touch", body = ErrorBody),
+        (status = 409, description = "Conflicts with what exists; each named", body = ErrorBody),
+        (status = 413, description = "Body over the size limit", body = ErrorBody),
+    ))]
 pub async fn import(
     State(state): State<AppState>,
     caller: Caller,

@@ -27,11 +27,18 @@ pub struct TokenCreated {
 }
 
 /// The user's tokens (names and times, never the tokens).
-#[utoipa::path(get, operation_id = "tokens_list", path = "/api/v1/users/{user}/tokens", tag = "tokens",
+#[utoipa::path(
+    get,
+    operation_id = "tokens_list",
+    path = "/api/v1/users/{user}/tokens",
+    tag = "tokens",
     params(("user" = String, Path, description = "user name or `me`")),
     security(("bearer" = [])),
-    responses((status = 200, body = [TokenRecord]), (status = 401, body = ErrorBody),
-               (status = 403, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "OK", body = [TokenRecord]),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "Not the caller's to touch", body = ErrorBody),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -42,12 +49,20 @@ pub async fn list(
 }
 
 /// Create a token.
-#[utoipa::path(post, operation_id = "tokens_create", path = "/api/v1/users/{user}/tokens", tag = "tokens",
+#[utoipa::path(
+    post,
+    operation_id = "tokens_create",
+    path = "/api/v1/users/{user}/tokens",
+    tag = "tokens",
     params(("user" = String, Path, description = "user name or `me`")),
     request_body = CreateToken, security(("bearer" = [])),
-    responses((status = 201, body = TokenCreated), (status = 400, body = ErrorBody),
-               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-               (status = 409, body = ErrorBody)))]
+    responses(
+        (status = 201, description = "Created", body = TokenCreated),
+        (status = 400, description = "Invalid input; each broken rule is named", body = ErrorBody),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "Not the caller's to touch", body = ErrorBody),
+        (status = 409, description = "Conflicts with what exists; each named", body = ErrorBody),
+    ))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -70,12 +85,20 @@ pub async fn create(
 }
 
 /// Revoke a token.
-#[utoipa::path(delete, operation_id = "tokens_revoke", path = "/api/v1/users/{user}/tokens/{name}", tag = "tokens",
+#[utoipa::path(
+    delete,
+    operation_id = "tokens_revoke",
+    path = "/api/v1/users/{user}/tokens/{name}",
+    tag = "tokens",
     params(("user" = String, Path, description = "user name or `me`"),
            ("name" = String, Path, description = "token name")),
     security(("bearer" = [])),
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-               (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "Not the caller's to touch", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+    ))]
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,

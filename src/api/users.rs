@@ -29,9 +29,17 @@ pub struct CreateUser {
 }
 
 /// Every user (admins only).
-#[utoipa::path(get, operation_id = "users_list", path = "/api/v1/users", tag = "users", security(("bearer" = [])),
-    responses((status = 200, body = [UserRecord]), (status = 401, body = ErrorBody),
-               (status = 403, body = ErrorBody)))]
+#[utoipa::path(
+    get,
+    operation_id = "users_list",
+    path = "/api/v1/users",
+    tag = "users",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "OK", body = [UserRecord]),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "Not the caller's to touch", body = ErrorBody),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -41,11 +49,20 @@ pub async fn list(
 }
 
 /// Create a user with a fresh key pair (admins only).
-#[utoipa::path(post, operation_id = "users_create", path = "/api/v1/users", tag = "users", request_body = CreateUser,
+#[utoipa::path(
+    post,
+    operation_id = "users_create",
+    path = "/api/v1/users",
+    tag = "users",
+    request_body = CreateUser,
     security(("bearer" = [])),
-    responses((status = 201, body = UserRecord), (status = 400, body = ErrorBody),
-               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-               (status = 409, body = ErrorBody)))]
+    responses(
+        (status = 201, description = "Created", body = UserRecord),
+        (status = 400, description = "Invalid input; each broken rule is named", body = ErrorBody),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "Not the caller's to touch", body = ErrorBody),
+        (status = 409, description = "Conflicts with what exists; each named", body = ErrorBody),
+    ))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -71,11 +88,19 @@ pub async fn create(
 }
 
 /// One user (yourself, or anyone for admins).
-#[utoipa::path(get, operation_id = "users_get", path = "/api/v1/users/{user}", tag = "users",
+#[utoipa::path(
+    get,
+    operation_id = "users_get",
+    path = "/api/v1/users/{user}",
+    tag = "users",
     params(("user" = String, Path, description = "user name or `me`")),
     security(("bearer" = [])),
-    responses((status = 200, body = UserRecord), (status = 401, body = ErrorBody),
-               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "OK", body = UserRecord),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "Not the caller's to touch", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+    ))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -86,11 +111,19 @@ pub async fn get(
 }
 
 /// Remove a user with their secrets, key pair, login keys and tokens (admins only).
-#[utoipa::path(delete, operation_id = "users_remove", path = "/api/v1/users/{user}", tag = "users",
+#[utoipa::path(
+    delete,
+    operation_id = "users_remove",
+    path = "/api/v1/users/{user}",
+    tag = "users",
     params(("user" = String, Path, description = "user name")),
     security(("bearer" = [])),
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-               (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "Not the caller's to touch", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+    ))]
 pub async fn remove(
     State(state): State<AppState>,
     caller: Caller,
