@@ -11,7 +11,7 @@ use super::output::{self, Format, SecretArg, UsageError};
 use crate::client::{Client, segment};
 use crate::secrets::import::{self, Format as ImportFormat};
 use crate::secrets::validate::{self, check_spec};
-use crate::secrets::{SecretMeta, SecretSpec, Violation, sets};
+use crate::secrets::{SecretMeta, SecretPatch, SecretSpec, Violation};
 use crate::vault::VaultError;
 
 /// `keyport secret …`
@@ -155,30 +155,14 @@ fn update(args: UpdateArgs) -> anyhow::Result<()> {
         (_, true) => Some(false),
         _ => None,
     };
-    let mut problems = Vec::new();
-    if value.is_none()
-        && args.description.is_none()
-        && args.env.is_none()
-        && args.file.is_none()
-        && enabled.is_none()
-    {
-        problems.push(Violation::new(
-            "body",
-            "give at least one of --value (or stdin), --description, --env, --file, --enable, --disable",
-        ));
-    }
-    problems.extend(sets(&args.env).and_then(|e| validate::check_env_name(e).err()));
-    problems.extend(sets(&args.file).and_then(|f| validate::check_file_path(f).err()));
-    problems.extend(
-        args.description
-            .as_deref()
-            .and_then(|d| validate::check_description(d).err()),
-    );
-    problems.extend(
-        value
-            .as_ref()
-            .and_then(|v| validate::check_value(v.expose(), false).err()),
-    );
+    let patch = SecretPatch {
+        value: value.clone(),
+        description: args.description.clone(),
+        env: args.env.clone(),
+        file: args.file.clone(),
+        enabled,
+    };
+    let problems = validate::check_patch(&patch);
     local_check(problems)?;
     let mut body = serde_json::Map::new();
     if let Some(value) = &value {

@@ -155,32 +155,12 @@ impl Vault {
         name: &str,
         patch: &SecretPatch,
     ) -> Result<SecretMeta, VaultError> {
-        if patch.is_empty() {
-            return Err(VaultError::Invalid(vec![Violation::new(
-                "body",
-                "give at least one of value, description, env, file, enabled",
-            )]));
-        }
-        let owner = self.store.user(user)?;
         // Checks on the patch alone; checks on the merged result happen in the transaction.
-        let mut invalid = Vec::new();
-        invalid.extend(
-            patch
-                .description
-                .as_deref()
-                .and_then(|d| validate::check_description(d).err()),
-        );
-        invalid.extend(sets(&patch.env).and_then(|e| validate::check_env_name(e).err()));
-        invalid.extend(sets(&patch.file).and_then(|f| validate::check_file_path(f).err()));
-        invalid.extend(
-            patch
-                .value
-                .as_ref()
-                .and_then(|v| validate::check_value(v.expose(), false).err()),
-        );
+        let invalid = validate::check_patch(patch);
         if !invalid.is_empty() {
             return Err(VaultError::Invalid(invalid));
         }
+        let owner = self.store.user(user)?;
         let uid = owner.id.to_string();
         let value_sealed = match &patch.value {
             Some(value) => Some(
