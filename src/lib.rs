@@ -7,6 +7,9 @@
 //! - [`keyring`]: where the master key comes from; crash-safe rotation files.
 //! - [`store`]: the SQLite store behind one narrow interface; migrations.
 //! - [`secrets`]: secret specs, patches, metadata, and the validation rules.
+//! - [`ssh`]: the SSH server: logins, session channels, processes with secrets injected.
+//! - [`metrics`]: daemon-wide counters.
+//! - [`shared`]: the daemon's one vault, shared by its listeners.
 //! - [`vault`]: the operations (users, keys, secrets, tokens, rotation) with rules and audit.
 //! - [`api`]: the HTTP API (axum), its auth rules and its OpenAPI document.
 //! - [`client`]: the CLI's HTTP client for the API.
@@ -23,7 +26,10 @@ pub mod client;
 pub mod config;
 pub mod datadir;
 pub mod keyring;
+pub mod metrics;
 pub mod osuser;
 pub mod secrets;
+pub mod shared;
+pub mod ssh;
 pub mod store;
 pub mod vault;

@@ -20,8 +20,7 @@ pub mod tokens;
 mod users;
 
 use std::future::Future;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -35,8 +34,8 @@ pub use error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 pub use meta::Metrics;
 pub use tokens::TokenCreated;
 
-use crate::secrets::Limits;
-use crate::store::StoreError;
+use crate::metrics::DaemonMetrics;
+use crate::shared::{SharedError, VaultHandle};
 use crate::vault::{Vault, VaultError};
 
 /// Largest request body: an import of a user's whole 1 MiB of values, base64'd, fits.
@@ -45,49 +44,33 @@ pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
-    vault: Arc<Mutex<Vault>>,
-    reopen: Arc<(PathBuf, Limits)>,
+    vault: VaultHandle,
     metrics: Arc<Metrics>,
+    daemon: Arc<DaemonMetrics>,
     openapi: Arc<OnceLock<String>>,
 }
 
 impl AppState {
-    /// Serves `vault`.
-    pub fn new(vault: Vault) -> Self {
-        let reopen = Arc::new((vault.data_dir().to_path_buf(), *vault.limits()));
+    /// Serves the shared vault.
+    pub fn new(vault: VaultHandle, daemon: Arc<DaemonMetrics>) -> Self {
         Self {
-            vault: Arc::new(Mutex::new(vault)),
-            reopen,
+            vault,
             metrics: Arc::new(Metrics::default()),
+            daemon,
             openapi: Arc::new(OnceLock::new()),
         }
     }
 
-    /// Runs `f` on the vault on a blocking thread (SQLite calls block). If another process
-    /// rotated the master key, the vault is reopened with the new key and `f` runs again.
+    /// Runs `f` on the vault (see [`VaultHandle::call`]).
     pub async fn vault<T, F>(&self, f: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
         F: Fn(&mut Vault) -> Result<T, VaultError> + Send + 'static,
     {
-        let vault = self.vault.clone();
-        let reopen = self.reopen.clone();
-        tokio::task::spawn_blocking(move || {
-            // A panic elsewhere cannot leave the database half-written (every change is one
-            // transaction), so a poisoned lock is safe to take over.
-            let mut guard = vault
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            match f(&mut guard) {
-                Err(VaultError::Store(StoreError::KeyRotated { .. })) => {
-                    *guard = Vault::open(&reopen.0, reopen.1)?;
-                    Ok(f(&mut guard)?)
-                }
-                other => Ok(other?),
-            }
+        self.vault.call(f).await.map_err(|e| match e {
+            SharedError::Vault(e) => ApiError::from(e),
+            SharedError::Task(e) => ApiError::internal(&e),
         })
-        .await
-        .map_err(|e| ApiError::internal(&e))?
     }
 }
 

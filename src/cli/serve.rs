@@ -1,5 +1,6 @@
-//! `keyport serve`: start-up (data dir, master key, host key, first user), then run until
-//! SIGTERM or SIGINT.
+//! `keyport serve`: start-up (data dir, master key, host key, first user), then the SSH and
+//! HTTP listeners until SIGTERM or SIGINT, when both stop accepting, tell their clients, and
+//! wait for their tasks.
 
 use std::net::SocketAddr;
 
@@ -11,7 +12,11 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 
 use crate::config::Config;
-use crate::{api, bootstrap};
+use std::sync::Arc;
+
+use crate::metrics::DaemonMetrics;
+use crate::shared::VaultHandle;
+use crate::{api, bootstrap, ssh};
 
 /// `keyport serve`
 #[derive(Debug, Args)]
@@ -37,12 +42,19 @@ pub fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     // Bind first: the credentials written at first start must name the real address (the
-    // listener may be on port 0).
-    let api = runtime
-        .block_on(TcpListener::bind(config.api_listen))
-        .map_err(|e| anyhow::anyhow!("api-listen {}: {e}", config.api_listen))?;
-    let api_addr = api.local_addr()?;
+    // listeners may be on port 0).
+    let (api, ssh) = runtime.block_on(async {
+        let api = TcpListener::bind(config.api_listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("api-listen {}: {e}", config.api_listen))?;
+        let ssh = TcpListener::bind(config.ssh_listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("ssh-listen {}: {e}", config.ssh_listen))?;
+        Ok::<_, anyhow::Error>((api, ssh))
+    })?;
+    let (api_addr, ssh_addr) = (api.local_addr()?, ssh.local_addr()?);
     let startup = bootstrap::prepare(&mut vault, &format!("http://{api_addr}"))?;
+    let host_key = vault.host_key()?.private().clone();
     println!("keyport data dir: {}", vault.data_dir().display());
     println!("host key fingerprint: {}", startup.host_fingerprint);
     if let Some(first) = &startup.first_user {
@@ -54,22 +66,33 @@ pub fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
             first.credentials.display()
         );
     }
+    println!("ssh listening on {ssh_addr}");
     println!("api listening on http://{api_addr}");
     runtime.block_on(async move {
         // Handlers first, then "ready": a SIGTERM right after the ready line must be caught.
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let shutdown = CancellationToken::new();
+        let vault = VaultHandle::new(vault);
+        let metrics = Arc::new(DaemonMetrics::default());
         let tasks = TaskTracker::new();
+        let ctx = Arc::new(ssh::SshContext::new(
+            vault.clone(),
+            config.accept_env.clone(),
+            config.env.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(ssh::run(ssh, ctx, ssh::server_config(host_key)));
         let stop = shutdown.clone();
         tasks.spawn(async move {
-            let state = api::AppState::new(vault);
+            let state = api::AppState::new(vault, metrics);
             if let Err(e) = api::serve(api, state, stop.cancelled_owned()).await {
                 tracing::error!(error = %e, "api server failed");
             }
         });
         tasks.close();
-        info!(ssh = %config.ssh_listen, api = %api_addr, "keyport ready");
+        info!(ssh = %ssh_addr, api = %api_addr, "keyport ready");
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}

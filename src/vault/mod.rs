@@ -7,6 +7,7 @@
 
 mod rotate;
 mod secrets;
+mod session;
 mod users;
 
 use std::fmt;
@@ -21,6 +22,7 @@ use crate::secrets::{Limits, Violation};
 use crate::store::{AuditEvent, MASTER_KEY_ID, Store, StoreError};
 
 pub use rotate::Rotation;
+pub use session::SessionSecrets;
 pub use users::{NewUserSpec, TokenIssued, UserKeyInfo};
 
 /// Why a vault operation failed. Each variant maps to one exit code and one HTTP status.

@@ -1,0 +1,186 @@
+//! The SSH server (russh): public-key logins against each user's login keys, and session
+//! channels — pty shells, exec, the sftp subsystem — run as the user's OS account with the
+//! user's current secrets in their environment.
+//!
+//! [`run`] owns the accept loop; it never binds by itself, so tests start it on port 0. On
+//! shutdown it stops accepting, tells every client, and waits for every connection and channel
+//! task (their children are killed and reaped when the tasks end).
+//!
+//! # Layout
+//! - `handler.rs`: the thin russh `Handler`: authenticate, accept channels, reply to requests.
+//! - `channel.rs`: one task per session channel: collect pty/env requests, start, relay I/O.
+//! - `process.rs`: who the process runs as, its environment, spawning it, signals.
+
+mod channel;
+mod handler;
+mod process;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use russh::keys::PrivateKey;
+use russh::server::{self, Handle};
+use russh::{Disconnect, MethodKind, MethodSet, SshId};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info};
+
+use crate::metrics::DaemonMetrics;
+use crate::shared::VaultHandle;
+
+/// Failed connections from one address within [`FAILURE_WINDOW`] before it is turned away.
+const MAX_FAILURES: u32 = 20;
+/// The window failures are counted in.
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+/// What every connection shares.
+pub struct SshContext {
+    /// The daemon's vault.
+    pub vault: VaultHandle,
+    /// Client env names sessions accept (`AcceptEnv`).
+    pub accept_env: Vec<String>,
+    /// Operator env for every session.
+    pub operator_env: BTreeMap<String, String>,
+    /// Counters.
+    pub metrics: Arc<DaemonMetrics>,
+    /// Owns every connection and channel task.
+    pub tasks: TaskTracker,
+    /// Cancelled when the daemon shuts down.
+    pub shutdown: CancellationToken,
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    next_id: AtomicU64,
+}
+
+impl SshContext {
+    /// A context for the daemon.
+    pub fn new(
+        vault: VaultHandle,
+        accept_env: Vec<String>,
+        operator_env: BTreeMap<String, String>,
+        metrics: Arc<DaemonMetrics>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            vault,
+            accept_env,
+            operator_env,
+            metrics,
+            tasks: TaskTracker::new(),
+            shutdown,
+            failures: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether `ip` failed too often lately to be listened to.
+    fn blocked(&self, ip: IpAddr) -> bool {
+        let map = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(&ip)
+            .is_some_and(|(n, since)| *n >= MAX_FAILURES && since.elapsed() < FAILURE_WINDOW)
+    }
+
+    /// Counts a failed connection from `ip`.
+    fn record_failure(&self, ip: IpAddr) {
+        self.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+        let mut map = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = map.entry(ip).or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= FAILURE_WINDOW {
+            *entry = (0, Instant::now());
+        }
+        entry.0 += 1;
+    }
+}
+
+/// The russh settings keyport runs with (see notes/russh.md §3 and §10).
+pub fn server_config(host_key: PrivateKey) -> server::Config {
+    server::Config {
+        server_id: SshId::Standard(format!("SSH-2.0-keyport_{}", env!("CARGO_PKG_VERSION")).into()),
+        keys: vec![host_key],
+        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+        // OpenSSH offers every agent key in turn: each rejected offer waits this long.
+        auth_rejection_time: Duration::from_millis(100),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        // Idle shells stay; dead peers are found by keepalives.
+        inactivity_timeout: None,
+        keepalive_interval: Some(Duration::from_secs(20)),
+        keepalive_max: 3,
+        nodelay: true,
+        window_size: 8 * 1024 * 1024,
+        channel_buffer_size: 128,
+        event_buffer_size: 100,
+        ..Default::default()
+    }
+}
+
+/// Serves SSH on `listener` until `ctx.shutdown` is cancelled, then disconnects every client
+/// and waits for their tasks.
+pub async fn run(listener: TcpListener, ctx: Arc<SshContext>, config: server::Config) {
+    let config = Arc::new(config);
+    let handles: Arc<Mutex<HashMap<u64, Handle>>> = Arc::default();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    debug!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().ok();
+        let id = ctx.next_id();
+        let handler = handler::Connection::new(ctx.clone(), peer, local, id);
+        let config = config.clone();
+        let handles = handles.clone();
+        ctx.tasks.spawn(async move {
+            match server::run_stream(config, stream, handler).await {
+                Ok(running) => {
+                    lock(&handles).insert(id, running.handle());
+                    if let Err(e) = running.await {
+                        debug!(connection = id, error = %e, "connection ended with an error");
+                    }
+                    lock(&handles).remove(&id);
+                }
+                Err(e) => debug!(connection = id, error = %e, "ssh handshake failed"),
+            }
+        });
+    }
+    info!("ssh: shutting down");
+    let open: Vec<Handle> = lock(&handles).values().cloned().collect();
+    for handle in open {
+        let _ = handle
+            .disconnect(
+                Disconnect::ByApplication,
+                "keyport is shutting down".into(),
+                "en".into(),
+            )
+            .await;
+    }
+    ctx.tasks.close();
+    if tokio::time::timeout(Duration::from_secs(10), ctx.tasks.wait())
+        .await
+        .is_err()
+    {
+        debug!("ssh: some sessions did not end within 10 s");
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
