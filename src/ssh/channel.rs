@@ -265,10 +265,10 @@ async fn relay_pipes(
 }
 
 async fn write_stdin(stdin: &mut Option<tokio::process::ChildStdin>, data: &Bytes) {
-    if let Some(pipe) = stdin {
-        if pipe.write_all(data).await.is_err() {
-            *stdin = None;
-        }
+    if let Some(pipe) = stdin
+        && pipe.write_all(data).await.is_err()
+    {
+        *stdin = None;
     }
 }
 
@@ -324,7 +324,7 @@ async fn relay_pty(
         let _ = out.flush().await;
     };
     tokio::pin!(pump);
-    let mut open = true;
+    let (mut open, mut pumped) = (true, false);
     let status = loop {
         tokio::select! {
             msg = rx.wait(), if open => match msg {
@@ -345,12 +345,14 @@ async fn relay_pty(
                 }
                 Some(_) => {}
             },
-            exited = child.wait() => break exited?,
-            () = &mut pump => {}
+                        exited = child.wait() => break exited?,
+            () = &mut pump, if !pumped => pumped = true,
         }
     };
     // Background jobs may keep the pts open: drain briefly, then drop the master (HUP).
-    let _ = tokio::time::timeout(Duration::from_millis(200), &mut pump).await;
+    if !pumped {
+        let _ = tokio::time::timeout(Duration::from_millis(200), &mut pump).await;
+    }
     Ok(status)
 }
 

@@ -201,11 +201,14 @@ mod tests {
     fn signal_names_round_trip() {
         for sig in [Sig::INT, Sig::TERM, Sig::KILL, Sig::HUP, Sig::USR1] {
             let unix = to_signal(&sig).unwrap();
-            assert_eq!(from_signal(unix as i32), sig);
+            assert_eq!(
+                format!("{:?}", from_signal(unix as i32)),
+                format!("{sig:?}")
+            );
         }
         assert_eq!(
-            from_signal(Signal::SIGUSR2 as i32),
-            Sig::Custom("USR2".into())
+            format!("{:?}", from_signal(Signal::SIGUSR2 as i32)),
+            "Custom(\"USR2\")"
         );
         assert_eq!(to_signal(&Sig::Custom("NOPE".into())), None);
     }

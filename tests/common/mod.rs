@@ -172,6 +172,8 @@ pub struct Daemon {
     child: std::process::Child,
     /// The API base URL, e.g. `http://127.0.0.1:41234`.
     pub url: String,
+    /// The SSH port.
+    pub ssh_port: u16,
     /// Everything the daemon wrote to stdout and stderr so far (filled by reader threads).
     pub output: std::sync::Arc<std::sync::Mutex<String>>,
 }
@@ -179,6 +181,11 @@ pub struct Daemon {
 impl Sandbox {
     /// Starts the daemon and waits (up to 30 s) until its API answers.
     pub fn serve(&self) -> Daemon {
+        self.serve_with(&[])
+    }
+
+    /// Starts the daemon with extra environment (e.g. a canary the sessions must not see).
+    pub fn serve_with(&self, env: &[(&str, &str)]) -> Daemon {
         use std::io::BufRead;
         let mut child = self
             .keyport()
@@ -189,6 +196,7 @@ impl Sandbox {
                 "--api-listen",
                 "127.0.0.1:0",
             ])
+            .envs(env.iter().copied())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -214,8 +222,8 @@ impl Sandbox {
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         // stdout and stderr come through different threads, in either order.
-        let (mut url, mut ready) = (None, false);
-        while url.is_none() || !ready {
+        let (mut url, mut ssh_port, mut ready) = (None, None, false);
+        while url.is_none() || ssh_port.is_none() || !ready {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             let Ok(line) = rx.recv_timeout(left) else {
                 break;
@@ -223,16 +231,39 @@ impl Sandbox {
             if let Some(rest) = line.strip_prefix("api listening on ") {
                 url = Some(rest.trim().to_string());
             }
+            if let Some(rest) = line.strip_prefix("ssh listening on ") {
+                ssh_port = rest.trim().rsplit(':').next().and_then(|p| p.parse().ok());
+            }
             ready |= line.contains("keyport ready");
         }
-        let (Some(url), true) = (url, ready) else {
+        let (Some(url), Some(ssh_port), true) = (url, ssh_port, ready) else {
             let _ = child.kill();
             panic!(
                 "serve did not start within 30 s:\n{}",
                 output.lock().unwrap()
             );
         };
-        Daemon { child, url, output }
+        Daemon {
+            child,
+            url,
+            ssh_port,
+            output,
+        }
+    }
+
+    /// A client key pair in this sandbox's `~/.ssh` (the first start takes `~/.ssh/*.pub` as
+    /// the admin's login keys). Returns the private key's path.
+    pub fn client_key(&self, name: &str) -> PathBuf {
+        let path = self.home().join(".ssh").join(name);
+        if !path.exists() {
+            let status = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+                .arg(&path)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        path
     }
 
     /// The bootstrap admin's token from the credentials file `serve` wrote.
@@ -384,4 +415,53 @@ impl Http {
     pub fn send(&self, method: &str, path: &str, body: &serde_json::Value) -> Reply {
         self.raw(method, path, Some(body.to_string().as_bytes()), None)
     }
+}
+
+impl Daemon {
+    /// The real OpenSSH client, logging in as `user` with `key`, to this daemon; no known-hosts
+    /// file, no agent, no config file, only that key offered.
+    pub fn ssh(&self, user: &str, key: &Path) -> Command {
+        let mut cmd = Command::new("ssh");
+        cmd.args(ssh_options(key))
+            .arg("-p")
+            .arg(self.ssh_port.to_string())
+            .arg(format!("{user}@127.0.0.1"))
+            .env_remove("SSH_AUTH_SOCK");
+        cmd
+    }
+
+    /// `scp` to or from this daemon (remote paths as `127.0.0.1:PATH`).
+    pub fn scp(&self, user: &str, key: &Path, from: &str, to: &str) -> Output {
+        let remote = |p: &str| p.replace("127.0.0.1:", &format!("{user}@127.0.0.1:"));
+        Command::new("scp")
+            .args(ssh_options(key))
+            .arg("-P")
+            .arg(self.ssh_port.to_string())
+            .args([remote(from), remote(to)])
+            .env_remove("SSH_AUTH_SOCK")
+            .output()
+            .unwrap()
+    }
+}
+
+fn ssh_options(key: &Path) -> Vec<String> {
+    [
+        "-F",
+        "/dev/null",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "LogLevel=ERROR",
+        "-i",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([key.display().to_string()])
+    .collect()
 }

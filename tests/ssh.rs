@@ -1,0 +1,391 @@
+//! Local-mode SSH sessions through the real OpenSSH client: secrets injected into every new
+//! session by design.md's precedence, live changes, exit codes and signals, stdio, a pty, scp
+//! over the sftp subsystem, per-user isolation under concurrency, logins refused alike for
+//! unknown users and wrong keys, and no value in the daemon's most verbose log.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+
+use common::{Daemon, Http, Sandbox, me, require_tool};
+use serde_json::json;
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A daemon whose bootstrap admin (named after the OS user) logs in with `id_ed25519`.
+fn started(env: &[(&str, &str)]) -> (Sandbox, Daemon, PathBuf, Http) {
+    require_tool("ssh");
+    let sb = Sandbox::new();
+    let key = sb.client_key("id_ed25519");
+    let daemon = sb.serve_with(env);
+    let api = Http::new(&daemon.url, Some(&sb.bootstrap_token()));
+    (sb, daemon, key, api)
+}
+
+/// Runs `command` over SSH as the admin and returns the output.
+fn run(daemon: &Daemon, key: &Path, command: &str) -> Output {
+    daemon
+        .ssh(&me().name, key)
+        .arg(command)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn stdout(daemon: &Daemon, key: &Path, command: &str) -> String {
+    let out = run(daemon, key, command);
+    assert!(out.status.success(), "{command}: {:?}", text(&out));
+    text(&out).0
+}
+
+#[test]
+fn secrets_win_over_operator_and_client_env_and_the_daemons_env_never_leaks() {
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("keyport.toml");
+    std::fs::write(
+        &config,
+        "accept_env = [\"LANG\", \"LC_*\", \"TOKEN\", \"CLIENT_ONLY\"]\n\
+         [env]\nTOKEN = \"from-operator\"\nOPERATOR_ONLY = \"op\"\n",
+    )
+    .unwrap();
+    let (_sb, daemon, key, api) = started(&[
+        ("KEYPORT_CONFIG", config.to_str().unwrap()),
+        ("KEYPORT_CANARY", "canary-Zr81xQ"),
+    ]);
+    let r = api.send(
+        "POST",
+        "users/me/secrets",
+        &json!({"name": "token", "value": "from-secret", "env": "TOKEN"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let out = daemon
+        .ssh(&me().name, &key)
+        .args([
+            "-o",
+            "SetEnv=TOKEN=from-client CLIENT_ONLY=c REFUSED_X=r LANG=C.UTF-8",
+        ])
+        .arg("env")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (env, err) = text(&out);
+    assert!(out.status.success(), "{err}");
+    let has = |line: &str| env.lines().any(|l| l == line);
+    assert!(
+        has("TOKEN=from-secret"),
+        "a secret beats operator and client env:\n{env}"
+    );
+    assert!(has("OPERATOR_ONLY=op"), "{env}");
+    assert!(has("CLIENT_ONLY=c"), "accepted client env applies:\n{env}");
+    assert!(has("LANG=C.UTF-8"), "{env}");
+    assert!(
+        !env.contains("REFUSED_X"),
+        "refused client env is not applied:\n{env}"
+    );
+    assert!(
+        !env.contains("canary-Zr81xQ") && !env.contains("KEYPORT_CANARY"),
+        "daemon env leaked:\n{env}"
+    );
+    assert!(
+        has(&format!("USER={}", me().name)) && has(&format!("HOME={}", me().home)),
+        "{env}"
+    );
+    assert!(
+        env.lines()
+            .any(|l| l.starts_with("SSH_CONNECTION=127.0.0.1 ")),
+        "{env}"
+    );
+    assert!(has(&format!("KEYPORT_USER={}", me().name)), "{env}");
+}
+
+#[test]
+fn a_change_shows_in_the_next_session_without_a_restart() {
+    let (_sb, daemon, key, api) = started(&[]);
+    assert_eq!(run(&daemon, &key, "printenv LIVE").status.code(), Some(1));
+    api.send(
+        "POST",
+        "users/me/secrets",
+        &json!({"name": "live", "value": "v1", "env": "LIVE"}),
+    );
+    assert_eq!(stdout(&daemon, &key, "printenv LIVE"), "v1\n");
+    api.send("PATCH", "users/me/secrets/live", &json!({"value": "v2"}));
+    assert_eq!(stdout(&daemon, &key, "printenv LIVE"), "v2\n");
+    api.send("PATCH", "users/me/secrets/live", &json!({"enabled": false}));
+    assert_eq!(
+        run(&daemon, &key, "printenv LIVE").status.code(),
+        Some(1),
+        "disabled: gone"
+    );
+    api.send(
+        "PATCH",
+        "users/me/secrets/live",
+        &json!({"enabled": true, "value": "v3\nwith newline"}),
+    );
+    assert_eq!(
+        stdout(&daemon, &key, "printenv LIVE"),
+        "v3\nwith newline\n",
+        "byte-exact"
+    );
+    assert_eq!(api.delete("users/me/secrets/live").status, 204);
+    assert_eq!(
+        run(&daemon, &key, "printenv LIVE").status.code(),
+        Some(1),
+        "deleted: gone"
+    );
+    // Each injection is audited by name, never by value.
+    let audit = api.get("audit").body;
+    assert!(
+        audit.contains("\"session.start\"") && audit.contains("\"live\""),
+        "{audit}"
+    );
+    assert!(!audit.contains("v2") && !audit.contains("with newline"));
+}
+
+#[test]
+fn exit_codes_signals_stdio_and_stdin_eof() {
+    let (_sb, daemon, key, _api) = started(&[]);
+    for code in [0, 1, 3, 255] {
+        let out = run(&daemon, &key, &format!("exit {code}"));
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "exit {code}: {:?}",
+            text(&out)
+        );
+    }
+    let out = run(&daemon, &key, "echo to-out; echo to-err >&2");
+    assert_eq!(
+        text(&out),
+        ("to-out\n".to_string(), "to-err\n".to_string()),
+        "kept apart"
+    );
+
+    // stdin reaches the command and its end is passed on (cat ends).
+    let mut child = daemon
+        .ssh(&me().name, &key)
+        .arg("cat; echo END")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"line one\nline two")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "line one\nline twoEND\n"
+    );
+
+    // A command killed by a signal is reported as exit-signal, which ssh turns into 255.
+    let out = daemon
+        .ssh(&me().name, &key)
+        .args(["-v", "kill -9 $$"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        text(&out).1.contains("rtype exit-signal"),
+        "{}",
+        text(&out).1
+    );
+}
+
+#[test]
+fn a_pty_session_has_a_terminal_and_the_clients_term() {
+    let (_sb, daemon, key, _api) = started(&[]);
+    let out = daemon
+        .ssh(&me().name, &key)
+        .args(["-tt", "tty; echo TERM=$TERM; stty size"])
+        .env("TERM", "xterm-keyport")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (got, err) = text(&out);
+    assert!(out.status.success(), "{got}{err}");
+    assert!(got.contains("/dev/pts/"), "{got}");
+    assert!(got.contains("TERM=xterm-keyport"), "{got}");
+}
+
+#[test]
+fn scp_moves_ten_megabytes_both_ways_byte_exact() {
+    require_tool("scp");
+    let (sb, daemon, key, _api) = started(&[]);
+    let mut data = Vec::with_capacity(10 * 1024 * 1024);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while data.len() < 10 * 1024 * 1024 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    let local = sb.dir.path().join("up.bin");
+    std::fs::write(&local, &data).unwrap();
+    let remote = sb.dir.path().join("remote.bin");
+    let out = daemon.scp(
+        &me().name,
+        &key,
+        local.to_str().unwrap(),
+        &format!("127.0.0.1:{}", remote.display()),
+    );
+    assert!(out.status.success(), "upload: {:?}", text(&out));
+    assert_eq!(std::fs::read(&remote).unwrap(), data, "upload byte-exact");
+    let back = sb.dir.path().join("down.bin");
+    let out = daemon.scp(
+        &me().name,
+        &key,
+        &format!("127.0.0.1:{}", remote.display()),
+        back.to_str().unwrap(),
+    );
+    assert!(out.status.success(), "download: {:?}", text(&out));
+    assert_eq!(std::fs::read(&back).unwrap(), data, "download byte-exact");
+}
+
+#[test]
+fn fifty_concurrent_sessions_each_get_only_their_own_secrets() {
+    let (sb, daemon, alice_key, api) = started(&[]);
+    let bob_key = sb.client_key("bob_key");
+    let bob_pub = std::fs::read_to_string(bob_key.with_extension("pub")).unwrap();
+    let r = api.send(
+        "POST",
+        "users",
+        &json!({"name": "bob", "os_user": me().name, "login_keys": [bob_pub]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    api.send(
+        "POST",
+        "users/me/secrets",
+        &json!({"name": "t", "value": "alice-value", "env": "TOKEN"}),
+    );
+    let bob_token = sb
+        .ok(&["token", "create", "t", "--user", "bob"])
+        .trim()
+        .to_string();
+    let bob = Http::new(&daemon.url, Some(&bob_token));
+    bob.send(
+        "POST",
+        "users/me/secrets",
+        &json!({"name": "t", "value": "bob-value", "env": "TOKEN"}),
+    );
+    let daemon = &daemon;
+    std::thread::scope(|scope| {
+        let sessions: Vec<_> = (0..50)
+            .map(|i| {
+                let (user, key, want) = if i % 2 == 0 {
+                    (me().name, alice_key.clone(), "alice-value")
+                } else {
+                    ("bob".to_string(), bob_key.clone(), "bob-value")
+                };
+                scope.spawn(move || {
+                    let out = daemon
+                        .ssh(&user, &key)
+                        .arg("printenv TOKEN; printenv KEYPORT_USER")
+                        .stdin(Stdio::null())
+                        .output()
+                        .unwrap();
+                    (user, want, out)
+                })
+            })
+            .collect();
+        for session in sessions {
+            let (user, want, out) = session.join().unwrap();
+            assert!(out.status.success(), "{user}: {:?}", text(&out));
+            assert_eq!(
+                text(&out).0,
+                format!("{want}\n{user}\n"),
+                "{user} got another's secret"
+            );
+        }
+    });
+}
+
+#[test]
+fn unknown_users_and_wrong_keys_are_refused_alike() {
+    let (sb, daemon, key, api) = started(&[]);
+    let stranger = sb.client_key("stranger");
+    let unknown_user = daemon
+        .ssh("nobody-here", &key)
+        .arg("true")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let wrong_key = daemon
+        .ssh(&me().name, &stranger)
+        .arg("true")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    for out in [&unknown_user, &wrong_key] {
+        assert_eq!(out.status.code(), Some(255));
+        assert!(
+            text(out).1.contains("Permission denied (publickey)"),
+            "{:?}",
+            text(out)
+        );
+    }
+    assert_eq!(
+        text(&unknown_user).1.replace("nobody-here", "X"),
+        text(&wrong_key).1.replace(&me().name, "X")
+    );
+    // Failures are audited once the connection ends.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let audit = api.get("audit").body;
+        if audit.matches("ssh.login-failed").count() >= 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no failed login audited: {audit}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let metrics = Http::new(&daemon.url, None).get("metrics").body;
+    assert!(
+        metrics.contains("keyport_ssh_auth_failures_total 2"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn no_secret_value_in_the_daemon_log_at_the_most_verbose_level() {
+    let (_sb, daemon, key, api) = started(&[("KEYPORT_LOG", "trace")]);
+    let value = "log-canary-Pq93Lx7Wv";
+    api.send(
+        "POST",
+        "users/me/secrets",
+        &json!({"name": "c", "value": value, "env": "CANARY_ENV"}),
+    );
+    assert_eq!(
+        stdout(&daemon, &key, "printenv CANARY_ENV"),
+        format!("{value}\n")
+    );
+    api.send(
+        "PATCH",
+        "users/me/secrets/c",
+        &json!({"value": format!("{value}-2")}),
+    );
+    assert_eq!(
+        stdout(&daemon, &key, "printenv CANARY_ENV"),
+        format!("{value}-2\n")
+    );
+    let log = daemon.log();
+    assert!(
+        log.contains("TRACE") || log.contains("DEBUG"),
+        "trace logging is on"
+    );
+    assert!(log.contains("session start"), "{log}");
+    assert!(!log.contains(value), "a secret value reached the log");
+}
