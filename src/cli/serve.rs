@@ -83,6 +83,15 @@ pub fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
             metrics.clone(),
             shutdown.clone(),
         ));
+        // The workspace owner's files are in place before anyone logs in.
+        let owner = config.owner.clone().or_else(|| {
+            (!crate::osuser::is_root())
+                .then(|| crate::osuser::current().ok().map(|u| u.name))
+                .flatten()
+        });
+        if let Some(owner) = owner {
+            tasks.spawn(ssh::materialize_owner(ctx.clone(), owner));
+        }
         tasks.spawn(ssh::run(ssh, ctx, ssh::server_config(host_key)));
         let stop = shutdown.clone();
         tasks.spawn(async move {

@@ -3,6 +3,7 @@
 //! of a session's environment.
 
 pub mod env;
+pub mod files;
 pub mod import;
 pub mod validate;
 

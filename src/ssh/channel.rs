@@ -168,6 +168,9 @@ async fn prepare(
     if let Some(pty) = pty {
         base.push(("TERM".into(), pty.term.clone()));
     }
+    let secrets = Arc::new(secrets);
+    // Files first: the program may read them as soon as it starts.
+    super::files::materialize(ctx, &identity, &login.user, secrets.clone()).await;
     let env_secrets: Vec<_> = secrets.env.clone();
     let env = compose_env(&EnvInputs {
         base,

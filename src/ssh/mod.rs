@@ -10,10 +10,15 @@
 //! - `handler.rs`: the thin russh `Handler`: authenticate, accept channels, reply to requests.
 //! - `channel.rs`: one task per session channel: collect pty/env requests, start, relay I/O.
 //! - `process.rs`: who the process runs as, its environment, spawning it, signals.
+//! - `files.rs`: writing file secrets (as the OS user) and the ledger of what was written.
 
 mod channel;
+mod files;
 mod handler;
 mod process;
+
+pub use files::{materialize, materialize_owner};
+pub use process::identity;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;

@@ -80,6 +80,46 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Records and forgets ledger entries of `os_user`, with their audit events, in one
+    /// transaction.
+    pub fn update_ledger(
+        &mut self,
+        os_user: &str,
+        record: &[FileRecord],
+        forget: &[String],
+        audits: &[AuditEvent],
+    ) -> Result<()> {
+        let tx = self.write_sealed()?;
+        for file in record {
+            tx.execute(
+                "INSERT INTO secret_files (os_user, path, user_name, secret_name, hash_sealed, written_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (os_user, path) DO UPDATE SET user_name = excluded.user_name,
+                     secret_name = excluded.secret_name, hash_sealed = excluded.hash_sealed,
+                     written_at = excluded.written_at",
+                params![
+                    file.os_user,
+                    file.path,
+                    file.user_name,
+                    file.secret_name,
+                    file.hash_sealed,
+                    file.written_at
+                ],
+            )?;
+        }
+        for path in forget {
+            tx.execute(
+                "DELETE FROM secret_files WHERE os_user = ?1 AND path = ?2",
+                params![os_user, path],
+            )?;
+        }
+        for audit in audits {
+            insert_audit(&tx, audit)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Forgets the record of a file (after removing it, or leaving a user-changed one).
     pub fn forget_file(&mut self, os_user: &str, path: &str) -> Result<()> {
         self.conn.execute(

@@ -2,11 +2,16 @@
 //! user's enabled secrets as they are *now* (so a change shows in the next session), and a
 //! record of each use.
 
-use keyport_keys::{LoginKey, PublicKey, SecretBytes};
-use serde_json::Value;
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use keyport_keys::{Binding, LoginKey, PublicKey, SecretBytes};
+use serde_json::{Value, json};
 
 use super::{Actor, Vault, VaultError, secret_binding};
-use crate::store::UserRecord;
+use crate::secrets::files::{Plan, Report, Stale, Wanted};
+use crate::store::{FileRecord, SealedKind, UserRecord, now_ms};
 
 /// The secrets a new session gets.
 #[derive(Debug, Default)]
@@ -69,5 +74,134 @@ impl Vault {
     ) -> Result<(), VaultError> {
         let event = Self::audit(actor, user, action, None, detail);
         Ok(self.store.record(&event)?)
+    }
+}
+
+fn file_binding<'a>(os_user: &'a str, path: &'a str) -> Binding<'a> {
+    Binding {
+        purpose: SealedKind::FileHash.purpose(),
+        owner: os_user,
+        item: path,
+    }
+}
+
+impl Vault {
+    /// What `user`'s files under `os_user` should become: every enabled file secret written,
+    /// and every file keyport wrote for this user that no secret wants any more (deleted,
+    /// disabled, moved or cleared) removed if unchanged. Other users' files, even under the
+    /// same OS account, are not touched.
+    pub fn file_plan(
+        &self,
+        user: &str,
+        os_user: &str,
+        secrets: &SessionSecrets,
+    ) -> Result<Plan, VaultError> {
+        let mut plan = Plan::default();
+        for (_, path, value) in &secrets.files {
+            plan.write.push(Wanted {
+                path: path.clone(),
+                content: STANDARD.encode(value.expose()),
+            });
+        }
+        for file in self.store.files(os_user)? {
+            if file.user_name != user || secrets.files.iter().any(|(_, p, _)| *p == file.path) {
+                continue;
+            }
+            let hash = self
+                .master()
+                .unseal(file_binding(os_user, &file.path), &file.hash_sealed)?;
+            plan.remove.push(Stale {
+                path: file.path,
+                sha256: String::from_utf8_lossy(hash.expose()).into_owned(),
+            });
+        }
+        Ok(plan)
+    }
+
+    /// Brings the ledger up to date with what applying a plan did, and audits removals and
+    /// the files left because the user changed them.
+    pub fn record_files(
+        &mut self,
+        user: &str,
+        os_user: &str,
+        secrets: &SessionSecrets,
+        report: &Report,
+    ) -> Result<(), VaultError> {
+        let known: HashMap<String, Vec<u8>> = self
+            .store
+            .files(os_user)?
+            .into_iter()
+            .map(|f| (f.path, f.hash_sealed))
+            .collect();
+        let mut record = Vec::new();
+        for (path, hash) in report.written.iter().chain(&report.unchanged) {
+            let same = known.get(path).is_some_and(|blob| {
+                self.master()
+                    .unseal(file_binding(os_user, path), blob)
+                    .is_ok_and(|h| h.expose() == hash.as_bytes())
+            });
+            if same {
+                continue;
+            }
+            let secret = secrets
+                .files
+                .iter()
+                .find(|(_, p, _)| p == path)
+                .map(|(name, _, _)| name.clone())
+                .unwrap_or_default();
+            record.push(FileRecord {
+                os_user: os_user.to_string(),
+                path: path.clone(),
+                user_name: user.to_string(),
+                secret_name: secret,
+                hash_sealed: self
+                    .master()
+                    .seal(file_binding(os_user, path), hash.as_bytes())?,
+                written_at: now_ms(),
+            });
+        }
+        let forget: Vec<String> = report
+            .removed
+            .iter()
+            .chain(&report.missing)
+            .chain(&report.kept_changed)
+            .cloned()
+            .collect();
+        let actor = Actor::System;
+        let mut audits = Vec::new();
+        if !report.removed.is_empty() {
+            audits.push(Self::audit(
+                &actor,
+                user,
+                "file.removed",
+                None,
+                json!({ "paths": report.removed }),
+            ));
+        }
+        if !report.kept_changed.is_empty() {
+            audits.push(Self::audit(
+                &actor,
+                user,
+                "file.kept-changed",
+                None,
+                json!({ "paths": report.kept_changed }),
+            ));
+        }
+        if !report.failed.is_empty() {
+            let paths: Vec<&String> = report.failed.iter().map(|(p, _)| p).collect();
+            audits.push(Self::audit(
+                &actor,
+                user,
+                "file.failed",
+                None,
+                json!({ "paths": paths }),
+            ));
+        }
+        if record.is_empty() && forget.is_empty() && audits.is_empty() {
+            return Ok(());
+        }
+        Ok(self
+            .store
+            .update_ledger(os_user, &record, &forget, &audits)?)
     }
 }

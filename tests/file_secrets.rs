@@ -1,0 +1,314 @@
+//! File secrets through real SSH sessions: written before the command runs (0700 dirs, 0600
+//! files, an existing file's mode kept, unchanged files not rewritten), rewritten on change,
+//! removed when deleted, disabled, moved or cleared — only if still what keyport wrote — and
+//! written at daemon start for the workspace owner. As root, with two real OS accounts: each
+//! gets only their own secrets and files, owned by them, and a planted symlink cannot make
+//! keyport write over a root-owned file.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Daemon, Http, Sandbox, me, require_tool};
+use serde_json::json;
+
+fn started(env: &[(&str, &str)]) -> (Sandbox, Daemon, PathBuf, Http) {
+    require_tool("ssh");
+    let sb = Sandbox::new();
+    let key = sb.client_key("id_ed25519");
+    let daemon = sb.serve_with(env);
+    let api = Http::new(&daemon.url, Some(&sb.bootstrap_token()));
+    (sb, daemon, key, api)
+}
+
+fn session(daemon: &Daemon, user: &str, key: &Path, command: &str) -> String {
+    let out = daemon
+        .ssh(user, key)
+        .arg(command)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{command}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn files_follow_their_secrets_and_user_edits_are_kept() {
+    let (sb, daemon, key, api) = started(&[]);
+    let me = me().name;
+    let dir = sb.dir.path().join("w");
+    let file = dir.join("deep/er/.npmrc");
+    let f = file.display().to_string();
+    let binary: Vec<u8> = vec![0, 1, 2, 255, b'\n'];
+    let r = api.send(
+        "POST",
+        "users/me/secrets",
+        &json!({"name": "npm", "value_base64": "AAEC/wo=", "file": f}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    // Written before the command runs: the command itself sees it.
+    assert_eq!(
+        session(&daemon, &me, &key, &format!("od -An -tu1 {f}"))
+            .split_whitespace()
+            .count(),
+        5
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), binary, "byte-exact");
+    assert_eq!(mode(&file), 0o600);
+    assert_eq!(mode(&dir.join("deep")), 0o700);
+    assert_eq!(mode(&dir.join("deep/er")), 0o700);
+
+    // Unchanged: not rewritten.
+    let written = std::fs::metadata(&file).unwrap().mtime_nsec();
+    std::thread::sleep(Duration::from_millis(20));
+    session(&daemon, &me, &key, "true");
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().mtime_nsec(),
+        written,
+        "rewritten though unchanged"
+    );
+
+    // A new value is rewritten; the mode the user chose is kept.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    api.send("PATCH", "users/me/secrets/npm", &json!({"value": "v2"}));
+    session(&daemon, &me, &key, "true");
+    assert_eq!(std::fs::read(&file).unwrap(), b"v2");
+    assert_eq!(mode(&file), 0o640);
+
+    // Moved: the old file goes, the new one comes.
+    let moved = dir.join("moved");
+    api.send(
+        "PATCH",
+        "users/me/secrets/npm",
+        &json!({"file": moved.display().to_string()}),
+    );
+    session(&daemon, &me, &key, "true");
+    assert!(!file.exists(), "old path not removed");
+    assert_eq!(std::fs::read(&moved).unwrap(), b"v2");
+
+    // Disabled, then re-enabled, then the target cleared: removed each time it is unwanted.
+    api.send("PATCH", "users/me/secrets/npm", &json!({"enabled": false}));
+    session(&daemon, &me, &key, "true");
+    assert!(!moved.exists(), "a disabled secret's file stays");
+    api.send(
+        "PATCH",
+        "users/me/secrets/npm",
+        &json!({"enabled": true, "env": "NPM"}),
+    );
+    session(&daemon, &me, &key, "true");
+    assert!(moved.exists());
+    api.send("PATCH", "users/me/secrets/npm", &json!({"file": ""}));
+    assert_eq!(session(&daemon, &me, &key, "printenv NPM"), "v2\n");
+    assert!(!moved.exists(), "a cleared target's file stays");
+
+    // A file the user changed is left, and that is audited; so is a removal.
+    api.send(
+        "PATCH",
+        "users/me/secrets/npm",
+        &json!({"file": moved.display().to_string()}),
+    );
+    session(&daemon, &me, &key, "true");
+    std::fs::write(&moved, "edited by the user").unwrap();
+    assert_eq!(api.delete("users/me/secrets/npm").status, 204);
+    session(&daemon, &me, &key, "true");
+    assert_eq!(
+        std::fs::read_to_string(&moved).unwrap(),
+        "edited by the user"
+    );
+    let audit = api.get("audit").body;
+    assert!(
+        audit.contains("file.kept-changed") && audit.contains("file.removed"),
+        "{audit}"
+    );
+    assert!(!audit.contains("v2"), "{audit}");
+}
+
+#[test]
+fn the_owners_files_are_written_when_the_daemon_starts() {
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("keyport.toml");
+    std::fs::write(&config, format!("owner = \"{}\"\n", me().name)).unwrap();
+    let env = [("KEYPORT_CONFIG", config.to_str().unwrap())];
+    let (sb, daemon, _key, api) = started(&env);
+    let file = sb.dir.path().join("owner/.token");
+    let r = api.send(
+        "POST",
+        "users/me/secrets",
+        &json!({"name": "t", "value": "at-start", "file": file.display().to_string()}),
+    );
+    assert_eq!(r.status, 201);
+    assert!(daemon.stop().success());
+    assert!(!file.exists(), "no session ran yet");
+    let _daemon = sb.serve_with(&env);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !file.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the owner's file was not written at start"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "at-start");
+}
+
+/// An OS account made for one test and removed after it.
+struct OsAccount {
+    name: String,
+    home: PathBuf,
+    uid: u32,
+}
+
+impl OsAccount {
+    fn create(prefix: &str) -> Self {
+        let name = format!("{prefix}{}", std::process::id() % 100_000);
+        let _ = Command::new("userdel")
+            .args(["-r", &name])
+            .stderr(Stdio::null())
+            .status();
+        let status = Command::new("useradd")
+            .args(["-m", "-s", "/bin/sh", &name])
+            .status()
+            .unwrap();
+        assert!(status.success(), "useradd {name}");
+        let os = keyport::osuser::lookup(&name).unwrap();
+        Self {
+            name,
+            home: PathBuf::from(os.home),
+            uid: os.uid,
+        }
+    }
+}
+
+impl Drop for OsAccount {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel")
+            .args(["-r", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+#[test]
+fn as_root_each_os_user_gets_only_their_own_secrets_and_files() {
+    if !keyport::osuser::is_root() {
+        eprintln!("skipped: needs root to create OS accounts (CI runs as root)");
+        return;
+    }
+    require_tool("useradd");
+    let (sb, daemon, _key, api) = started(&[]);
+    let alice = OsAccount::create("kpa");
+    let bob = OsAccount::create("kpb");
+    let mut tokens = Vec::new();
+    for (user, os) in [("alice", &alice), ("bob", &bob)] {
+        let key = sb.client_key(&format!("{user}_key"));
+        let line = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        let r = api.send(
+            "POST",
+            "users",
+            &json!({"name": user, "os_user": os.name, "login_keys": [line]}),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        let token = sb
+            .ok(&["token", "create", "t", "--user", user])
+            .trim()
+            .to_string();
+        let h = Http::new(&daemon.url, Some(&token));
+        let r = h.send("POST", "users/me/secrets", &json!({"name": "s", "value": format!("{user}-value"), "env": "MINE", "file": "~/.kp-secret"}));
+        assert_eq!(r.status, 201, "{}", r.body);
+        tokens.push((user, os, key, h));
+    }
+    for (user, os, key, _) in &tokens {
+        let out = session(
+            &daemon,
+            user,
+            key,
+            "id -un; printenv MINE; cat ~/.kp-secret; echo; echo $HOME",
+        );
+        assert_eq!(
+            out,
+            format!(
+                "{}\n{user}-value\n{user}-value\n{}\n",
+                os.name,
+                os.home.display()
+            )
+        );
+        let file = os.home.join(".kp-secret");
+        let meta = std::fs::metadata(&file).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.mode() & 0o777),
+            (os.uid, 0o600),
+            "{user}'s file is theirs"
+        );
+    }
+    // Alice cannot read bob's file.
+    let (_, _, alice_key, alice_api) = &tokens[0];
+    let bob_file = bob.home.join(".kp-secret");
+    let out = daemon
+        .ssh("alice", alice_key)
+        .arg(format!("cat {}", bob_file.display()))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("bob-value"));
+
+    // A symlink alice plants where her secret's file goes cannot reach root's files.
+    let victim = PathBuf::from(format!("/etc/kp-victim-{}", std::process::id()));
+    std::fs::write(&victim, "root's data").unwrap();
+    let victim_dir = PathBuf::from(format!("/etc/kp-victim-dir-{}", std::process::id()));
+    std::fs::create_dir_all(&victim_dir).unwrap();
+    session(
+        &daemon,
+        "alice",
+        alice_key,
+        &format!(
+            "ln -s {} ~/.kp-link && ln -s {} ~/.kp-dir",
+            victim.display(),
+            victim_dir.display()
+        ),
+    );
+    for (name, file) in [("link", "~/.kp-link"), ("dir", "~/.kp-dir/planted")] {
+        let r = alice_api.send(
+            "POST",
+            "users/me/secrets",
+            &json!({"name": name, "value": "alice-data", "file": file}),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    session(&daemon, "alice", alice_key, "true");
+    let cleanup = || {
+        let _ = std::fs::remove_file(&victim);
+        let _ = std::fs::remove_dir_all(&victim_dir);
+    };
+    let victim_text = std::fs::read_to_string(&victim).unwrap();
+    let planted = victim_dir.join("planted").exists();
+    cleanup();
+    assert_eq!(
+        victim_text, "root's data",
+        "keyport wrote through alice's symlink"
+    );
+    assert!(
+        !planted,
+        "keyport wrote into a root-owned directory through alice's symlink"
+    );
+    let link = alice.home.join(".kp-link");
+    let meta = std::fs::symlink_metadata(&link).unwrap();
+    assert!(
+        meta.file_type().is_file() && meta.uid() == alice.uid,
+        "the link was replaced by alice's own file"
+    );
+    let _ = sb;
+}
