@@ -353,8 +353,9 @@ fn unknown_users_and_wrong_keys_are_refused_alike() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let metrics = Http::new(&daemon.url, None).get("metrics").body;
-    assert!(
-        metrics.contains("keyport_ssh_auth_failures_total 2"),
+    assert_eq!(
+        common::metric(&metrics, "keyport_ssh_auth_failures_total"),
+        2.0,
         "{metrics}"
     );
 }

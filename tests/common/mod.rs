@@ -465,3 +465,11 @@ fn ssh_options(key: &Path) -> Vec<String> {
     .chain([key.display().to_string()])
     .collect()
 }
+
+/// The value of the Prometheus sample `name` (exact name, no labels) in `metrics`.
+pub fn metric(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{metrics}"))
+}

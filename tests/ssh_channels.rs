@@ -1,0 +1,279 @@
+//! SSH channel behaviour beyond a single command: window changes reach the pty, client
+//! `signal` requests reach the process group, channels multiplexed on one connection
+//! (`ControlMaster`) do not stall each other, repeated failed logins from one address are
+//! turned away, and shutdown tells clients and kills and reaps their processes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Daemon, Sandbox, me, require_tool};
+
+fn started() -> (Sandbox, Daemon, PathBuf) {
+    require_tool("ssh");
+    let sb = Sandbox::new();
+    let key = sb.client_key("id_ed25519");
+    let daemon = sb.serve();
+    (sb, daemon, key)
+}
+
+/// The ssh arguments `Daemon::ssh` uses, as one string for a shell or a pty driver.
+fn ssh_argv(daemon: &Daemon, key: &Path) -> Vec<String> {
+    let cmd = daemon.ssh(&me().name, key);
+    std::iter::once(cmd.get_program().to_string_lossy().into_owned())
+        .chain(cmd.get_args().map(|a| a.to_string_lossy().into_owned()))
+        .collect()
+}
+
+#[test]
+fn a_window_change_reaches_the_pty() {
+    require_tool("python3");
+    let (_sb, daemon, key) = started();
+    // python's pty module plays the terminal: 30x100 at start, then 40x120 and SIGWINCH,
+    // which makes ssh send window-change.
+    let driver = r#"
+import fcntl, json, os, pty, select, signal, struct, sys, termios, time
+argv = json.loads(sys.argv[1])
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp(argv[0], argv)
+fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+out = b""
+def read_for(seconds, until=None):
+    global out
+    end = time.time() + seconds
+    while time.time() < end:
+        r, _, _ = select.select([fd], [], [], 0.05)
+        if r:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                return
+            if not data:
+                return
+            out += data
+            if until and until in out:
+                return
+read_for(10, b"first")
+fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+os.kill(pid, signal.SIGWINCH)
+read_for(10, b"done")
+sys.stdout.write(out.decode(errors="replace"))
+"#;
+    let mut argv = ssh_argv(&daemon, &key);
+    argv.insert(1, "-tt".into());
+    argv.push("stty size; echo first; sleep 1; stty size; echo done".into());
+    let out = Command::new("python3")
+        .args(["-c", driver, &serde_json::to_string(&argv).unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("30 100"), "initial size: {text}");
+    assert!(
+        text.contains("40 120"),
+        "window-change did not reach the pty: {text}"
+    );
+}
+
+struct Client;
+
+impl russh::client::Handler for Client {
+    type Error = russh::Error;
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+#[tokio::test]
+async fn a_signal_request_reaches_the_process_group() {
+    let (_sb, daemon, key) = started();
+    let config = Arc::new(russh::client::Config::default());
+    let mut session = russh::client::connect(config, ("127.0.0.1", daemon.ssh_port), Client)
+        .await
+        .unwrap();
+    let private = russh::keys::load_secret_key(&key, None).unwrap();
+    let auth = session
+        .authenticate_publickey(
+            me().name,
+            russh::keys::PrivateKeyWithHashAlg::new(Arc::new(private), None),
+        )
+        .await
+        .unwrap();
+    assert!(auth.success());
+    let mut channel = session.channel_open_session().await.unwrap();
+    // The handler runs in a child of the shell: the signal must reach the whole group.
+    channel
+        .exec(
+            true,
+            "sh -c 'trap \"echo got-usr1; exit 7\" USR1; echo ready; while :; do sleep 0.1; done'",
+        )
+        .await
+        .unwrap();
+    let mut output = String::new();
+    let mut status = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, channel.wait()).await {
+        match msg {
+            russh::ChannelMsg::Data { data } => {
+                output.push_str(&String::from_utf8_lossy(&data));
+                if output.contains("ready") && !output.contains("sent") {
+                    output.push_str("sent");
+                    channel.signal(russh::Sig::USR1).await.unwrap();
+                }
+            }
+            russh::ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+            russh::ChannelMsg::Close => break,
+            _ => {}
+        }
+    }
+    assert!(output.contains("got-usr1"), "{output}");
+    assert_eq!(status, Some(7), "{output}");
+}
+
+#[test]
+fn multiplexed_channels_do_not_stall_each_other() {
+    let (sb, daemon, key) = started();
+    let socket = sb.dir.path().join("mux");
+    let mut master = daemon
+        .ssh(&me().name, &key)
+        .args(["-M", "-S"])
+        .arg(&socket)
+        .arg("-N")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "control master did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let via_master = |command: &str| {
+        let mut cmd = daemon.ssh(&me().name, &key);
+        cmd.arg("-S").arg(&socket).arg(command);
+        cmd
+    };
+    // A channel whose reader stops: `yes` fills its pipe and its SSH window, then waits.
+    let mut stalled = via_master("yes")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 1024];
+    stalled
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // Other channels on the same connection still work, one after another.
+    for i in 0..5 {
+        let started = Instant::now();
+        let out = via_master(&format!("echo ok-{i}"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("ok-{i}\n"));
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "a stalled channel stalled the others"
+        );
+    }
+    let _ = stalled.kill();
+    let _ = stalled.wait();
+    let _ = master.kill();
+    let _ = master.wait();
+}
+
+#[test]
+fn repeated_failures_from_one_address_are_turned_away() {
+    let (sb, daemon, key) = started();
+    let wrong = sb.client_key("wrong");
+    for _ in 0..20 {
+        let out = daemon
+            .ssh(&me().name, &wrong)
+            .arg("true")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(255));
+    }
+    // The failures are counted when each connection ends; give the last ones a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = daemon
+            .ssh(&me().name, &key)
+            .arg("true")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        if out.status.code() == Some(255) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the right key still works after 20 failures"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let metrics = common::Http::new(&daemon.url, None).get("metrics").body;
+    assert!(
+        common::metric(&metrics, "keyport_ssh_auth_failures_total") >= 20.0,
+        "{metrics}"
+    );
+}
+
+#[test]
+fn shutdown_tells_clients_and_reaps_their_processes() {
+    let (_sb, daemon, key) = started();
+    let mut client = daemon
+        .ssh(&me().name, &key)
+        .arg("echo $$; exec sleep 300")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(client.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let pid: i32 = line.trim().parse().unwrap();
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    let metrics = common::Http::new(&daemon.url, None).get("metrics").body;
+    assert_eq!(
+        common::metric(&metrics, "keyport_ssh_sessions_active"),
+        1.0,
+        "{metrics}"
+    );
+    assert!(
+        common::metric(&metrics, "keyport_ssh_sessions_total") >= 1.0,
+        "{metrics}"
+    );
+    assert!(daemon.stop().success(), "the daemon exits cleanly");
+    let status = client.wait().unwrap();
+    assert_eq!(status.code(), Some(255), "the client was disconnected");
+    let mut err = String::new();
+    client
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        err.contains("keyport is shutting down"),
+        "clients are told why: {err}"
+    );
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the session's process was not reaped"
+    );
+}
