@@ -45,15 +45,9 @@ fn ssh_keygen_fingerprint(sb: &Sandbox, line: &str) -> String {
         .to_string()
 }
 
+/// A client key pair in the sandbox's `~/.ssh`; returns its public key line.
 fn client_key(sb: &Sandbox, name: &str) -> String {
-    require_tool("ssh-keygen");
-    let path = sb.home().join(format!(".ssh/{name}"));
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-        .arg(&path)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let path = sb.client_key(name);
     std::fs::read_to_string(path.with_extension("pub"))
         .unwrap()
         .trim()

@@ -13,17 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Http, Sandbox, me, require_tool};
+use common::{Daemon, Http, me, require_tool};
 use serde_json::json;
 
-fn started(env: &[(&str, &str)]) -> (Sandbox, Daemon, PathBuf, Http) {
-    require_tool("ssh");
-    let sb = Sandbox::new();
-    let key = sb.client_key("id_ed25519");
-    let daemon = sb.serve_with(env);
-    let api = Http::new(&daemon.url, Some(&sb.bootstrap_token()));
-    (sb, daemon, key, api)
-}
+use common::ssh_daemon as started;
 
 fn session(daemon: &Daemon, user: &str, key: &Path, command: &str) -> String {
     let out = daemon

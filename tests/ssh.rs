@@ -7,10 +7,10 @@
 mod common;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Output, Stdio};
 
-use common::{Daemon, Http, Sandbox, me, require_tool};
+use common::{Daemon, Http, me, require_tool};
 use serde_json::json;
 
 fn text(out: &Output) -> (String, String) {
@@ -21,14 +21,7 @@ fn text(out: &Output) -> (String, String) {
 }
 
 /// A daemon whose bootstrap admin (named after the OS user) logs in with `id_ed25519`.
-fn started(env: &[(&str, &str)]) -> (Sandbox, Daemon, PathBuf, Http) {
-    require_tool("ssh");
-    let sb = Sandbox::new();
-    let key = sb.client_key("id_ed25519");
-    let daemon = sb.serve_with(env);
-    let api = Http::new(&daemon.url, Some(&sb.bootstrap_token()));
-    (sb, daemon, key, api)
-}
+use common::ssh_daemon as started;
 
 /// Runs `command` over SSH as the admin and returns the output.
 fn run(daemon: &Daemon, key: &Path, command: &str) -> Output {

@@ -39,28 +39,6 @@ impl Store {
         .collect()
     }
 
-    /// Records that keyport wrote `file.path` for `file.os_user`, replacing an earlier record.
-    pub fn record_file(&mut self, file: &FileRecord) -> Result<()> {
-        let tx = self.write_sealed()?;
-        tx.execute(
-            "INSERT INTO secret_files (os_user, path, user_name, secret_name, hash_sealed, written_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (os_user, path) DO UPDATE SET user_name = excluded.user_name,
-                 secret_name = excluded.secret_name, hash_sealed = excluded.hash_sealed,
-                 written_at = excluded.written_at",
-            params![
-                file.os_user,
-                file.path,
-                file.user_name,
-                file.secret_name,
-                file.hash_sealed,
-                file.written_at
-            ],
-        )?;
-        tx.commit()?;
-        Ok(())
-    }
-
     /// The files keyport wrote for `os_user`.
     pub fn files(&self, os_user: &str) -> Result<Vec<FileRecord>> {
         let mut stmt = self.conn.prepare(
@@ -117,15 +95,6 @@ impl Store {
             insert_audit(&tx, audit)?;
         }
         tx.commit()?;
-        Ok(())
-    }
-
-    /// Forgets the record of a file (after removing it, or leaving a user-changed one).
-    pub fn forget_file(&mut self, os_user: &str, path: &str) -> Result<()> {
-        self.conn.execute(
-            "DELETE FROM secret_files WHERE os_user = ?1 AND path = ?2",
-            params![os_user, path],
-        )?;
         Ok(())
     }
 }

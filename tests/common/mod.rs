@@ -473,3 +473,14 @@ pub fn metric(metrics: &str, name: &str) -> f64 {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no sample {name} in:\n{metrics}"))
 }
+
+/// A daemon whose bootstrap admin (named after the OS user) logs in over SSH with
+/// `~/.ssh/id_ed25519`, and that admin's API client.
+pub fn ssh_daemon(env: &[(&str, &str)]) -> (Sandbox, Daemon, PathBuf, Http) {
+    require_tool("ssh");
+    let sb = Sandbox::new();
+    let key = sb.client_key("id_ed25519");
+    let daemon = sb.serve_with(env);
+    let api = Http::new(&daemon.url, Some(&sb.bootstrap_token()));
+    (sb, daemon, key, api)
+}
