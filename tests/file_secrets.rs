@@ -303,5 +303,10 @@ fn as_root_each_os_user_gets_only_their_own_secrets_and_files() {
         meta.file_type().is_file() && meta.uid() == alice.uid,
         "the link was replaced by alice's own file"
     );
+    assert_eq!(
+        meta.mode() & 0o777,
+        0o600,
+        "private, not the link target's mode"
+    );
     let _ = sb;
 }

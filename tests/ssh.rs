@@ -153,6 +153,8 @@ fn exit_codes_signals_stdio_and_stdin_eof() {
             "exit {code}: {:?}",
             text(&out)
         );
+        // 255 is also what ssh says for its own errors: there must have been none.
+        assert_eq!(text(&out).1, "", "exit {code}");
     }
     let out = run(&daemon, &key, "echo to-out; echo to-err >&2");
     assert_eq!(
@@ -210,6 +212,33 @@ fn a_pty_session_has_a_terminal_and_the_clients_term() {
     assert!(out.status.success(), "{got}{err}");
     assert!(got.contains("/dev/pts/"), "{got}");
     assert!(got.contains("TERM=xterm-keyport"), "{got}");
+}
+
+#[test]
+fn a_shell_request_runs_the_login_shell_in_home() {
+    let (_sb, daemon, key, _api) = started(&[]);
+    let mut child = daemon
+        .ssh(&me().name, &key)
+        .arg("-tt")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"echo argv0=$0 pwd=$(pwd); exit 4\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let got = String::from_utf8_lossy(&out.stdout);
+    let shell = keyport::osuser::current().unwrap().shell;
+    let base = shell.rsplit('/').next().unwrap();
+    assert!(
+        got.contains(&format!("argv0=-{base} pwd={}", me().home)),
+        "{got}"
+    );
+    assert_eq!(out.status.code(), Some(4));
 }
 
 #[test]
@@ -362,6 +391,13 @@ fn no_secret_value_in_the_daemon_log_at_the_most_verbose_level() {
         "users/me/secrets",
         &json!({"name": "c", "value": value, "env": "CANARY_ENV"}),
     );
+    let file_value = "file-canary-Hs82Kd4Nm";
+    let file = _sb.dir.path().join("canary-file");
+    api.send(
+        "POST",
+        "users/me/secrets",
+        &json!({"name": "f", "value": file_value, "file": file.display().to_string()}),
+    );
     assert_eq!(
         stdout(&daemon, &key, "printenv CANARY_ENV"),
         format!("{value}\n")
@@ -382,4 +418,11 @@ fn no_secret_value_in_the_daemon_log_at_the_most_verbose_level() {
     );
     assert!(log.contains("session start"), "{log}");
     assert!(!log.contains(value), "a secret value reached the log");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), file_value);
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(file_value);
+    assert!(
+        !log.contains(file_value) && !log.contains(&encoded),
+        "a file value reached the log"
+    );
 }

@@ -109,11 +109,12 @@ async fn a_signal_request_reaches_the_process_group() {
         .unwrap();
     assert!(auth.success());
     let mut channel = session.channel_open_session().await.unwrap();
-    // The handler runs in a child of the shell: the signal must reach the whole group.
+    // The trap is in a grandchild (the outer shell waits for it, and survives the signal with
+    // a trap of its own): only a signal sent to the whole process group reaches it.
     channel
         .exec(
             true,
-            "sh -c 'trap \"echo got-usr1; exit 7\" USR1; echo ready; while :; do sleep 0.1; done'",
+            "trap true USR1; sh -c 'trap \"echo got-usr1; exit 7\" USR1; echo ready; while :; do sleep 0.1; done'; exit $?",
         )
         .await
         .unwrap();
@@ -174,6 +175,23 @@ fn multiplexed_channels_do_not_stall_each_other() {
         .read_exact(&mut first)
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
+    // And a channel whose program never reads while the client keeps sending.
+    let mut flooding = via_master("sleep 300")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut sink = flooding.stdin.take().unwrap();
+    let flood = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 64 * 1024];
+        // Bounded: 64 MiB at most, and it stops when the channel is killed.
+        for _ in 0..1024 {
+            if std::io::Write::write_all(&mut sink, &chunk).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
     // Other channels on the same connection still work, one after another.
     for i in 0..5 {
         let started = Instant::now();
@@ -189,6 +207,9 @@ fn multiplexed_channels_do_not_stall_each_other() {
     }
     let _ = stalled.kill();
     let _ = stalled.wait();
+    let _ = flooding.kill();
+    let _ = flooding.wait();
+    let _ = flood.join();
     let _ = master.kill();
     let _ = master.wait();
 }
@@ -234,9 +255,10 @@ fn repeated_failures_from_one_address_are_turned_away() {
 #[test]
 fn shutdown_tells_clients_and_reaps_their_processes() {
     let (_sb, daemon, key) = started();
+    // A command with a background child, and a pty session that ignores hangups.
     let mut client = daemon
         .ssh(&me().name, &key)
-        .arg("echo $$; exec sleep 300")
+        .arg("sleep 301 & echo $! $$; wait")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -246,12 +268,33 @@ fn shutdown_tells_clients_and_reaps_their_processes() {
     BufReader::new(client.stdout.as_mut().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let pid: i32 = line.trim().parse().unwrap();
-    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    let mut pids: Vec<i32> = line
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let mut stubborn = daemon
+        .ssh(&me().name, &key)
+        .args(["-tt", "trap '' HUP; echo $$; exec sleep 302"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(stubborn.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    pids.push(line.trim().parse().unwrap());
+    for pid in &pids {
+        assert!(
+            Path::new(&format!("/proc/{pid}")).exists(),
+            "{pid} not running"
+        );
+    }
     let metrics = common::Http::new(&daemon.url, None).get("metrics").body;
     assert_eq!(
         common::metric(&metrics, "keyport_ssh_sessions_active"),
-        1.0,
+        2.0,
         "{metrics}"
     );
     assert!(
@@ -272,8 +315,17 @@ fn shutdown_tells_clients_and_reaps_their_processes() {
         err.contains("keyport is shutting down"),
         "clients are told why: {err}"
     );
-    assert!(
-        !Path::new(&format!("/proc/{pid}")).exists(),
-        "the session's process was not reaped"
-    );
+    let _ = stubborn.wait();
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Gone, or a zombie about to be collected by init — never still running.
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|s| s.split_whitespace().next());
+        assert!(
+            matches!(state, None | Some("Z")),
+            "process {pid} outlived the daemon: {stat}"
+        );
+    }
 }

@@ -37,7 +37,7 @@ pub struct EnvInputs<'a> {
 /// A composed environment. `Debug` shows names only: values may be secrets.
 #[derive(Default)]
 pub struct SessionEnv {
-    vars: BTreeMap<String, Vec<u8>>,
+    vars: BTreeMap<String, zeroize::Zeroizing<Vec<u8>>>,
     /// Client env names that were refused (not on the accept list).
     pub refused: Vec<String>,
 }
@@ -56,13 +56,13 @@ impl SessionEnv {
     pub fn to_os_pairs(&self) -> Vec<(OsString, OsString)> {
         self.vars
             .iter()
-            .map(|(k, v)| (OsString::from(k), OsString::from_vec(v.clone())))
+            .map(|(k, v)| (OsString::from(k), OsString::from_vec(v.to_vec())))
             .collect()
     }
 
     /// One variable's value.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.vars.get(name).map(Vec::as_slice)
+        self.vars.get(name).map(|v| v.as_slice())
     }
 
     /// The names set, sorted.
@@ -75,7 +75,8 @@ impl SessionEnv {
 pub fn compose_env(inputs: &EnvInputs<'_>) -> SessionEnv {
     let mut env = SessionEnv::default();
     let mut set = |k: &str, v: &[u8]| {
-        env.vars.insert(k.to_string(), v.to_vec());
+        env.vars
+            .insert(k.to_string(), zeroize::Zeroizing::new(v.to_vec()));
     };
     for (k, v) in &inputs.base {
         set(k, v.as_bytes());
@@ -85,7 +86,7 @@ pub fn compose_env(inputs: &EnvInputs<'_>) -> SessionEnv {
     }
     let mut refused = Vec::new();
     for (k, v) in inputs.client {
-        if valid_name(k) && accepted(inputs.accept, k) && !v.contains('\0') {
+        if client_env_accepted(inputs.accept, k, v) {
             set(k, v.as_bytes());
         } else {
             refused.push(k.clone());
@@ -116,6 +117,12 @@ fn wildcard(pattern: &[u8], text: &[u8]) -> bool {
         Some((b'?', rest)) => !text.is_empty() && wildcard(rest, &text[1..]),
         Some((c, rest)) => text.first() == Some(c) && wildcard(rest, &text[1..]),
     }
+}
+
+/// Whether a client `env` request is applied: a valid name on the accept list, a value without
+/// NUL. The SSH handler replies with the same answer.
+pub fn client_env_accepted(accept: &[String], name: &str, value: &str) -> bool {
+    valid_name(name) && accepted(accept, name) && !value.contains('\0')
 }
 
 /// A name a shell can hold: no `=`, no NUL, not empty.

@@ -2,9 +2,10 @@
 //!
 //! A [`Plan`] says which files should hold which values, and which files keyport wrote earlier
 //! (with the SHA-256 of what it wrote) are no longer wanted. [`apply`] carries it out and must
-//! run *as the OS user* who owns the files — the daemon runs it in-process when it is that user,
-//! or in a helper process switched to that user — so a symlink the user planted can never make
-//! keyport write or delete anything the user could not.
+//! run *as the OS user* who owns the files — the daemon runs it directly when it is that user,
+//! or on a thread that took on that user's file identity — so a symlink the user planted can never make
+//! keyport write or delete anything the user could not. Whatever is at a path is read without
+//! following links, without blocking on FIFOs, and no further than a value can be long.
 //!
 //! - A file already holding the value is left untouched (not rewritten).
 //! - New parent directories are 0700, new files 0600, an existing file keeps its mode.
@@ -17,13 +18,10 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// What to do with a user's files.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default)]
 pub struct Plan {
     /// Files that should hold a value.
     pub write: Vec<Wanted>,
@@ -32,12 +30,11 @@ pub struct Plan {
 }
 
 /// A file that should hold a value. `Debug` shows the path only.
-#[derive(Serialize, Deserialize)]
 pub struct Wanted {
     /// Absolute path.
     pub path: String,
-    /// The value, base64 (plans cross a pipe as JSON).
-    pub content: String,
+    /// The value.
+    pub content: keyport_keys::SecretBytes,
 }
 
 impl std::fmt::Debug for Wanted {
@@ -49,7 +46,7 @@ impl std::fmt::Debug for Wanted {
 }
 
 /// A file keyport wrote and no longer wants.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug)]
 pub struct Stale {
     /// Absolute path.
     pub path: String,
@@ -58,7 +55,7 @@ pub struct Stale {
 }
 
 /// What [`apply`] did, path by path.
-#[derive(Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Report {
     /// Written now: (path, hex SHA-256 of the content).
     pub written: Vec<(String, String)>,
@@ -84,54 +81,76 @@ pub fn apply(plan: &Plan) -> Report {
     let mut report = Report::default();
     for wanted in &plan.write {
         let path = Path::new(&wanted.path);
-        let content = match STANDARD.decode(wanted.content.as_bytes()) {
-            Ok(content) => zeroize::Zeroizing::new(content),
-            Err(_) => {
-                report.failed.push((wanted.path.clone(), "bad plan".into()));
-                continue;
-            }
-        };
-        let hash = sha256_hex(&content);
-        match fs::read(path) {
-            Ok(existing) if sha256_hex(&existing) == hash => {
-                report.unchanged.push((wanted.path.clone(), hash));
-                continue;
-            }
-            _ => {}
+        let content = wanted.content.expose();
+        let hash = sha256_hex(content);
+        if let Existing::File(existing) = read_existing(path)
+            && sha256_hex(&existing) == hash
+        {
+            report.unchanged.push((wanted.path.clone(), hash));
+            continue;
         }
-        match write_atomic(path, &content) {
+        match write_atomic(path, content) {
             Ok(()) => report.written.push((wanted.path.clone(), hash)),
             Err(e) => report.failed.push((wanted.path.clone(), e.to_string())),
         }
     }
     for stale in &plan.remove {
         let path = Path::new(&stale.path);
-        match fs::symlink_metadata(path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                report.missing.push(stale.path.clone());
-                continue;
+        match read_existing(path) {
+            Existing::Missing => report.missing.push(stale.path.clone()),
+            Existing::File(existing) if sha256_hex(&existing) == stale.sha256 => {
+                match fs::remove_file(path) {
+                    Ok(()) => report.removed.push(stale.path.clone()),
+                    Err(e) => report.failed.push((stale.path.clone(), e.to_string())),
+                }
             }
-            Err(e) => {
-                report.failed.push((stale.path.clone(), e.to_string()));
-                continue;
-            }
-            // Never follow a link to decide or delete: a link is not what keyport wrote.
-            Ok(meta) if !meta.file_type().is_file() => {
-                report.kept_changed.push(stale.path.clone());
-                continue;
-            }
-            Ok(_) => {}
-        }
-        match fs::read(path) {
-            Ok(existing) if sha256_hex(&existing) == stale.sha256 => match fs::remove_file(path) {
-                Ok(()) => report.removed.push(stale.path.clone()),
-                Err(e) => report.failed.push((stale.path.clone(), e.to_string())),
-            },
-            Ok(_) => report.kept_changed.push(stale.path.clone()),
-            Err(e) => report.failed.push((stale.path.clone(), e.to_string())),
+            // Changed, replaced by a link, a FIFO or something too large: not what keyport wrote.
+            Existing::File(_) | Existing::Other => report.kept_changed.push(stale.path.clone()),
+            Existing::Unreadable(e) => report.failed.push((stale.path.clone(), e)),
         }
     }
     report
+}
+
+/// What is at a path keyport manages.
+enum Existing {
+    /// Nothing.
+    Missing,
+    /// A regular file no larger than a value may be, with this content.
+    File(zeroize::Zeroizing<Vec<u8>>),
+    /// A link, FIFO, device, directory, or a file too large to be a value.
+    Other,
+    /// Something that could not be looked at.
+    Unreadable(String),
+}
+
+/// Reads what is at `path` without following a link, without blocking on a FIFO, and without
+/// reading more than a value can hold: the path is the user's, and so is whatever they put there.
+fn read_existing(path: &Path) -> Existing {
+    use std::io::Read;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path);
+    let file = match file {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Existing::Missing,
+        // ELOOP: the path is a symbolic link.
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => return Existing::Other,
+        Err(e) => return Existing::Unreadable(e.to_string()),
+    };
+    let cap = super::validate::MAX_VALUE_BYTES as u64;
+    match file.metadata() {
+        Ok(meta) if meta.file_type().is_file() && meta.len() <= cap => {}
+        Ok(_) => return Existing::Other,
+        Err(e) => return Existing::Unreadable(e.to_string()),
+    }
+    let mut content = zeroize::Zeroizing::new(Vec::new());
+    match file.take(cap + 1).read_to_end(&mut content) {
+        Ok(_) if content.len() as u64 <= cap => Existing::File(content),
+        Ok(_) => Existing::Other,
+        Err(e) => Existing::Unreadable(e.to_string()),
+    }
 }
 
 /// Writes `content` to `path` atomically; new directories 0700, a new file 0600, an existing
@@ -143,7 +162,11 @@ fn write_atomic(path: &Path, content: &[u8]) -> io::Result<()> {
     if !dir.exists() {
         DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     }
-    let mode = fs::metadata(path).map_or(0o600, |m| m.permissions().mode() & 0o7777);
+    // The mode of the file itself, never of whatever a link there points at.
+    let mode = match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_file() => meta.permissions().mode() & 0o7777,
+        _ => 0o600,
+    };
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy())
@@ -182,7 +205,7 @@ mod tests {
     fn wanted(path: &Path, content: &[u8]) -> Wanted {
         Wanted {
             path: path.display().to_string(),
-            content: STANDARD.encode(content),
+            content: keyport_keys::SecretBytes::new(content.to_vec()),
         }
     }
 
@@ -264,6 +287,29 @@ mod tests {
     #[test]
     fn debug_never_shows_content() {
         let w = wanted(Path::new("/x"), b"topsecret");
-        assert!(!format!("{w:?}").contains(&STANDARD.encode(b"topsecret")));
+        assert!(!format!("{w:?}").contains("topsecret"));
+    }
+
+    #[test]
+    fn fifos_and_links_are_never_followed_or_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let target = dir.path().join("public");
+        fs::write(&target, "x").unwrap();
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o644)).unwrap();
+        let link = dir.path().join("link");
+        symlink(&target, &link).unwrap();
+        // A FIFO where a secret goes is replaced, not read (reading would block forever).
+        let report = apply(&Plan {
+            write: vec![wanted(&fifo, b"v"), wanted(&link, b"v")],
+            remove: vec![],
+        });
+        assert_eq!(report.written.len(), 2, "{report:?}");
+        assert_eq!(fs::read(&fifo).unwrap(), b"v");
+        // The link is replaced by a private file; its target keeps its content and mode.
+        assert_eq!(mode(&link), 0o600);
+        assert_eq!(fs::read(&target).unwrap(), b"x");
+        assert_eq!(mode(&target), 0o644);
     }
 }

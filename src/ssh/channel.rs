@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
+use nix::sys::signal::Signal;
 use russh::server::{Handle, Msg};
 use russh::{Channel, ChannelId, ChannelMsg, ChannelWriteHalf};
 use serde_json::json;
@@ -80,7 +81,9 @@ pub async fn run(
                 variable_name,
                 variable_value,
                 ..
-            }) => client_env.push((variable_name, variable_value)),
+            }) if client_env.len() < MAX_CLIENT_ENV => {
+                client_env.push((variable_name, variable_value));
+            }
             Some(ChannelMsg::Exec { command, .. }) => break Program::Exec(command),
             Some(ChannelMsg::RequestShell { .. }) => break Program::Shell,
             Some(ChannelMsg::RequestSubsystem { name, .. })
@@ -206,6 +209,192 @@ async fn prepare(
     Ok((identity, env))
 }
 
+/// Most client `env` requests one channel may make.
+const MAX_CLIENT_ENV: usize = 64;
+/// Client input not yet taken by the program; past this the program is not reading, and
+/// keyport stops feeding it rather than buffer without bound or stall the connection.
+const MAX_PENDING_INPUT: usize = 16 * 1024 * 1024;
+/// How long a program may take to end after the client closed the channel.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Client input for the program, written by its own task so a program that does not read
+/// never blocks the channel loop (which must keep draining the channel: an unread channel
+/// stalls every channel of the connection).
+enum Input {
+    Data(Bytes),
+    Resize(u16, u16),
+}
+
+struct InputQueue {
+    tx: Option<tokio::sync::mpsc::UnboundedSender<Input>>,
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl InputQueue {
+    /// Starts the writer task; `resize` handles window changes (pty only).
+    fn spawn<W>(mut to: W, resize: impl Fn(&W, u16, u16) + Send + 'static) -> Self
+    where
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Input>();
+        let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let left = pending.clone();
+        tokio::spawn(async move {
+            while let Some(input) = rx.recv().await {
+                match input {
+                    Input::Data(data) => {
+                        let ok = to.write_all(&data).await.is_ok();
+                        left.fetch_sub(data.len(), Ordering::Relaxed);
+                        if !ok {
+                            break;
+                        }
+                    }
+                    Input::Resize(rows, cols) => resize(&to, rows, cols),
+                }
+            }
+            // Dropping `to` closes the program's stdin: the client's EOF, passed on.
+        });
+        Self {
+            tx: Some(tx),
+            pending,
+        }
+    }
+
+    fn data(&mut self, data: Bytes) {
+        let Some(tx) = &self.tx else { return };
+        if self.pending.load(Ordering::Relaxed) + data.len() > MAX_PENDING_INPUT {
+            debug!("the program is not reading its input; no more is passed on");
+            self.tx = None;
+            return;
+        }
+        self.pending.fetch_add(data.len(), Ordering::Relaxed);
+        if tx.send(Input::Data(data)).is_err() {
+            self.tx = None;
+        }
+    }
+
+    fn resize(&self, rows: u16, cols: u16) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Input::Resize(rows, cols));
+        }
+    }
+
+    /// No more input: the writer closes the program's stdin once it has written what is queued.
+    fn close(&mut self) {
+        self.tx = None;
+    }
+}
+
+/// How a channel's program is started, the same for pipes and a pty.
+struct Launch {
+    exe: std::path::PathBuf,
+    argv0: std::ffi::OsString,
+    args: Vec<std::ffi::OsString>,
+    env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    home: String,
+    switch: Option<process::Switch>,
+}
+
+impl Launch {
+    fn new(identity: &Identity, program: &Program, env: SessionEnv) -> Self {
+        let (argv0, args) = process::argv(&process::login_shell(&identity.os), program);
+        Self {
+            exe: process::executable(identity, program),
+            argv0,
+            args,
+            env: env.to_os_pairs(),
+            home: identity.os.home.clone(),
+            switch: identity.switch.clone(),
+        }
+    }
+
+    /// The work done in the forked child before exec: no inherited descriptors, then the
+    /// user's identity and home.
+    fn pre_exec(&self) -> impl FnMut() -> std::io::Result<()> + Send + Sync + 'static {
+        let switch = self.switch.clone();
+        move || {
+            process::close_inherited_fds();
+            match &switch {
+                Some(switch) => switch.apply(),
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+/// What the channel loop does with one message while the program runs.
+fn on_message(
+    msg: Option<ChannelMsg>,
+    input: &mut InputQueue,
+    pgid: u32,
+    running: bool,
+    pty: bool,
+) -> bool {
+    match msg {
+        Some(ChannelMsg::Data { data }) => input.data(data),
+        // A pty has no stdin to close: the line discipline sees ^D if the user types it.
+        Some(ChannelMsg::Eof) if !pty => input.close(),
+        Some(ChannelMsg::WindowChange {
+            col_width,
+            row_height,
+            ..
+        }) => input.resize(clamp(row_height), clamp(col_width)),
+        Some(ChannelMsg::Signal { signal }) => {
+            if let (true, Some(sig)) = (running, process::to_signal(&signal)) {
+                process::signal_group(pgid, sig);
+            }
+        }
+        Some(ChannelMsg::Close) | None => {
+            input.close();
+            if running {
+                let hangup = if pty { Signal::SIGHUP } else { Signal::SIGKILL };
+                process::signal_group(pgid, hangup);
+            }
+            return false;
+        }
+        Some(_) => {}
+    }
+    true
+}
+
+/// Runs `child` until it exits and its output is relayed (or the client has gone), feeding it
+/// the client's input; kills its group if it outlives a closed channel by [`CLOSE_GRACE`].
+async fn supervise(
+    rx: &mut russh::ChannelReadHalf,
+    child: &mut tokio::process::Child,
+    mut input: InputQueue,
+    pump: impl std::future::Future<Output = ()>,
+    pty: bool,
+) -> std::io::Result<ExitStatus> {
+    let pgid = child.id().unwrap_or(0);
+    tokio::pin!(pump);
+    let (mut status, mut pumped, mut open) = (None, false, true);
+    let mut kill_at: Option<tokio::time::Instant> = None;
+    // Output nobody will read (the client closed) is not waited for.
+    while status.is_none() || (!pumped && open) {
+        tokio::select! {
+            msg = rx.wait(), if open => {
+                open = on_message(msg, &mut input, pgid, status.is_none(), pty);
+                if !open {
+                    kill_at = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                }
+            }
+            exited = child.wait(), if status.is_none() => status = Some(exited?),
+            () = &mut pump, if !pumped => pumped = true,
+            () = tokio::time::sleep_until(kill_at.unwrap_or_else(tokio::time::Instant::now)),
+                if kill_at.is_some() && status.is_none() => {
+                process::signal_group(pgid, Signal::SIGKILL);
+                kill_at = None;
+            }
+        }
+    }
+    if pty && !pumped {
+        // Background jobs may keep the pts open: drain briefly, then drop the master (HUP).
+        let _ = tokio::time::timeout(Duration::from_millis(200), &mut pump).await;
+    }
+    status.ok_or_else(|| std::io::Error::other("no exit status"))
+}
+
 /// exec and subsystems: stdout and stderr kept apart, stdin EOF passed on.
 async fn relay_pipes(
     mut rx: russh::ChannelReadHalf,
@@ -214,65 +403,37 @@ async fn relay_pipes(
     program: &Program,
     env: SessionEnv,
 ) -> std::io::Result<ExitStatus> {
-    let (argv0, args) = process::argv(&process::login_shell(&identity.os), program);
-    let mut cmd = tokio::process::Command::new(process::executable(identity, program));
-    cmd.arg0(argv0)
-        .args(args)
+    let launch = Launch::new(identity, program, env);
+    let mut cmd = tokio::process::Command::new(&launch.exe);
+    cmd.arg0(&launch.argv0)
+        .args(&launch.args)
         .env_clear()
-        .envs(env.to_os_pairs())
-        .current_dir(&identity.os.home)
+        .envs(launch.env.iter().cloned())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .process_group(0);
-    if let Some(switch) = identity.switch.clone() {
-        // SAFETY: `apply` makes only async-signal-safe syscalls on data prepared before fork.
-        unsafe {
-            cmd.pre_exec(move || switch.apply());
-        }
+    if launch.switch.is_none() {
+        cmd.current_dir(&launch.home);
     }
-    drop(env);
+    // SAFETY: the closure makes only async-signal-safe syscalls on data prepared before fork.
+    unsafe {
+        cmd.pre_exec(launch.pre_exec());
+    }
     let mut child = cmd.spawn()?;
-    let pgid = child.id().unwrap_or(0);
-    let mut stdin = child.stdin.take();
+    drop(launch);
+    let input = match child.stdin.take() {
+        Some(stdin) => InputQueue::spawn(stdin, |_, _, _| {}),
+        None => InputQueue::spawn(tokio::io::sink(), |_, _, _| {}),
+    };
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
     let mut out = tx.make_writer();
     let mut err = tx.make_writer_ext(Some(1));
     let pump = async {
         tokio::join!(copy_out(stdout, &mut out), copy_out(stderr, &mut err));
     };
-    tokio::pin!(pump);
-    let (mut status, mut pumped, mut open) = (None, false, true);
-    while status.is_none() || !pumped {
-        tokio::select! {
-            msg = rx.wait(), if open => match msg {
-                Some(ChannelMsg::Data { data }) => write_stdin(&mut stdin, &data).await,
-                Some(ChannelMsg::Eof) => stdin = None,
-                Some(ChannelMsg::Signal { signal }) => {
-                    if let Some(sig) = process::to_signal(&signal) {
-                        process::signal_group(pgid, sig);
-                    }
-                }
-                Some(ChannelMsg::Close) | None => {
-                    open = false;
-                    process::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
-                }
-                Some(_) => {}
-            },
-            exited = child.wait(), if status.is_none() => status = Some(exited?),
-            () = &mut pump, if !pumped => pumped = true,
-        }
-    }
-    status.ok_or_else(|| std::io::Error::other("no exit status"))
-}
-
-async fn write_stdin(stdin: &mut Option<tokio::process::ChildStdin>, data: &Bytes) {
-    if let Some(pipe) = stdin
-        && pipe.write_all(data).await.is_err()
-    {
-        *stdin = None;
-    }
+    supervise(&mut rx, &mut child, input, pump, false).await
 }
 
 async fn copy_out<R, W>(from: Option<R>, to: &mut W)
@@ -298,25 +459,27 @@ async fn relay_pty(
     let (pty, pts) = pty_process::open().map_err(std::io::Error::other)?;
     pty.resize(pty_process::Size::new(request.rows, request.cols))
         .map_err(std::io::Error::other)?;
-    let (argv0, args) = process::argv(&process::login_shell(&identity.os), program);
-    let mut cmd = pty_process::Command::new(process::executable(identity, program))
-        .arg0(argv0)
-        .args(args)
+    let launch = Launch::new(identity, program, env);
+    let mut cmd = pty_process::Command::new(&launch.exe)
+        .arg0(&launch.argv0)
+        .args(&launch.args)
         .env_clear()
-        .envs(env.to_os_pairs())
-        .current_dir(&identity.os.home)
+        .envs(launch.env.iter().cloned())
         .kill_on_drop(true);
-    if let Some(switch) = identity.switch.clone() {
-        // SAFETY: `apply` makes only async-signal-safe syscalls on data prepared before fork.
-        cmd = unsafe { cmd.pre_exec(move || switch.apply()) };
+    if launch.switch.is_none() {
+        cmd = cmd.current_dir(&launch.home);
     }
-    drop(env);
-    let mut child = cmd.spawn(pts).map_err(std::io::Error::other)?;
+    // SAFETY: the closure makes only async-signal-safe syscalls on data prepared before fork.
+    cmd = unsafe { cmd.pre_exec(launch.pre_exec()) };
     // The child is a session leader (setsid): its pid is its process group.
-    let pgid = child.id().unwrap_or(0);
-    let (mut reader, mut writer) = pty.into_split();
+    let mut child = cmd.spawn(pts).map_err(std::io::Error::other)?;
+    drop(launch);
+    let (mut reader, writer) = pty.into_split();
+    let input = InputQueue::spawn(writer, |w, rows, cols| {
+        let _ = w.resize(pty_process::Size::new(rows, cols));
+    });
     let mut out = tx.make_writer();
-    let pump = async {
+    let pump = async move {
         let mut buf = vec![0u8; 32 * 1024];
         // EIO once the last process holding the pts exits: that is the end of output.
         while let Ok(n @ 1..) = reader.read(&mut buf).await {
@@ -326,37 +489,7 @@ async fn relay_pty(
         }
         let _ = out.flush().await;
     };
-    tokio::pin!(pump);
-    let (mut open, mut pumped) = (true, false);
-    let status = loop {
-        tokio::select! {
-            msg = rx.wait(), if open => match msg {
-                Some(ChannelMsg::Data { data }) => {
-                    let _ = writer.write_all(&data).await;
-                }
-                Some(ChannelMsg::WindowChange { col_width, row_height, .. }) => {
-                    let _ = writer.resize(pty_process::Size::new(clamp(row_height), clamp(col_width)));
-                }
-                Some(ChannelMsg::Signal { signal }) => {
-                    if let Some(sig) = process::to_signal(&signal) {
-                        process::signal_group(pgid, sig);
-                    }
-                }
-                Some(ChannelMsg::Close) | None => {
-                    open = false;
-                    process::signal_group(pgid, nix::sys::signal::Signal::SIGHUP);
-                }
-                Some(_) => {}
-            },
-                        exited = child.wait() => break exited?,
-            () = &mut pump, if !pumped => pumped = true,
-        }
-    };
-    // Background jobs may keep the pts open: drain briefly, then drop the master (HUP).
-    if !pumped {
-        let _ = tokio::time::timeout(Duration::from_millis(200), &mut pump).await;
-    }
-    Ok(status)
+    supervise(&mut rx, &mut child, input, pump, true).await
 }
 
 /// exit-status, or exit-signal when a signal ended the program; then EOF and close.

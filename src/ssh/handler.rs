@@ -14,7 +14,7 @@ use tracing::{debug, info};
 
 use super::SshContext;
 use super::channel::{self, Login};
-use crate::secrets::env::accepted;
+use crate::secrets::env::client_env_accepted;
 use crate::vault::Actor;
 
 /// One SSH connection.
@@ -48,7 +48,7 @@ impl Connection {
         user: &str,
         key: &russh::keys::PublicKey,
     ) -> Option<crate::store::UserRecord> {
-        if self.ctx.blocked(self.peer.ip()) {
+        if self.ctx.blocked(self.peer.ip(), user) {
             return None;
         }
         let (name, key) = (user.to_string(), key.clone());
@@ -134,11 +134,11 @@ impl russh::server::Handler for Connection {
         &mut self,
         channel: ChannelId,
         variable_name: &str,
-        _variable_value: &str,
+        variable_value: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         // The same rule the channel task applies when it composes the environment.
-        if accepted(&self.ctx.accept_env, variable_name) {
+        if client_env_accepted(&self.ctx.accept_env, variable_name, variable_value) {
             session.channel_success(channel)?;
         } else {
             session.channel_failure(channel)?;
@@ -186,8 +186,8 @@ impl Drop for Connection {
         if self.login.is_some() || self.rejected_offers == 0 {
             return;
         }
-        self.ctx.record_failure(self.peer.ip());
         let user = self.tried_user.clone().unwrap_or_default();
+        self.ctx.record_failure(self.peer.ip(), &user);
         debug!(connection = self.id, user = %user, source = %self.peer, "ssh login failed");
         let (ctx, source, offers) = (
             self.ctx.clone(),

@@ -37,7 +37,9 @@ use tracing::{debug, info};
 use crate::metrics::DaemonMetrics;
 use crate::shared::VaultHandle;
 
-/// Failed connections from one address within [`FAILURE_WINDOW`] before it is turned away.
+/// Failed connections from one address for one user name within [`FAILURE_WINDOW`] before
+/// that address is turned away for that name (per name, so one local user cannot lock every
+/// other user out of a loopback listener).
 const MAX_FAILURES: u32 = 20;
 /// The window failures are counted in.
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
@@ -56,7 +58,7 @@ pub struct SshContext {
     pub tasks: TaskTracker,
     /// Cancelled when the daemon shuts down.
     pub shutdown: CancellationToken,
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    failures: Mutex<HashMap<(IpAddr, String), (u32, Instant)>>,
     next_id: AtomicU64,
 }
 
@@ -85,24 +87,23 @@ impl SshContext {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Whether `ip` failed too often lately to be listened to.
-    fn blocked(&self, ip: IpAddr) -> bool {
-        let map = self
-            .failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.get(&ip)
+    /// Whether `ip` failed too often lately, logging in as `user`, to be listened to.
+    fn blocked(&self, ip: IpAddr, user: &str) -> bool {
+        lock(&self.failures)
+            .get(&(ip, user.to_string()))
             .is_some_and(|(n, since)| *n >= MAX_FAILURES && since.elapsed() < FAILURE_WINDOW)
     }
 
-    /// Counts a failed connection from `ip`.
-    fn record_failure(&self, ip: IpAddr) {
+    /// Counts a failed connection from `ip` for `user`.
+    fn record_failure(&self, ip: IpAddr, user: &str) {
         self.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
-        let mut map = self
-            .failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let entry = map.entry(ip).or_insert((0, Instant::now()));
+        let mut map = lock(&self.failures);
+        if map.len() > 10_000 {
+            map.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+        }
+        let entry = map
+            .entry((ip, user.to_string()))
+            .or_insert((0, Instant::now()));
         if entry.1.elapsed() >= FAILURE_WINDOW {
             *entry = (0, Instant::now());
         }
@@ -167,15 +168,23 @@ pub async fn run(listener: TcpListener, ctx: Arc<SshContext>, config: server::Co
         });
     }
     info!("ssh: shutting down");
+    // Tell every client at once; none may hold up the shutdown.
     let open: Vec<Handle> = lock(&handles).values().cloned().collect();
-    for handle in open {
-        let _ = handle
-            .disconnect(
-                Disconnect::ByApplication,
-                "keyport is shutting down".into(),
-                "en".into(),
-            )
-            .await;
+    let told: Vec<_> = open
+        .into_iter()
+        .map(|handle| {
+            tokio::spawn(async move {
+                let bye = handle.disconnect(
+                    Disconnect::ByApplication,
+                    "keyport is shutting down".into(),
+                    "en".into(),
+                );
+                let _ = tokio::time::timeout(Duration::from_secs(2), bye).await;
+            })
+        })
+        .collect();
+    for task in told {
+        let _ = task.await;
     }
     ctx.tasks.close();
     if tokio::time::timeout(Duration::from_secs(10), ctx.tasks.wait())

@@ -47,6 +47,7 @@ pub struct Switch {
     uid: nix::libc::uid_t,
     gid: nix::libc::gid_t,
     groups: Vec<nix::libc::gid_t>,
+    home: CString,
 }
 
 /// The account `os_user`'s sessions run as: that account when the daemon is root, else the
@@ -67,10 +68,13 @@ pub fn identity(os_user: &str) -> Result<Identity, OsUserError> {
         .into_iter()
         .map(nix::unistd::Gid::as_raw)
         .collect();
+    let home =
+        CString::new(os.home.clone()).map_err(|_| OsUserError::NoSuchUser(os.name.clone()))?;
     let switch = Switch {
         uid: os.uid,
         gid: os.gid,
         groups,
+        home,
     };
     Ok(Identity {
         os,
@@ -79,8 +83,9 @@ pub fn identity(os_user: &str) -> Result<Identity, OsUserError> {
 }
 
 impl Switch {
-    /// In the forked child, before exec: supplementary groups, group, then user. Only
-    /// async-signal-safe syscalls on data prepared before the fork.
+    /// In the forked child, before exec: supplementary groups, group, user, and only then the
+    /// user's home as working directory (entered with the user's rights; `/` if it cannot be,
+    /// as sshd does). Only async-signal-safe syscalls on data prepared before the fork.
     pub fn apply(&self) -> std::io::Result<()> {
         // SAFETY: plain syscalls on memory owned by `self`; no allocation after fork.
         unsafe {
@@ -90,8 +95,27 @@ impl Switch {
             {
                 return Err(std::io::Error::last_os_error());
             }
+            if nix::libc::chdir(self.home.as_ptr()) != 0 {
+                nix::libc::chdir(c"/".as_ptr());
+            }
         }
         Ok(())
+    }
+}
+
+/// In the forked child: marks every descriptor above stderr close-on-exec, so nothing another
+/// thread opened without `O_CLOEXEC` (a pty master, for a moment) reaches the program. Another
+/// user's terminal must never leak into this session.
+pub fn close_inherited_fds() {
+    const CLOSE_RANGE_CLOEXEC: nix::libc::c_uint = 4;
+    // SAFETY: a syscall with integer arguments; async-signal-safe.
+    unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        );
     }
 }
 
@@ -225,8 +249,10 @@ pub fn from_signal(signal: i32) -> Sig {
 }
 
 /// Sends `signal` to the process group `pgid` (the session's process and its children).
+/// Callers only signal a group whose leader they have not yet reaped, so the id cannot have
+/// been reused; 0 (which would mean the daemon's own group) is refused.
 pub fn signal_group(pgid: u32, signal: Signal) {
-    if let Ok(pid) = i32::try_from(pgid) {
+    if let Ok(pid @ 1..) = i32::try_from(pgid) {
         let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), signal);
     }
 }

@@ -4,8 +4,6 @@
 
 use std::collections::HashMap;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use keyport_keys::{Binding, LoginKey, PublicKey, SecretBytes};
 use serde_json::{Value, json};
 
@@ -100,7 +98,7 @@ impl Vault {
         for (_, path, value) in &secrets.files {
             plan.write.push(Wanted {
                 path: path.clone(),
-                content: STANDARD.encode(value.expose()),
+                content: value.clone(),
             });
         }
         for file in self.store.files(os_user)? {
