@@ -203,7 +203,10 @@ fn a_pty_session_has_a_terminal_and_the_clients_term() {
     let (_sb, daemon, key, _api) = started(&[]);
     let out = daemon
         .ssh(&me().name, &key)
-        .args(["-tt", "tty; echo TERM=$TERM; stty size"])
+        .args([
+            "-tt",
+            "tty; echo TERM=$TERM; echo SSH_TTY=$SSH_TTY; stat -c owner=%U:%a $(tty)",
+        ])
         .env("TERM", "xterm-keyport")
         .stdin(Stdio::null())
         .output()
@@ -212,6 +215,12 @@ fn a_pty_session_has_a_terminal_and_the_clients_term() {
     assert!(out.status.success(), "{got}{err}");
     assert!(got.contains("/dev/pts/"), "{got}");
     assert!(got.contains("TERM=xterm-keyport"), "{got}");
+    let tty = got.lines().next().unwrap().trim();
+    assert!(got.contains(&format!("SSH_TTY={tty}")), "{got}");
+    assert!(
+        got.contains(&format!("owner={}:620", me().name)),
+        "the terminal is the user's: {got}"
+    );
 }
 
 #[test]

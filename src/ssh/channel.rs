@@ -4,6 +4,7 @@
 //! and signals until the program ends; then exit-status (or exit-signal), EOF, close.
 
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
@@ -459,7 +460,23 @@ async fn relay_pty(
     let (pty, pts) = pty_process::open().map_err(std::io::Error::other)?;
     pty.resize(pty_process::Size::new(request.rows, request.cols))
         .map_err(std::io::Error::other)?;
-    let launch = Launch::new(identity, program, env);
+    let mut launch = Launch::new(identity, program, env);
+    // As sshd: the terminal belongs to the session's user (group tty, 0620), and SSH_TTY names it.
+    if let Ok(tty) = nix::unistd::ttyname(pts.as_fd()) {
+        launch.env.push(("SSH_TTY".into(), tty.into_os_string()));
+    }
+    if launch.switch.is_some() {
+        let group = nix::unistd::Group::from_name("tty")
+            .ok()
+            .flatten()
+            .map(|g| g.gid);
+        let owner = nix::unistd::Uid::from_raw(identity.os.uid);
+        let group = group.unwrap_or(nix::unistd::Gid::from_raw(identity.os.gid));
+        nix::unistd::fchown(pts.as_fd(), Some(owner), Some(group))
+            .map_err(std::io::Error::other)?;
+        nix::sys::stat::fchmod(pts.as_fd(), nix::sys::stat::Mode::from_bits_truncate(0o620))
+            .map_err(std::io::Error::other)?;
+    }
     let mut cmd = pty_process::Command::new(&launch.exe)
         .arg0(&launch.argv0)
         .args(&launch.args)
