@@ -33,6 +33,19 @@ fn run(daemon: &Daemon, key: &Path, command: &str) -> Output {
         .unwrap()
 }
 
+/// Runs ssh with `args`, writes `input` to its stdin and closes it; returns the output.
+fn with_stdin(daemon: &Daemon, key: &Path, args: &[&str], input: &[u8]) -> Output {
+    let mut child = daemon
+        .ssh(&me().name, key)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 fn stdout(daemon: &Daemon, key: &Path, command: &str) -> String {
     let out = run(daemon, key, command);
     assert!(out.status.success(), "{command}: {:?}", text(&out));
@@ -164,20 +177,7 @@ fn exit_codes_signals_stdio_and_stdin_eof() {
     );
 
     // stdin reaches the command and its end is passed on (cat ends).
-    let mut child = daemon
-        .ssh(&me().name, &key)
-        .arg("cat; echo END")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"line one\nline two")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = with_stdin(&daemon, &key, &["cat; echo END"], b"line one\nline two");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "line one\nline twoEND\n"
@@ -226,20 +226,12 @@ fn a_pty_session_has_a_terminal_and_the_clients_term() {
 #[test]
 fn a_shell_request_runs_the_login_shell_in_home() {
     let (_sb, daemon, key, _api) = started(&[]);
-    let mut child = daemon
-        .ssh(&me().name, &key)
-        .arg("-tt")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"echo argv0=$0 pwd=$(pwd); exit 4\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = with_stdin(
+        &daemon,
+        &key,
+        &["-tt"],
+        b"echo argv0=$0 pwd=$(pwd); exit 4\n",
+    );
     let got = String::from_utf8_lossy(&out.stdout);
     let shell = keyport::osuser::current().unwrap().shell;
     let base = shell.rsplit('/').next().unwrap();
