@@ -120,17 +120,12 @@ impl Store {
         fingerprint: &str,
         audit: &AuditEvent,
     ) -> Result<()> {
-        let tx = self.write()?;
-        let n = tx.execute(
+        self.delete_audited(
             "DELETE FROM login_keys WHERE user_id = ?1 AND fingerprint = ?2",
             params![user_id, fingerprint],
-        )?;
-        if n == 0 {
-            return Err(StoreError::not_found("login key", fingerprint));
-        }
-        insert_audit(&tx, audit)?;
-        tx.commit()?;
-        Ok(())
+            ("login key", fingerprint),
+            audit,
+        )
     }
 
     /// The user's key pair (private half sealed).
@@ -140,15 +135,7 @@ impl Store {
                 "SELECT algorithm, public_key, fingerprint, private_sealed, created_at
                  FROM user_keys WHERE user_id = ?1",
                 [user_id],
-                |r| {
-                    Ok(KeyPairRecord {
-                        algorithm: r.get(0)?,
-                        public_key: r.get(1)?,
-                        fingerprint: r.get(2)?,
-                        private_sealed: r.get(3)?,
-                        created_at: r.get(4)?,
-                    })
-                },
+                key_pair_from_row,
             )
             .optional()?
             .ok_or_else(|| StoreError::not_found("user key of user id", user_id.to_string()))
@@ -176,15 +163,7 @@ impl Store {
                 "SELECT algorithm, public_key, fingerprint, private_sealed, created_at
                  FROM host_keys WHERE algorithm = ?1",
                 [algorithm],
-                |r| {
-                    Ok(KeyPairRecord {
-                        algorithm: r.get(0)?,
-                        public_key: r.get(1)?,
-                        fingerprint: r.get(2)?,
-                        private_sealed: r.get(3)?,
-                        created_at: r.get(4)?,
-                    })
-                },
+                key_pair_from_row,
             )
             .optional()?)
     }
@@ -251,13 +230,26 @@ impl Store {
 
     /// Revokes the user's token named `name`.
     pub fn revoke_token(&mut self, user_id: i64, name: &str, audit: &AuditEvent) -> Result<()> {
-        let tx = self.write()?;
-        let n = tx.execute(
+        self.delete_audited(
             "DELETE FROM api_tokens WHERE user_id = ?1 AND name = ?2",
             params![user_id, name],
-        )?;
-        if n == 0 {
-            return Err(StoreError::not_found("token", name));
+            ("token", name),
+            audit,
+        )
+    }
+
+    /// Deletes what `sql` names together with its audit event; `what` (kind, name) is not
+    /// found when nothing was deleted.
+    fn delete_audited(
+        &mut self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        what: (&'static str, &str),
+        audit: &AuditEvent,
+    ) -> Result<()> {
+        let tx = self.write()?;
+        if tx.execute(sql, params)? == 0 {
+            return Err(StoreError::not_found(what.0, what.1));
         }
         insert_audit(&tx, audit)?;
         tx.commit()?;
@@ -277,6 +269,16 @@ impl Store {
         tx.commit()?;
         Ok(())
     }
+}
+
+fn key_pair_from_row(r: &Row<'_>) -> rusqlite::Result<KeyPairRecord> {
+    Ok(KeyPairRecord {
+        algorithm: r.get(0)?,
+        public_key: r.get(1)?,
+        fingerprint: r.get(2)?,
+        private_sealed: r.get(3)?,
+        created_at: r.get(4)?,
+    })
 }
 
 fn user_from_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
