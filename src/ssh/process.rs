@@ -149,11 +149,46 @@ impl Switch {
                         "cannot take on the user's file identity",
                     ));
                 }
+                // And no capability at all on this thread (they are per-thread too): nothing it
+                // does can reach beyond what the user could.
+                drop_all_capabilities()?;
             }
             Ok(f())
         })
         .join()
         .map_err(|_| std::io::Error::other("file identity thread failed"))?
+    }
+}
+
+/// Clears the calling thread's capability sets (effective, permitted, inheritable).
+///
+/// # Safety
+/// Only the calling thread is affected; callers run this on a thread that ends with the work.
+unsafe fn drop_all_capabilities() -> std::io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Default, Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let mut header = Header {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [Data::default(); 2];
+    // SAFETY: capset reads one header and two data structs, all valid for the call.
+    let rc = unsafe { nix::libc::syscall(nix::libc::SYS_capset, &mut header, data.as_ptr()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -275,6 +310,38 @@ mod tests {
             "Custom(\"USR2\")"
         );
         assert_eq!(to_signal(&Sig::Custom("NOPE".into())), None);
+    }
+
+    #[test]
+    fn run_as_takes_the_users_file_identity_and_no_capabilities() {
+        if !osuser::is_root() {
+            return; // switching identity needs root; CI runs as root
+        }
+        let identity = identity("nobody").unwrap();
+        let nobody = identity.os.uid;
+        let status = identity
+            .switch
+            .unwrap()
+            .run_as(|| std::fs::read_to_string("/proc/thread-self/status").unwrap())
+            .unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap()
+                .split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(field("Uid:")[3], nobody.to_string(), "fsuid: {status}");
+        assert_eq!(field("CapEff:")[0], "0000000000000000", "{status}");
+        assert_eq!(field("CapPrm:")[0], "0000000000000000", "{status}");
+        // The daemon's own thread is untouched.
+        let mine = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        assert!(
+            !mine.lines().any(|l| l == "CapEff:\t0000000000000000"),
+            "{mine}"
+        );
     }
 
     #[test]
