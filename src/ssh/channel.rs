@@ -175,13 +175,13 @@ async fn prepare(
     let secrets = Arc::new(secrets);
     // Files first: the program may read them as soon as it starts.
     super::files::materialize(ctx, &identity, &login.user, secrets.clone()).await;
-    let env_secrets: Vec<_> = secrets.env.clone();
+
     let env = compose_env(&EnvInputs {
         base,
         operator: Some(&ctx.operator_env),
         client: client_env,
         accept: &ctx.accept_env,
-        secrets: &env_secrets,
+        secrets: &secrets.env,
         keyport: vec![
             ("KEYPORT_SESSION".into(), session.to_string()),
             ("KEYPORT_USER".into(), login.user.clone()),

@@ -18,7 +18,6 @@ mod handler;
 mod process;
 
 pub use files::{materialize, materialize_owner};
-pub use process::identity;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
