@@ -7,7 +7,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use russh::keys::ssh_key::{Algorithm, EcdsaCurve, HashAlg};
+use russh::keys::signature::Signer;
+use russh::keys::ssh_key::{Algorithm, EcdsaCurve, HashAlg, Signature};
 use russh::keys::{PrivateKey, PublicKey};
 
 use crate::SecretBytes;
@@ -134,6 +135,23 @@ impl KeyPair {
     /// The private key, for signing inside the daemon.
     pub fn private(&self) -> &PrivateKey {
         &self.private
+    }
+
+    /// The public key blob (SSH wire form), as agents list it.
+    pub fn public_blob(&self) -> Result<Vec<u8>, KeyError> {
+        self.private
+            .public_key()
+            .to_bytes()
+            .map_err(|_| KeyError::Encoding)
+    }
+
+    /// Signs `data` the way an agent answers a sign request: the SSH signature blob
+    /// (algorithm name, then the signature). ed25519 and P-256 have one algorithm each, so
+    /// the request's RSA flags do not apply.
+    pub fn sign(&self, data: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let signature: Signature =
+            Signer::try_sign(&self.private, data).map_err(|_| KeyError::Encoding)?;
+        Vec::try_from(signature).map_err(|_| KeyError::Encoding)
     }
 }
 
