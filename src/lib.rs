@@ -8,6 +8,7 @@
 //! - [`store`]: the SQLite store behind one narrow interface; migrations.
 //! - [`secrets`]: secret specs, patches, metadata, and the validation rules.
 //! - [`ssh`]: the SSH server: logins, session channels, processes with secrets injected.
+//! - [`agent`]: the in-memory ssh-agent behind each session's `SSH_AUTH_SOCK`.
 //! - [`metrics`]: daemon-wide counters.
 //! - [`shared`]: the daemon's one vault, shared by its listeners.
 //! - [`vault`]: the operations (users, keys, secrets, tokens, rotation) with rules and audit.
@@ -19,6 +20,7 @@
 //!
 //! Key custody (generation, sealing, fingerprints) lives in the `keyport-keys` crate.
 
+pub mod agent;
 pub mod api;
 pub mod bootstrap;
 pub mod cli;

@@ -1,5 +1,7 @@
 //! Daemon-wide counters that more than one listener updates, exported by the API's `/metrics`.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// SSH session counters.
@@ -13,13 +15,42 @@ pub struct DaemonMetrics {
     pub auth_failures: AtomicU64,
     /// Sessions that received at least one secret.
     pub injections: AtomicU64,
+    /// Agent signatures by key type.
+    signatures: Mutex<BTreeMap<String, u64>>,
 }
 
 impl DaemonMetrics {
+    /// Counts one agent signature made with a `key_type` key.
+    pub fn count_signature(&self, key_type: &str) {
+        let mut map = self
+            .signatures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let label: String = key_type
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '@' | '.'))
+            .take(64)
+            .collect();
+        *map.entry(label).or_default() += 1;
+    }
+
     /// Prometheus text for these counters.
     pub fn render(&self) -> String {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        format!(
+        let mut signatures = String::from(
+            "# HELP keyport_agent_signatures_total Signatures made by session agents, by key type.\n\
+             # TYPE keyport_agent_signatures_total counter\n",
+        );
+        let map = self
+            .signatures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (kind, n) in map.iter() {
+            signatures.push_str(&format!(
+                "keyport_agent_signatures_total{{key_type=\"{kind}\"}} {n}\n"
+            ));
+        }
+        let counters = format!(
             "# HELP keyport_ssh_sessions_active SSH sessions running now.\n\
              # TYPE keyport_ssh_sessions_active gauge\n\
              keyport_ssh_sessions_active {}\n\
@@ -36,6 +67,7 @@ impl DaemonMetrics {
             load(&self.sessions_total),
             load(&self.auth_failures),
             load(&self.injections),
-        )
+        );
+        counters + &signatures
     }
 }

@@ -5,22 +5,10 @@
 
 mod common;
 
-use common::{Sandbox, add_user, contains};
+use common::{Sandbox, add_user, contains, key_needles};
 use keyport::secrets::SecretSpec;
 use keyport::vault::{Actor, NewUserSpec};
-use keyport_keys::{KeyPair, KeyType, SecretBytes};
-use russh::keys::ssh_key::private::{EcdsaKeypair, KeypairData};
-
-/// Every needle that must never be found on disk for this key pair.
-fn key_needles(pair: &KeyPair) -> Vec<Vec<u8>> {
-    let raw = match pair.private().key_data() {
-        KeypairData::Ed25519(kp) => kp.private.to_bytes().to_vec(),
-        KeypairData::Ecdsa(EcdsaKeypair::NistP256 { private, .. }) => private.as_slice().to_vec(),
-        other => panic!("unexpected key type {other:?}"),
-    };
-    let encoded = pair.to_secret_bytes().unwrap().expose().to_vec();
-    vec![raw, encoded]
-}
+use keyport_keys::{KeyType, SecretBytes};
 
 fn scan(sb: &Sandbox, needles: &[(String, Vec<u8>)]) -> usize {
     let mut files = 0;

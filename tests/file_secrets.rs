@@ -10,10 +10,10 @@ mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Http, me, require_tool};
+use common::{Daemon, Http, OsAccount, me, require_tool};
 use serde_json::json;
 
 use common::ssh_daemon as started;
@@ -155,43 +155,6 @@ fn the_owners_files_are_written_when_the_daemon_starts() {
         std::thread::sleep(Duration::from_millis(25));
     }
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "at-start");
-}
-
-/// An OS account made for one test and removed after it.
-struct OsAccount {
-    name: String,
-    home: PathBuf,
-    uid: u32,
-}
-
-impl OsAccount {
-    fn create(prefix: &str) -> Self {
-        let name = format!("{prefix}{}", std::process::id() % 100_000);
-        let _ = Command::new("userdel")
-            .args(["-r", &name])
-            .stderr(Stdio::null())
-            .status();
-        let status = Command::new("useradd")
-            .args(["-m", "-s", "/bin/sh", &name])
-            .status()
-            .unwrap();
-        assert!(status.success(), "useradd {name}");
-        let os = keyport::osuser::lookup(&name).unwrap();
-        Self {
-            name,
-            home: PathBuf::from(os.home),
-            uid: os.uid,
-        }
-    }
-}
-
-impl Drop for OsAccount {
-    fn drop(&mut self) {
-        let _ = Command::new("userdel")
-            .args(["-r", &self.name])
-            .stderr(Stdio::null())
-            .status();
-    }
 }
 
 #[test]

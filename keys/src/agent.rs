@@ -143,8 +143,8 @@ impl SessionBind {
     /// The host key, once the host's signature over the session id verifies with it.
     pub fn verified_host_key(&self) -> Result<PublicKey, ProtocolError> {
         let key = PublicKey::from_bytes(&self.host_key).map_err(|_| ProtocolError::BadBinding)?;
-        let signature =
-            Signature::try_from(self.signature.as_slice()).map_err(|_| ProtocolError::BadBinding)?;
+        let signature = Signature::try_from(self.signature.as_slice())
+            .map_err(|_| ProtocolError::BadBinding)?;
         Verifier::verify(&key, &self.session_id, &signature)
             .map_err(|_| ProtocolError::BadBinding)?;
         Ok(key)

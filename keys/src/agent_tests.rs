@@ -40,7 +40,10 @@ fn requests_round_trip() {
 fn changes_are_recognised_by_type() {
     for kind in [17u8, 18, 19, 20, 21, 22, 23, 25, 26] {
         // Whatever follows the type byte, a change is a change (and gets refused).
-        assert_eq!(Request::parse(&[kind, 0, 0, 0, 9]), Ok(Request::Change(kind)));
+        assert_eq!(
+            Request::parse(&[kind, 0, 0, 0, 9]),
+            Ok(Request::Change(kind))
+        );
     }
     assert_eq!(Request::parse(&[1]), Ok(Request::Unknown(1)));
     assert_eq!(Request::parse(&[200, 1, 2]), Ok(Request::Unknown(200)));

@@ -57,10 +57,26 @@ impl Caller {
     }
 }
 
+/// Set on requests that came through a session's private socket: the caller is the
+/// session's user, no token needed. Only [`super::serve_session`] adds it.
+#[derive(Debug, Clone)]
+pub struct SessionUser(pub String);
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(SessionUser(name)) = parts.extensions.get::<SessionUser>().cloned() {
+            // Looked up each time: a removed user's sessions lose the API at once.
+            let user = state
+                .vault(move |v| v.user(&name))
+                .await
+                .map_err(|_| ApiError::unauthorized())?;
+            return Ok(Caller {
+                name: user.name,
+                is_admin: user.is_admin,
+            });
+        }
         let token = parts
             .headers
             .get(AUTHORIZATION)

@@ -24,6 +24,7 @@ use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use tokio_util::sync::CancellationToken;
 use utoipa::openapi::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
@@ -123,13 +124,54 @@ fn describe(api: &mut OpenApi) {
     );
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, then finishes in-flight requests.
+/// Serves the API (`router`) on `listener` until `shutdown` resolves, then finishes in-flight
+/// requests.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    state: AppState,
+    router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Serves the API to one SSH session on its private socket, authenticated as `user` (no
+/// token): only processes running as `uid` (or as the daemon) get an answer. Ends when `stop`
+/// is cancelled.
+pub async fn serve_session(
+    listener: tokio::net::UnixListener,
+    router: Router,
+    user: String,
+    uid: u32,
+    stop: CancellationToken,
+) {
+    let app = router.layer(axum::Extension(auth::SessionUser(user)));
+    let listener = SessionListener { listener, uid };
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+    {
+        tracing::debug!(error = %e, "session api socket failed");
+    }
+}
+
+/// A session's API socket, accepting only the session's uid.
+struct SessionListener {
+    listener: tokio::net::UnixListener,
+    uid: u32,
+}
+
+impl axum::serve::Listener for SessionListener {
+    type Io = tokio::net::UnixStream;
+    type Addr = ();
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (stream, _) = crate::agent::accept_peer(&self.listener, self.uid).await;
+        (stream, ())
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(())
+    }
 }

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod audit;
 pub mod exit;
+pub mod gitssh;
 mod input;
 pub mod key;
 pub mod login;
@@ -61,6 +62,8 @@ pub enum Command {
     Token(token::TokenCommand),
     /// Audit events: yours, or everyone's for admins.
     Audit(audit::AuditArgs),
+    /// Run ssh with this session's keyport key (what GIT_SSH_COMMAND runs in a session).
+    Gitssh(gitssh::GitSshArgs),
     /// Operator tasks on the data dir.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
@@ -81,6 +84,11 @@ pub fn run(opts: Opts) -> anyhow::Result<()> {
     // Any command may open the vault and unseal keys or values: never let a core dump write
     // this process's memory to disk.
     disable_core_dumps();
+    if let Command::Gitssh(args) = opts.command {
+        // No config: it runs inside sessions, for git, and needs none.
+        let code = gitssh::run(args)?;
+        std::process::exit(i32::from(code));
+    }
     let config = load_config(&opts)?;
     match opts.command {
         Command::Serve(args) => serve::run(config, args),
@@ -91,6 +99,7 @@ pub fn run(opts: Opts) -> anyhow::Result<()> {
         Command::Key(cmd) => key::run(&config, cmd),
         Command::Token(cmd) => token::run(&config, cmd),
         Command::Audit(args) => audit::run(args),
+        Command::Gitssh(_) => Ok(()),
         Command::Admin(cmd) => admin::run(&config, cmd),
         Command::Config(ConfigCommand::PrintDefault) => {
             print!("{DEFAULT_CONFIG_TOML}");

@@ -76,12 +76,14 @@ pub fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         let vault = VaultHandle::new(vault);
         let metrics = Arc::new(DaemonMetrics::default());
         let tasks = TaskTracker::new();
+        let router = api::router(api::AppState::new(vault.clone(), metrics.clone()));
         let ctx = Arc::new(ssh::SshContext::new(
             vault.clone(),
             config.accept_env.clone(),
             config.env.clone(),
             metrics.clone(),
             shutdown.clone(),
+            Some(router.clone()),
         ));
         // The workspace owner's files are in place before anyone logs in.
         let owner = config.owner.clone().or_else(|| {
@@ -95,8 +97,7 @@ pub fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         tasks.spawn(ssh::run(ssh, ctx, ssh::server_config(host_key)));
         let stop = shutdown.clone();
         tasks.spawn(async move {
-            let state = api::AppState::new(vault, metrics);
-            if let Err(e) = api::serve(api, state, stop.cancelled_owned()).await {
+            if let Err(e) = api::serve(api, router, stop.cancelled_owned()).await {
                 tracing::error!(error = %e, "api server failed");
             }
         });

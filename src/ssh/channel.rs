@@ -21,6 +21,7 @@ use tracing::{debug, info};
 
 use super::SshContext;
 use super::process::{self, Identity, Program};
+use super::sessiondir::SessionDir;
 use crate::secrets::env::{EnvInputs, SessionEnv, compose_env};
 use crate::vault::Actor;
 
@@ -64,6 +65,7 @@ pub async fn run(
 ) {
     let mut pty = None;
     let mut client_env = Vec::new();
+    let mut agent_forward = false;
     let program = loop {
         match channel.wait().await {
             Some(ChannelMsg::RequestPty {
@@ -85,6 +87,7 @@ pub async fn run(
             }) if client_env.len() < MAX_CLIENT_ENV => {
                 client_env.push((variable_name, variable_value));
             }
+            Some(ChannelMsg::AgentForward { .. }) => agent_forward = true,
             Some(ChannelMsg::Exec { command, .. }) => break Program::Exec(command),
             Some(ChannelMsg::RequestShell { .. }) => break Program::Shell,
             Some(ChannelMsg::RequestSubsystem { name, .. })
@@ -102,8 +105,16 @@ pub async fn run(
     let _active = ActiveSession(ctx.clone());
     let id = channel.id();
     let (rx, tx) = channel.split();
-    let outcome = match prepare(&ctx, &login, session, &program, pty.as_ref(), &client_env).await {
-        Ok((identity, env)) => match &pty {
+    let start = Start {
+        session,
+        program: &program,
+        pty: pty.as_ref(),
+        client_env: &client_env,
+        forward: agent_forward.then(|| handle.clone()),
+    };
+    // `_dir` lives as long as the session: its sockets go away with it.
+    let outcome = match prepare(&ctx, &login, start).await {
+        Ok((identity, env, _dir)) => match &pty {
             Some(pty) if !matches!(program, Program::Sftp) => {
                 relay_pty(rx, &tx, &identity, &program, env, pty).await
             }
@@ -129,15 +140,30 @@ fn clamp(n: u32) -> u16 {
     u16::try_from(n).unwrap_or(u16::MAX)
 }
 
-/// Who runs the program and with which environment; records the injection.
+/// What the client asked for, once it asked for a program.
+struct Start<'a> {
+    session: u64,
+    program: &'a Program,
+    pty: Option<&'a PtyRequest>,
+    client_env: &'a [(String, String)],
+    /// The connection, when the client forwarded its agent on this channel.
+    forward: Option<Handle>,
+}
+
+/// Who runs the program, with which environment and session directory; records the
+/// injection.
 async fn prepare(
     ctx: &Arc<SshContext>,
     login: &Login,
-    session: u64,
-    program: &Program,
-    pty: Option<&PtyRequest>,
-    client_env: &[(String, String)],
-) -> Result<(Identity, SessionEnv), String> {
+    start: Start<'_>,
+) -> Result<(Identity, SessionEnv, Option<SessionDir>), String> {
+    let Start {
+        session,
+        program,
+        pty,
+        client_env,
+        forward,
+    } = start;
     let identity = process::identity(&login.os_user).map_err(|e| e.to_string())?;
     let user = login.user.clone();
     let (secrets, names) = ctx
@@ -176,16 +202,27 @@ async fn prepare(
     // Files first: the program may read them as soon as it starts.
     super::files::materialize(ctx, &identity, &login.user, secrets.clone()).await;
 
+    // Shells and commands get the key service; sftp-server has no use for it.
+    let dir = match program {
+        Program::Sftp => None,
+        _ => Some(
+            SessionDir::create(ctx, &identity, &login.user, session, forward)
+                .await
+                .map_err(|e| format!("cannot create the session directory: {e}"))?,
+        ),
+    };
+    let mut keyport = vec![
+        ("KEYPORT_SESSION".into(), session.to_string()),
+        ("KEYPORT_USER".into(), login.user.clone()),
+    ];
+    keyport.extend(dir.iter().flat_map(SessionDir::env));
     let env = compose_env(&EnvInputs {
         base,
         operator: Some(&ctx.operator_env),
         client: client_env,
         accept: &ctx.accept_env,
         secrets: &secrets.env,
-        keyport: vec![
-            ("KEYPORT_SESSION".into(), session.to_string()),
-            ("KEYPORT_USER".into(), login.user.clone()),
-        ],
+        keyport,
     });
     if !names.is_empty() {
         ctx.metrics.injections.fetch_add(1, Ordering::Relaxed);
@@ -207,7 +244,7 @@ async fn prepare(
             .call(move |v| v.record_use(&actor, &user, "session.start", detail.clone()))
             .await;
     });
-    Ok((identity, env))
+    Ok((identity, env, dir))
 }
 
 /// Most client `env` requests one channel may make.

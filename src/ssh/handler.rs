@@ -146,6 +146,15 @@ impl russh::server::Handler for Connection {
         Ok(())
     }
 
+    /// `ssh -A`: the channel's session agent will also serve the client's keys.
+    async fn agent_request(
+        &mut self,
+        _channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+
     async fn shell_request(
         &mut self,
         channel: ChannelId,

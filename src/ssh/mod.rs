@@ -11,11 +11,13 @@
 //! - `channel.rs`: one task per session channel: collect pty/env requests, start, relay I/O.
 //! - `process.rs`: who the process runs as, its environment, spawning it, signals.
 //! - `files.rs`: writing file secrets (as the OS user) and the ledger of what was written.
+//! - `sessiondir.rs`: each session's private directory: agent socket, in-session API socket.
 
 mod channel;
 mod files;
 mod handler;
 mod process;
+pub mod sessiondir;
 
 pub use files::{materialize, materialize_owner};
 
@@ -57,6 +59,9 @@ pub struct SshContext {
     pub tasks: TaskTracker,
     /// Cancelled when the daemon shuts down.
     pub shutdown: CancellationToken,
+    /// The API router, served to each session on its private socket (none in tests of the
+    /// SSH server alone).
+    pub session_api: Option<axum::Router>,
     failures: Mutex<HashMap<(IpAddr, String), (u32, Instant)>>,
     next_id: AtomicU64,
 }
@@ -69,6 +74,7 @@ impl SshContext {
         operator_env: BTreeMap<String, String>,
         metrics: Arc<DaemonMetrics>,
         shutdown: CancellationToken,
+        session_api: Option<axum::Router>,
     ) -> Self {
         Self {
             vault,
@@ -77,6 +83,7 @@ impl SshContext {
             metrics,
             tasks: TaskTracker::new(),
             shutdown,
+            session_api,
             failures: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
         }

@@ -4,7 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use keyport::secrets::Limits;
 use keyport::vault::{Actor, NewUserSpec, Vault};
@@ -35,7 +35,12 @@ impl Sandbox {
 
     /// The real binary with a clean environment pointing at this sandbox.
     pub fn keyport(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyport"));
+        self.keyport_at(Path::new(env!("CARGO_BIN_EXE_keyport")))
+    }
+
+    /// The binary at `bin` with a clean environment pointing at this sandbox.
+    pub fn keyport_at(&self, bin: &Path) -> Command {
+        let mut cmd = Command::new(bin);
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.home())
@@ -186,9 +191,37 @@ impl Sandbox {
 
     /// Starts the daemon with extra environment (e.g. a canary the sessions must not see).
     pub fn serve_with(&self, env: &[(&str, &str)]) -> Daemon {
+        self.serve_command(self.keyport(), env)
+    }
+
+    /// Starts the daemon from [`Sandbox::public_binary`], so that sessions of other OS
+    /// accounts can run it (`GIT_SSH_COMMAND`, the in-session CLI).
+    pub fn serve_public(&self, env: &[(&str, &str)]) -> Daemon {
+        self.serve_command(self.keyport_at(&self.public_binary()), env)
+    }
+
+    /// The keyport binary at a path every OS account can run: the checkout may sit under a
+    /// private home. Only the sandbox's `bin/` is opened up (the sandbox itself to traversal).
+    pub fn public_binary(&self) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = self.dir.path().join("bin");
+        let path = bin.join("keyport");
+        if !path.exists() {
+            std::fs::create_dir_all(&bin).unwrap();
+            std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o711))
+                .unwrap();
+            let built = env!("CARGO_BIN_EXE_keyport");
+            if std::fs::hard_link(built, &path).is_err() {
+                std::fs::copy(built, &path).unwrap();
+            }
+        }
+        path
+    }
+
+    fn serve_command(&self, mut command: Command, env: &[(&str, &str)]) -> Daemon {
         use std::io::BufRead;
-        let mut child = self
-            .keyport()
+        let mut child = command
             .args([
                 "serve",
                 "--ssh-listen",
@@ -286,6 +319,11 @@ impl Daemon {
             nix::sys::signal::Signal::SIGTERM,
         );
         self.child.wait().unwrap()
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Everything the daemon logged so far.
@@ -483,4 +521,62 @@ pub fn ssh_daemon(env: &[(&str, &str)]) -> (Sandbox, Daemon, PathBuf, Http) {
     let daemon = sb.serve_with(env);
     let api = Http::new(&daemon.url, Some(&sb.bootstrap_token()));
     (sb, daemon, key, api)
+}
+
+/// An OS account made for one test and removed after it.
+pub struct OsAccount {
+    pub name: String,
+    pub home: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl OsAccount {
+    pub fn create(prefix: &str) -> Self {
+        let name = format!("{prefix}{}", std::process::id() % 100_000);
+        let _ = Command::new("userdel")
+            .args(["-r", &name])
+            .stderr(Stdio::null())
+            .status();
+        let status = Command::new("useradd")
+            .args(["-m", "-s", "/bin/sh", &name])
+            .status()
+            .unwrap();
+        assert!(status.success(), "useradd {name}");
+        // Not locked (sshd refuses locked accounts), and no password either.
+        let status = Command::new("usermod")
+            .args(["-p", "*", &name])
+            .status()
+            .unwrap();
+        assert!(status.success(), "usermod {name}");
+        let os = keyport::osuser::lookup(&name).unwrap();
+        Self {
+            name,
+            home: PathBuf::from(os.home),
+            uid: os.uid,
+            gid: os.gid,
+        }
+    }
+}
+
+impl Drop for OsAccount {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel")
+            .args(["-r", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Every needle that must never be found on disk for this key pair.
+pub fn key_needles(pair: &keyport_keys::KeyPair) -> Vec<Vec<u8>> {
+    let raw = match pair.private().key_data() {
+        russh::keys::ssh_key::private::KeypairData::Ed25519(kp) => kp.private.to_bytes().to_vec(),
+        russh::keys::ssh_key::private::KeypairData::Ecdsa(
+            russh::keys::ssh_key::private::EcdsaKeypair::NistP256 { private, .. },
+        ) => private.as_slice().to_vec(),
+        other => panic!("unexpected key type {other:?}"),
+    };
+    let encoded = pair.to_secret_bytes().unwrap().expose().to_vec();
+    vec![raw, encoded]
 }

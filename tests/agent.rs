@@ -1,0 +1,709 @@
+//! The key service through real tools: inside keyport sessions, `git clone`/`git push` and
+//! plain `ssh` to a real OpenSSH `sshd` (started here, its authorized_keys holding the user's
+//! keyport key) sign with the in-memory key; `ssh-add` lists it and cannot add; the private key
+//! is in no file, temp dir or log; `ssh -A` merges the client's keys; another OS account cannot
+//! use the socket; regenerating takes effect at the next signature. The agent socket also
+//! survives a raw protocol abuse session.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Daemon, Http, OsAccount, Sandbox, contains, key_needles, metric, require_tool};
+use keyport_keys::KeyPair;
+use serde_json::json;
+
+/// A real OpenSSH sshd on a free loopback port, letting `login` in with the keys in its
+/// authorized_keys file; killed on drop.
+struct Sshd {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+    host_line: String,
+}
+
+impl Sshd {
+    fn start(sb: &Sandbox, login: &str) -> Self {
+        require_tool("sshd");
+        let dir = sb.dir.path().join("sshd");
+        std::fs::create_dir_all(&dir).unwrap();
+        // sshd reads authorized_keys as the user logging in.
+        for d in [sb.dir.path(), dir.as_path()] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711)).unwrap();
+        }
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let host = dir.join("host_ed25519");
+        let status = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&host)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\n\
+                 AuthorizedKeysFile {dir}/authorized_keys\nStrictModes no\nUsePAM no\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 PermitRootLogin prohibit-password\nAllowUsers {login}\nPidFile none\n\
+                 LogLevel VERBOSE\n",
+                host = host.display(),
+                dir = dir.display()
+            ),
+        )
+        .unwrap();
+        let sshd = Self {
+            child: Command::new("/usr/sbin/sshd")
+                .args(["-D", "-e", "-f"])
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.join("log")).unwrap())
+                .spawn()
+                .unwrap(),
+            port,
+            host_line: std::fs::read_to_string(host.with_extension("pub")).unwrap(),
+            dir,
+        };
+        sshd.authorize(&[]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "sshd did not start: {}",
+                sshd.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sshd
+    }
+
+    /// Replaces authorized_keys with `keys`.
+    fn authorize(&self, keys: &[&str]) {
+        let path = self.dir.join("authorized_keys");
+        std::fs::write(&path, keys.join("\n") + "\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+
+    /// What `account` needs in `~/.ssh/known_hosts` to trust this sshd.
+    fn trust(&self, account: &OsAccount) {
+        let ssh_dir = account.home.join(".ssh");
+        std::fs::create_dir_all(&ssh_dir).unwrap();
+        let mut parts = self.host_line.split_whitespace();
+        let (kind, blob) = (parts.next().unwrap(), parts.next().unwrap());
+        let known = ssh_dir.join("known_hosts");
+        std::fs::write(&known, format!("[127.0.0.1]:{} {kind} {blob}\n", self.port)).unwrap();
+        chown_tree(&ssh_dir, account);
+    }
+
+    fn host_fingerprint(&self) -> String {
+        keyport_keys::LoginKey::parse(self.host_line.trim())
+            .unwrap()
+            .fingerprint()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A child process killed and reaped when the test ends, failed or not.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn chown_tree(path: &Path, account: &OsAccount) {
+    let status = Command::new("chown")
+        .args(["-R", &format!("{}:{}", account.uid, account.gid)])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Root is needed for what these tests must show: sessions of other OS accounts, and an sshd
+/// that lets them in. CI runs as root.
+fn as_root() -> bool {
+    if keyport::osuser::is_root() {
+        require_tool("useradd");
+        require_tool("git");
+        require_tool("ssh-add");
+        return true;
+    }
+    eprintln!("skipped: needs root for OS accounts and sshd (CI runs as root)");
+    false
+}
+
+/// A keyport user `name` on OS account `account`, logging in with a fresh client key; returns
+/// that key and the user's API client.
+fn keyport_user(
+    sb: &Sandbox,
+    daemon: &Daemon,
+    admin: &Http,
+    name: &str,
+    account: &OsAccount,
+) -> (PathBuf, Http) {
+    let key = sb.client_key(&format!("{name}_login"));
+    let line = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let r = admin.send(
+        "POST",
+        "users",
+        &json!({"name": name, "os_user": account.name, "login_keys": [line]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let token = sb.ok(&["token", "create", "t", "--user", name]);
+    (key, Http::new(&daemon.url, Some(token.trim())))
+}
+
+fn public_key(sb: &Sandbox, user: &str) -> String {
+    let out = sb.ok(&["key", "show", "--user", user, "-o", "json"]);
+    let key: serde_json::Value = serde_json::from_str(&out).unwrap();
+    key["public_key"].as_str().unwrap().to_string()
+}
+
+/// Runs `script` in a keyport session; returns (success, stdout, stderr).
+fn session(daemon: &Daemon, user: &str, key: &Path, script: &str) -> (bool, String, String) {
+    let out = daemon
+        .ssh(user, key)
+        .arg(script)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A bare repository with one commit in `account`'s home.
+fn bare_repo(sb: &Sandbox, account: &OsAccount) -> PathBuf {
+    let work = sb.dir.path().join("seed");
+    let git = |args: &[&str], dir: &Path| {
+        let out = Command::new("git")
+            .args(["-c", "user.name=seed", "-c", "user.email=seed@example.com"])
+            .args(["-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+    };
+    std::fs::create_dir_all(&work).unwrap();
+    git(&["init", "-q"], &work);
+    std::fs::write(work.join("README"), "seed\n").unwrap();
+    git(&["add", "README"], &work);
+    git(&["commit", "-q", "-m", "seed"], &work);
+    let repo = account.home.join("repo.git");
+    git(
+        &["clone", "-q", "--bare", ".", repo.to_str().unwrap()],
+        &work,
+    );
+    chown_tree(&repo, account);
+    repo
+}
+
+fn wait_gone(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} outlived its session",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Every file under `root` (not following links, at most `depth` levels, skipping build
+/// trees and big files) that holds one of `needles`, or an OpenSSH PEM whose key is `key`.
+fn files_holding(root: &Path, depth: usize, needles: &[Vec<u8>], key: &KeyPair) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            let name = entry.file_name();
+            if depth > 0 && name != "target" && name != ".git" {
+                found.extend(files_holding(&path, depth - 1, needles, key));
+            }
+            continue;
+        }
+        if !meta.is_file() || meta.len() > 8 * 1024 * 1024 {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        let pem_of_key = contains(&bytes, b"BEGIN OPENSSH PRIVATE KEY")
+            && std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|text| russh::keys::PrivateKey::from_openssh(text).ok())
+                .is_some_and(|pem| {
+                    pem.public_key().key_data() == key.private().public_key().key_data()
+                });
+        if pem_of_key || needles.iter().any(|n| contains(&bytes, n)) {
+            found.push(path);
+        }
+    }
+    found
+}
+
+fn sign_events(api: &Http) -> Vec<serde_json::Value> {
+    let r = api.get("audit");
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "key.sign")
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn git_and_ssh_sign_with_the_in_memory_key_and_nothing_else_holds_it() {
+    if !as_root() {
+        return;
+    }
+    let sb = Sandbox::new();
+    sb.client_key("id_ed25519");
+    let daemon = sb.serve_public(&[]);
+    let admin = Http::new(&daemon.url, Some(&sb.bootstrap_token()));
+    let account = OsAccount::create("kpg");
+    let (login, api) = keyport_user(&sb, &daemon, &admin, "dev", &account);
+    let r = api.send(
+        "POST",
+        "users/me/secrets",
+        &json!({"name": "token", "value": "in-session-cli-sees-this-name", "env": "TOKEN"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let sshd = Sshd::start(&sb, &account.name);
+    let original = public_key(&sb, "dev");
+    sshd.authorize(&[&original]);
+    sshd.trust(&account);
+    let repo = bare_repo(&sb, &account);
+    let (port, acct) = (sshd.port, &account.name);
+    let url = format!("ssh://{acct}@127.0.0.1:{port}{}", repo.display());
+    // Sessions' PATH is the system's; this build of keyport is not installed on it.
+    let kp = sb.public_binary().display().to_string();
+
+    let script = format!(
+        "set -e; cd \"$HOME\"
+         echo \"dir=$KEYPORT_SESSION_DIR\"; echo \"sock=$SSH_AUTH_SOCK\"; echo \"git=$GIT_SSH_COMMAND\"
+         ssh-add -l
+         git clone -q {url} work
+         cd work; git -c user.name=k -c user.email=k@example.com commit -q --allow-empty -m pushed-by-keyport
+         git push -q origin HEAD
+         ssh -p {port} {acct}@127.0.0.1 echo plain-ssh-ok
+         ssh-keygen -q -t ed25519 -N '' -C other -f \"$HOME/other\"
+         if ssh-add \"$HOME/other\" 2>/dev/null; then echo add-accepted; else echo add-refused; fi
+         rm -f \"$HOME/other\" \"$HOME/other.pub\"
+         ssh-add -D 2>/dev/null && echo remove-accepted || echo remove-refused
+         ssh-add -x </dev/null 2>/dev/null && echo lock-accepted || echo lock-refused
+         {kp} secret list
+         {kp} key show"
+    );
+    let (ok, out, err) = session(&daemon, "dev", &login, &script);
+    assert!(ok, "session failed:\n{out}\n{err}\nsshd:\n{}", sshd.log());
+    // ssh found the agent's key for the public key it was given: it never tried a file.
+    assert!(!err.contains("Load key"), "{err}");
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap()
+            .to_string()
+    };
+    let (dir, sock) = (PathBuf::from(field("dir")), field("sock"));
+    assert_eq!(Path::new(&sock).parent(), Some(dir.as_path()));
+    assert_eq!(field("git"), format!("{kp} gitssh --"));
+    let fingerprint = keyport_keys::LoginKey::parse(&original)
+        .unwrap()
+        .fingerprint();
+    assert!(
+        out.contains(&format!("256 {fingerprint} keyport:dev (ED25519)")),
+        "{out}"
+    );
+    assert!(out.contains("plain-ssh-ok"), "{out}");
+    for refused in ["add-refused", "remove-refused", "lock-refused"] {
+        assert!(out.contains(refused), "{out}");
+    }
+    // The in-session CLI: no login, no token in the environment.
+    assert!(out.contains("token") && out.contains("TOKEN"), "{out}");
+    assert!(out.contains(&fingerprint), "{out}");
+    let log = Command::new("git")
+        .args(["-c", "safe.directory=*", "--git-dir"])
+        .arg(&repo)
+        .args(["log", "--format=%s"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&log.stdout),
+        "pushed-by-keyport\nseed\n"
+    );
+    wait_gone(&dir);
+
+    // Every signature is audited: which key, which process, for which host.
+    let events = sign_events(&api);
+    assert!(events.len() >= 3, "clone, push, ssh: {events:?}");
+    for event in &events {
+        let detail = &event["detail"];
+        assert_eq!(detail["key_fingerprint"], fingerprint.as_str());
+        assert_eq!(detail["key_source"], "keyport");
+        assert_eq!(
+            detail["destination_host_key"],
+            sshd.host_fingerprint().as_str()
+        );
+        assert_eq!(detail["exe"], "/usr/bin/ssh", "{event}");
+        assert!(detail["pid"].as_i64().unwrap() > 1);
+        assert!(detail["session"].as_u64().is_some());
+    }
+    let metrics = Http::new(&daemon.url, None).get("metrics").body;
+    assert!(
+        metric(
+            &metrics,
+            "keyport_agent_signatures_total{key_type=\"ssh-ed25519\"}"
+        ) >= events.len() as f64
+    );
+
+    // The private key is nowhere: data dir, temp dirs, shared memory, HOME, logs.
+    let pair = sb.vault().open_user_key("dev").unwrap();
+    let needles = key_needles(&pair);
+    for (root, depth) in [
+        (sb.data(), 2),
+        (account.home.clone(), 6),
+        (PathBuf::from("/tmp"), 4),
+        (PathBuf::from("/var/tmp"), 4),
+        (PathBuf::from("/dev/shm"), 4),
+    ] {
+        let found = files_holding(&root, depth, &needles, &pair);
+        assert!(found.is_empty(), "the private key is in {found:?}");
+    }
+    let logs = daemon.log() + &sshd.log();
+    assert!(!logs.contains("PRIVATE KEY"));
+    for needle in &needles {
+        assert!(!contains(logs.as_bytes(), needle));
+        assert!(!logs.contains(&keyport_keys::seal::hex(needle)));
+    }
+    // Core dumps are off for the daemon.
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", daemon.pid())).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert_eq!(core.split_whitespace().nth(4), Some("0"), "{core}");
+
+    // Regenerate inside a session: the very next signature uses the new key, which the sshd
+    // (still trusting the old one) refuses, and gitssh says what to register, and where.
+    let script = format!(
+        "{kp} key regenerate --yes >/dev/null
+         $GIT_SSH_COMMAND -p {port} {acct}@127.0.0.1 echo should-not-run; echo \"exit=$?\""
+    );
+    let (_, out, err) = session(&daemon, "dev", &login, &script);
+    let renewed = public_key(&sb, "dev");
+    assert_ne!(renewed, original);
+    assert!(
+        out.contains("exit=255") && !out.contains("should-not-run"),
+        "{out}{err}"
+    );
+    assert!(err.contains("refused your keyport key"), "{err}");
+    assert!(err.contains(renewed.trim()), "{err}");
+    assert!(err.contains("authorized_keys"), "{err}");
+    // With the new key registered instead of the old one, it works — no restart.
+    sshd.authorize(&[&renewed]);
+    let script = format!(
+        "git clone -q {url} \"$HOME/again\" && ssh -p {port} {acct}@127.0.0.1 echo renewed-ok"
+    );
+    let (ok, out, err) = session(&daemon, "dev", &login, &script);
+    assert!(ok && out.contains("renewed-ok"), "{out}{err}");
+}
+
+#[test]
+fn forwarded_agent_keys_are_listed_and_used_alongside_the_keyport_key() {
+    if !as_root() {
+        return;
+    }
+    let sb = Sandbox::new();
+    sb.client_key("id_ed25519");
+    let daemon = sb.serve_public(&[]);
+    let admin = Http::new(&daemon.url, Some(&sb.bootstrap_token()));
+    let account = OsAccount::create("kpf");
+    let (login, api) = keyport_user(&sb, &daemon, &admin, "fwd", &account);
+    let sshd = Sshd::start(&sb, &account.name);
+    sshd.trust(&account);
+
+    // The client's own agent, holding a key keyport never saw.
+    let agent_sock = sb.dir.path().join("client-agent.sock");
+    let _client_agent = Killed(
+        Command::new("ssh-agent")
+            .args(["-D", "-a"])
+            .arg(&agent_sock)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !agent_sock.exists() {
+        assert!(Instant::now() < deadline, "ssh-agent did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let client_key = sb.client_key("forwarded");
+    let added = Command::new("ssh-add")
+        .arg(&client_key)
+        .env("SSH_AUTH_SOCK", &agent_sock)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{added:?}");
+    let client_line = std::fs::read_to_string(client_key.with_extension("pub")).unwrap();
+    let keyport_line = public_key(&sb, "fwd");
+    let forwarded = |script: &str| {
+        let out = daemon
+            .ssh("fwd", &login)
+            .arg("-A")
+            .arg(script)
+            .env("SSH_AUTH_SOCK", &agent_sock)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (port, acct) = (sshd.port, &account.name);
+
+    // Both keys listed; 20 agent clients at once each see both.
+    let (ok, out) = forwarded(
+        "ssh-add -l; t=$(mktemp -d); for i in $(seq 20); do (ssh-add -l | wc -l > $t/$i) & done; \
+         wait; cat $t/*; rm -r $t",
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("keyport:fwd") && out.contains("forwarded"),
+        "{out}"
+    );
+    assert_eq!(out.lines().filter(|l| l.trim() == "2").count(), 20, "{out}");
+
+    // The client's key signs (relayed to the client), and so does the keyport key.
+    for (line, which) in [(&client_line, "client"), (&keyport_line, "keyport")] {
+        sshd.authorize(&[line.trim()]);
+        let (ok, out) = forwarded(&format!(
+            "ssh -p {port} {acct}@127.0.0.1 echo signed-by-{which}"
+        ));
+        assert!(
+            ok && out.contains(&format!("signed-by-{which}")),
+            "{out}\n{}",
+            sshd.log()
+        );
+    }
+    let sources: Vec<String> = sign_events(&api)
+        .iter()
+        .map(|e| e["detail"]["key_source"].as_str().unwrap().to_string())
+        .collect();
+    assert!(sources.contains(&"forwarded".to_string()), "{sources:?}");
+    assert!(sources.contains(&"keyport".to_string()), "{sources:?}");
+
+    // Without -A the client's key is not there.
+    let (ok, out, _) = session(&daemon, "fwd", &login, "ssh-add -l");
+    assert!(
+        ok && out.lines().count() == 1 && out.contains("keyport:fwd"),
+        "{out}"
+    );
+}
+
+#[test]
+fn another_os_account_cannot_use_a_session_socket() {
+    if !as_root() {
+        return;
+    }
+    let sb = Sandbox::new();
+    sb.client_key("id_ed25519");
+    let daemon = sb.serve_public(&[]);
+    let admin = Http::new(&daemon.url, Some(&sb.bootstrap_token()));
+    let (alice_os, bob_os) = (OsAccount::create("kpx"), OsAccount::create("kpy"));
+    let (alice_key, _) = keyport_user(&sb, &daemon, &admin, "alice", &alice_os);
+    keyport_user(&sb, &daemon, &admin, "bob", &bob_os);
+
+    let mut alice = Killed(
+        daemon
+            .ssh("alice", &alice_key)
+            .arg("echo \"$KEYPORT_SESSION_DIR\"; exec sleep 30")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(alice.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let dir = PathBuf::from(line.trim());
+    let sock = dir.join("agent.sock");
+    assert!(sock.exists(), "{line}");
+    let meta = std::fs::metadata(&dir).unwrap();
+    assert_eq!(
+        (
+            std::os::unix::fs::MetadataExt::uid(&meta),
+            meta.permissions().mode() & 0o777
+        ),
+        (alice_os.uid, 0o700)
+    );
+    let bin = sb.public_binary();
+    let as_user = |os: &OsAccount, cmd: &str| {
+        Command::new("runuser")
+            .args(["-u", &os.name, "--", "sh", "-c", cmd])
+            .env("SSH_AUTH_SOCK", &sock)
+            .env("KEYPORT_SESSION_DIR", &dir)
+            .env("KEYPORT_BIN", &bin)
+            .env("HOME", &os.home)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let alice_fp = keyport_keys::LoginKey::parse(&public_key(&sb, "alice"))
+        .unwrap()
+        .fingerprint();
+    // The directory keeps bob out.
+    let out = as_user(&bob_os, "ssh-add -l");
+    assert!(!out.status.success(), "{out:?}");
+    // Even with the directory and sockets opened up, the daemon checks who connects.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for name in ["agent.sock", "api.sock"] {
+        std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
+    let out = as_user(&bob_os, "ssh-add -l");
+    assert!(!out.status.success(), "{out:?}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&alice_fp));
+    let out = as_user(&bob_os, "\"$KEYPORT_BIN\" key show");
+    assert!(!out.status.success(), "{out:?}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&alice_fp));
+    // Alice herself, from outside the session, is let in.
+    let out = as_user(&alice_os, "ssh-add -l; \"$KEYPORT_BIN\" key show");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches(&alice_fp)
+            .count(),
+        2,
+        "{out:?}"
+    );
+    drop(alice);
+    wait_gone(&dir);
+}
+
+/// One agent request over `stream`; the answer's payload, or `None` if the agent hung up.
+fn ask(stream: &mut UnixStream, payload: &[u8]) -> Option<Vec<u8>> {
+    stream
+        .write_all(&keyport_keys::agent::frame(payload))
+        .unwrap();
+    let mut header = [0u8; 4];
+    stream.read_exact(&mut header).ok()?;
+    let mut answer = vec![0u8; u32::from_be_bytes(header) as usize];
+    stream.read_exact(&mut answer).ok()?;
+    Some(answer)
+}
+
+#[test]
+fn the_agent_socket_refuses_changes_and_survives_malformed_requests() {
+    use keyport_keys::agent::{Request, Response};
+    let (sb, daemon, key, _) = common::ssh_daemon(&[]);
+    let me = common::me().name;
+    let mut session = Killed(
+        daemon
+            .ssh(&me, &key)
+            .arg("echo \"$SSH_AUTH_SOCK\"; exec sleep 30")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(session.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let connect = || UnixStream::connect(line.trim()).unwrap();
+    let mut s = connect();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let failure = Response::Failure.encode();
+    // Add (17), remove-all (19), lock (22, with a passphrase), unknown (99), an unknown
+    // extension, a session-bind whose signature does not verify, a truncated sign request.
+    let refused: [&[u8]; 7] = [
+        &[17, 0, 0, 0, 11, b's', b's', b'h'],
+        &[19],
+        &[22, 0, 0, 0, 2, b'p', b'w'],
+        &[99],
+        &Request::Extension("query".into()).encode(),
+        &Request::SessionBind(keyport_keys::agent::SessionBind {
+            host_key: vec![1; 10],
+            session_id: vec![2; 32],
+            signature: vec![3; 10],
+            forwarding: false,
+        })
+        .encode(),
+        &[13, 0, 0, 0, 100, 1, 2, 3],
+    ];
+    for request in refused {
+        assert_eq!(ask(&mut s, request), Some(failure.clone()), "{request:?}");
+    }
+    // The key is listed, and signs; a key it does not hold does not.
+    let Ok(Response::Identities(ids)) = Response::parse(&ask(&mut s, &[11]).unwrap()) else {
+        panic!("no identities");
+    };
+    assert_eq!(ids.len(), 1);
+    let pair = sb.vault().open_user_key(&me).unwrap();
+    assert_eq!(ids[0].key, pair.public_blob().unwrap());
+    let sign = |key: Vec<u8>| Request::Sign {
+        key,
+        data: b"challenge".to_vec(),
+        flags: 0,
+    };
+    let answer = ask(&mut s, &sign(ids[0].key.clone()).encode()).unwrap();
+    let Ok(Response::Signature(sig)) = Response::parse(&answer) else {
+        panic!("no signature: {answer:?}");
+    };
+    let sig = russh::keys::ssh_key::Signature::try_from(sig.as_slice()).unwrap();
+    russh::keys::signature::Verifier::verify(pair.private().public_key(), b"challenge", &sig)
+        .unwrap();
+    assert_eq!(ask(&mut s, &sign(vec![0; 51]).encode()), Some(failure));
+    // An oversized frame ends the connection; the agent goes on serving others.
+    s.write_all(&[0, 0x10, 0, 0, 11]).unwrap();
+    let mut rest = Vec::new();
+    assert_eq!(s.read_to_end(&mut rest).unwrap_or(0), 0);
+    let mut again = connect();
+    assert_eq!(ask(&mut again, &[11]).map(|a| a[0]), Some(12));
+    drop(again);
+    drop(session);
+    assert!(daemon.log().contains("keyport ready"));
+    assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
+}
