@@ -707,3 +707,36 @@ fn the_agent_socket_refuses_changes_and_survives_malformed_requests() {
     assert!(daemon.log().contains("keyport ready"));
     assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
 }
+
+#[test]
+fn gitssh_outside_a_session_says_so() {
+    let sb = Sandbox::new();
+    let out = sb
+        .keyport()
+        .args([
+            "gitssh",
+            "--",
+            "-p",
+            "22",
+            "git@example.com",
+            "git-upload-pack 'x'",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("only works inside a keyport SSH session"),
+        "{err}"
+    );
+    let gone = sb.dir.path().join("ended-session");
+    let out = sb
+        .keyport()
+        .env("KEYPORT_SESSION_DIR", &gone)
+        .args(["gitssh", "--", "git@example.com"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is gone (its session has ended)"), "{err}");
+}
