@@ -295,8 +295,8 @@ fn parse_response(raw: &[u8]) -> std::io::Result<(u16, String)> {
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-/// Decodes a chunked body.
-fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
+/// Decodes an HTTP/1.1 chunked body; `None` if it is not one.
+pub fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     loop {
         let line_end = raw.windows(2).position(|w| w == b"\r\n")?;

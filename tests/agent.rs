@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Http, OsAccount, Sandbox, contains, key_needles, metric, require_tool};
+use common::{
+    Daemon, Http, OsAccount, Sandbox, contains, key_needles, keyport_user, metric, require_tool,
+};
 use keyport_keys::KeyPair;
 use serde_json::json;
 
@@ -158,25 +160,13 @@ fn as_root() -> bool {
     false
 }
 
-/// A keyport user `name` on OS account `account`, logging in with a fresh client key; returns
-/// that key and the user's API client.
-fn keyport_user(
-    sb: &Sandbox,
-    daemon: &Daemon,
-    admin: &Http,
-    name: &str,
-    account: &OsAccount,
-) -> (PathBuf, Http) {
-    let key = sb.client_key(&format!("{name}_login"));
-    let line = std::fs::read_to_string(key.with_extension("pub")).unwrap();
-    let r = admin.send(
-        "POST",
-        "users",
-        &json!({"name": name, "os_user": account.name, "login_keys": [line]}),
-    );
-    assert_eq!(r.status, 201, "{}", r.body);
-    let token = sb.ok(&["token", "create", "t", "--user", name]);
-    (key, Http::new(&daemon.url, Some(token.trim())))
+/// A daemon any OS account's sessions can run keyport from, and its bootstrap admin's API.
+fn started() -> (Sandbox, Daemon, Http) {
+    let sb = Sandbox::new();
+    sb.client_key("id_ed25519");
+    let daemon = sb.serve_public(&[]);
+    let admin = Http::new(&daemon.url, Some(&sb.bootstrap_token()));
+    (sb, daemon, admin)
 }
 
 fn public_key(sb: &Sandbox, user: &str) -> String {
@@ -198,6 +188,25 @@ fn session(daemon: &Daemon, user: &str, key: &Path, script: &str) -> (bool, Stri
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A session kept open (for up to 30 s, or until the guard drops) and the value of its
+/// environment variable `var`.
+fn held_session(daemon: &Daemon, user: &str, key: &Path, var: &str) -> (Killed, String) {
+    let mut child = Killed(
+        daemon
+            .ssh(user, key)
+            .arg(format!("echo \"${var}\"; exec sleep 30"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line.trim().to_string())
 }
 
 /// A bare repository with one commit in `account`'s home.
@@ -295,10 +304,7 @@ fn git_and_ssh_sign_with_the_in_memory_key_and_nothing_else_holds_it() {
     if !as_root() {
         return;
     }
-    let sb = Sandbox::new();
-    sb.client_key("id_ed25519");
-    let daemon = sb.serve_public(&[]);
-    let admin = Http::new(&daemon.url, Some(&sb.bootstrap_token()));
+    let (sb, daemon, admin) = started();
     let account = OsAccount::create("kpg");
     let (login, api) = keyport_user(&sb, &daemon, &admin, "dev", &account);
     let r = api.send(
@@ -452,10 +458,7 @@ fn forwarded_agent_keys_are_listed_and_used_alongside_the_keyport_key() {
     if !as_root() {
         return;
     }
-    let sb = Sandbox::new();
-    sb.client_key("id_ed25519");
-    let daemon = sb.serve_public(&[]);
-    let admin = Http::new(&daemon.url, Some(&sb.bootstrap_token()));
+    let (sb, daemon, admin) = started();
     let account = OsAccount::create("kpf");
     let (login, api) = keyport_user(&sb, &daemon, &admin, "fwd", &account);
     let sshd = Sshd::start(&sb, &account.name);
@@ -547,27 +550,12 @@ fn another_os_account_cannot_use_a_session_socket() {
     if !as_root() {
         return;
     }
-    let sb = Sandbox::new();
-    sb.client_key("id_ed25519");
-    let daemon = sb.serve_public(&[]);
-    let admin = Http::new(&daemon.url, Some(&sb.bootstrap_token()));
+    let (sb, daemon, admin) = started();
     let (alice_os, bob_os) = (OsAccount::create("kpx"), OsAccount::create("kpy"));
     let (alice_key, _) = keyport_user(&sb, &daemon, &admin, "alice", &alice_os);
     keyport_user(&sb, &daemon, &admin, "bob", &bob_os);
 
-    let mut alice = Killed(
-        daemon
-            .ssh("alice", &alice_key)
-            .arg("echo \"$KEYPORT_SESSION_DIR\"; exec sleep 30")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    BufReader::new(alice.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (alice, line) = held_session(&daemon, "alice", &alice_key, "KEYPORT_SESSION_DIR");
     let dir = PathBuf::from(line.trim());
     let sock = dir.join("agent.sock");
     assert!(sock.exists(), "{line}");
@@ -639,19 +627,7 @@ fn the_agent_socket_refuses_changes_and_survives_malformed_requests() {
     use keyport_keys::agent::{Request, Response};
     let (sb, daemon, key, _) = common::ssh_daemon(&[]);
     let me = common::me().name;
-    let mut session = Killed(
-        daemon
-            .ssh(&me, &key)
-            .arg("echo \"$SSH_AUTH_SOCK\"; exec sleep 30")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    BufReader::new(session.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (session, line) = held_session(&daemon, &me, &key, "SSH_AUTH_SOCK");
     let connect = || UnixStream::connect(line.trim()).unwrap();
     let mut s = connect();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

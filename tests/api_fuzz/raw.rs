@@ -196,24 +196,9 @@ fn parse_answer(raw: &[u8]) -> Option<Answer> {
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked");
     if chunked {
-        body = dechunk(&body).unwrap_or(body);
+        body = keyport::client::dechunk(&body).unwrap_or(body);
     }
     Some(Answer { status, head, body })
-}
-
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(data.get(..size)?);
-        data = data.get(size + 2..)?;
-    }
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.

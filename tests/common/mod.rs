@@ -580,3 +580,24 @@ pub fn key_needles(pair: &keyport_keys::KeyPair) -> Vec<Vec<u8>> {
     let encoded = pair.to_secret_bytes().unwrap().expose().to_vec();
     vec![raw, encoded]
 }
+
+/// A keyport user `name` on OS account `account`, logging in with a fresh client key; returns
+/// that key and the user's API client.
+pub fn keyport_user(
+    sb: &Sandbox,
+    daemon: &Daemon,
+    admin: &Http,
+    name: &str,
+    account: &OsAccount,
+) -> (PathBuf, Http) {
+    let key = sb.client_key(&format!("{name}_login"));
+    let line = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let r = admin.send(
+        "POST",
+        "users",
+        &serde_json::json!({"name": name, "os_user": account.name, "login_keys": [line]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let token = sb.ok(&["token", "create", "t", "--user", name]);
+    (key, Http::new(&daemon.url, Some(token.trim())))
+}
