@@ -8,28 +8,32 @@
 //! refused. Every signature is audited with the requesting process and, when `ssh` sent
 //! `session-bind@openssh.com`, the verified host key it was for.
 //!
-//! Peers are checked with `SO_PEERCRED`: only the session's uid (and the daemon's own) may
-//! connect, on top of the socket's 0700 directory.
+//! Who may connect is the session socket's business (`ssh::sessiondir`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use keyport_keys::agent::{self, Identity, MAX_FRAME, Request, Response};
+use keyport_keys::agent::{self, Identity, MAX_FRAME, Request, Response, SessionBind};
 use keyport_keys::{KeyPair, PublicKey};
 use russh::ChannelStream;
+use russh::keys::{Algorithm, EcdsaCurve, HashAlg};
 use russh::server::{Handle, Msg};
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{UnixListener, UnixStream};
-use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::metrics::DaemonMetrics;
 use crate::shared::VaultHandle;
-use crate::vault::Actor;
+use crate::ssh::sessiondir::{Peer, SessionSocket};
+use crate::vault::{Actor, SessionUser};
 
-/// How long a forwarded agent may take to answer (it may be asking its user to confirm).
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a forwarded agent may take to sign (it may be asking its user to confirm).
+const FORWARD_SIGN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a forwarded agent may take to list its keys or take a binding: a stuck client must
+/// not hold up every `ssh` that only wants the keyport key.
+const FORWARD_QUICK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most `session-bind@openssh.com` bindings one connection records (OpenSSH's agent: 16).
+const MAX_BINDINGS: usize = 16;
 
 /// One session's agent.
 pub struct SessionAgent {
@@ -37,85 +41,40 @@ pub struct SessionAgent {
     pub vault: VaultHandle,
     /// Counters.
     pub metrics: Arc<DaemonMetrics>,
-    /// keyport user.
-    pub user: String,
+    /// The session's user.
+    pub user: SessionUser,
     /// The session id the audit log names (`KEYPORT_SESSION`).
     pub session: u64,
-    /// The OS uid the session runs as.
-    pub uid: u32,
     /// The SSH connection, when the client forwarded its agent.
     pub forward: Option<Handle>,
 }
 
-/// Serves `listener` until `stop` is cancelled, each allowed connection in its own task.
-pub async fn serve(listener: UnixListener, agent: Arc<SessionAgent>, stop: CancellationToken) {
-    loop {
-        let stream = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = accept_peer(&listener, agent.uid) => accepted,
-        };
-        let (agent, stop) = (agent.clone(), stop.clone());
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = stop.cancelled() => {}
-                _ = agent.serve_connection(stream) => {}
-            }
-        });
-    }
-}
-
-/// The next connection from `uid` (or the daemon's own uid); others are closed unanswered.
-pub async fn accept_peer(listener: &UnixListener, uid: u32) -> (UnixStream, Peer) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => match stream.peer_cred() {
-                Ok(cred) if cred.uid() == uid || cred.uid() == nix::unistd::geteuid().as_raw() => {
-                    let peer = Peer::from_pid(cred.pid());
-                    return (stream, peer);
-                }
-                Ok(cred) => debug!(uid = cred.uid(), "refused a session socket peer"),
-                Err(e) => debug!(error = %e, "no peer credentials"),
-            },
-            // Out of descriptors, most likely: let some close.
-            Err(e) => {
-                debug!(error = %e, "session socket accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
-/// The process on the other end of a socket.
-#[derive(Debug, Clone, Default)]
-pub struct Peer {
-    /// Its pid.
-    pub pid: Option<i32>,
-    /// Its executable.
-    pub exe: Option<String>,
-}
-
-impl Peer {
-    fn from_pid(pid: Option<i32>) -> Self {
-        let exe = pid
-            .and_then(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok())
-            .map(|p| p.display().to_string());
-        Self { pid, exe }
+/// Serves `socket` until its session ends, each connection in its own task.
+pub async fn serve(socket: SessionSocket, agent: Arc<SessionAgent>) {
+    while let Some(connection) = socket.accept().await {
+        let agent = agent.clone();
+        // The connection's stream ends with the session, and with it this task.
+        tokio::spawn(async move { agent.serve_connection(connection).await });
     }
 }
 
 /// What one local connection has learnt.
 #[derive(Default)]
 struct ConnState {
-    /// The verified destination host key (`session-bind@openssh.com`).
-    destination: Option<String>,
+    /// Verified `session-bind@openssh.com` bindings: session id, host key fingerprint, and
+    /// whether the connection forwards the agent on.
+    bindings: Vec<(Vec<u8>, String, bool)>,
     /// Its agent channel to the client, once opened.
     forwarded: Option<ChannelStream<Msg>>,
-    /// Whether opening that channel failed (then it is not tried again).
+    /// Whether that channel failed to open or to answer (then it is not tried again).
     forward_failed: bool,
 }
 
 impl SessionAgent {
-    async fn serve_connection(&self, (mut stream, peer): (UnixStream, Peer)) {
+    async fn serve_connection<S>(&self, (mut stream, peer): (S, Peer))
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let mut state = ConnState::default();
         loop {
             let payload = match read_frame(&mut stream).await {
@@ -143,26 +102,20 @@ impl SessionAgent {
         match request {
             Request::Identities => self.identities(state).await,
             Request::Sign { key, data, flags } => {
-                match self.sign_own(&key, &data, peer, state).await {
+                let destination = state.destination_of(&data);
+                match self.sign_own(&key, &data, peer, destination.clone()).await {
                     Ok(Some(signature)) => Response::Signature(signature),
-                    Ok(None) => self.sign_forwarded(key, data, flags, peer, state).await,
+                    Ok(None) => {
+                        let request = Request::Sign { key, data, flags };
+                        self.sign_forwarded(request, peer, destination, state).await
+                    }
                     Err(e) => {
-                        debug!(user = %self.user, error = %e, "agent signature failed");
+                        debug!(user = %self.user.name, error = %e, "agent signature failed");
                         Response::Failure
                     }
                 }
             }
-            Request::SessionBind(bind) => match bind.host_fingerprint() {
-                Ok(fingerprint) => {
-                    state.destination = Some(fingerprint);
-                    if self.forward.is_some() {
-                        // The client's agent may hold destination-constrained keys.
-                        let _ = self.relay(Request::SessionBind(bind), state).await;
-                    }
-                    Response::Success
-                }
-                Err(_) => Response::Failure,
-            },
+            Request::SessionBind(bind) => self.bind(bind, state).await,
             Request::Extension(_) | Request::Change(_) | Request::Unknown(_) => Response::Failure,
         }
     }
@@ -170,24 +123,29 @@ impl SessionAgent {
     /// The keyport key, then the client's keys when it forwarded its agent. The keyport key
     /// is always first (`keyport gitssh` relies on it).
     async fn identities(&self, state: &mut ConnState) -> Response {
-        let user = self.user.clone();
-        let own = match self.vault.call(move |v| v.user_key(&user)).await {
+        let who = self.user.clone();
+        let listed = self.vault.call(move |v| {
+            v.session_user(&who)?;
+            v.user_key(&who.name)
+        });
+        let own = match listed.await {
             Ok(info) => PublicKey::from_openssh(&info.public_key)
                 .ok()
                 .and_then(|key| key.to_bytes().ok())
                 .map(|key| Identity {
                     key,
-                    comment: format!("keyport:{}", self.user),
+                    comment: format!("keyport:{}", self.user.name),
                 }),
             Err(e) => {
-                debug!(user = %self.user, error = %e, "cannot read the user key");
+                debug!(user = %self.user.name, error = %e, "cannot read the user key");
                 None
             }
         };
         let mut ids: Vec<Identity> = own.into_iter().collect();
-        if self.forward.is_some()
-            && let Some(Response::Identities(theirs)) = self.relay(Request::Identities, state).await
-        {
+        let theirs = self
+            .relay(Request::Identities, FORWARD_QUICK_TIMEOUT, state)
+            .await;
+        if let Some(Response::Identities(theirs)) = theirs {
             for id in theirs {
                 if !ids.iter().any(|known| known.key == id.key) {
                     ids.push(id);
@@ -197,40 +155,43 @@ impl SessionAgent {
         Response::Identities(ids)
     }
 
-    /// Signs with the keyport key if `key` is it (`None` otherwise), and audits it.
+    /// Signs with the keyport key if `key` is it (`None` otherwise), and audits it. Nothing
+    /// is handed out that the audit log does not hold.
     async fn sign_own(
         &self,
         key: &[u8],
         data: &[u8],
         peer: &Peer,
-        state: &ConnState,
+        destination: Option<String>,
     ) -> Result<Option<Vec<u8>>, String> {
-        let (user, key, data) = (self.user.clone(), key.to_vec(), data.to_vec());
-        let (session, peer, destination) = (self.session, peer.clone(), state.destination.clone());
+        let (who, key, data) = (self.user.clone(), key.to_vec(), data.to_vec());
+        let (session, peer) = (self.session, peer.clone());
         let signed = self
             .vault
             .call(move |v| {
-                let pair: KeyPair = v.open_user_key(&user)?;
+                v.session_user(&who)?;
+                let pair: KeyPair = v.open_user_key(&who.name)?;
                 if pair.public_blob()? != key {
                     return Ok(None);
                 }
                 let signature = pair.sign(&data)?;
-                let kind = pair.private().algorithm().as_str().to_string();
+                let kind = key_type(&pair.private().algorithm());
                 let detail = sign_detail(
                     session,
                     &pair.fingerprint(),
-                    &kind,
+                    kind,
                     "keyport",
                     &peer,
                     destination.as_deref(),
                 );
-                v.record_use(&Actor::User(user.clone()), &user, "key.sign", detail)?;
+                let actor = Actor::User(who.name.clone());
+                v.record_use(&actor, &who.name, "key.sign", detail)?;
                 Ok(Some((signature, kind)))
             })
             .await
             .map_err(|e| e.to_string())?;
         Ok(signed.map(|(signature, kind)| {
-            self.metrics.count_signature(&kind);
+            self.metrics.count_signature(kind);
             signature
         }))
     }
@@ -238,39 +199,36 @@ impl SessionAgent {
     /// Relays a sign request for another key to the client's agent, and audits a signature.
     async fn sign_forwarded(
         &self,
-        key: Vec<u8>,
-        data: Vec<u8>,
-        flags: u32,
+        request: Request,
         peer: &Peer,
+        destination: Option<String>,
         state: &mut ConnState,
     ) -> Response {
-        if self.forward.is_none() {
+        let Request::Sign { key, .. } = &request else {
             return Response::Failure;
-        }
-        let public = PublicKey::from_bytes(&key).ok();
-        let request = Request::Sign { key, data, flags };
-        let Some(Response::Signature(signature)) = self.relay(request, state).await else {
+        };
+        let public = PublicKey::from_bytes(key).ok();
+        let relayed = self.relay(request, FORWARD_SIGN_TIMEOUT, state).await;
+        let Some(Response::Signature(signature)) = relayed else {
             return Response::Failure;
         };
         let (fingerprint, kind) = public.map_or_else(
-            || ("unknown".to_string(), "unknown".to_string()),
+            || ("unknown".to_string(), "other"),
             |k| {
-                (
-                    k.fingerprint(russh::keys::HashAlg::Sha256).to_string(),
-                    k.algorithm().as_str().to_string(),
-                )
+                let fingerprint = k.fingerprint(HashAlg::Sha256).to_string();
+                (fingerprint, key_type(&k.algorithm()))
             },
         );
-        self.metrics.count_signature(&kind);
+        self.metrics.count_signature(kind);
         let detail = sign_detail(
             self.session,
             &fingerprint,
-            &kind,
+            kind,
             "forwarded",
             peer,
-            state.destination.as_deref(),
+            destination.as_deref(),
         );
-        let user = self.user.clone();
+        let user = self.user.name.clone();
         let recorded = self
             .vault
             .call(move |v| {
@@ -292,15 +250,45 @@ impl SessionAgent {
         }
     }
 
-    /// One request to the client's agent, over this connection's agent channel.
-    async fn relay(&self, request: Request, state: &mut ConnState) -> Option<Response> {
+    /// Records a verified binding (and passes it on to the client's agent, which may hold
+    /// destination-constrained keys). Like OpenSSH's agent: once bound for authentication
+    /// (not forwarding), a connection takes no further binding.
+    async fn bind(&self, bind: SessionBind, state: &mut ConnState) -> Response {
+        let Ok(fingerprint) = bind.host_fingerprint() else {
+            return Response::Failure;
+        };
+        let bound_for_auth = state.bindings.iter().any(|(_, _, forwarding)| !forwarding);
+        if bound_for_auth || state.bindings.len() >= MAX_BINDINGS {
+            return Response::Failure;
+        }
+        state
+            .bindings
+            .push((bind.session_id.clone(), fingerprint, bind.forwarding));
+        let request = Request::SessionBind(bind);
+        let _ = self.relay(request, FORWARD_QUICK_TIMEOUT, state).await;
+        Response::Success
+    }
+
+    /// One request to the client's agent over this connection's agent channel (opened on
+    /// first need); `None` when the client forwarded no agent or it did not answer in time.
+    async fn relay(
+        &self,
+        request: Request,
+        limit: Duration,
+        state: &mut ConnState,
+    ) -> Option<Response> {
         let handle = self.forward.as_ref()?;
-        if state.forwarded.is_none() && !state.forward_failed {
-            match tokio::time::timeout(FORWARD_TIMEOUT, handle.channel_open_agent()).await {
+        if state.forward_failed {
+            return None;
+        }
+        if state.forwarded.is_none() {
+            let open = handle.channel_open_agent();
+            match tokio::time::timeout(FORWARD_QUICK_TIMEOUT, open).await {
                 Ok(Ok(channel)) => state.forwarded = Some(channel.into_stream()),
                 _ => {
-                    debug!(user = %self.user, "the client refused an agent channel");
+                    debug!(user = %self.user.name, "the client refused an agent channel");
                     state.forward_failed = true;
+                    return None;
                 }
             }
         }
@@ -309,14 +297,50 @@ impl SessionAgent {
             write_frame(stream, &request.encode()).await?;
             read_frame(stream).await
         };
-        match tokio::time::timeout(FORWARD_TIMEOUT, exchange).await {
+        match tokio::time::timeout(limit, exchange).await {
             Ok(Ok(Some(payload))) => Response::parse(&payload).ok(),
             _ => {
-                // A channel that failed once is not trusted to be in step again.
+                // Out of step or stuck: not used again by this connection.
                 state.forwarded = None;
+                state.forward_failed = true;
                 None
             }
         }
+    }
+}
+
+impl ConnState {
+    /// The bound destination `data` is for: a user-authentication request (RFC 4252) starts
+    /// with the id of the session it was made in. Data of another shape, or from a session
+    /// that was not bound on this connection, has none.
+    fn destination_of(&self, data: &[u8]) -> Option<String> {
+        const USERAUTH_REQUEST: u8 = 50;
+        let len = u32::from_be_bytes(data.get(..4)?.try_into().ok()?) as usize;
+        let end = 4usize.checked_add(len)?;
+        let session_id = data.get(4..end)?;
+        if data.get(end) != Some(&USERAUTH_REQUEST) {
+            return None;
+        }
+        self.bindings
+            .iter()
+            .find(|(id, _, _)| id == session_id)
+            .map(|(_, fingerprint, _)| fingerprint.clone())
+    }
+}
+
+/// The metrics label for a key algorithm: a fixed set, so no client can mint new series.
+fn key_type(algorithm: &Algorithm) -> &'static str {
+    match algorithm {
+        Algorithm::Ed25519 => "ssh-ed25519",
+        Algorithm::Ecdsa { curve } => match curve {
+            EcdsaCurve::NistP256 => "ecdsa-sha2-nistp256",
+            EcdsaCurve::NistP384 => "ecdsa-sha2-nistp384",
+            EcdsaCurve::NistP521 => "ecdsa-sha2-nistp521",
+        },
+        Algorithm::Rsa { .. } => "ssh-rsa",
+        Algorithm::SkEd25519 => "sk-ssh-ed25519",
+        Algorithm::SkEcdsaSha2NistP256 => "sk-ecdsa-sha2-nistp256",
+        _ => "other",
     }
 }
 
@@ -353,4 +377,38 @@ async fn read_frame<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<Opt
 async fn write_frame<S: AsyncWrite + Unpin>(stream: &mut S, payload: &[u8]) -> std::io::Result<()> {
     stream.write_all(&agent::frame(payload)).await?;
     stream.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConnState;
+
+    /// A userauth request as `ssh` signs it: session id, then message 50, then the rest.
+    fn userauth(session_id: &[u8]) -> Vec<u8> {
+        let mut data = (session_id.len() as u32).to_be_bytes().to_vec();
+        data.extend_from_slice(session_id);
+        data.push(50);
+        data.extend_from_slice(b"\0\0\0\x03git");
+        data
+    }
+
+    #[test]
+    fn a_signature_names_only_the_destination_its_own_session_was_bound_to() {
+        let state = ConnState {
+            bindings: vec![(vec![1; 32], "SHA256:host-x".into(), false)],
+            ..ConnState::default()
+        };
+        assert_eq!(
+            state.destination_of(&userauth(&[1; 32])).as_deref(),
+            Some("SHA256:host-x")
+        );
+        // Another session's userauth data, data of another shape, truncated data: nothing.
+        assert_eq!(state.destination_of(&userauth(&[2; 32])), None);
+        let mut other = userauth(&[1; 32]);
+        other[36] = 51;
+        assert_eq!(state.destination_of(&other), None);
+        assert_eq!(state.destination_of(&[0, 0, 0, 32, 1, 1]), None);
+        assert_eq!(state.destination_of(&[0xff; 4]), None);
+        assert_eq!(state.destination_of(&[]), None);
+    }
 }

@@ -112,12 +112,11 @@ impl Client {
         if url.is_none()
             && let Some(dir) = env(crate::ssh::sessiondir::SESSION_DIR_ENV)
         {
+            // Never the credentials file inside a session: it may be someone else's token.
             let socket = PathBuf::from(dir).join(crate::ssh::sessiondir::API_SOCKET);
-            if socket.exists() {
-                return Ok(Self {
-                    transport: Transport::Session(socket),
-                });
-            }
+            return Ok(Self {
+                transport: Transport::Session(socket),
+            });
         }
         if url.is_none() || token.is_none() {
             let path = ClientConfig::path();

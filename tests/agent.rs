@@ -80,8 +80,10 @@ impl Sshd {
             dir,
         };
         sshd.authorize(&[]);
+        // Listening, and on the port picked (not some other process that took it meanwhile).
+        let ready = format!("Server listening on 127.0.0.1 port {port}.");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while !sshd.log().contains(&ready) {
             assert!(
                 Instant::now() < deadline,
                 "sshd did not start: {}",
@@ -190,13 +192,13 @@ fn session(daemon: &Daemon, user: &str, key: &Path, script: &str) -> (bool, Stri
     )
 }
 
-/// A session kept open (for up to 30 s, or until the guard drops) and the value of its
+/// A session kept open (until the guard drops) and the value of its
 /// environment variable `var`.
 fn held_session(daemon: &Daemon, user: &str, key: &Path, var: &str) -> (Killed, String) {
     let mut child = Killed(
         daemon
             .ssh(user, key)
-            .arg(format!("echo \"${var}\"; exec sleep 30"))
+            .arg(format!("echo \"${var}\"; exec sleep 300"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
@@ -606,6 +608,23 @@ fn another_os_account_cannot_use_a_session_socket() {
         2,
         "{out:?}"
     );
+    // Alice is removed and a new "alice" is made: the old session's sockets serve neither
+    // her removed key nor the new alice's.
+    assert_eq!(admin.delete("users/alice").status, 204);
+    keyport_user(&sb, &daemon, &admin, "alice", &alice_os);
+    let renewed_fp = keyport_keys::LoginKey::parse(&public_key(&sb, "alice"))
+        .unwrap()
+        .fingerprint();
+    let out = as_user(&alice_os, "ssh-add -l; \"$KEYPORT_BIN\" key show");
+    let seen = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !seen.contains(&alice_fp) && !seen.contains(&renewed_fp),
+        "{out:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("keyport:"),
+        "{out:?}"
+    );
     drop(alice);
     wait_gone(&dir);
 }
@@ -652,6 +671,20 @@ fn the_agent_socket_refuses_changes_and_survives_malformed_requests() {
     for request in refused {
         assert_eq!(ask(&mut s, request), Some(failure.clone()), "{request:?}");
     }
+    // A verified binding is taken once; a connection bound for authentication takes no other.
+    let host = KeyPair::generate(keyport_keys::KeyType::Ed25519, "host").unwrap();
+    let bind = |session_id: Vec<u8>| {
+        Request::SessionBind(keyport_keys::agent::SessionBind {
+            host_key: host.public_blob().unwrap(),
+            signature: host.sign(&session_id).unwrap(),
+            session_id,
+            forwarding: false,
+        })
+        .encode()
+    };
+    let success = Response::Success.encode();
+    assert_eq!(ask(&mut s, &bind(vec![7; 32])), Some(success));
+    assert_eq!(ask(&mut s, &bind(vec![8; 32])), Some(failure.clone()));
     // The key is listed, and signs; a key it does not hold does not.
     let Ok(Response::Identities(ids)) = Response::parse(&ask(&mut s, &[11]).unwrap()) else {
         panic!("no identities");
@@ -672,10 +705,16 @@ fn the_agent_socket_refuses_changes_and_survives_malformed_requests() {
     russh::keys::signature::Verifier::verify(pair.private().public_key(), b"challenge", &sig)
         .unwrap();
     assert_eq!(ask(&mut s, &sign(vec![0; 51]).encode()), Some(failure));
-    // An oversized frame ends the connection; the agent goes on serving others.
+    // An oversized frame ends the connection at once; the agent goes on serving others.
     s.write_all(&[0, 0x10, 0, 0, 11]).unwrap();
-    let mut rest = Vec::new();
-    assert_eq!(s.read_to_end(&mut rest).unwrap_or(0), 0);
+    let (mut rest, asked) = (Vec::new(), Instant::now());
+    // Closed (a reset, when the bytes it never read were still queued), not timed out.
+    match s.read_to_end(&mut rest) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the connection stayed open: {other:?}"),
+    }
+    assert!(asked.elapsed() < Duration::from_secs(5));
     let mut again = connect();
     assert_eq!(ask(&mut again, &[11]).map(|a| a[0]), Some(12));
     drop(again);

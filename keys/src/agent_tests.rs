@@ -1,3 +1,6 @@
+//! The agent codec: round trips both ways, every refusal class, bounded frames, signatures
+//! that verify, session-bind checking, and property tests feeding it arbitrary and damaged bytes.
+
 use proptest::prelude::*;
 use russh::keys::signature::Verifier;
 use russh::keys::ssh_key::Signature;

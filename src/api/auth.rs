@@ -9,6 +9,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
 use super::{ApiError, AppState};
+use crate::vault::SessionUser;
 
 /// The authenticated caller.
 #[derive(Debug, Clone)]
@@ -57,19 +58,17 @@ impl Caller {
     }
 }
 
-/// Set on requests that came through a session's private socket: the caller is the
-/// session's user, no token needed. Only [`super::serve_session`] adds it.
-#[derive(Debug, Clone)]
-pub struct SessionUser(pub String);
-
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        if let Some(SessionUser(name)) = parts.extensions.get::<SessionUser>().cloned() {
-            // Looked up each time: a removed user's sessions lose the API at once.
+        // Set only on requests through a session's private socket (`serve_session`): the
+        // caller is the session's user, no token needed.
+        if let Some(who) = parts.extensions.get::<SessionUser>().cloned() {
+            // Checked each time: a removed user's sessions lose the API at once, and never
+            // act for a later user of the same name.
             let user = state
-                .vault(move |v| v.user(&name))
+                .vault(move |v| v.session_user(&who))
                 .await
                 .map_err(|_| ApiError::unauthorized())?;
             return Ok(Caller {

@@ -24,7 +24,6 @@ use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use tokio_util::sync::CancellationToken;
 use utoipa::openapi::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
@@ -37,7 +36,8 @@ pub use tokens::TokenCreated;
 
 use crate::metrics::DaemonMetrics;
 use crate::shared::{SharedError, VaultHandle};
-use crate::vault::{Vault, VaultError};
+use crate::ssh::sessiondir::SessionSocket;
+use crate::vault::{SessionUser, Vault, VaultError};
 
 /// Largest request body: an import of a user's whole 1 MiB of values, base64'd, fits.
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
@@ -136,39 +136,35 @@ pub async fn serve(
         .await
 }
 
-/// Serves the API to one SSH session on its private socket, authenticated as `user` (no
-/// token): only processes running as `uid` (or as the daemon) get an answer. Ends when `stop`
-/// is cancelled.
-pub async fn serve_session(
-    listener: tokio::net::UnixListener,
-    router: Router,
-    user: String,
-    uid: u32,
-    stop: CancellationToken,
-) {
-    let app = router.layer(axum::Extension(auth::SessionUser(user)));
-    let listener = SessionListener { listener, uid };
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
-    {
-        tracing::debug!(error = %e, "session api socket failed");
+/// Serves the API to one SSH session on its private socket, authenticated as the session's
+/// user (no token), until the session ends.
+pub async fn serve_session(socket: SessionSocket, router: Router, user: SessionUser) {
+    let app = router.layer(axum::Extension(user));
+    let ended = socket.ended();
+    // When the session ends, this stops accepting, and every connection reads end-of-file.
+    tokio::select! {
+        _ = ended => {}
+        served = axum::serve(SessionListener(socket), app).into_future() => {
+            if let Err(e) = served {
+                tracing::debug!(error = %e, "session api socket failed");
+            }
+        }
     }
 }
 
-/// A session's API socket, accepting only the session's uid.
-struct SessionListener {
-    listener: tokio::net::UnixListener,
-    uid: u32,
-}
+/// A session's API socket, as axum takes listeners.
+struct SessionListener(SessionSocket);
 
 impl axum::serve::Listener for SessionListener {
-    type Io = tokio::net::UnixStream;
+    type Io = crate::ssh::sessiondir::SessionStream;
     type Addr = ();
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (stream, _) = crate::agent::accept_peer(&self.listener, self.uid).await;
-        (stream, ())
+        match self.0.accept().await {
+            Some((stream, _)) => (stream, ()),
+            // The session is over: `serve_session` drops this listener right away.
+            None => std::future::pending().await,
+        }
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {

@@ -5,7 +5,7 @@
 //! probe included). When the server refuses the key, it says which key to register where.
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -47,7 +47,10 @@ pub fn run(args: GitSshArgs) -> anyhow::Result<u8> {
             dir.display()
         );
     }
-    if let Err(e) = refresh_public_key(&agent, &public) {
+    // git's `-G` probe only prints the configuration: no key needed.
+    if !args.args.iter().any(|a| a == "-G")
+        && let Err(e) = refresh_public_key(&agent, &public)
+    {
         // The file from the session's start still names a key; ssh will say if it is stale.
         tracing::debug!(error = %e, "cannot refresh the session's public key");
     }
@@ -65,19 +68,20 @@ pub fn run(args: GitSshArgs) -> anyhow::Result<u8> {
         .stderr(Stdio::piped())
         .spawn()
         .context("cannot run ssh (is the OpenSSH client installed?)")?;
-    // ssh's stderr passes through as it comes; a refusal is noted on the way.
-    let mut refused = false;
+    // ssh's stderr passes through as it comes (progress lines and prompts included); a
+    // refusal is noted on the way.
+    let (verdict, refused) = std::sync::mpsc::channel();
     if let Some(stderr) = child.stderr.take() {
-        let mut out = std::io::stderr().lock();
-        for line in BufReader::new(stderr).split(b'\n') {
-            let Ok(line) = line else { break };
-            refused |= line.windows(REFUSAL.len()).any(|w| w == REFUSAL.as_bytes());
-            let _ = out.write_all(&line);
-            let _ = out.write_all(b"\n");
-        }
+        std::thread::spawn(move || {
+            let _ = verdict.send(pass_through(stderr));
+        });
     }
     let status = child.wait().context("waiting for ssh")?;
-    if refused {
+    // A process ssh left behind may hold its stderr open: do not wait for it for long.
+    let refused = refused
+        .recv_timeout(Duration::from_secs(2))
+        .unwrap_or(false);
+    if refused && status.code() == Some(255) {
         explain_refusal(&public);
     }
     let code = status
@@ -87,9 +91,30 @@ pub fn run(args: GitSshArgs) -> anyhow::Result<u8> {
     Ok(u8::try_from(code).unwrap_or(1))
 }
 
-/// Rewrites `public` with the key the agent lists first — the keyport key, current even
-/// after `keyport key regenerate` — when it changed. The session directory is the user's own.
+/// Copies `from` to stderr; whether ssh said it was refused.
+fn pass_through(mut from: impl Read) -> bool {
+    let mut out = std::io::stderr();
+    let (mut buf, mut seen) = ([0u8; 8192], Vec::new());
+    let mut refused = false;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => return refused,
+            Ok(n) => n,
+        };
+        let _ = out.write_all(&buf[..n]);
+        // Look across chunk boundaries: keep the tail that could start the phrase.
+        seen.extend_from_slice(&buf[..n]);
+        refused |= seen.windows(REFUSAL.len()).any(|w| w == REFUSAL.as_bytes());
+        let keep = seen.len().min(REFUSAL.len());
+        seen.drain(..seen.len() - keep);
+    }
+}
+
+/// Rewrites `public` with the keyport key the agent lists — current even after `keyport key
+/// regenerate` — when it changed. The session directory is the user's own; parallel runs
+/// (git fetching submodules) each write their own temporary file.
 fn refresh_public_key(agent: &Path, public: &Path) -> anyhow::Result<()> {
+    let user = std::env::var("KEYPORT_USER").context("KEYPORT_USER is not set")?;
     let mut stream = UnixStream::connect(agent)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     stream.write_all(&agent::frame(&Request::Identities.encode()))?;
@@ -100,15 +125,26 @@ fn refresh_public_key(agent: &Path, public: &Path) -> anyhow::Result<()> {
     let Response::Identities(ids) = Response::parse(&payload)? else {
         bail!("the agent did not list its keys");
     };
-    let first = ids.first().context("the agent lists no key")?;
-    let mut key = PublicKey::from_bytes(&first.key)?;
-    key.set_comment(first.comment.as_str());
+    // Listed first, under this comment, by the session's agent.
+    let comment = format!("keyport:{user}");
+    let own = ids
+        .first()
+        .filter(|id| id.comment == comment)
+        .context("the agent does not list the keyport key")?;
+    let mut key = PublicKey::from_bytes(&own.key)?;
+    key.set_comment(comment.as_str());
     let line = key.to_openssh()? + "\n";
-    if std::fs::read_to_string(public).ok().as_deref() != Some(line.as_str()) {
-        let next = public.with_extension("pub.new");
-        std::fs::write(&next, &line)?;
-        std::fs::rename(&next, public)?;
+    if std::fs::read_to_string(public).ok().as_deref() == Some(line.as_str()) {
+        return Ok(());
     }
+    let next = public.with_extension(format!("pub.{}", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&next)?;
+    file.write_all(line.as_bytes())?;
+    drop(file);
+    std::fs::rename(&next, public)?;
     Ok(())
 }
 

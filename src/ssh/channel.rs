@@ -23,19 +23,31 @@ use super::SshContext;
 use super::process::{self, Identity, Program};
 use super::sessiondir::SessionDir;
 use crate::secrets::env::{EnvInputs, SessionEnv, compose_env};
-use crate::vault::Actor;
+use crate::vault::{Actor, SessionUser};
 
 /// An authenticated login, shared by the connection's channels.
 #[derive(Debug)]
 pub struct Login {
     /// keyport user.
     pub user: String,
+    /// Their row id (names can be reused after a removal; ids cannot).
+    pub user_id: i64,
     /// Their OS account (used when the daemon runs as root).
     pub os_user: String,
     /// The client's address.
     pub peer: SocketAddr,
     /// Our address the client connected to.
     pub local: Option<SocketAddr>,
+}
+
+impl Login {
+    /// Who the session acts for.
+    pub fn session_user(&self) -> SessionUser {
+        SessionUser {
+            id: self.user_id,
+            name: self.user.clone(),
+        }
+    }
 }
 
 struct PtyRequest {
@@ -165,10 +177,13 @@ async fn prepare(
         forward,
     } = start;
     let identity = process::identity(&login.os_user).map_err(|e| e.to_string())?;
-    let user = login.user.clone();
+    let who = login.session_user();
     let (secrets, names) = ctx
         .vault
-        .call(move |v| v.session_secrets(&user))
+        .call(move |v| {
+            v.session_user(&who)?;
+            v.session_secrets(&who.name)
+        })
         .await
         .map_err(|e| format!("cannot read your secrets: {e}"))?;
     let os = &identity.os;
@@ -206,7 +221,7 @@ async fn prepare(
     let dir = match program {
         Program::Sftp => None,
         _ => Some(
-            SessionDir::create(ctx, &identity, &login.user, session, forward)
+            SessionDir::create(ctx, &identity, login.session_user(), session, forward)
                 .await
                 .map_err(|e| format!("cannot create the session directory: {e}"))?,
         ),
@@ -215,7 +230,7 @@ async fn prepare(
         ("KEYPORT_SESSION".into(), session.to_string()),
         ("KEYPORT_USER".into(), login.user.clone()),
     ];
-    keyport.extend(dir.iter().flat_map(SessionDir::env));
+    keyport.extend(dir.iter().flat_map(|d| d.env(&ctx.keyport_binary)));
     let env = compose_env(&EnvInputs {
         base,
         operator: Some(&ctx.operator_env),

@@ -90,6 +90,7 @@ impl russh::server::Handler for Connection {
         info!(connection = self.id, user = %record.name, source = %self.peer, "ssh login");
         self.login = Some(Arc::new(Login {
             user: record.name,
+            user_id: record.id,
             os_user: record.os_user,
             peer: self.peer,
             local: self.local,

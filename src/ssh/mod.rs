@@ -62,6 +62,8 @@ pub struct SshContext {
     /// The API router, served to each session on its private socket (none in tests of the
     /// SSH server alone).
     pub session_api: Option<axum::Router>,
+    /// The daemon's binary, as sessions' `GIT_SSH_COMMAND` runs it.
+    pub keyport_binary: String,
     failures: Mutex<HashMap<(IpAddr, String), (u32, Instant)>>,
     next_id: AtomicU64,
 }
@@ -84,6 +86,7 @@ impl SshContext {
             tasks: TaskTracker::new(),
             shutdown,
             session_api,
+            keyport_binary: sessiondir::keyport_binary(),
             failures: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
         }

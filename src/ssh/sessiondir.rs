@@ -6,21 +6,31 @@
 //! Everything is created while the directory still belongs to the daemon, and handed to the
 //! user last (without following links), so no process of the user's can swap an entry for a
 //! link to something the daemon would then chown.
+//!
+//! Both sockets answer only the session's uid (and the daemon's own), checked with
+//! `SO_PEERCRED` on every connection; each holds at most [`MAX_CONNECTIONS`] connections, and
+//! every one of them reads end-of-file once the session is over, whatever state it is in.
 
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use nix::fcntl::AtFlags;
 use nix::unistd::{Gid, Uid};
 use russh::server::Handle;
-use tokio::net::UnixListener;
-use tokio_util::sync::CancellationToken;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::debug;
 
 use super::SshContext;
 use super::process::Identity;
 use crate::agent::{self, SessionAgent};
+use crate::vault::SessionUser;
 
 /// The agent socket's name in a session directory.
 pub const AGENT_SOCKET: &str = "agent.sock";
@@ -30,6 +40,8 @@ pub const API_SOCKET: &str = "api.sock";
 pub const PUBLIC_KEY: &str = "id.pub";
 /// The variable naming the directory in a session.
 pub const SESSION_DIR_ENV: &str = "KEYPORT_SESSION_DIR";
+/// Most connections one session socket holds at once.
+pub const MAX_CONNECTIONS: usize = 64;
 
 /// A live session directory; removed on drop.
 pub struct SessionDir {
@@ -43,14 +55,17 @@ impl SessionDir {
     pub async fn create(
         ctx: &Arc<SshContext>,
         identity: &Identity,
-        user: &str,
+        user: SessionUser,
         session: u64,
         forward: Option<Handle>,
     ) -> std::io::Result<Self> {
-        let name = user.to_string();
+        let who = user.clone();
         let public = ctx
             .vault
-            .call(move |v| v.user_key(&name))
+            .call(move |v| {
+                v.session_user(&who)?;
+                v.user_key(&who.name)
+            })
             .await
             .map_err(|e| std::io::Error::other(format!("cannot read your key: {e}")))?
             .public_key;
@@ -83,24 +98,28 @@ impl SessionDir {
                 )?;
             }
         }
+        let socket = |listener| SessionSocket {
+            listener,
+            uid: os.uid,
+            permits: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            stop: dir.stop.clone(),
+        };
+        let (agent_socket, api_socket) = (socket(agent_listener), socket(api_listener));
+        if let Some(router) = &ctx.session_api {
+            tokio::spawn(crate::api::serve_session(
+                api_socket,
+                router.clone(),
+                user.clone(),
+            ));
+        }
         let agent = Arc::new(SessionAgent {
             vault: ctx.vault.clone(),
             metrics: ctx.metrics.clone(),
-            user: user.to_string(),
+            user,
             session,
-            uid: os.uid,
             forward,
         });
-        tokio::spawn(agent::serve(agent_listener, agent, dir.stop.clone()));
-        if let Some(router) = &ctx.session_api {
-            tokio::spawn(crate::api::serve_session(
-                api_listener,
-                router.clone(),
-                user.to_string(),
-                os.uid,
-                dir.stop.clone(),
-            ));
-        }
+        tokio::spawn(agent::serve(agent_socket, agent));
         Ok(dir)
     }
 
@@ -116,12 +135,9 @@ impl SessionDir {
         &self.path
     }
 
-    /// What the session's environment gets: `SSH_AUTH_SOCK`, `GIT_SSH_COMMAND`, and
-    /// `KEYPORT_SESSION_DIR`.
-    pub fn env(&self) -> Vec<(String, String)> {
-        let keyport = std::env::current_exe()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| "keyport".into());
+    /// What the session's environment gets: `SSH_AUTH_SOCK`, `GIT_SSH_COMMAND` (running
+    /// `keyport`, the daemon's binary), and `KEYPORT_SESSION_DIR`.
+    pub fn env(&self, keyport: &str) -> Vec<(String, String)> {
         vec![
             (
                 "SSH_AUTH_SOCK".into(),
@@ -129,7 +145,7 @@ impl SessionDir {
             ),
             (
                 "GIT_SSH_COMMAND".into(),
-                format!("{} gitssh --", shell_quote(&keyport)),
+                format!("{} gitssh --", shell_quote(keyport)),
             ),
             (SESSION_DIR_ENV.into(), self.path.display().to_string()),
         ]
@@ -139,10 +155,149 @@ impl SessionDir {
 impl Drop for SessionDir {
     fn drop(&mut self) {
         self.stop.cancel();
-        // Symlink-safe: a link the user put inside is removed, never followed.
-        if let Err(e) = std::fs::remove_dir_all(&self.path) {
-            debug!(path = %self.path.display(), error = %e, "cannot remove a session directory");
+        let path = std::mem::take(&mut self.path);
+        // Symlink-safe: a link the user put inside is removed, never followed. The user may
+        // have filled the directory: off the async workers.
+        let remove = move || {
+            if let Err(e) = std::fs::remove_dir_all(&path) {
+                debug!(path = %path.display(), error = %e, "cannot remove a session directory");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(remove)),
+            Err(_) => remove(),
         }
+    }
+}
+
+/// The daemon's binary, for `GIT_SSH_COMMAND`: resolved once, at start, so replacing the
+/// binary on disk (an upgrade) does not leave sessions pointing at `… (deleted)`.
+pub fn keyport_binary() -> String {
+    std::env::current_exe()
+        .map(|p| {
+            let path = p.display().to_string();
+            path.strip_suffix(" (deleted)").unwrap_or(&path).to_string()
+        })
+        .unwrap_or_else(|_| "keyport".into())
+}
+
+/// One of a session's sockets.
+pub struct SessionSocket {
+    listener: UnixListener,
+    uid: u32,
+    permits: Arc<Semaphore>,
+    stop: CancellationToken,
+}
+
+/// The process on the other end of a session socket.
+#[derive(Debug, Clone, Default)]
+pub struct Peer {
+    /// Its pid.
+    pub pid: Option<i32>,
+    /// Its executable.
+    pub exe: Option<String>,
+}
+
+impl SessionSocket {
+    /// Resolves when the session is over.
+    pub fn ended(&self) -> WaitForCancellationFutureOwned {
+        self.stop.clone().cancelled_owned()
+    }
+
+    /// The next connection from the session's uid (or the daemon's); others are closed
+    /// unanswered. `None` once the session is over.
+    pub async fn accept(&self) -> Option<(SessionStream, Peer)> {
+        let permit = tokio::select! {
+            _ = self.stop.cancelled() => return None,
+            permit = self.permits.clone().acquire_owned() => permit.ok()?,
+        };
+        loop {
+            let accepted = tokio::select! {
+                _ = self.stop.cancelled() => return None,
+                accepted = self.listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, _)) => match stream.peer_cred() {
+                    Ok(cred)
+                        if cred.uid() == self.uid
+                            || cred.uid() == nix::unistd::geteuid().as_raw() =>
+                    {
+                        let exe = cred
+                            .pid()
+                            .and_then(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok())
+                            .map(|p| p.display().to_string());
+                        let peer = Peer {
+                            pid: cred.pid(),
+                            exe,
+                        };
+                        let stream = SessionStream {
+                            inner: stream,
+                            stop: self.stop.clone(),
+                            stopped: Box::pin(self.stop.clone().cancelled_owned()),
+                            _permit: permit,
+                        };
+                        return Some((stream, peer));
+                    }
+                    Ok(cred) => debug!(uid = cred.uid(), "refused a session socket peer"),
+                    Err(e) => debug!(error = %e, "no peer credentials"),
+                },
+                // Out of descriptors, most likely: let some close.
+                Err(e) => {
+                    debug!(error = %e, "session socket accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+/// A connection to a session socket: reads end-of-file, and writes fail, once the session is
+/// over.
+pub struct SessionStream {
+    inner: UnixStream,
+    stop: CancellationToken,
+    stopped: Pin<Box<WaitForCancellationFutureOwned>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl SessionStream {
+    /// Whether the session is over (registers the waker if not).
+    fn over(&mut self, cx: &mut Context<'_>) -> bool {
+        self.stop.is_cancelled() || self.stopped.as_mut().poll(cx).is_ready()
+    }
+}
+
+impl AsyncRead for SessionStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.over(cx) {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SessionStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.over(cx) {
+            return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

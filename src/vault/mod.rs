@@ -22,7 +22,7 @@ use crate::secrets::{Limits, Violation};
 use crate::store::{AuditEvent, MASTER_KEY_ID, Store, StoreError};
 
 pub use rotate::Rotation;
-pub use session::SessionSecrets;
+pub use session::{SessionSecrets, SessionUser};
 pub use users::{NewUserSpec, TokenIssued, UserKeyInfo};
 
 /// Why a vault operation failed. Each variant maps to one exit code and one HTTP status.

@@ -20,7 +20,30 @@ pub struct SessionSecrets {
     pub files: Vec<(String, String, SecretBytes)>,
 }
 
+/// The keyport user a running session (or its sockets) acts for: the name and the row id it
+/// had at login. A name can be reused after its user is removed; the id never is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionUser {
+    /// Row id at login.
+    pub id: i64,
+    /// Name at login.
+    pub name: String,
+}
+
 impl Vault {
+    /// The session's user, if it is still the same account: a session of a removed user never
+    /// acts for a later user of the same name.
+    pub fn session_user(&self, who: &SessionUser) -> Result<UserRecord, VaultError> {
+        let user = self.store.user(&who.name)?;
+        if user.id != who.id {
+            return Err(VaultError::NotFound {
+                kind: "user",
+                name: who.name.clone(),
+            });
+        }
+        Ok(user)
+    }
+
     /// The user, if `key` is one of their login keys. Unknown users and unknown keys give the
     /// same answer.
     pub fn login(&self, user: &str, key: &PublicKey) -> Result<Option<UserRecord>, VaultError> {

@@ -533,11 +533,11 @@ pub struct OsAccount {
 
 impl OsAccount {
     pub fn create(prefix: &str) -> Self {
-        let name = format!("{prefix}{}", std::process::id() % 100_000);
-        let _ = Command::new("userdel")
-            .args(["-r", &name])
-            .stderr(Stdio::null())
-            .status();
+        // A name no account has yet: an existing one is never touched.
+        let name = (0..)
+            .map(|n| format!("{prefix}{}{n}", std::process::id() % 100_000))
+            .find(|name| keyport::osuser::lookup(name).is_err())
+            .unwrap();
         let status = Command::new("useradd")
             .args(["-m", "-s", "/bin/sh", &name])
             .status()
