@@ -74,6 +74,23 @@ fn files_follow_their_secrets_and_user_edits_are_kept() {
         "rewritten though unchanged"
     );
 
+    // Overwritten in place by something else of the same size: put right at the next
+    // session (and again after it was deleted).
+    std::fs::write(&file, [9u8, 9, 9, 9, 9]).unwrap();
+    session(&daemon, &me, &key, "true");
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        binary,
+        "a changed file was not restored"
+    );
+    std::fs::remove_file(&file).unwrap();
+    session(&daemon, &me, &key, "true");
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        binary,
+        "a deleted file was not restored"
+    );
+
     // A new value is rewritten; the mode the user chose is kept.
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
     api.send("PATCH", "users/me/secrets/npm", &json!({"value": "v2"}));

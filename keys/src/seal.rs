@@ -151,10 +151,12 @@ impl MasterKey {
 
     /// Opens a blob sealed with [`MasterKey::seal`] under the same key and binding.
     pub fn unseal(&self, binding: Binding<'_>, blob: &[u8]) -> Result<SecretBytes, SealError> {
-        let key_id = blob_key_id(blob)?;
-        if key_id != hex(&self.id) {
+        if blob.len() < HEADER_LEN + TAG_LEN || blob[0] != VERSION {
+            return Err(SealError::Malformed);
+        }
+        if blob[1..1 + KEY_ID_LEN] != self.id {
             return Err(SealError::WrongKey {
-                blob: key_id,
+                blob: blob_key_id(blob)?,
                 loaded: self.id(),
             });
         }
@@ -196,7 +198,13 @@ pub fn blob_key_id(blob: &[u8]) -> Result<String, SealError> {
 
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -495,7 +495,9 @@ where
     W: AsyncWrite + Unpin,
 {
     if let Some(mut from) = from {
-        let _ = tokio::io::copy(&mut from, to).await;
+        // 32 KiB reads: one full SSH packet each (tokio::io::copy reads 8 KiB at a time).
+        let mut from = tokio::io::BufReader::with_capacity(32 * 1024, &mut from);
+        let _ = tokio::io::copy_buf(&mut from, to).await;
         let _ = to.flush().await;
     }
 }

@@ -11,15 +11,17 @@
 //! - `channel.rs`: one task per session channel: collect pty/env requests, start, relay I/O.
 //! - `process.rs`: who the process runs as, its environment, spawning it, signals.
 //! - `files.rs`: writing file secrets (as the OS user) and the ledger of what was written.
+//! - `quickack.rs`: prompt TCP ACKs during the handshake.
 //! - `sessiondir.rs`: each session's private directory: agent socket, in-session API socket.
 
 mod channel;
 mod files;
 mod handler;
 mod process;
+mod quickack;
 pub mod sessiondir;
 
-pub use files::{materialize, materialize_owner};
+pub use files::{Applied, materialize, materialize_owner};
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -64,6 +66,8 @@ pub struct SshContext {
     pub session_api: Option<axum::Router>,
     /// The daemon's binary, as sessions' `GIT_SSH_COMMAND` runs it.
     pub keyport_binary: String,
+    /// What the last file-secret pass per user left (to skip passes that change nothing).
+    pub applied: Applied,
     failures: Mutex<HashMap<(IpAddr, String), (u32, Instant)>>,
     next_id: AtomicU64,
 }
@@ -87,6 +91,7 @@ impl SshContext {
             shutdown,
             session_api,
             keyport_binary: sessiondir::keyport_binary(),
+            applied: Applied::default(),
             failures: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
         }
@@ -135,6 +140,18 @@ pub fn server_config(host_key: PrivateKey) -> server::Config {
         keepalive_max: 3,
         nodelay: true,
         window_size: 8 * 1024 * 1024,
+        // russh's defaults, plus aes128-gcm (which OpenSSH offers too).
+        preferred: russh::Preferred {
+            cipher: std::borrow::Cow::Borrowed(&[
+                russh::cipher::CHACHA20_POLY1305,
+                russh::cipher::AES_128_GCM,
+                russh::cipher::AES_256_GCM,
+                russh::cipher::AES_256_CTR,
+                russh::cipher::AES_192_CTR,
+                russh::cipher::AES_128_CTR,
+            ]),
+            ..russh::Preferred::default()
+        },
         channel_buffer_size: 128,
         event_buffer_size: 100,
         ..Default::default()
@@ -164,6 +181,7 @@ pub async fn run(listener: TcpListener, ctx: Arc<SshContext>, config: server::Co
         let config = config.clone();
         let handles = handles.clone();
         ctx.tasks.spawn(async move {
+            let stream = quickack::QuickAck::new(stream);
             match server::run_stream(config, stream, handler).await {
                 Ok(running) => {
                     lock(&handles).insert(id, running.handle());

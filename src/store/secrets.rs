@@ -23,6 +23,17 @@ impl Store {
             .query_row("SELECT COUNT(*) FROM secrets", [], |r| r.get(0))?)
     }
 
+    /// The user's enabled secrets with their sealed values, sorted by name: one cached
+    /// statement for a whole session start.
+    pub fn enabled_secrets_sealed(&self, user_id: i64) -> Result<Vec<(SecretRecord, Vec<u8>)>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {SECRET_COLUMNS}, value_sealed FROM secrets \
+             WHERE user_id = ?1 AND enabled ORDER BY name"
+        ))?;
+        let rows = stmt.query_map([user_id], |r| Ok((secret_from_row(r)?, r.get(10)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// One secret's metadata.
     pub fn secret(&self, user_id: i64, name: &str) -> Result<SecretRecord> {
         query_secret(&self.conn, user_id, name)

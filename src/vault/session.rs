@@ -64,13 +64,7 @@ impl Vault {
         let uid = owner.id.to_string();
         let mut out = SessionSecrets::default();
         let mut names = Vec::new();
-        for record in self
-            .store
-            .secrets(owner.id)?
-            .into_iter()
-            .filter(|s| s.enabled)
-        {
-            let blob = self.store.secret_sealed(owner.id, &record.name)?;
+        for (record, blob) in self.store.enabled_secrets_sealed(owner.id)? {
             let value = self
                 .master()
                 .unseal(secret_binding(&uid, &record.name), &blob)?;

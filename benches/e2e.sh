@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# keyport vs OpenSSH sshd, side by side in one run: installs what is missing (Debian), builds
+# keyport in release, runs the micro benchmarks, then benches/e2e.py, which starts both daemons,
+# measures, prints the table and writes benches/RESULTS.md.
+#
+#   sudo benches/e2e.sh              # everything (under 10 minutes on 2 cores, build included)
+#   sudo benches/e2e.sh --no-micro   # the end-to-end comparison only
+#
+# Run as root: sshd needs /run/sshd, and both daemons run the sessions as a fresh OS account
+# that the run creates (and removes at the end).
+# Knobs for a quicker look (E2E_IDLE_SESSIONS=100 …) are listed at the top of benches/e2e.py.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+micro=1
+for arg in "$@"; do
+    case "$arg" in
+        --no-micro) micro=0 ;;
+        -h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "e2e.sh: unknown argument $arg (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "e2e.sh: run as root (sshd needs /run/sshd; the sessions run as an OS account the run creates)" >&2
+    exit 2
+fi
+
+# Debian packages for each tool that is missing.
+missing=()
+command -v ssh >/dev/null || missing+=(openssh-client)
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+command -v git >/dev/null || missing+=(git)
+command -v python3 >/dev/null || missing+=(python3)
+command -v ssh-keygen >/dev/null || missing+=(openssh-client)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "== installing ${missing[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+if ! command -v cargo >/dev/null; then
+    echo "e2e.sh: cargo not found; install a Rust toolchain (https://rustup.rs) first" >&2
+    exit 2
+fi
+
+start=$SECONDS
+micro_out=""
+if [ "$micro" = 1 ]; then
+    # One build for both: the bench build also builds the keyport binary (release profile).
+    echo "== building keyport and the micro benchmarks (release)" >&2
+    cargo bench --locked --bench micro --no-run >&2
+    echo "== micro benchmarks (cargo bench --bench micro)" >&2
+    micro_out=target/keyport-micro-bench.txt
+    cargo bench --locked --bench micro 2>&1 | tee "$micro_out" >&2
+else
+    echo "== building keyport (release)" >&2
+    cargo build --release --locked --bin keyport >&2
+fi
+
+echo "== end to end (build and micro benchmarks took $((SECONDS - start)) s)" >&2
+E2E_MICRO="$micro_out" python3 -B benches/e2e.py
+echo "== done in $((SECONDS - start)) s" >&2
