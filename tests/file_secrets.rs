@@ -93,9 +93,13 @@ fn files_follow_their_secrets_and_user_edits_are_kept() {
 
     // A new value is rewritten; the mode the user chose is kept.
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
-    api.send("PATCH", "users/me/secrets/npm", &json!({"value": "v2"}));
+    api.send(
+        "PATCH",
+        "users/me/secrets/npm",
+        &json!({"value": "npm-second-value"}),
+    );
     session(&daemon, &me, &key, "true");
-    assert_eq!(std::fs::read(&file).unwrap(), b"v2");
+    assert_eq!(std::fs::read(&file).unwrap(), b"npm-second-value");
     assert_eq!(mode(&file), 0o640);
 
     // Moved: the old file goes, the new one comes.
@@ -107,7 +111,7 @@ fn files_follow_their_secrets_and_user_edits_are_kept() {
     );
     session(&daemon, &me, &key, "true");
     assert!(!file.exists(), "old path not removed");
-    assert_eq!(std::fs::read(&moved).unwrap(), b"v2");
+    assert_eq!(std::fs::read(&moved).unwrap(), b"npm-second-value");
 
     // Disabled, then re-enabled, then the target cleared: removed each time it is unwanted.
     api.send("PATCH", "users/me/secrets/npm", &json!({"enabled": false}));
@@ -121,7 +125,10 @@ fn files_follow_their_secrets_and_user_edits_are_kept() {
     session(&daemon, &me, &key, "true");
     assert!(moved.exists());
     api.send("PATCH", "users/me/secrets/npm", &json!({"file": ""}));
-    assert_eq!(session(&daemon, &me, &key, "printenv NPM"), "v2\n");
+    assert_eq!(
+        session(&daemon, &me, &key, "printenv NPM"),
+        "npm-second-value\n"
+    );
     assert!(!moved.exists(), "a cleared target's file stays");
 
     // A file the user changed is left, and that is audited; so is a removal.
@@ -143,7 +150,7 @@ fn files_follow_their_secrets_and_user_edits_are_kept() {
         audit.contains("file.kept-changed") && audit.contains("file.removed"),
         "{audit}"
     );
-    assert!(!audit.contains("v2"), "{audit}");
+    assert!(!audit.contains("npm-second-value"), "{audit}");
 }
 
 #[test]

@@ -215,7 +215,7 @@ async fn prepare(
     }
     let secrets = Arc::new(secrets);
     // Files first: the program may read them as soon as it starts.
-    super::files::materialize(ctx, &identity, &login.user, secrets.clone()).await;
+    super::files::materialize(ctx, &identity, &login.session_user(), secrets.clone()).await;
 
     // Shells and commands get the key service; sftp-server has no use for it.
     let dir = match program {

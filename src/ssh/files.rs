@@ -17,18 +17,20 @@ use tracing::{debug, warn};
 use super::SshContext;
 use super::process::Identity;
 use crate::secrets::files;
-use crate::vault::SessionSecrets;
+use crate::vault::{SessionSecrets, SessionUser};
 
 /// Writes `user`'s file secrets and removes the ones no longer wanted. Failures are logged
 /// and audited; they do not stop the session.
 pub async fn materialize(
     ctx: &Arc<SshContext>,
     identity: &Identity,
-    user: &str,
+    who: &SessionUser,
     secrets: Arc<SessionSecrets>,
 ) {
+    let user = who.name.as_str();
     let os_user = identity.os.name.clone();
-    let key = (user.to_string(), os_user.clone());
+    // By id: a later user given a removed user's name starts with nothing remembered.
+    let key = (who.id, os_user.clone());
     let wanted_now = wanted(&secrets);
     if !wanted_now.is_empty() && ctx.applied.unchanged(&key, &wanted_now) {
         return;
@@ -122,12 +124,12 @@ impl Stamp {
     }
 }
 
-/// (keyport user, OS user).
-type Owner = (String, String);
+/// (keyport user id, OS user).
+type Owner = (i64, String);
 /// A file as a pass left it: path, content hash, stamp.
 type Left = (String, String, Stamp);
 
-/// What the last complete, clean pass left, per (keyport user, OS user).
+/// What the last complete, clean pass left, per (keyport user id, OS user).
 #[derive(Debug, Default)]
 pub struct Applied(Mutex<HashMap<Owner, Vec<Left>>>);
 
@@ -187,7 +189,13 @@ pub async fn materialize_owner(ctx: Arc<SshContext>, owner: String) {
         }
     };
     match super::process::identity(&record.os_user) {
-        Ok(identity) => materialize(&ctx, &identity, &owner, Arc::new(secrets)).await,
+        Ok(identity) => {
+            let who = SessionUser {
+                id: record.id,
+                name: owner.clone(),
+            };
+            materialize(&ctx, &identity, &who, Arc::new(secrets)).await;
+        }
         Err(e) => warn!(owner, error = %e, "cannot write the owner's file secrets"),
     }
 }
