@@ -106,7 +106,7 @@ impl SessionAgent {
                 match self.sign_own(&key, &data, peer, destination.clone()).await {
                     Ok(Some(signature)) => Response::Signature(signature),
                     Ok(None) => {
-                        let request = Request::Sign { key, data, flags };
+                        let request = (key, data, flags);
                         self.sign_forwarded(request, peer, destination, state).await
                     }
                     Err(e) => {
@@ -199,15 +199,13 @@ impl SessionAgent {
     /// Relays a sign request for another key to the client's agent, and audits a signature.
     async fn sign_forwarded(
         &self,
-        request: Request,
+        (key, data, flags): (Vec<u8>, Vec<u8>, u32),
         peer: &Peer,
         destination: Option<String>,
         state: &mut ConnState,
     ) -> Response {
-        let Request::Sign { key, .. } = &request else {
-            return Response::Failure;
-        };
-        let public = PublicKey::from_bytes(key).ok();
+        let public = PublicKey::from_bytes(&key).ok();
+        let request = Request::Sign { key, data, flags };
         let relayed = self.relay(request, FORWARD_SIGN_TIMEOUT, state).await;
         let Some(Response::Signature(signature)) = relayed else {
             return Response::Failure;

@@ -15,23 +15,18 @@ pub struct DaemonMetrics {
     pub auth_failures: AtomicU64,
     /// Sessions that received at least one secret.
     pub injections: AtomicU64,
-    /// Agent signatures by key type.
-    signatures: Mutex<BTreeMap<String, u64>>,
+    /// Agent signatures by key type (a fixed set of labels: `agent::key_type`).
+    signatures: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl DaemonMetrics {
     /// Counts one agent signature made with a `key_type` key.
-    pub fn count_signature(&self, key_type: &str) {
+    pub fn count_signature(&self, key_type: &'static str) {
         let mut map = self
             .signatures
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let label: String = key_type
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '@' | '.'))
-            .take(64)
-            .collect();
-        *map.entry(label).or_default() += 1;
+        *map.entry(key_type).or_default() += 1;
     }
 
     /// Prometheus text for these counters.
