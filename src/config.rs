@@ -33,6 +33,16 @@ pub enum ConfigError {
         /// What is wrong, with line and column.
         message: String,
     },
+    /// A setting is out of its range.
+    #[error("config file {path}: {field}: {rule}")]
+    Invalid {
+        /// File path.
+        path: PathBuf,
+        /// The setting, as written in the file (`ssh.channel_window`).
+        field: &'static str,
+        /// The rule it breaks.
+        rule: String,
+    },
 }
 
 /// The daemon's settings.
@@ -54,6 +64,45 @@ pub struct Config {
     pub env: BTreeMap<String, String>,
     /// Per-user limits.
     pub limits: Limits,
+    /// SSH transport settings.
+    pub ssh: SshSettings,
+}
+
+/// SSH channel flow control.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SshSettings {
+    /// Receive window per channel, bytes: how far a client may send ahead of the program
+    /// reading its input, and so the most input keyport holds for one channel.
+    pub channel_window: u32,
+    /// Largest data packet a client may send, bytes.
+    pub max_packet: u32,
+}
+
+impl Default for SshSettings {
+    fn default() -> Self {
+        Self {
+            channel_window: 8 * 1024 * 1024,
+            max_packet: 65535,
+        }
+    }
+}
+
+impl SshSettings {
+    /// The setting that is out of range, and its rule.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if !(1024..=65535).contains(&self.max_packet) {
+            return Err(("ssh.max_packet", "must be 1024 to 65535 bytes".into()));
+        }
+        let least = 2 * self.max_packet;
+        if !(least..=1 << 30).contains(&self.channel_window) {
+            return Err((
+                "ssh.channel_window",
+                format!("must be {least} (twice ssh.max_packet) to 1073741824 bytes"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for Config {
@@ -66,6 +115,7 @@ impl Default for Config {
             accept_env: vec!["LANG".into(), "LC_*".into(), "COLORTERM".into()],
             env: BTreeMap::new(),
             limits: Limits::default(),
+            ssh: SshSettings::default(),
         }
     }
 }
@@ -103,6 +153,15 @@ max_secrets = 100
 max_total_value_bytes = 1048576
 # Sum of NAME=VALUE over a user's enabled env secrets, bytes.
 max_env_bytes = 131072
+
+# SSH flow control, per channel.
+[ssh]
+# Receive window, bytes: how far a client may send ahead of the program reading its input
+# (the window is re-opened only as the program reads), and so the most input keyport holds
+# for one channel. 2 x max_packet to 1073741824.
+channel_window = 8388608
+# Largest data packet a client may send, bytes. 1024 to 65535.
+max_packet = 65535
 "#;
 
 impl Config {
@@ -119,10 +178,15 @@ impl Config {
             }
             Err(source) => return Err(ConfigError::Read { path, source }),
         };
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path,
+        let config: Self = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.clone(),
             message: e.to_string().trim().replace('\n', " "),
-        })
+        })?;
+        config
+            .ssh
+            .check()
+            .map_err(|(field, rule)| ConfigError::Invalid { path, field, rule })?;
+        Ok(config)
     }
 
     /// The data dir in force.
@@ -201,6 +265,27 @@ mod tests {
     fn unknown_keys_are_rejected() {
         let err = toml::from_str::<Config>("ssh_listn = \"127.0.0.1:1\"").unwrap_err();
         assert!(err.to_string().contains("ssh_listn"), "{err}");
+    }
+
+    #[test]
+    fn ssh_settings_out_of_range_name_the_setting() {
+        for (text, field) in [
+            ("[ssh]\nmax_packet = 100\n", "ssh.max_packet"),
+            ("[ssh]\nmax_packet = 70000\n", "ssh.max_packet"),
+            ("[ssh]\nchannel_window = 65535\n", "ssh.channel_window"),
+            ("[ssh]\nchannel_window = 2000000000\n", "ssh.channel_window"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("k.toml");
+            std::fs::write(&path, text).unwrap();
+            match Config::load(Some(&path)) {
+                Err(ConfigError::Invalid { field: f, .. }) => assert_eq!(f, field, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        let ok: Config =
+            toml::from_str("[ssh]\nchannel_window = 131070\nmax_packet = 65535\n").unwrap();
+        assert_eq!(ok.ssh.check(), Ok(()));
     }
 
     #[test]

@@ -15,120 +15,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::sshd::{Sshd, chown_tree};
 use common::{
     Daemon, Http, OsAccount, Sandbox, contains, key_needles, keyport_user, metric, require_tool,
 };
 use keyport_keys::KeyPair;
 use serde_json::json;
-
-/// A real OpenSSH sshd on a free loopback port, letting `login` in with the keys in its
-/// authorized_keys file; killed on drop.
-struct Sshd {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-    host_line: String,
-}
-
-impl Sshd {
-    fn start(sb: &Sandbox, login: &str) -> Self {
-        require_tool("sshd");
-        let dir = sb.dir.path().join("sshd");
-        std::fs::create_dir_all(&dir).unwrap();
-        // sshd reads authorized_keys as the user logging in.
-        for d in [sb.dir.path(), dir.as_path()] {
-            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711)).unwrap();
-        }
-        std::fs::create_dir_all("/run/sshd").unwrap();
-        let host = dir.join("host_ed25519");
-        let status = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&host)
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = dir.join("sshd_config");
-        std::fs::write(
-            &config,
-            format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\n\
-                 AuthorizedKeysFile {dir}/authorized_keys\nStrictModes no\nUsePAM no\n\
-                 PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-                 PermitRootLogin prohibit-password\nAllowUsers {login}\nPidFile none\n\
-                 LogLevel VERBOSE\n",
-                host = host.display(),
-                dir = dir.display()
-            ),
-        )
-        .unwrap();
-        let sshd = Self {
-            child: Command::new("/usr/sbin/sshd")
-                .args(["-D", "-e", "-f"])
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(dir.join("log")).unwrap())
-                .spawn()
-                .unwrap(),
-            port,
-            host_line: std::fs::read_to_string(host.with_extension("pub")).unwrap(),
-            dir,
-        };
-        sshd.authorize(&[]);
-        // Listening, and on the port picked (not some other process that took it meanwhile).
-        let ready = format!("Server listening on 127.0.0.1 port {port}.");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !sshd.log().contains(&ready) {
-            assert!(
-                Instant::now() < deadline,
-                "sshd did not start: {}",
-                sshd.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        sshd
-    }
-
-    /// Replaces authorized_keys with `keys`.
-    fn authorize(&self, keys: &[&str]) {
-        let path = self.dir.join("authorized_keys");
-        std::fs::write(&path, keys.join("\n") + "\n").unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    }
-
-    /// What `account` needs in `~/.ssh/known_hosts` to trust this sshd.
-    fn trust(&self, account: &OsAccount) {
-        let ssh_dir = account.home.join(".ssh");
-        std::fs::create_dir_all(&ssh_dir).unwrap();
-        let mut parts = self.host_line.split_whitespace();
-        let (kind, blob) = (parts.next().unwrap(), parts.next().unwrap());
-        let known = ssh_dir.join("known_hosts");
-        std::fs::write(&known, format!("[127.0.0.1]:{} {kind} {blob}\n", self.port)).unwrap();
-        chown_tree(&ssh_dir, account);
-    }
-
-    fn host_fingerprint(&self) -> String {
-        keyport_keys::LoginKey::parse(self.host_line.trim())
-            .unwrap()
-            .fingerprint()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A child process killed and reaped when the test ends, failed or not.
 struct Killed(Child);
@@ -138,15 +30,6 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn chown_tree(path: &Path, account: &OsAccount) {
-    let status = Command::new("chown")
-        .args(["-R", &format!("{}:{}", account.uid, account.gid)])
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 /// Root is needed for what these tests must show: sessions of other OS accounts, and an sshd

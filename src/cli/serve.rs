@@ -94,7 +94,11 @@ pub fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         if let Some(owner) = owner {
             tasks.spawn(ssh::materialize_owner(ctx.clone(), owner));
         }
-        tasks.spawn(ssh::run(ssh, ctx, ssh::server_config(host_key)));
+        tasks.spawn(ssh::run(
+            ssh,
+            ctx,
+            ssh::server_config(host_key, &config.ssh),
+        ));
         let stop = shutdown.clone();
         tasks.spawn(async move {
             if let Err(e) = api::serve(api, router, stop.cancelled_owned()).await {

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
 use nix::sys::signal::Signal;
 use russh::server::{Handle, Msg};
 use russh::{Channel, ChannelId, ChannelMsg, ChannelWriteHalf};
@@ -20,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, info};
 
 use super::SshContext;
+use super::input::InputQueue;
 use super::process::{self, Identity, Program};
 use super::sessiondir::SessionDir;
 use crate::secrets::env::{EnvInputs, SessionEnv, compose_env};
@@ -264,79 +264,8 @@ async fn prepare(
 
 /// Most client `env` requests one channel may make.
 const MAX_CLIENT_ENV: usize = 64;
-/// Client input not yet taken by the program; past this the program is not reading, and
-/// keyport stops feeding it rather than buffer without bound or stall the connection.
-const MAX_PENDING_INPUT: usize = 16 * 1024 * 1024;
 /// How long a program may take to end after the client closed the channel.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
-
-/// Client input for the program, written by its own task so a program that does not read
-/// never blocks the channel loop (which must keep draining the channel: an unread channel
-/// stalls every channel of the connection).
-enum Input {
-    Data(Bytes),
-    Resize(u16, u16),
-}
-
-struct InputQueue {
-    tx: Option<tokio::sync::mpsc::UnboundedSender<Input>>,
-    pending: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl InputQueue {
-    /// Starts the writer task; `resize` handles window changes (pty only).
-    fn spawn<W>(mut to: W, resize: impl Fn(&W, u16, u16) + Send + 'static) -> Self
-    where
-        W: AsyncWrite + Unpin + Send + 'static,
-    {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Input>();
-        let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let left = pending.clone();
-        tokio::spawn(async move {
-            while let Some(input) = rx.recv().await {
-                match input {
-                    Input::Data(data) => {
-                        let ok = to.write_all(&data).await.is_ok();
-                        left.fetch_sub(data.len(), Ordering::Relaxed);
-                        if !ok {
-                            break;
-                        }
-                    }
-                    Input::Resize(rows, cols) => resize(&to, rows, cols),
-                }
-            }
-            // Dropping `to` closes the program's stdin: the client's EOF, passed on.
-        });
-        Self {
-            tx: Some(tx),
-            pending,
-        }
-    }
-
-    fn data(&mut self, data: Bytes) {
-        let Some(tx) = &self.tx else { return };
-        if self.pending.load(Ordering::Relaxed) + data.len() > MAX_PENDING_INPUT {
-            debug!("the program is not reading its input; no more is passed on");
-            self.tx = None;
-            return;
-        }
-        self.pending.fetch_add(data.len(), Ordering::Relaxed);
-        if tx.send(Input::Data(data)).is_err() {
-            self.tx = None;
-        }
-    }
-
-    fn resize(&self, rows: u16, cols: u16) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(Input::Resize(rows, cols));
-        }
-    }
-
-    /// No more input: the writer closes the program's stdin once it has written what is queued.
-    fn close(&mut self) {
-        self.tx = None;
-    }
-}
 
 /// How a channel's program is started, the same for pipes and a pty.
 struct Launch {
@@ -378,20 +307,27 @@ impl Launch {
 /// What the channel loop does with one message while the program runs.
 fn on_message(
     msg: Option<ChannelMsg>,
-    input: &mut InputQueue,
+    input: &InputQueue,
+    terminal: Option<&Terminal>,
     pgid: u32,
     running: bool,
-    pty: bool,
 ) -> bool {
+    let pty = terminal.is_some();
     match msg {
         Some(ChannelMsg::Data { data }) => input.data(data),
+        // No program reads a client's extended data: granted back, as sshd ignores it.
+        Some(ChannelMsg::ExtendedData { data, .. }) => input.discard(data.len()),
         // A pty has no stdin to close: the line discipline sees ^D if the user types it.
         Some(ChannelMsg::Eof) if !pty => input.close(),
         Some(ChannelMsg::WindowChange {
             col_width,
             row_height,
             ..
-        }) => input.resize(clamp(row_height), clamp(col_width)),
+        }) => {
+            if let Some(terminal) = terminal {
+                terminal.resize(clamp(row_height), clamp(col_width));
+            }
+        }
         Some(ChannelMsg::Signal { signal }) => {
             if let (true, Some(sig)) = (running, process::to_signal(&signal)) {
                 process::signal_group(pgid, sig);
@@ -415,10 +351,11 @@ fn on_message(
 async fn supervise(
     rx: &mut russh::ChannelReadHalf,
     child: &mut tokio::process::Child,
-    mut input: InputQueue,
+    input: InputQueue,
     pump: impl std::future::Future<Output = ()>,
-    pty: bool,
+    terminal: Option<Terminal>,
 ) -> std::io::Result<ExitStatus> {
+    let pty = terminal.is_some();
     let pgid = child.id().unwrap_or(0);
     tokio::pin!(pump);
     let (mut status, mut pumped, mut open) = (None, false, true);
@@ -427,7 +364,7 @@ async fn supervise(
     while status.is_none() || (!pumped && open) {
         tokio::select! {
             msg = rx.wait(), if open => {
-                open = on_message(msg, &mut input, pgid, status.is_none(), pty);
+                open = on_message(msg, &input, terminal.as_ref(), pgid, status.is_none());
                 if !open {
                     kill_at = Some(tokio::time::Instant::now() + CLOSE_GRACE);
                 }
@@ -476,9 +413,10 @@ async fn relay_pipes(
     }
     let mut child = cmd.spawn()?;
     drop(launch);
+    let credit = rx.window_credit();
     let input = match child.stdin.take() {
-        Some(stdin) => InputQueue::spawn(stdin, |_, _, _| {}),
-        None => InputQueue::spawn(tokio::io::sink(), |_, _, _| {}),
+        Some(stdin) => InputQueue::spawn(stdin, credit),
+        None => InputQueue::spawn(tokio::io::sink(), credit),
     };
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
     let mut out = tx.make_writer();
@@ -486,7 +424,7 @@ async fn relay_pipes(
     let pump = async {
         tokio::join!(copy_out(stdout, &mut out), copy_out(stderr, &mut err));
     };
-    supervise(&mut rx, &mut child, input, pump, false).await
+    supervise(&mut rx, &mut child, input, pump, None).await
 }
 
 async fn copy_out<R, W>(from: Option<R>, to: &mut W)
@@ -545,10 +483,9 @@ async fn relay_pty(
     // The child is a session leader (setsid): its pid is its process group.
     let mut child = cmd.spawn(pts).map_err(std::io::Error::other)?;
     drop(launch);
+    let terminal = Terminal(pty.as_fd().try_clone_to_owned()?);
     let (mut reader, writer) = pty.into_split();
-    let input = InputQueue::spawn(writer, |w, rows, cols| {
-        let _ = w.resize(pty_process::Size::new(rows, cols));
-    });
+    let input = InputQueue::spawn(writer, rx.window_credit());
     let mut out = tx.make_writer();
     let pump = async move {
         let mut buf = vec![0u8; 32 * 1024];
@@ -560,7 +497,22 @@ async fn relay_pty(
         }
         let _ = out.flush().await;
     };
-    supervise(&mut rx, &mut child, input, pump, true).await
+    supervise(&mut rx, &mut child, input, pump, Some(terminal)).await
+}
+
+/// The pty's master side, for window changes: resized at once, never behind queued input.
+struct Terminal(std::os::fd::OwnedFd);
+
+impl Terminal {
+    fn resize(&self, rows: u16, cols: u16) {
+        let size = rustix::termios::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let _ = rustix::termios::tcsetwinsize(&self.0, size);
+    }
 }
 
 /// exit-status, or exit-signal when a signal ended the program; then EOF and close.

@@ -9,6 +9,7 @@
 //! # Layout
 //! - `handler.rs`: the thin russh `Handler`: authenticate, accept channels, reply to requests.
 //! - `channel.rs`: one task per session channel: collect pty/env requests, start, relay I/O.
+//! - `input.rs`: client input to the program, flow-controlled through the SSH window.
 //! - `process.rs`: who the process runs as, its environment, spawning it, signals.
 //! - `files.rs`: writing file secrets (as the OS user) and the ledger of what was written.
 //! - `quickack.rs`: prompt TCP ACKs during the handshake.
@@ -17,6 +18,7 @@
 mod channel;
 mod files;
 mod handler;
+mod input;
 mod process;
 mod quickack;
 pub mod sessiondir;
@@ -126,7 +128,7 @@ impl SshContext {
 }
 
 /// The russh settings keyport runs with (see notes/russh.md §3 and §10).
-pub fn server_config(host_key: PrivateKey) -> server::Config {
+pub fn server_config(host_key: PrivateKey, ssh: &crate::config::SshSettings) -> server::Config {
     server::Config {
         server_id: SshId::Standard(format!("SSH-2.0-keyport_{}", env!("CARGO_PKG_VERSION")).into()),
         keys: vec![host_key],
@@ -139,7 +141,10 @@ pub fn server_config(host_key: PrivateKey) -> server::Config {
         keepalive_interval: Some(Duration::from_secs(20)),
         keepalive_max: 3,
         nodelay: true,
-        window_size: 8 * 1024 * 1024,
+        // Per channel; granted back only as the program consumes (vendor/russh/README.md).
+        window_size: ssh.channel_window,
+        // Fewer, larger packets for bulk data (russh warns above 65535).
+        maximum_packet_size: ssh.max_packet,
         // russh's defaults, plus aes128-gcm (which OpenSSH offers too).
         preferred: russh::Preferred {
             cipher: std::borrow::Cow::Borrowed(&[

@@ -9,6 +9,8 @@ use std::process::{Command, Output, Stdio};
 use keyport::secrets::Limits;
 use keyport::vault::{Actor, NewUserSpec, Vault};
 
+pub mod sshd;
+
 /// A sandbox: temp dir with `home/` and `data/`.
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
@@ -470,15 +472,21 @@ impl Daemon {
 
     /// `scp` to or from this daemon (remote paths as `127.0.0.1:PATH`).
     pub fn scp(&self, user: &str, key: &Path, from: &str, to: &str) -> Output {
-        let remote = |p: &str| p.replace("127.0.0.1:", &format!("{user}@127.0.0.1:"));
-        Command::new("scp")
-            .args(ssh_options(key))
-            .arg("-P")
-            .arg(self.ssh_port.to_string())
-            .args([remote(from), remote(to)])
-            .env_remove("SSH_AUTH_SOCK")
+        Self::scp_command(user, key, self.ssh_port, from, to)
             .output()
             .unwrap()
+    }
+
+    /// The `scp` command [`Daemon::scp`] runs, for a daemon on `port`.
+    pub fn scp_command(user: &str, key: &Path, port: u16, from: &str, to: &str) -> Command {
+        let remote = |p: &str| p.replace("127.0.0.1:", &format!("{user}@127.0.0.1:"));
+        let mut cmd = Command::new("scp");
+        cmd.args(ssh_options(key))
+            .arg("-P")
+            .arg(port.to_string())
+            .args([remote(from), remote(to)])
+            .env_remove("SSH_AUTH_SOCK");
+        cmd
     }
 }
 

@@ -60,7 +60,9 @@ macro_rules! push_packet {
 }
 
 mod channels;
-pub use channels::{Channel, ChannelMsg, ChannelReadHalf, ChannelStream, ChannelWriteHalf};
+pub use channels::{
+    Channel, ChannelMsg, ChannelReadHalf, ChannelStream, ChannelWriteHalf, WindowCredit,
+};
 
 mod parsing;
 mod session;
@@ -118,6 +120,10 @@ pub enum Error {
     /// The protocol is in an inconsistent state.
     #[error("Inconsistent state of the protocol")]
     Inconsistent,
+
+    /// keyport patch: the peer sent more data than the channel window allowed.
+    #[error("The peer ignored the channel window")]
+    WindowExceeded,
 
     /// The client is not yet authenticated.
     #[error("Not yet authenticated")]

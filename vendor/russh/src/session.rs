@@ -302,6 +302,39 @@ impl Encrypted {
         }
     }
 
+    /// keyport patch: debits `len` received bytes from `channel`'s receive window, without
+    /// re-opening it (that happens as the data is consumed, see `grant_window`). Returns how
+    /// many bytes went beyond the window.
+    pub(crate) fn debit_window(&mut self, channel: ChannelId, len: usize) -> usize {
+        let Some(channel) = self.channels.get_mut(&channel) else {
+            return 0;
+        };
+        let len = u32::try_from(len).unwrap_or(u32::MAX);
+        let over = len.saturating_sub(channel.sender_window_size);
+        channel.sender_window_size = channel.sender_window_size.saturating_sub(len);
+        over as usize
+    }
+
+    /// keyport patch: grants `n` consumed bytes back to the peer (CHANNEL_WINDOW_ADJUST).
+    pub(crate) fn grant_window(&mut self, channel: ChannelId, n: usize) -> Result<(), crate::Error> {
+        let Some(channel) = self.channels.get_mut(&channel) else {
+            return Ok(());
+        };
+        let n = u32::try_from(n)
+            .unwrap_or(u32::MAX)
+            .min(u32::MAX - channel.sender_window_size);
+        if n == 0 {
+            return Ok(());
+        }
+        push_packet!(self.write, {
+            self.write.push(msg::CHANNEL_WINDOW_ADJUST);
+            channel.recipient_channel.encode(&mut self.write)?;
+            n.encode(&mut self.write)?;
+        });
+        channel.sender_window_size += n;
+        Ok(())
+    }
+
     pub fn adjust_window_size(
         &mut self,
         channel: ChannelId,

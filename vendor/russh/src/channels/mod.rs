@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc::{Receiver, Sender};
+use tokio::sync::mpsc::Sender;
 use tokio::sync::{Mutex, Notify};
 
 use crate::{ChannelId, ChannelOpenFailure, Error, Pty, Sig};
@@ -11,6 +11,11 @@ pub mod io;
 
 mod channel_ref;
 pub use channel_ref::ChannelRef;
+pub(crate) use channel_ref::ChannelRefs;
+
+// keyport patch: consumption-gated receive windows.
+pub(crate) mod flow;
+pub use flow::{Mailbox, WindowCredit};
 
 mod channel_stream;
 pub use channel_stream::ChannelStream;
@@ -144,7 +149,7 @@ impl WindowSizeRef {
 ///
 /// Allows you to read from a channel without borrowing the session
 pub struct ChannelReadHalf {
-    pub(crate) receiver: Receiver<ChannelMsg>,
+    pub(crate) receiver: Mailbox,
 }
 
 impl std::fmt::Debug for ChannelReadHalf {
@@ -157,6 +162,13 @@ impl ChannelReadHalf {
     /// Awaits an incoming [`ChannelMsg`], this method returns [`None`] if the channel has been closed.
     pub async fn wait(&mut self) -> Option<ChannelMsg> {
         self.receiver.recv().await
+    }
+
+    /// keyport patch: from now on, data taken from this channel no longer counts as consumed;
+    /// the caller reports consumption with [`WindowCredit::consumed`], and the peer may send
+    /// only as much as the window holds beyond what is unconsumed.
+    pub fn window_credit(&self) -> WindowCredit {
+        self.receiver.window_credit()
     }
 
     /// Make a reader for the [`Channel`] to receive [`ChannelMsg::Data`]
@@ -468,7 +480,7 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> Channel<S> {
         window_size: u32,
         channel_buffer_size: usize,
     ) -> (Self, ChannelRef) {
-        let (tx, rx) = tokio::sync::mpsc::channel(channel_buffer_size);
+        let (tx, rx) = flow::mailbox(channel_buffer_size);
         let window_size = WindowSizeRef::new(window_size);
         let read_half = ChannelReadHalf { receiver: rx };
         let write_half = ChannelWriteHalf {
@@ -484,8 +496,8 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> Channel<S> {
                 read_half,
             },
             ChannelRef {
-                sender: tx,
                 window_size,
+                ..ChannelRef::new(tx)
             },
         )
     }
@@ -656,6 +668,11 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> Channel<S> {
     /// Awaits an incoming [`ChannelMsg`], this method returns [`None`] if the channel has been closed.
     pub async fn wait(&mut self) -> Option<ChannelMsg> {
         self.read_half.wait().await
+    }
+
+    /// keyport patch: see [`ChannelReadHalf::window_credit`].
+    pub fn window_credit(&self) -> WindowCredit {
+        self.read_half.window_credit()
     }
 
     /// Consume the [`Channel`] to produce a bidirectionnal stream,

@@ -433,6 +433,52 @@ impl Session {
         }
     }
 
+    /// keyport patch: debits delivered data from the channel's window (granted back on
+    /// consumption); data nobody reads re-opens the window on receipt, as upstream.
+    fn debit_or_adjust<H: Handler>(
+        &mut self,
+        client: &mut H,
+        channel_num: ChannelId,
+        data: &[u8],
+        delivered: bool,
+        target: u32,
+    ) -> Result<(), Error> {
+        let Some(ref mut enc) = self.common.encrypted else {
+            return Ok(());
+        };
+        if delivered {
+            let over = enc.debit_window(channel_num, data.len());
+            if let Some(chan) = self.channels.get(&channel_num) {
+                chan.flow.note_excess(over, target)?;
+            }
+        } else if enc.adjust_window_size(channel_num, data, target)? {
+            let next_window = client.adjust_window(channel_num, self.target_window_size);
+            if next_window > 0 {
+                self.target_window_size = next_window
+            }
+        }
+        Ok(())
+    }
+
+    /// keyport patch: a channel's consumer took data or freed mailbox room: move held
+    /// messages into its mailbox and grant what was consumed back to the server.
+    pub(crate) fn grant_consumed(&mut self, id: ChannelId) -> Result<(), Error> {
+        let Some(chan) = self.channels.get(&id) else {
+            return Ok(());
+        };
+        let lost = chan.drain_held();
+        let consumed = chan.flow.take_consumed() + lost;
+        let closed = chan.flow.is_closed();
+        let target = self.common.config.window_size;
+        if let Some(ref mut enc) = self.common.encrypted {
+            enc.grant_window(id, consumed)?;
+            if closed {
+                enc.adjust_window_size(id, &[], target)?;
+            }
+        }
+        Ok(())
+    }
+
     fn handle_ext_info(&mut self, r: &mut impl Reader) -> Result<(), Error> {
         // RFC 8308 §2.4: a server sends EXT_INFO at most twice per session.
         // Refusing more keeps `received_extensions` bounded.
@@ -596,20 +642,12 @@ impl Session {
                     return Ok(());
                 }
                 let target = self.common.config.window_size;
-                #[allow(clippy::collapsible_if)]
-                if let Some(ref mut enc) = self.common.encrypted {
-                    if enc.adjust_window_size(channel_num, &data, target)? {
-                        let next_window =
-                            client.adjust_window(channel_num, self.target_window_size);
-                        if next_window > 0 {
-                            self.target_window_size = next_window
-                        }
-                    }
-                }
-
-                if let Some(chan) = self.channels.get(&channel_num) {
-                    let _ = chan.send(ChannelMsg::Data { data: data.clone() }).await;
-                }
+                // keyport patch: debit now, grant back on consumption (channels/flow.rs).
+                let delivered = self
+                    .channels
+                    .get(&channel_num)
+                    .is_some_and(|chan| chan.deliver_data(ChannelMsg::Data { data: data.clone() }));
+                self.debit_or_adjust(client, channel_num, &data, delivered, target)?;
 
                 client.data(channel_num, &data, self).await
             }
@@ -623,25 +661,14 @@ impl Session {
                     return Ok(());
                 }
                 let target = self.common.config.window_size;
-                #[allow(clippy::collapsible_if)]
-                if let Some(ref mut enc) = self.common.encrypted {
-                    if enc.adjust_window_size(channel_num, &data, target)? {
-                        let next_window =
-                            client.adjust_window(channel_num, self.target_window_size);
-                        if next_window > 0 {
-                            self.target_window_size = next_window
-                        }
-                    }
-                }
-
-                if let Some(chan) = self.channels.get(&channel_num) {
-                    let _ = chan
-                        .send(ChannelMsg::ExtendedData {
-                            ext: extended_code,
-                            data: data.clone(),
-                        })
-                        .await;
-                }
+                // keyport patch: debit now, grant back on consumption (channels/flow.rs).
+                let delivered = self.channels.get(&channel_num).is_some_and(|chan| {
+                    chan.deliver_data(ChannelMsg::ExtendedData {
+                        ext: extended_code,
+                        data: data.clone(),
+                    })
+                });
+                self.debit_or_adjust(client, channel_num, &data, delivered, target)?;
 
                 client
                     .extended_data(channel_num, extended_code, &data, self)

@@ -35,7 +35,7 @@
 //! [Session]: client::Session
 
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::convert::TryInto;
 use std::num::Wrapping;
 use std::pin::Pin;
@@ -59,7 +59,8 @@ use tokio::sync::oneshot;
 pub use crate::auth::AuthResult;
 use crate::cert::PublicKeyOrCertificate;
 use crate::channels::{
-    Channel, ChannelMsg, ChannelReadHalf, ChannelRef, ChannelWriteHalf, WindowSizeRef,
+    Channel, ChannelMsg, ChannelReadHalf, ChannelRef, ChannelRefs, ChannelWriteHalf, Mailbox,
+    WindowSizeRef, flow::mailbox,
 };
 use crate::cipher::{self, OpeningKey, clear};
 use crate::kex::{KexAlgorithmImplementor, KexCause, KexProgress, SessionKexState};
@@ -91,7 +92,7 @@ pub struct Session {
     common: CommonSession<Arc<Config>>,
     receiver: Receiver<Msg>,
     sender: UnboundedSender<Reply>,
-    channels: HashMap<ChannelId, ChannelRef>,
+    channels: ChannelRefs,
     target_window_size: u32,
     pending_reads: Vec<Vec<u8>>,
     pending_len: u32,
@@ -740,7 +741,7 @@ impl<H: Handler> Handle<H> {
     /// Wait for confirmation that a channel is open
     async fn wait_channel_confirmation(
         &self,
-        mut receiver: Receiver<ChannelMsg>,
+        mut receiver: Mailbox,
         window_size_ref: WindowSizeRef,
     ) -> Result<Channel<Msg>, crate::Error> {
         loop {
@@ -842,7 +843,7 @@ impl<H: Handler> Handle<H> {
     /// usable when it's confirmed by the server, as indicated by the
     /// `confirmed` field of the corresponding `Channel`.
     pub async fn channel_open_session(&self) -> Result<Channel<Msg>, crate::Error> {
-        let (sender, receiver) = channel(self.channel_buffer_size);
+        let (sender, receiver) = mailbox(self.channel_buffer_size);
         let channel_ref = ChannelRef::new(sender);
         let window_size_ref = channel_ref.window_size().clone();
 
@@ -860,7 +861,7 @@ impl<H: Handler> Handle<H> {
         originator_address: A,
         originator_port: u32,
     ) -> Result<Channel<Msg>, crate::Error> {
-        let (sender, receiver) = channel(self.channel_buffer_size);
+        let (sender, receiver) = mailbox(self.channel_buffer_size);
         let channel_ref = ChannelRef::new(sender);
         let window_size_ref = channel_ref.window_size().clone();
 
@@ -891,7 +892,7 @@ impl<H: Handler> Handle<H> {
         originator_address: B,
         originator_port: u32,
     ) -> Result<Channel<Msg>, crate::Error> {
-        let (sender, receiver) = channel(self.channel_buffer_size);
+        let (sender, receiver) = mailbox(self.channel_buffer_size);
         let channel_ref = ChannelRef::new(sender);
         let window_size_ref = channel_ref.window_size().clone();
 
@@ -913,7 +914,7 @@ impl<H: Handler> Handle<H> {
         &self,
         socket_path: S,
     ) -> Result<Channel<Msg>, crate::Error> {
-        let (sender, receiver) = channel(self.channel_buffer_size);
+        let (sender, receiver) = mailbox(self.channel_buffer_size);
         let channel_ref = ChannelRef::new(sender);
         let window_size_ref = channel_ref.window_size().clone();
 
@@ -1319,6 +1320,10 @@ impl Session {
     ) -> Self {
         let (priority_sender, priority_receiver) = unbounded_channel();
         let (inbound_channel_sender, inbound_channel_receiver) = channel(10);
+        let channels = ChannelRefs::new(
+            common.config.window_size,
+            common.config.maximum_packet_size,
+        );
         Self {
             common,
             receiver,
@@ -1329,7 +1334,7 @@ impl Session {
             priority_receiver,
             inbound_channel_sender,
             inbound_channel_receiver,
-            channels: HashMap::new(),
+            channels,
             pending_reads: Vec::new(),
             pending_len: 0,
             open_global_requests: VecDeque::new(),
@@ -1510,6 +1515,13 @@ impl Session {
                             Ok(next) => self.handle_msg(next)?,
                             Err(_) => break
                         }
+                    }
+                }
+                // keyport patch: consumers took data; grant the window back (channels/flow.rs).
+                Some(id) = self.channels.wake_rx.recv(), if !self.kex.active() => {
+                    self.grant_consumed(id)?;
+                    while let Ok(id) = self.channels.wake_rx.try_recv() {
+                        self.grant_consumed(id)?;
                     }
                 }
                 msg = self.priority_receiver.recv(), if !self.kex.active() => {

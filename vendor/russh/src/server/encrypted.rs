@@ -1433,6 +1433,25 @@ async fn reply_userauth_info_response(
 }
 
 impl Session {
+    /// keyport patch: a channel's consumer took data or freed mailbox room: move held
+    /// messages into its mailbox and grant what was consumed back to the client.
+    pub(crate) fn grant_consumed(&mut self, id: ChannelId) -> Result<(), Error> {
+        let Some(chan) = self.channels.get(&id) else {
+            return Ok(());
+        };
+        let lost = chan.drain_held();
+        let consumed = chan.flow.take_consumed() + lost;
+        let closed = chan.flow.is_closed();
+        let target = self.target_window_size;
+        if let Some(ref mut enc) = self.common.encrypted {
+            enc.grant_window(id, consumed)?;
+            if closed {
+                enc.adjust_window_size(id, &[], target)?;
+            }
+        }
+        Ok(())
+    }
+
     async fn server_read_authenticated<H: Handler + Send, R: Reader>(
         &mut self,
         handler: &mut H,
@@ -1489,9 +1508,25 @@ impl Session {
                 map_err!(ensure_end(r))?;
                 let target = self.target_window_size;
 
-                #[allow(clippy::collapsible_if)]
+                // keyport patch: the window is debited now and granted back as the channel's
+                // consumer takes the data (channels/flow.rs); the mailbox is never awaited for
+                // data, so a slow channel cannot stall the connection.
+                let delivered = self.channels.get(&channel_num).is_some_and(|chan| {
+                    chan.deliver_data(match ext {
+                        Some(ext) => ChannelMsg::ExtendedData {
+                            ext,
+                            data: data.clone(),
+                        },
+                        None => ChannelMsg::Data { data: data.clone() },
+                    })
+                });
                 if let Some(ref mut enc) = self.common.encrypted {
-                    if enc.adjust_window_size(channel_num, &data, target)? {
+                    if delivered {
+                        let over = enc.debit_window(channel_num, data.len());
+                        if let Some(chan) = self.channels.get(&channel_num) {
+                            chan.flow.note_excess(over, target)?;
+                        }
+                    } else if enc.adjust_window_size(channel_num, &data, target)? {
                         let window = handler.adjust_window(channel_num, self.target_window_size);
                         if window > 0 {
                             self.target_window_size = window
@@ -1500,21 +1535,8 @@ impl Session {
                 }
                 self.flush()?;
                 if let Some(ext) = ext {
-                    if let Some(chan) = self.channels.get(&channel_num) {
-                        chan.send(ChannelMsg::ExtendedData {
-                            ext,
-                            data: data.clone(),
-                        })
-                        .await
-                        .unwrap_or(())
-                    }
                     handler.extended_data(channel_num, ext, &data, self).await
                 } else {
-                    if let Some(chan) = self.channels.get(&channel_num) {
-                        chan.send(ChannelMsg::Data { data: data.clone() })
-                            .await
-                            .unwrap_or(())
-                    }
                     handler.data(channel_num, &data, self).await
                 }
             }

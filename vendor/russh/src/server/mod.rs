@@ -29,7 +29,7 @@
 //! * Serving `ratatui` based TUI app to clients: [per-client](https://github.com/warp-tech/russh/blob/main/russh/examples/ratatui_app.rs), [shared](https://github.com/warp-tech/russh/blob/main/russh/examples/ratatui_shared_app.rs)
 
 use std;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::num::Wrapping;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -1114,6 +1114,8 @@ where
         channel_buffer_size: config.channel_buffer_size,
     };
 
+    // keyport patch: the channel table registers each channel with the flow waker.
+    let channels = crate::channels::ChannelRefs::new(config.window_size, config.maximum_packet_size);
     let common = read_ssh_id(config, &mut stream).await?;
     let mut session = Session {
         target_window_size: common.config.window_size,
@@ -1123,7 +1125,7 @@ where
         sender: handle.clone(),
         pending_reads: Vec::new(),
         pending_len: 0,
-        channels: HashMap::new(),
+        channels,
         open_global_requests: VecDeque::new(),
         kex: SessionKexState::Idle,
     };

@@ -1,4 +1,4 @@
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,11 +7,14 @@ use channels::WindowSizeRef;
 use kex::ServerKex;
 use log::debug;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc::{Receiver, Sender, UnboundedReceiver, UnboundedSender, channel};
+use tokio::sync::mpsc::{Receiver, Sender, UnboundedReceiver, UnboundedSender};
 use tokio::sync::oneshot;
 
 use super::*;
-use crate::channels::{Channel, ChannelMsg, ChannelReadHalf, ChannelRef, ChannelWriteHalf};
+use crate::channels::flow::mailbox;
+use crate::channels::{
+    Channel, ChannelMsg, ChannelReadHalf, ChannelRef, ChannelRefs, ChannelWriteHalf, Mailbox,
+};
 use crate::helpers::NameList;
 use crate::kex::{EXTENSION_SUPPORT_AS_CLIENT, KexCause, SessionKexState};
 use crate::{ChannelOpenFailure, map_err, msg};
@@ -26,7 +29,7 @@ pub struct Session {
     pub(crate) target_window_size: u32,
     pub(crate) pending_reads: Vec<Vec<u8>>,
     pub(crate) pending_len: u32,
-    pub(crate) channels: HashMap<ChannelId, ChannelRef>,
+    pub(crate) channels: ChannelRefs,
     pub(crate) open_global_requests: VecDeque<GlobalRequestResponse>,
     pub(crate) kex: SessionKexState<ServerKex>,
 }
@@ -246,7 +249,7 @@ impl Handle {
     /// confirmed that it allows agent forwarding. See
     /// [PROTOCOL.agent](https://datatracker.ietf.org/doc/html/draft-miller-ssh-agent).
     pub async fn channel_open_agent(&self) -> Result<Channel<Msg>, Error> {
-        let (sender, receiver) = channel(self.channel_buffer_size);
+        let (sender, receiver) = mailbox(self.channel_buffer_size);
         let channel_ref = ChannelRef::new(sender);
         let window_size_ref = channel_ref.window_size().clone();
 
@@ -265,7 +268,7 @@ impl Handle {
     /// usable when it's confirmed by the server, as indicated by the
     /// `confirmed` field of the corresponding `Channel`.
     pub async fn channel_open_session(&self) -> Result<Channel<Msg>, Error> {
-        let (sender, receiver) = channel(self.channel_buffer_size);
+        let (sender, receiver) = mailbox(self.channel_buffer_size);
         let channel_ref = ChannelRef::new(sender);
         let window_size_ref = channel_ref.window_size().clone();
 
@@ -290,7 +293,7 @@ impl Handle {
         originator_address: B,
         originator_port: u32,
     ) -> Result<Channel<Msg>, Error> {
-        let (sender, receiver) = channel(self.channel_buffer_size);
+        let (sender, receiver) = mailbox(self.channel_buffer_size);
         let channel_ref = ChannelRef::new(sender);
         let window_size_ref = channel_ref.window_size().clone();
 
@@ -313,7 +316,7 @@ impl Handle {
         &self,
         socket_path: A,
     ) -> Result<Channel<Msg>, Error> {
-        let (sender, receiver) = channel(self.channel_buffer_size);
+        let (sender, receiver) = mailbox(self.channel_buffer_size);
         let channel_ref = ChannelRef::new(sender);
         let window_size_ref = channel_ref.window_size().clone();
 
@@ -335,7 +338,7 @@ impl Handle {
         originator_address: B,
         originator_port: u32,
     ) -> Result<Channel<Msg>, Error> {
-        let (sender, receiver) = channel(self.channel_buffer_size);
+        let (sender, receiver) = mailbox(self.channel_buffer_size);
         let channel_ref = ChannelRef::new(sender);
         let window_size_ref = channel_ref.window_size().clone();
 
@@ -357,7 +360,7 @@ impl Handle {
         &self,
         server_socket_path: A,
     ) -> Result<Channel<Msg>, Error> {
-        let (sender, receiver) = channel(self.channel_buffer_size);
+        let (sender, receiver) = mailbox(self.channel_buffer_size);
         let channel_ref = ChannelRef::new(sender);
         let window_size_ref = channel_ref.window_size().clone();
 
@@ -377,7 +380,7 @@ impl Handle {
         originator_address: A,
         originator_port: u32,
     ) -> Result<Channel<Msg>, Error> {
-        let (sender, receiver) = channel(self.channel_buffer_size);
+        let (sender, receiver) = mailbox(self.channel_buffer_size);
         let channel_ref = ChannelRef::new(sender);
         let window_size_ref = channel_ref.window_size().clone();
 
@@ -395,7 +398,7 @@ impl Handle {
 
     async fn wait_channel_confirmation(
         &self,
-        mut receiver: Receiver<ChannelMsg>,
+        mut receiver: Mailbox,
         window_size_ref: WindowSizeRef,
     ) -> Result<Channel<Msg>, Error> {
         loop {
@@ -786,6 +789,13 @@ impl Session {
                         None => {
                             debug!("self.priority_receiver: received None");
                         }
+                    }
+                }
+                // keyport patch: consumers took data; grant the window back (channels/flow.rs).
+                Some(id) = self.channels.wake_rx.recv(), if !self.kex.active() => {
+                    self.grant_consumed(id)?;
+                    while let Ok(id) = self.channels.wake_rx.try_recv() {
+                        self.grant_consumed(id)?;
                     }
                 }
                 msg = self.receiver.recv(), if !self.kex.active() && !self.common.has_any_pending_data() => {
