@@ -8,9 +8,10 @@ prints a markdown table and writes it to benches/RESULTS.md, then stops everythi
 Knobs (environment): E2E_LATENCY_RUNS (50), E2E_TRANSFER (1G, as `head -c` reads it),
 E2E_TRANSFER_REPS (2), E2E_PARALLEL (16), E2E_PARALLEL_SECONDS (10), E2E_IDLE_SESSIONS (1000),
 E2E_SECRETS (100), E2E_GIT_RUNS (10), E2E_MICRO (a file with `cargo bench` output to include),
+E2E_SLOW_READER (100000000, bytes into a program that starts reading after 3 s),
 E2E_KEEP (1: keep the temp dir), E2E_KEYPORT (another keyport binary, e.g. to compare a change),
 E2E_STEPS (a comma-separated subset of: latency, session_start, git_clone, throughput,
-sessions_per_second, idle_sessions, after_idle), E2E_RESULTS (where the report goes; by default
+slow_reader, sessions_per_second, idle_sessions, after_idle), E2E_RESULTS (where the report goes; by default
 benches/RESULTS.md, or target/keyport-e2e-partial.md when E2E_STEPS or E2E_KEYPORT is set).
 """
 
@@ -50,6 +51,7 @@ PARALLEL_SECONDS = float(os.environ.get("E2E_PARALLEL_SECONDS", "10"))
 IDLE_SESSIONS = int(os.environ.get("E2E_IDLE_SESSIONS", "1000"))
 SECRETS = int(os.environ.get("E2E_SECRETS", "100"))
 GIT_RUNS = int(os.environ.get("E2E_GIT_RUNS", "10"))
+SLOW_READER = os.environ.get("E2E_SLOW_READER", "100000000")
 KEX = "curve25519-sha256"
 # aes256-gcm is not asked for by the issue; it is the AES-GCM that keyport offers by default.
 CIPHERS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com"]
@@ -401,6 +403,17 @@ class Bench:
                     self.results[f"{direction}.{cipher}.{d.name}"] = max(rates)
                     log(f"{direction} {cipher} {d.name}: {', '.join(f'{r:.0f}' for r in rates)} MB/s")
 
+    def slow_reader(self):
+        """`head -c N /dev/urandom | ssh HOST 'sleep 3; wc -c'`: bytes the program never got."""
+        size = transfer_bytes(SLOW_READER)
+        for d in (self.keyport, self.sshd):
+            ssh = shlex.join(d.ssh("sleep 3; wc -c"))
+            cmd = f"head -c {SLOW_READER} /dev/urandom | {ssh}"
+            out = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], env=self.env, capture_output=True)
+            got = int(out.stdout) if out.stdout.strip().isdigit() else 0
+            self.results[f"lost.{d.name}"] = size - got
+            log(f"slow reader {d.name}: {got} of {size} bytes (exit {out.returncode})")
+
     def sessions_per_second(self):
         for d in (self.keyport, self.sshd):
             done, failed = [0] * PARALLEL, [0] * PARALLEL
@@ -637,7 +650,8 @@ def main():
         bench.start_sshd()
         # The idle sessions grow the daemons' memory: they come last, then what that costs.
         steps = (bench.latency, bench.session_start, bench.git_clone, bench.throughput,
-                 bench.sessions_per_second, bench.idle_sessions, bench.after_idle)  # fmt: skip
+                 bench.slow_reader, bench.sessions_per_second, bench.idle_sessions,
+                 bench.after_idle)  # fmt: skip
         chosen = os.environ.get("E2E_STEPS")
         for step in steps:
             if chosen and step.__name__ not in chosen.split(","):

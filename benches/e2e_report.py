@@ -108,6 +108,13 @@ def table(r, cfg):
                     "{:.0f}",
                 )
             )
+    if "lost.keyport" in r:
+        lost_k, lost_s = r["lost.keyport"], r.get("lost.sshd")
+        met = "yes" if lost_k == 0 else "**no**"
+        lines.append(
+            f"| {cfg.SLOW_READER} bytes into a slow reader (`sleep 3; wc -c`): bytes lost | {lost_k} | "
+            f"{lost_s if lost_s is not None else '—'} | — | 0, as sshd | {met} |"
+        )
     lines.append(row(f"sessions/s, {cfg.PARALLEL} parallel clients, {cfg.PARALLEL_SECONDS:.0f} s", r.get("sps.keyport"), r.get("sps.sshd"), "reported"))
     lines.append(row(f"daemon RSS per idle session, KiB ({cfg.IDLE_SESSIONS} sessions)", r.get("idle.keyport"), r.get("idle.sshd"), "reported"))
     lines.append(row("… PSS per idle session, KiB (shared pages split)", r.get("idle_pss.keyport"), r.get("idle_pss.sshd"), "reported"))
@@ -150,6 +157,8 @@ How it was measured (all in one run, same OpenSSH client for both daemons):
 - Throughput: `head -c {cfg.TRANSFER} /dev/zero | ssh -c CIPHER HOST 'cat > /dev/null'` (upload)
   and `ssh -c CIPHER HOST 'head -c {cfg.TRANSFER} /dev/zero' | wc -c` (download), best of
   {cfg.TRANSFER_REPS}, MB = 10^6 bytes.
+- Slow reader: `head -c {cfg.SLOW_READER} /dev/urandom | ssh HOST 'sleep 3; wc -c'`; bytes lost =
+  {cfg.SLOW_READER} − what `wc` counted.
 - Sessions/s: {cfg.PARALLEL} client threads each running `ssh HOST true` back to back for
   {cfg.PARALLEL_SECONDS:.0f} s; completed sessions ÷ elapsed time
   (failures: keyport {r.get('sps_failed.keyport', '?')}, sshd {r.get('sps_failed.sshd', '?')}).
