@@ -10,11 +10,12 @@ mod common;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::mux::Master;
 use common::{Daemon, Sandbox, me, require_tool};
 use sha2::{Digest, Sha256};
 
@@ -231,18 +232,6 @@ fn bytes_written(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-struct Master {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Drop for Master {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The daemon's resident memory may grow by at most this much while one channel's client
 /// does not read and another channel's program does not read (a window each, plus slack).
 const RSS_BOUND_KIB: u64 = 48 * 1024;
@@ -250,26 +239,15 @@ const RSS_BOUND_KIB: u64 = 48 * 1024;
 #[test]
 fn stalled_readers_hold_bounded_memory_and_stall_no_other_channel() {
     let (sb, daemon, key) = started();
-    let socket = sb.dir.path().join("mux");
     // Keepalives every second, three unanswered ones end the connection.
-    let mut master = Master {
-        child: daemon
-            .ssh(&me().name, &key)
-            .args(["-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=3"])
-            .args(["-M", "-S"])
-            .arg(&socket)
-            .arg("-N")
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-        socket,
-    };
-    wait_for("the control master", || master.socket.exists());
-    let via_master = |command: &str| {
-        let mut cmd = daemon.ssh(&me().name, &key);
-        cmd.arg("-S").arg(&master.socket).arg(command);
-        cmd
-    };
+    let mut master = Master::start(
+        &daemon,
+        &me().name,
+        &key,
+        sb.dir.path().join("mux"),
+        &["-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=3"],
+    );
+    let via_master = |command: &str| master.ssh(&daemon, command);
     let echo = || {
         let started = Instant::now();
         let out = via_master("echo ok").stdin(Stdio::null()).output().unwrap();
@@ -348,7 +326,7 @@ fn stalled_readers_hold_bounded_memory_and_stall_no_other_channel() {
         "the client sent {accepted} bytes into a program that reads nothing"
     );
     assert!(
-        master.child.try_wait().unwrap().is_none(),
+        master.alive(),
         "the control master lost the connection (keepalives unanswered?)"
     );
     let _ = unread.kill();

@@ -196,49 +196,52 @@ async fn round_trip(
         .expect("a channel nobody reads stalled the connection's other channels");
 }
 
-#[tokio::test]
-async fn server_grants_the_window_as_its_reader_takes_data() {
-    let (handle, mut opened) = pair().await;
-    let unread_client = handle.channel_open_session().await.unwrap();
-    let unread_server = opened.recv().await.unwrap();
-    let data = payload();
-    let (_client_read, client_write) = unread_client.split();
-    let sent = send_counted(client_write, data.clone());
+/// Which side writes into the channel the other side leaves unread.
+#[derive(Clone, Copy)]
+enum Writer {
+    Client,
+    Server,
+}
 
-    // Nobody reads the server's channel: the client gets one window through, no more.
+/// The writer gets one window through, no more, while nobody reads; the connection's other
+/// channels go on meanwhile; once the reader reads, every byte arrives in order.
+async fn an_unread_channel_takes_one_window(writer: Writer) {
+    let (handle, mut opened) = pair().await;
+    let client = handle.channel_open_session().await.unwrap();
+    let server = opened.recv().await.unwrap();
+    let data = payload();
+    let ((client_read, client_write), (server_read, server_write)) =
+        (client.split(), server.split());
+    let (sent, mut reader, _other_halves) = match writer {
+        Writer::Client => (
+            send_counted(client_write, data.clone()),
+            server_read,
+            (client_read, None, Some(server_write)),
+        ),
+        Writer::Server => (
+            send_counted(server_write, data.clone()),
+            client_read,
+            (server_read, Some(client_write), None),
+        ),
+    };
     let through = settled(&sent).await;
     assert!(
         through <= WINDOW as usize,
         "{through} bytes into an unread channel"
     );
     assert!(through >= WINDOW as usize / 2, "only {through} bytes");
-    // Meanwhile the connection is not frozen.
     round_trip(&handle, &mut opened).await;
+    assert!(read_all(&mut reader).await == data);
+}
 
-    // Reading it now brings every byte, in order.
-    let (mut server_read, _w) = unread_server.split();
-    assert!(read_all(&mut server_read).await == data);
+#[tokio::test]
+async fn server_grants_the_window_as_its_reader_takes_data() {
+    an_unread_channel_takes_one_window(Writer::Client).await;
 }
 
 #[tokio::test]
 async fn client_grants_the_window_as_its_reader_takes_data() {
-    let (handle, mut opened) = pair().await;
-    let unread_client = handle.channel_open_session().await.unwrap();
-    let server_side = opened.recv().await.unwrap();
-    let data = payload();
-    let (_server_read, server_write) = server_side.split();
-    let sent = send_counted(server_write, data.clone());
-
-    let through = settled(&sent).await;
-    assert!(
-        through <= WINDOW as usize,
-        "{through} bytes into an unread channel"
-    );
-    assert!(through >= WINDOW as usize / 2, "only {through} bytes");
-    round_trip(&handle, &mut opened).await;
-
-    let (mut client_read, _w) = unread_client.split();
-    assert!(read_all(&mut client_read).await == data);
+    an_unread_channel_takes_one_window(Writer::Server).await;
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::mux::Master;
 use common::{Daemon, Sandbox, me, require_tool};
 
 fn started() -> (Sandbox, Daemon, PathBuf) {
@@ -142,25 +143,8 @@ async fn a_signal_request_reaches_the_process_group() {
 #[test]
 fn multiplexed_channels_do_not_stall_each_other() {
     let (sb, daemon, key) = started();
-    let socket = sb.dir.path().join("mux");
-    let mut master = daemon
-        .ssh(&me().name, &key)
-        .args(["-M", "-S"])
-        .arg(&socket)
-        .arg("-N")
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !socket.exists() {
-        assert!(Instant::now() < deadline, "control master did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let via_master = |command: &str| {
-        let mut cmd = daemon.ssh(&me().name, &key);
-        cmd.arg("-S").arg(&socket).arg(command);
-        cmd
-    };
+    let master = Master::start(&daemon, &me().name, &key, sb.dir.path().join("mux"), &[]);
+    let via_master = |command: &str| master.ssh(&daemon, command);
     // A channel whose reader stops: `yes` fills its pipe and its SSH window, then waits.
     let mut stalled = via_master("yes")
         .stdin(Stdio::null())
@@ -210,8 +194,6 @@ fn multiplexed_channels_do_not_stall_each_other() {
     let _ = flooding.kill();
     let _ = flooding.wait();
     let _ = flood.join();
-    let _ = master.kill();
-    let _ = master.wait();
 }
 
 #[test]

@@ -9,6 +9,7 @@ use std::process::{Command, Output, Stdio};
 use keyport::secrets::Limits;
 use keyport::vault::{Actor, NewUserSpec, Vault};
 
+pub mod mux;
 pub mod sshd;
 
 /// A sandbox: temp dir with `home/` and `data/`.
