@@ -151,13 +151,14 @@ async fn read_all(read: &mut russh::ChannelReadHalf) -> Vec<u8> {
     got
 }
 
-/// Until `sent` stops growing: what a window let through.
+/// Until `sent` has not grown for 0.6 s: what a window let through.
 async fn settled(sent: &AtomicUsize) -> usize {
-    let mut last = usize::MAX;
+    let (mut last, mut still) = (usize::MAX, 0);
     loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let now = sent.load(Ordering::Relaxed);
-        if now == last {
+        still = if now == last { still + 1 } else { 0 };
+        if still == 2 {
             return now;
         }
         last = now;
@@ -352,4 +353,69 @@ async fn a_russh_client_reading_late_from_a_real_sshd_gets_every_byte() {
     }
     assert_eq!(got.len(), data.len());
     assert!(got == data);
+}
+
+/// What the peer sent before closing — data, EOF, exit status, the close — reaches a reader
+/// that reads only afterwards, even when most of it had to be held outside the mailbox.
+#[tokio::test]
+async fn held_messages_survive_the_peer_closing_the_channel() {
+    let (handle, mut opened) = pair().await;
+    let client = handle.channel_open_session().await.unwrap();
+    let server = opened.recv().await.unwrap();
+    // Within one window, in 1 KiB pieces: far more messages than the client's mailbox holds.
+    let data: Vec<u8> = payload()[..WINDOW as usize / 2].to_vec();
+    for piece in data.chunks(1024) {
+        server
+            .data_bytes(Bytes::copy_from_slice(piece))
+            .await
+            .unwrap();
+    }
+    server.exit_status(3).await.unwrap();
+    server.eof().await.unwrap();
+    server.close().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let (mut read, _w) = client.split();
+    let (mut got, mut status, mut eof, mut closed) = (Vec::new(), None, false, false);
+    while let Some(msg) = timeout(Duration::from_secs(10), read.wait()).await.unwrap() {
+        match msg {
+            ChannelMsg::Data { data } => got.extend_from_slice(&data),
+            ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+            ChannelMsg::Eof => eof = true,
+            ChannelMsg::Close => closed = true,
+            _ => {}
+        }
+    }
+    assert_eq!(got.len(), data.len());
+    assert!(got == data);
+    assert_eq!((status, eof, closed), (Some(3), true, true));
+}
+
+/// A peer that keeps sending requests into a channel nobody reads is disconnected once that
+/// channel's backlog passes its cap, rather than growing the other side's memory.
+#[tokio::test]
+async fn a_peer_flooding_an_unread_channel_is_cut_off() {
+    let (handle, mut opened) = pair().await;
+    let client = handle.channel_open_session().await.unwrap();
+    let _unread = opened.recv().await.unwrap();
+    let flood = async {
+        for i in 0..200_000u32 {
+            if client.window_change(80 + i % 7, 24, 0, 0).await.is_err() {
+                return i;
+            }
+        }
+        panic!("200000 requests into an unread channel and still connected");
+    };
+    let sent = timeout(Duration::from_secs(30), flood)
+        .await
+        .expect("the flood neither ended nor was cut off");
+    // The cap is 1 MiB at this window: about 8,000 requests of 128 bytes each.
+    assert!(sent < 50_000, "cut off only after {sent} requests");
+    timeout(Duration::from_secs(10), async {
+        while !handle.is_closed() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the connection stayed up");
 }

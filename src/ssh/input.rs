@@ -56,10 +56,13 @@ impl Shared {
     }
 }
 
-/// The channel task's end: hands input on, never waits.
+/// The channel task's end: hands input on, never waits. Dropped when the session ends,
+/// it stops the writer too, even one blocked on a pipe that a leftover background process
+/// holds open without reading.
 pub struct InputQueue {
     shared: Arc<Shared>,
     credit: WindowCredit,
+    writer: tokio::task::JoinHandle<()>,
 }
 
 impl InputQueue {
@@ -74,7 +77,7 @@ impl InputQueue {
         });
         let writer = shared.clone();
         let granted = credit.clone();
-        tokio::spawn(async move {
+        let writer = tokio::spawn(async move {
             loop {
                 let next = {
                     let mut pending = writer.lock();
@@ -103,7 +106,11 @@ impl InputQueue {
             }
             // Dropping `to` closes the program's stdin: the client's EOF, passed on.
         });
-        Self { shared, credit }
+        Self {
+            shared,
+            credit,
+            writer,
+        }
     }
 
     /// Queues client data for the program.
@@ -142,7 +149,7 @@ impl InputQueue {
 
 impl Drop for InputQueue {
     fn drop(&mut self) {
-        self.close();
+        self.writer.abort();
     }
 }
 

@@ -125,6 +125,11 @@ pub enum Error {
     #[error("The peer ignored the channel window")]
     WindowExceeded,
 
+    /// keyport patch: the peer kept sending messages into a channel nobody reads, past what
+    /// its backlog may hold.
+    #[error("The peer flooded a channel nobody reads")]
+    ChannelFlooded,
+
     /// The client is not yet authenticated.
     #[error("Not yet authenticated")]
     NotAuthenticated,

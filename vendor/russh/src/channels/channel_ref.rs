@@ -1,10 +1,11 @@
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::sync::mpsc::error::SendError;
 use tokio::sync::mpsc::{Sender, UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use super::WindowSizeRef;
-use super::flow::{Delivery, Flow, MailboxSender, adjust_threshold};
+use super::flow::{Delivery, Flow, MailboxSender, adjust_threshold, backlog_cap};
 use crate::{ChannelId, ChannelMsg};
 
 /// A handle to the [`super::Channel`]'s to be able to transmit messages
@@ -32,32 +33,23 @@ impl ChannelRef {
     }
 
     /// keyport patch: delivers `msg` in order behind any held messages, without waiting for
-    /// the mailbox (unless an unread channel has piled up too many control messages).
-    pub async fn send(&self, msg: ChannelMsg) -> Result<(), SendError<ChannelMsg>> {
+    /// the mailbox. A channel whose backlog passes its cap raises the session's alarm (the
+    /// peer is flooding an unread channel; the session disconnects it).
+    pub async fn send(&self, msg: ChannelMsg) -> Result<(), ()> {
         match self.flow.deliver(&self.sender, msg) {
-            Delivery::Queued => Ok(()),
-            Delivery::Closed(msg) => Err(SendError(msg)),
-            Delivery::Full(msg) => {
-                while self.flow.has_held() {
-                    if self.sender.reserve().await.is_err() {
-                        return Err(SendError(msg));
-                    }
-                    self.flow.drain(&self.sender);
-                }
-                self.sender.send(msg).await
-            }
+            Delivery::Queued | Delivery::Flooded => Ok(()),
+            Delivery::Closed => Err(()),
         }
     }
 
     /// keyport patch: delivers received data without waiting. `false` when nobody reads the
-    /// channel any more (the caller then grants the window back on receipt, as upstream).
+    /// channel any more (the caller then re-opens the window on receipt, as upstream).
     pub(crate) fn deliver_data(&self, msg: ChannelMsg) -> bool {
-        matches!(self.flow.deliver(&self.sender, msg), Delivery::Queued)
+        !matches!(self.flow.deliver(&self.sender, msg), Delivery::Closed)
     }
 
-    /// keyport patch: moves held messages into the mailbox while it has room; returns the
-    /// data bytes that will never be consumed (the mailbox is gone).
-    pub(crate) fn drain_held(&self) -> usize {
+    /// keyport patch: moves held messages into the mailbox while it has room.
+    pub(crate) fn drain_held(&self) {
         self.flow.drain(&self.sender)
     }
 
@@ -71,14 +63,19 @@ impl ChannelRef {
 }
 
 /// keyport patch: a session's channels, which registers each with the session's flow waker
-/// as it is inserted.
+/// as it is inserted, and keeps a closed channel until what it held reached its reader.
 #[derive(Debug)]
 pub(crate) struct ChannelRefs {
     map: HashMap<ChannelId, ChannelRef>,
+    /// Channels the peer closed while messages for them were still held.
+    closing: HashMap<ChannelId, ChannelRef>,
     wake_tx: UnboundedSender<ChannelId>,
     /// Channels whose application consumed data or freed mailbox room.
     pub(crate) wake_rx: UnboundedReceiver<ChannelId>,
     threshold: usize,
+    cap: usize,
+    /// A channel's backlog passed its cap: the session must disconnect.
+    alarm: Arc<AtomicBool>,
 }
 
 impl ChannelRefs {
@@ -87,15 +84,49 @@ impl ChannelRefs {
         let (wake_tx, wake_rx) = unbounded_channel();
         Self {
             map: HashMap::new(),
+            closing: HashMap::new(),
             wake_tx,
             wake_rx,
             threshold: adjust_threshold(window, max_packet),
+            cap: backlog_cap(window),
+            alarm: Arc::new(AtomicBool::new(false)),
         }
     }
 
     pub(crate) fn insert(&mut self, id: ChannelId, channel: ChannelRef) -> Option<ChannelRef> {
-        channel.flow.register(id, &self.wake_tx, self.threshold);
+        channel
+            .flow
+            .register(id, &self.wake_tx, self.threshold, self.cap, &self.alarm);
         self.map.insert(id, channel)
+    }
+
+    /// The peer closed `id`: forget it, unless messages for it are still held (EOF, exit
+    /// status, the close itself): then it stays until they are in its mailbox.
+    pub(crate) fn retire(&mut self, id: ChannelId) {
+        if let Some(channel) = self.map.remove(&id)
+            && channel.flow.has_held()
+            && !channel.flow.is_closed()
+        {
+            self.closing.insert(id, channel);
+        }
+    }
+
+    /// The channel a wake-up is for: open, or closed with messages still held.
+    pub(crate) fn woken(&mut self, id: ChannelId) -> Option<&ChannelRef> {
+        if let Some(channel) = self.closing.get(&id) {
+            channel.flow.woken();
+            channel.drain_held();
+            if !channel.flow.has_held() || channel.flow.is_closed() {
+                self.closing.remove(&id);
+            }
+            return None;
+        }
+        self.map.get(&id)
+    }
+
+    /// Whether a peer flooded an unread channel past its backlog cap.
+    pub(crate) fn flooded(&self) -> bool {
+        self.alarm.load(Ordering::Acquire)
     }
 }
 

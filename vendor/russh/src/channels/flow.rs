@@ -14,8 +14,13 @@
 //!   (OpenSSH's rule: a few packets' worth, or half the window) or when the session holds
 //!   messages the mailbox had no room for.
 //! - [`Backlog`] holds, in the session, what the bounded mailbox could not take, in order;
-//!   small data messages are merged, so its memory is bounded by the window (plus a capped
-//!   number of control messages), not by how the peer cut its packets.
+//!   small data messages are merged. What it holds is costed (bytes plus a per-message
+//!   overhead); a peer that makes one channel's backlog cost more than four windows — which
+//!   only a peer flooding an unread channel with tiny or control messages can — is
+//!   disconnected, so memory stays bounded however the peer cuts its packets.
+//! - Bytes a peer sends beyond the window are a debt: they are not granted back when
+//!   consumed, and a debt above a tenth of the window disconnects the peer (as OpenSSH's
+//!   "peer ignored channel window").
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -30,10 +35,8 @@ use crate::{ChannelId, ChannelMsg};
 
 /// Data messages in the backlog are merged up to this size.
 const MERGE_LIMIT: usize = 256 * 1024;
-/// Control messages (requests, EOF, …) the backlog holds before the session falls back to
-/// waiting for the mailbox, as upstream does. Only a consumer that stops reading its channel
-/// altogether while the peer keeps sending requests gets there.
-const MAX_HELD_CONTROL: usize = 1024;
+/// What holding one message costs beyond its bytes (enum, allocation, queue slot).
+const MESSAGE_OVERHEAD: usize = 128;
 
 /// Consumption shared by a channel's mailbox and its session.
 #[derive(Debug, Default)]
@@ -48,10 +51,11 @@ pub(crate) struct Credit {
     held: AtomicBool,
     /// The mailbox is gone: nothing more will be consumed.
     closed: AtomicBool,
-    /// Bytes the peer sent beyond the window since the last packet that fitted.
-    excess: AtomicUsize,
-    /// Set by the session at the channel's first data: how to wake it, and after how many
-    /// consumed bytes.
+    /// Bytes the peer sent beyond the window and that are not yet paid back (withheld from
+    /// later grants).
+    debt: AtomicUsize,
+    /// Set by the session when the channel is inserted in its table: how to wake it, and
+    /// after how many consumed bytes.
     waker: OnceLock<Waker>,
 }
 
@@ -104,6 +108,40 @@ fn data_len(msg: &ChannelMsg) -> usize {
         ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => data.len(),
         _ => 0,
     }
+}
+
+/// What holding `msg` costs: its variable-size parts plus [`MESSAGE_OVERHEAD`].
+fn cost(msg: &ChannelMsg) -> usize {
+    MESSAGE_OVERHEAD
+        + match msg {
+            ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => data.len(),
+            ChannelMsg::SetEnv {
+                variable_name,
+                variable_value,
+                ..
+            } => variable_name.len() + variable_value.len(),
+            ChannelMsg::Exec { command, .. } => command.len(),
+            ChannelMsg::RequestPty {
+                term,
+                terminal_modes,
+                ..
+            } => term.len() + terminal_modes.len() * 8,
+            ChannelMsg::RequestSubsystem { name, .. } => name.len(),
+            ChannelMsg::RequestX11 {
+                x11_authentication_protocol,
+                x11_authentication_cookie,
+                ..
+            } => x11_authentication_protocol.len() + x11_authentication_cookie.len(),
+            ChannelMsg::ExitSignal {
+                error_message,
+                lang_tag,
+                ..
+            } => error_message.len() + lang_tag.len(),
+            ChannelMsg::Signal {
+                signal: crate::Sig::Custom(name),
+            } => name.len(),
+            _ => 0,
+        }
 }
 
 /// The receiving end of a channel: a bounded mailbox whose data counts as consumed when taken
@@ -171,16 +209,12 @@ impl Mailbox {
 }
 
 impl Drop for Mailbox {
-    /// Nobody will consume what is queued: grant it back so the peer is not left stuck, and
-    /// tell the session to do the same for anything that arrives from now on.
+    /// Nobody will read what is queued: the session re-opens the window from now on (see
+    /// `grant_consumed`), and drops what it still holds for this channel.
     fn drop(&mut self) {
         self.rx.close();
         self.credit.closed.store(true, Ordering::Release);
-        let mut queued = 0;
-        while let Ok(msg) = self.rx.try_recv() {
-            queued += data_len(&msg);
-        }
-        self.credit.release(queued);
+        while self.rx.try_recv().is_ok() {}
         self.credit.wake();
     }
 }
@@ -190,16 +224,18 @@ pub(crate) enum Delivery {
     /// In the mailbox, or held in order behind what is already waiting.
     Queued,
     /// Nobody reads this channel any more (the message is dropped).
-    Closed(ChannelMsg),
-    /// Too many control messages are held: the caller must wait for the mailbox.
-    Full(ChannelMsg),
+    Closed,
+    /// Held, but the channel's backlog now costs more than its cap: the peer is flooding an
+    /// unread channel and must be disconnected.
+    Flooded,
 }
 
 /// Messages for one channel the mailbox had no room for yet, oldest first.
 #[derive(Debug, Default)]
 pub(crate) struct Backlog {
     held: VecDeque<Held>,
-    control: usize,
+    /// Sum of [`cost`] over `held`.
+    cost: usize,
 }
 
 #[derive(Debug)]
@@ -237,6 +273,7 @@ impl Backlog {
                 && buf.len() + data.len() <= MERGE_LIMIT
             {
                 buf.extend_from_slice(data);
+                self.cost += data.len();
                 return;
             }
             let merge = matches!(self.held.back(), Some(Held::Msg(last))
@@ -244,49 +281,33 @@ impl Backlog {
                     e == ext && prev.len() + data.len() <= MERGE_LIMIT
                 }));
             if merge && let Some(Held::Msg(last)) = self.held.pop_back() {
-                let mut buf = BytesMut::with_capacity(MERGE_LIMIT);
-                if let Some((_, prev)) = split_data(&last) {
-                    buf.extend_from_slice(prev);
-                }
+                // Sized to what it holds; later merges grow it (amortized).
+                let prev = split_data(&last).map_or(&[][..], |(_, p)| &p[..]);
+                let mut buf = BytesMut::with_capacity(prev.len() + data.len());
+                buf.extend_from_slice(prev);
                 buf.extend_from_slice(data);
                 self.held.push_back(Held::Data { ext, buf });
+                self.cost += data.len();
                 return;
             }
-        } else {
-            self.control += 1;
         }
+        self.cost += cost(&msg);
         self.held.push_back(Held::Msg(msg));
     }
 
     fn pop(&mut self) -> Option<ChannelMsg> {
-        let held = self.held.pop_front()?;
-        if let Held::Msg(msg) = &held
-            && split_data(msg).is_none()
-        {
-            self.control -= 1;
-        }
-        Some(held.into_msg())
+        let msg = self.held.pop_front()?.into_msg();
+        self.cost = self.cost.saturating_sub(cost(&msg));
+        Some(msg)
     }
 
     fn unpop(&mut self, msg: ChannelMsg) {
-        if split_data(&msg).is_none() {
-            self.control += 1;
-        }
+        self.cost += cost(&msg);
         self.held.push_front(Held::Msg(msg));
     }
 
     fn is_empty(&self) -> bool {
         self.held.is_empty()
-    }
-
-    fn data_len(&self) -> usize {
-        self.held
-            .iter()
-            .map(|h| match h {
-                Held::Msg(msg) => data_len(msg),
-                Held::Data { buf, .. } => buf.len(),
-            })
-            .sum()
     }
 }
 
@@ -295,6 +316,10 @@ impl Backlog {
 pub(crate) struct Flow {
     pub(crate) credit: Arc<Credit>,
     backlog: Mutex<Backlog>,
+    /// Most a backlog may cost before the peer is disconnected (set at registration).
+    cap: AtomicUsize,
+    /// Raised (for the session to disconnect) when the backlog passes its cap.
+    alarm: OnceLock<Arc<AtomicBool>>,
 }
 
 impl Flow {
@@ -302,6 +327,8 @@ impl Flow {
         Self {
             credit,
             backlog: Mutex::new(Backlog::default()),
+            cap: AtomicUsize::new(usize::MAX),
+            alarm: OnceLock::new(),
         }
     }
 
@@ -313,49 +340,55 @@ impl Flow {
 
     /// Puts `msg` in the mailbox, or behind what is held; never waits.
     pub(crate) fn deliver(&self, tx: &Sender<ChannelMsg>, msg: ChannelMsg) -> Delivery {
+        if self.credit.closed.load(Ordering::Acquire) {
+            return Delivery::Closed;
+        }
+        // Empty data carries nothing and costs the peer no window: not worth holding.
+        if split_data(&msg).is_some_and(|(_, d)| d.is_empty()) {
+            return Delivery::Queued;
+        }
         let mut backlog = self.backlog();
         if backlog.is_empty() {
             match tx.try_send(msg) {
                 Ok(()) => return Delivery::Queued,
-                Err(TrySendError::Closed(msg)) => return Delivery::Closed(msg),
+                Err(TrySendError::Closed(_)) => return Delivery::Closed,
                 Err(TrySendError::Full(msg)) => {
                     backlog.push(msg);
                     self.credit.held.store(true, Ordering::Release);
-                    // The consumer may have taken everything between our try and the flag.
+                    // The reader may have emptied the mailbox before it could see the flag.
                     drop(backlog);
                     self.credit.wake();
                     return Delivery::Queued;
                 }
             }
         }
-        if split_data(&msg).is_none() && backlog.control >= MAX_HELD_CONTROL {
-            return Delivery::Full(msg);
-        }
         backlog.push(msg);
+        if backlog.cost > self.cap.load(Ordering::Relaxed) {
+            if let Some(alarm) = self.alarm.get() {
+                alarm.store(true, Ordering::Release);
+            }
+            return Delivery::Flooded;
+        }
         Delivery::Queued
     }
 
-    /// Moves held messages into the mailbox while it has room. Returns the data bytes that
-    /// will never be consumed because the mailbox is gone.
-    pub(crate) fn drain(&self, tx: &Sender<ChannelMsg>) -> usize {
+    /// Moves held messages into the mailbox while it has room.
+    pub(crate) fn drain(&self, tx: &Sender<ChannelMsg>) {
         let mut backlog = self.backlog();
         while let Some(msg) = backlog.pop() {
             match tx.try_send(msg) {
                 Ok(()) => {}
                 Err(TrySendError::Full(msg)) => {
                     backlog.unpop(msg);
-                    return 0;
+                    return;
                 }
-                Err(TrySendError::Closed(msg)) => {
-                    let lost = data_len(&msg) + backlog.data_len();
+                Err(TrySendError::Closed(_)) => {
                     *backlog = Backlog::default();
-                    self.credit.held.store(false, Ordering::Release);
-                    return lost;
+                    break;
                 }
             }
         }
         self.credit.held.store(false, Ordering::Release);
-        0
     }
 
     /// Whether messages are held (a control message must then wait behind them).
@@ -363,27 +396,55 @@ impl Flow {
         !self.backlog().is_empty()
     }
 
-    /// Registers the session's waker (idempotent).
-    pub(crate) fn register(&self, id: ChannelId, tx: &UnboundedSender<ChannelId>, threshold: usize) {
+    /// Registers the session's waker and the backlog cap (idempotent).
+    pub(crate) fn register(
+        &self,
+        id: ChannelId,
+        tx: &UnboundedSender<ChannelId>,
+        threshold: usize,
+        cap: usize,
+        alarm: &Arc<AtomicBool>,
+    ) {
         self.credit.register(id, tx, threshold);
+        self.cap.store(cap, Ordering::Relaxed);
+        let _ = self.alarm.get_or_init(|| alarm.clone());
     }
 
-    /// The consumed bytes to grant back now (clears the wake flag first, so a consumption
-    /// after this wakes the session again).
-    pub(crate) fn take_consumed(&self) -> usize {
+    /// Clears the wake flag: call before looking, so a consumption after it wakes the
+    /// session again.
+    pub(crate) fn woken(&self) {
         self.credit.wake_pending.store(false, Ordering::Release);
-        self.credit.consumed.swap(0, Ordering::AcqRel)
     }
 
-    /// Counts `over` bytes received beyond the window; as OpenSSH, a peer that exceeds it by
-    /// more than a tenth of the window is disconnected.
+    /// The consumed bytes to grant back now, less what pays back the peer's debt.
+    pub(crate) fn take_grant(&self) -> usize {
+        let consumed = self.credit.consumed.swap(0, Ordering::AcqRel);
+        let mut debt = self.credit.debt.load(Ordering::Acquire);
+        loop {
+            let paid = debt.min(consumed);
+            if paid == 0 {
+                return consumed;
+            }
+            match self.credit.debt.compare_exchange(
+                debt,
+                debt - paid,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return consumed - paid,
+                Err(now) => debt = now,
+            }
+        }
+    }
+
+    /// Adds `over` bytes received beyond the window to the peer's debt; as OpenSSH, a peer
+    /// more than a tenth of the window in debt is disconnected.
     pub(crate) fn note_excess(&self, over: usize, window: u32) -> Result<(), crate::Error> {
         if over == 0 {
-            self.credit.excess.store(0, Ordering::Release);
             return Ok(());
         }
-        let total = self.credit.excess.fetch_add(over, Ordering::AcqRel) + over;
-        if total > window as usize / 10 {
+        let debt = self.credit.debt.fetch_add(over, Ordering::AcqRel) + over;
+        if debt > window as usize / 10 {
             return Err(crate::Error::WindowExceeded);
         }
         Ok(())
@@ -400,6 +461,11 @@ impl Flow {
 pub(crate) fn adjust_threshold(window: u32, max_packet: u32) -> usize {
     let window = window as usize;
     (window / 2).min(max_packet as usize * 3).max(1)
+}
+
+/// Most one channel's backlog may cost: four windows (and at least 1 MiB).
+pub(crate) fn backlog_cap(window: u32) -> usize {
+    (window as usize).saturating_mul(4).max(1 << 20)
 }
 
 // Tests: keyport's tests/russh_patch.rs (both sides over loopback) and tests/flow_control.rs

@@ -1458,6 +1458,10 @@ impl Session {
                             self.common.received_data = true;
                             let kex_was_active = self.kex.active();
                             reply(self, handler, kex_done_signal, &mut pkt).await?;
+                            // keyport patch: a peer flooding an unread channel is cut off.
+                            if self.channels.flooded() {
+                                return Err(crate::Error::ChannelFlooded.into());
+                            }
                             buffer.seqn = pkt.seqn; // TODO reply changes seqn internall, find cleaner way
 
                             if kex_was_active && !self.kex.active() {

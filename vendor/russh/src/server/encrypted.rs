@@ -753,7 +753,7 @@ mod tests {
                 session.common.config.window_size,
                 session.common.config.maximum_packet_size,
             );
-        let (sender, _receiver) = tokio::sync::mpsc::channel(1);
+        let (sender, _receiver) = crate::channels::flow::mailbox(1);
         session
             .channels
             .insert(channel, crate::channels::ChannelRef::new(sender));
@@ -1436,17 +1436,21 @@ impl Session {
     /// keyport patch: a channel's consumer took data or freed mailbox room: move held
     /// messages into its mailbox and grant what was consumed back to the client.
     pub(crate) fn grant_consumed(&mut self, id: ChannelId) -> Result<(), Error> {
-        let Some(chan) = self.channels.get(&id) else {
+        let Some(chan) = self.channels.woken(id) else {
             return Ok(());
         };
-        let lost = chan.drain_held();
-        let consumed = chan.flow.take_consumed() + lost;
+        // The flag first: a consumption from here on wakes the session again.
+        chan.flow.woken();
+        chan.drain_held();
         let closed = chan.flow.is_closed();
+        let grant = chan.flow.take_grant();
         let target = self.target_window_size;
         if let Some(ref mut enc) = self.common.encrypted {
-            enc.grant_window(id, consumed)?;
             if closed {
+                // Nobody reads it any more: re-open on receipt, as upstream.
                 enc.adjust_window_size(id, &[], target)?;
+            } else {
+                enc.grant_window(id, grant)?;
             }
         }
         Ok(())
@@ -1476,7 +1480,8 @@ impl Session {
                 if let Some(chan) = self.channels.get(&channel_num) {
                     chan.send(ChannelMsg::Close).await.unwrap_or(())
                 }
-                self.channels.remove(&channel_num);
+                // keyport patch: kept until held messages (and the close) reach the reader.
+                self.channels.retire(channel_num);
                 debug!("handler.channel_close {channel_num:?}");
                 handler.channel_close(channel_num, self).await
             }

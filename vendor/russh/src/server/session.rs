@@ -747,6 +747,10 @@ impl Session {
                                 Ok(_) => {},
                                 Err(e) => return Err(e),
                             }
+                            // keyport patch: a peer flooding an unread channel is cut off.
+                            if self.channels.flooded() {
+                                return Err(crate::Error::ChannelFlooded.into());
+                            }
                             buffer.seqn = pkt.seqn; // TODO reply changes seqn internall, find cleaner way
 
                             if kex_was_active && !self.kex.active() {
