@@ -17,6 +17,7 @@
 //! - [`bootstrap`]: what `keyport serve` does on start-up (host key, first admin user).
 //! - [`osuser`]: OS account lookups.
 //! - [`cli`]: the command line: one module per subcommand group, and the exit codes.
+//! - `testing`: support for keyport's own tests (root-only tests never pass silently).
 //!
 //! Key custody (generation, sealing, fingerprints) lives in the `keyport-keys` crate.
 
@@ -34,4 +35,6 @@ pub mod secrets;
 pub mod shared;
 pub mod ssh;
 pub mod store;
+#[doc(hidden)]
+pub mod testing;
 pub mod vault;

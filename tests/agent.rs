@@ -35,14 +35,13 @@ impl Drop for Killed {
 /// Root is needed for what these tests must show: sessions of other OS accounts, and an sshd
 /// that lets them in. CI runs as root.
 fn as_root() -> bool {
-    if keyport::osuser::is_root() {
-        require_tool("useradd");
-        require_tool("git");
-        require_tool("ssh-add");
-        return true;
+    if !keyport::testing::needs_root("OS accounts and an sshd that lets them in") {
+        return false;
     }
-    eprintln!("skipped: needs root for OS accounts and sshd (CI runs as root)");
-    false
+    require_tool("useradd");
+    require_tool("git");
+    require_tool("ssh-add");
+    true
 }
 
 /// A daemon any OS account's sessions can run keyport from, and its bootstrap admin's API.

@@ -184,8 +184,7 @@ fn the_owners_files_are_written_when_the_daemon_starts() {
 
 #[test]
 fn as_root_each_os_user_gets_only_their_own_secrets_and_files() {
-    if !keyport::osuser::is_root() {
-        eprintln!("skipped: needs root to create OS accounts (CI runs as root)");
+    if !keyport::testing::needs_root("creates OS accounts") {
         return;
     }
     require_tool("useradd");

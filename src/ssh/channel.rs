@@ -466,9 +466,10 @@ async fn relay_pty(
         let group = group.unwrap_or(nix::unistd::Gid::from_raw(identity.os.gid));
         nix::unistd::fchown(pts.as_fd(), Some(owner), Some(group))
             .map_err(std::io::Error::other)?;
-        nix::sys::stat::fchmod(pts.as_fd(), nix::sys::stat::Mode::from_bits_truncate(0o620))
-            .map_err(std::io::Error::other)?;
     }
+    // The daemon's own terminal too (a non-root daemon owns it already): 0620, as sshd.
+    nix::sys::stat::fchmod(pts.as_fd(), nix::sys::stat::Mode::from_bits_truncate(0o620))
+        .map_err(std::io::Error::other)?;
     let mut cmd = pty_process::Command::new(&launch.exe)
         .arg0(&launch.argv0)
         .args(&launch.args)

@@ -314,8 +314,8 @@ mod tests {
 
     #[test]
     fn run_as_takes_the_users_file_identity_and_no_capabilities() {
-        if !osuser::is_root() {
-            return; // switching identity needs root; CI runs as root
+        if !crate::testing::needs_root("switching identity") {
+            return;
         }
         let identity = identity("nobody").unwrap();
         let nobody = identity.os.uid;
