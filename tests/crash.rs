@@ -1,5 +1,7 @@
 //! `kill -9` in the middle of a burst of secret writes loses no write that reported success,
-//! shows no half-done one, and leaves a database that passes `PRAGMA integrity_check`.
+//! shows no half-done one, and leaves a database that passes `PRAGMA integrity_check`; the
+//! writer's connection is checked to run WAL with `synchronous = FULL` (SIGKILL alone keeps the
+//! page cache, so it could not tell).
 //!
 //! The writer is this same test binary, re-run as a child with `KEYPORT_CRASH_WRITER` set: a
 //! real separate process, killed with SIGKILL while it commits.
@@ -37,6 +39,10 @@ fn crash_writer_child() {
     let mut v = Vault::open(Path::new(&data), Default::default()).unwrap();
     let actor = Actor::User("alice".into());
     let mut out = std::io::stdout().lock();
+    // SIGKILL keeps the page cache, so surviving it proves nothing about fsync: the parent
+    // checks that the writer's own connection runs WAL with synchronous = FULL.
+    let (mode, sync) = v.store().durability().unwrap();
+    writeln!(out, "durability {mode} {sync}").unwrap();
     for i in 0..100_000 {
         let result = v.update_secret(
             &actor,
@@ -98,7 +104,11 @@ fn kill_9_during_a_burst_loses_no_committed_write() {
         };
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut last_seen = None;
+        let mut durability = None;
         while let Some(Ok(line)) = lines.next() {
+            if let Some(at) = line.find("durability ") {
+                durability = Some(line[at + "durability ".len()..].trim().to_string());
+            }
             if let Some(i) = reported_index(&line) {
                 last_seen = Some(i);
                 if i + 1 == kill_after {
@@ -111,6 +121,11 @@ fn kill_9_during_a_burst_loses_no_committed_write() {
             last_seen.map(|i| i + 1),
             Some(kill_after),
             "round {round}: the writer stopped before it was killed"
+        );
+        assert_eq!(
+            durability.as_deref(),
+            Some("wal 2"),
+            "round {round}: the writer's connection is not WAL with synchronous = FULL (2)"
         );
         // Reports already in the pipe when the kill landed are reports of success too.
         let reported = lines

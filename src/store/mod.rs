@@ -229,6 +229,18 @@ impl Store {
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
     }
 
+    /// This connection's journal mode and `synchronous` level (2 = FULL), as SQLite reports
+    /// them: what the durability promise rests on.
+    pub fn durability(&self) -> Result<(String, i64)> {
+        let mode = self
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+        let sync = self
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+        Ok((mode, sync))
+    }
+
     /// A value from the `meta` table.
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
         Ok(self
