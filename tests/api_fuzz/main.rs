@@ -62,41 +62,6 @@ const REQUESTS: usize = 3_464;
 // ---------------------------------------------------------------------------------------------
 // The state compared before and after.
 
-/// The database dump without the parts authenticated requests may legitimately change: audit
-/// events are dropped and `api_tokens.last_used_at` is masked (every other token column, and
-/// the set of tokens, still count).
-fn state(sb: &Sandbox) -> String {
-    let conn = rusqlite::Connection::open(sb.db()).unwrap();
-    let columns: Vec<String> = conn
-        .prepare("SELECT name FROM pragma_table_info('api_tokens')")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    drop(conn);
-    let last_used = columns
-        .iter()
-        .position(|c| c == "last_used_at")
-        .expect("api_tokens.last_used_at");
-    let mut out = String::new();
-    for line in dump(&sb.db()).lines() {
-        if line.starts_with("audit_events:") {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("api_tokens: ") {
-            let mut cells: Vec<&str> = rest.split(" | ").collect();
-            assert_eq!(cells.len(), columns.len(), "token row: {line}");
-            cells[last_used] = "<last_used_at>";
-            out.push_str(&format!("api_tokens: {}\n", cells.join(" | ")));
-            continue;
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    out
-}
-
 fn diff(before: &str, after: &str) -> String {
     let b: BTreeSet<&str> = before.lines().collect();
     let a: BTreeSet<&str> = after.lines().collect();
@@ -220,7 +185,7 @@ fn malformed_and_mutated_requests_never_get_5xx_and_change_nothing() {
     let sb = Sandbox::new();
     let (daemon, w) = world(&sb);
     let addr = daemon.url.strip_prefix("http://").unwrap().to_string();
-    let before = state(&sb);
+    let before = common::state::requests_leave(&sb);
     for value in [ALPHA, BETA, GAMMA, DELTA_MARK, BOB_VALUE] {
         assert!(!before.contains(value), "values are stored sealed");
     }
@@ -287,7 +252,7 @@ fn malformed_and_mutated_requests_never_get_5xx_and_change_nothing() {
     }
     println!("sent {} requests; statuses: {statuses:?}", reqs.len());
 
-    let after = state(&sb);
+    let after = common::state::requests_leave(&sb);
     let health = Http::new(&daemon.url, None).get("healthz");
     let log = daemon.log();
     // Everything is checked before anything is asserted, so one run reports every problem.

@@ -11,6 +11,7 @@ use keyport::vault::{Actor, NewUserSpec, Vault};
 
 pub mod mux;
 pub mod sshd;
+pub mod state;
 
 /// A sandbox: temp dir with `home/` and `data/`.
 pub struct Sandbox {
