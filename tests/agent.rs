@@ -15,10 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::custody::{Custody, environs_below};
 use common::sshd::{Sshd, chown_tree};
-use common::{
-    Daemon, Http, OsAccount, Sandbox, contains, key_needles, keyport_user, metric, require_tool,
-};
+use common::{Daemon, Http, OsAccount, Sandbox, keyport_user, metric, require_tool};
 use keyport_keys::KeyPair;
 use serde_json::json;
 
@@ -132,45 +131,6 @@ fn wait_gone(path: &Path) {
     }
 }
 
-/// Every file under `root` (not following links, at most `depth` levels, skipping build
-/// trees and big files) that holds one of `needles`, or an OpenSSH PEM whose key is `key`.
-fn files_holding(root: &Path, depth: usize, needles: &[Vec<u8>], key: &KeyPair) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
-            continue;
-        };
-        if meta.is_dir() {
-            let name = entry.file_name();
-            if depth > 0 && name != "target" && name != ".git" {
-                found.extend(files_holding(&path, depth - 1, needles, key));
-            }
-            continue;
-        }
-        if !meta.is_file() || meta.len() > 8 * 1024 * 1024 {
-            continue;
-        }
-        let Ok(bytes) = std::fs::read(&path) else {
-            continue;
-        };
-        let pem_of_key = contains(&bytes, b"BEGIN OPENSSH PRIVATE KEY")
-            && std::str::from_utf8(&bytes)
-                .ok()
-                .and_then(|text| russh::keys::PrivateKey::from_openssh(text).ok())
-                .is_some_and(|pem| {
-                    pem.public_key().key_data() == key.private().public_key().key_data()
-                });
-        if pem_of_key || needles.iter().any(|n| contains(&bytes, n)) {
-            found.push(path);
-        }
-    }
-    found
-}
-
 fn sign_events(api: &Http) -> Vec<serde_json::Value> {
     let r = api.get("audit");
     assert_eq!(r.status, 200, "{}", r.body);
@@ -223,8 +183,11 @@ fn git_and_ssh_sign_with_the_in_memory_key_and_nothing_else_holds_it() {
          {kp} secret list
          {kp} key show"
     );
-    let (ok, out, err) = session(&daemon, "dev", &login, &script);
-    assert!(ok, "session failed:\n{out}\n{err}\nsshd:\n{}", sshd.log());
+    // The session stays open after its work, so the key can be looked for while it lives
+    // (a key written to a temp file for the session and removed at its end shows then).
+    let errors = sb.dir.path().join("session.err");
+    let (live, out) = live_session(&daemon, "dev", &login, &script, &errors);
+    let err = std::fs::read_to_string(&errors).unwrap_or_default();
     // ssh found the agent's key for the public key it was given: it never tried a file.
     assert!(!err.contains("Load key"), "{err}");
     let field = |name: &str| {
@@ -260,6 +223,25 @@ fn git_and_ssh_sign_with_the_in_memory_key_and_nothing_else_holds_it() {
         String::from_utf8_lossy(&log.stdout),
         "pushed-by-keyport\nseed\n"
     );
+    let original_pair = sb.vault().open_user_key("dev").unwrap();
+    let keys = [Custody::of(&original_pair)];
+    let places = |dir: &Path| {
+        vec![
+            (sb.data(), 2),
+            (dir.to_path_buf(), 3),
+            (account.home.clone(), 8),
+            (PathBuf::from("/tmp"), 5),
+            (PathBuf::from("/var/tmp"), 5),
+            (PathBuf::from("/dev/shm"), 5),
+        ]
+    };
+    // While the session lives: its directory, the disk, its processes' environments, and
+    // every API answer.
+    assert!(dir.is_dir(), "the session directory exists while it runs");
+    assert_nowhere(&keys, &places(&dir), "during the session");
+    assert_no_process_holds(&keys, daemon.pid());
+    assert_no_answer_holds(&keys, &daemon, &api);
+    drop(live);
     wait_gone(&dir);
 
     // Every signature is audited: which key, which process, for which host.
@@ -285,24 +267,11 @@ fn git_and_ssh_sign_with_the_in_memory_key_and_nothing_else_holds_it() {
         ) >= events.len() as f64
     );
 
-    // The private key is nowhere: data dir, temp dirs, shared memory, HOME, logs.
-    let pair = sb.vault().open_user_key("dev").unwrap();
-    let needles = key_needles(&pair);
-    for (root, depth) in [
-        (sb.data(), 2),
-        (account.home.clone(), 6),
-        (PathBuf::from("/tmp"), 4),
-        (PathBuf::from("/var/tmp"), 4),
-        (PathBuf::from("/dev/shm"), 4),
-    ] {
-        let found = files_holding(&root, depth, &needles, &pair);
-        assert!(found.is_empty(), "the private key is in {found:?}");
-    }
+    // And after it: the disk and every log.
+    assert_nowhere(&keys, &places(&dir), "after the session");
     let logs = daemon.log() + &sshd.log();
-    assert!(!logs.contains("PRIVATE KEY"));
-    for needle in &needles {
-        assert!(!contains(logs.as_bytes(), needle));
-        assert!(!logs.contains(&keyport_keys::seal::hex(needle)));
+    for key in &keys {
+        assert_eq!(key.found_in(logs.as_bytes()), None, "the key is in a log");
     }
     // Core dumps are off for the daemon.
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", daemon.pid())).unwrap();
@@ -335,6 +304,92 @@ fn git_and_ssh_sign_with_the_in_memory_key_and_nothing_else_holds_it() {
     );
     let (ok, out, err) = session(&daemon, "dev", &login, &script);
     assert!(ok && out.contains("renewed-ok"), "{out}{err}");
+    // Neither the old key nor the new one is anywhere.
+    let renewed_pair = sb.vault().open_user_key("dev").unwrap();
+    let keys = Custody::all(&[&original_pair, &renewed_pair]);
+    assert_nowhere(&keys, &places(&dir), "after the regeneration");
+    assert_no_answer_holds(&keys, &daemon, &api);
+    let logs = daemon.log() + &sshd.log();
+    for key in &keys {
+        assert_eq!(key.found_in(logs.as_bytes()), None, "a key is in a log");
+    }
+}
+
+/// Runs `script` in a session that stays open after it (until the guard drops); returns
+/// the guard and what the script printed. Its stderr goes to `errors`.
+fn live_session(
+    daemon: &Daemon,
+    user: &str,
+    key: &Path,
+    script: &str,
+    errors: &Path,
+) -> (Killed, String) {
+    let mut child = Killed(
+        daemon
+            .ssh(user, key)
+            .arg(format!("{script}\necho session-ready; exec sleep 300"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(errors).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = String::new();
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line == "session-ready" => break,
+            Some(Ok(line)) => out.push_str(&format!("{line}\n")),
+            _ => panic!(
+                "the session ended early:\n{out}\n{}",
+                std::fs::read_to_string(errors).unwrap_or_default()
+            ),
+        }
+    }
+    (child, out)
+}
+
+fn assert_nowhere(keys: &[Custody], places: &[(PathBuf, usize)], when: &str) {
+    for key in keys {
+        for (root, depth) in places {
+            let found = key.files_holding(root, *depth);
+            assert!(found.is_empty(), "{when}: the private key is in {found:?}");
+        }
+    }
+}
+
+fn assert_no_process_holds(keys: &[Custody], daemon: u32) {
+    let environs = environs_below(daemon);
+    assert!(!environs.is_empty(), "no session process found");
+    for key in keys {
+        for (pid, env) in &environs {
+            assert_eq!(key.found_in(env), None, "the environment of pid {pid}");
+        }
+    }
+}
+
+fn assert_no_answer_holds(keys: &[Custody], daemon: &Daemon, api: &Http) {
+    let mut answers: Vec<String> = [
+        "users/me/key",
+        "users/me/secrets",
+        "users/me/tokens",
+        "users/me/login-keys",
+        "audit",
+    ]
+    .iter()
+    .map(|path| api.get(path).body)
+    .collect();
+    answers.push(Http::new(&daemon.url, None).get("metrics").body);
+    answers.push(Http::new(&daemon.url, None).get("openapi.json").body);
+    for key in keys {
+        for answer in &answers {
+            assert_eq!(
+                key.found_in(answer.as_bytes()),
+                None,
+                "an API answer: {answer}"
+            );
+        }
+    }
 }
 
 #[test]
