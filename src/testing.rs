@@ -10,6 +10,8 @@ use std::io::Write;
 
 /// Whether a root-only test may go on: `true` as root. Without root, records the test as not
 /// run and returns `false` when `KEYPORT_TESTS_WITHOUT_ROOT=1`; otherwise panics.
+// Test support only: failing the calling test is the point.
+#[allow(clippy::panic)]
 pub fn needs_root(why: &str) -> bool {
     if crate::osuser::is_root() {
         return true;
