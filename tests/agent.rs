@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::custody::{Custody, environs_below};
+use common::custody::{
+    Custody, assert_no_answer_holds, assert_no_process_holds, assert_nowhere, live_session,
+};
 use common::sshd::{Sshd, chown_tree};
 use common::{Daemon, Http, OsAccount, Sandbox, keyport_user, metric, require_tool};
 use keyport_keys::KeyPair;
@@ -312,83 +314,6 @@ fn git_and_ssh_sign_with_the_in_memory_key_and_nothing_else_holds_it() {
     let logs = daemon.log() + &sshd.log();
     for key in &keys {
         assert_eq!(key.found_in(logs.as_bytes()), None, "a key is in a log");
-    }
-}
-
-/// Runs `script` in a session that stays open after it (until the guard drops); returns
-/// the guard and what the script printed. Its stderr goes to `errors`.
-fn live_session(
-    daemon: &Daemon,
-    user: &str,
-    key: &Path,
-    script: &str,
-    errors: &Path,
-) -> (Killed, String) {
-    let mut child = Killed(
-        daemon
-            .ssh(user, key)
-            .arg(format!("{script}\necho session-ready; exec sleep 300"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(errors).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let mut out = String::new();
-    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
-    loop {
-        match lines.next() {
-            Some(Ok(line)) if line == "session-ready" => break,
-            Some(Ok(line)) => out.push_str(&format!("{line}\n")),
-            _ => panic!(
-                "the session ended early:\n{out}\n{}",
-                std::fs::read_to_string(errors).unwrap_or_default()
-            ),
-        }
-    }
-    (child, out)
-}
-
-fn assert_nowhere(keys: &[Custody], places: &[(PathBuf, usize)], when: &str) {
-    for key in keys {
-        for (root, depth) in places {
-            let found = key.files_holding(root, *depth);
-            assert!(found.is_empty(), "{when}: the private key is in {found:?}");
-        }
-    }
-}
-
-fn assert_no_process_holds(keys: &[Custody], daemon: u32) {
-    let environs = environs_below(daemon);
-    assert!(!environs.is_empty(), "no session process found");
-    for key in keys {
-        for (pid, env) in &environs {
-            assert_eq!(key.found_in(env), None, "the environment of pid {pid}");
-        }
-    }
-}
-
-fn assert_no_answer_holds(keys: &[Custody], daemon: &Daemon, api: &Http) {
-    let mut answers: Vec<String> = [
-        "users/me/key",
-        "users/me/secrets",
-        "users/me/tokens",
-        "users/me/login-keys",
-        "audit",
-    ]
-    .iter()
-    .map(|path| api.get(path).body)
-    .collect();
-    answers.push(Http::new(&daemon.url, None).get("metrics").body);
-    answers.push(Http::new(&daemon.url, None).get("openapi.json").body);
-    for key in keys {
-        for answer in &answers {
-            assert_eq!(
-                key.found_in(answer.as_bytes()),
-                None,
-                "an API answer: {answer}"
-            );
-        }
     }
 }
 

@@ -1,15 +1,18 @@
 //! Where a user's private key must never be: the forms it could take (raw scalar, hex,
 //! base64, the OpenSSH binary form, its base64 as a PEM file holds it, PKCS#8 as PEM holds it)
-//! and scans of files, process environments and bytes for any of them.
+//! and scans of files, process environments, API answers and bytes for any of them, also
+//! while a session lives.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use keyport_keys::KeyPair;
 use russh::keys::ssh_key::private::{EcdsaKeypair, KeypairData};
 
-use super::contains;
+use super::{Daemon, Http, contains};
 
 /// One private key's every encoding, and its public half (to recognise a PEM of it).
 pub struct Custody {
@@ -151,4 +154,91 @@ fn hex_bytes(hex: &str) -> Vec<u8> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
         .collect()
+}
+
+/// An ssh client whose session is kept open; killed (ending the session) on drop.
+pub struct SessionGuard(Child);
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `script` in a session that stays open after it (until the guard drops); returns
+/// the guard and what the script printed. Its stderr goes to `errors`.
+pub fn live_session(
+    daemon: &Daemon,
+    user: &str,
+    key: &Path,
+    script: &str,
+    errors: &Path,
+) -> (SessionGuard, String) {
+    let mut child = SessionGuard(
+        daemon
+            .ssh(user, key)
+            .arg(format!("{script}\necho session-ready; exec sleep 300"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(errors).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = String::new();
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line == "session-ready" => break,
+            Some(Ok(line)) => out.push_str(&format!("{line}\n")),
+            _ => panic!(
+                "the session ended early:\n{out}\n{}",
+                std::fs::read_to_string(errors).unwrap_or_default()
+            ),
+        }
+    }
+    (child, out)
+}
+
+pub fn assert_nowhere(keys: &[Custody], places: &[(PathBuf, usize)], when: &str) {
+    for key in keys {
+        for (root, depth) in places {
+            let found = key.files_holding(root, *depth);
+            assert!(found.is_empty(), "{when}: the private key is in {found:?}");
+        }
+    }
+}
+
+pub fn assert_no_process_holds(keys: &[Custody], daemon: u32) {
+    let environs = environs_below(daemon);
+    assert!(!environs.is_empty(), "no session process found");
+    for key in keys {
+        for (pid, env) in &environs {
+            assert_eq!(key.found_in(env), None, "the environment of pid {pid}");
+        }
+    }
+}
+
+pub fn assert_no_answer_holds(keys: &[Custody], daemon: &Daemon, api: &Http) {
+    let mut answers: Vec<String> = [
+        "users/me/key",
+        "users/me/secrets",
+        "users/me/tokens",
+        "users/me/login-keys",
+        "audit",
+    ]
+    .iter()
+    .map(|path| api.get(path).body)
+    .collect();
+    answers.push(Http::new(&daemon.url, None).get("metrics").body);
+    answers.push(Http::new(&daemon.url, None).get("openapi.json").body);
+    for key in keys {
+        for answer in &answers {
+            assert_eq!(
+                key.found_in(answer.as_bytes()),
+                None,
+                "an API answer: {answer}"
+            );
+        }
+    }
 }

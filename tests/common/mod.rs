@@ -579,19 +579,6 @@ impl Drop for OsAccount {
     }
 }
 
-/// Every needle that must never be found on disk for this key pair.
-pub fn key_needles(pair: &keyport_keys::KeyPair) -> Vec<Vec<u8>> {
-    let raw = match pair.private().key_data() {
-        russh::keys::ssh_key::private::KeypairData::Ed25519(kp) => kp.private.to_bytes().to_vec(),
-        russh::keys::ssh_key::private::KeypairData::Ecdsa(
-            russh::keys::ssh_key::private::EcdsaKeypair::NistP256 { private, .. },
-        ) => private.as_slice().to_vec(),
-        other => panic!("unexpected key type {other:?}"),
-    };
-    let encoded = pair.to_secret_bytes().unwrap().expose().to_vec();
-    vec![raw, encoded]
-}
-
 /// A keyport user `name` on OS account `account`, logging in with a fresh client key; returns
 /// that key and the user's API client.
 pub fn keyport_user(
