@@ -396,6 +396,10 @@ fn a_missing_or_wrong_master_key_is_a_clear_error_that_changes_nothing() {
     sb.ok(&["user", "add", "alice", "--os-user", &me().name]);
     let key_file = sb.data().join("master.key");
     let saved = std::fs::read(&key_file).unwrap();
+    // The id of the key the data is sealed under: every message must name it.
+    let needed = keyport_keys::MasterKey::from_base64(std::str::from_utf8(&saved).unwrap().trim())
+        .unwrap()
+        .id();
     let before = dump(&sb.db());
 
     std::fs::remove_file(&key_file).unwrap();
@@ -403,7 +407,9 @@ fn a_missing_or_wrong_master_key_is_a_clear_error_that_changes_nothing() {
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
     let line = error_line(&out);
     assert!(
-        line.contains("the master key is missing") && line.contains("nothing was changed"),
+        line.contains("the master key is missing")
+            && line.contains(&format!("sealed under key {needed}"))
+            && line.contains("nothing was changed"),
         "{line}"
     );
     assert!(
@@ -422,7 +428,9 @@ fn a_missing_or_wrong_master_key_is_a_clear_error_that_changes_nothing() {
     assert_eq!(out.status.code(), Some(7));
     let line = error_line(&out);
     assert!(
-        line.contains("wrong master key") && line.contains("KEYPORT_MASTER_KEY"),
+        line.contains("wrong master key")
+            && line.contains(&format!("sealed under key {needed}"))
+            && line.contains(&format!("KEYPORT_MASTER_KEY is {}", other.id())),
         "{line}"
     );
     assert!(
@@ -450,6 +458,30 @@ fn a_missing_or_wrong_master_key_is_a_clear_error_that_changes_nothing() {
         error_line(&out)
             .contains("KEYPORT_MASTER_KEY: master key must be base64 of exactly 32 bytes")
     );
+
+    // `serve` too stops at start with the same message, before it listens or changes a thing.
+    std::fs::remove_file(&key_file).unwrap();
+    let out = sb
+        .keyport()
+        .args([
+            "serve",
+            "--ssh-listen",
+            "127.0.0.1:0",
+            "--api-listen",
+            "127.0.0.1:0",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let line = error_line(&out);
+    assert!(
+        line.contains("the master key is missing")
+            && line.contains(&format!("sealed under key {needed}")),
+        "{line}"
+    );
+    assert!(!stderr(&out).contains("keyport ready"), "{}", stderr(&out));
+    assert!(!key_file.exists(), "serve made a new key over sealed data");
 
     assert_eq!(dump(&sb.db()), before);
     std::fs::write(&key_file, &saved).unwrap();
