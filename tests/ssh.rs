@@ -278,7 +278,7 @@ fn a_shell_request_runs_the_login_shell_in_home() {
 }
 
 #[test]
-fn scp_moves_ten_megabytes_both_ways_byte_exact() {
+fn scp_and_sftp_move_ten_megabytes_both_ways_byte_exact() {
     require_tool("scp");
     let (sb, daemon, key, _api) = started(&[]);
     let mut data = Vec::with_capacity(10 * 1024 * 1024);
@@ -309,6 +309,27 @@ fn scp_moves_ten_megabytes_both_ways_byte_exact() {
     );
     assert!(out.status.success(), "download: {:?}", text(&out));
     assert_eq!(std::fs::read(&back).unwrap(), data, "download byte-exact");
+
+    // And `sftp` itself, in batch mode: mkdir, put, rename, ls, get, rm.
+    require_tool("sftp");
+    let dir = sb.dir.path().join("sftp-dir");
+    let again = sb.dir.path().join("again.bin");
+    let batch = format!(
+        "mkdir {dir}\nput {local} {dir}/a.bin\nrename {dir}/a.bin {dir}/b.bin\nls {dir}\n\
+         get {dir}/b.bin {again}\nrm {dir}/b.bin\n",
+        dir = dir.display(),
+        local = local.display(),
+        again = again.display()
+    );
+    let out = daemon.sftp(&me().name, &key, &batch);
+    assert!(out.status.success(), "sftp: {:?}", text(&out));
+    assert!(text(&out).0.contains("b.bin"), "ls: {:?}", text(&out));
+    assert_eq!(
+        std::fs::read(&again).unwrap(),
+        data,
+        "sftp round trip byte-exact"
+    );
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "rm removed it");
 }
 
 #[test]

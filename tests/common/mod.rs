@@ -480,6 +480,22 @@ impl Daemon {
             .unwrap()
     }
 
+    /// `sftp -b -` to this daemon with `batch` as its commands.
+    pub fn sftp(&self, user: &str, key: &Path, batch: &str) -> Output {
+        let mut child = Command::new("sftp")
+            .args(ssh_options(key))
+            .args(["-P", &self.ssh_port.to_string(), "-b", "-"])
+            .arg(format!("{user}@127.0.0.1"))
+            .env_remove("SSH_AUTH_SOCK")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), batch.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
     /// The `scp` command [`Daemon::scp`] runs, for a daemon on `port`.
     pub fn scp_command(user: &str, key: &Path, port: u16, from: &str, to: &str) -> Command {
         let remote = |p: &str| p.replace("127.0.0.1:", &format!("{user}@127.0.0.1:"));
