@@ -64,12 +64,22 @@ fn files_follow_their_secrets_and_user_edits_are_kept() {
     assert_eq!(mode(&dir.join("deep")), 0o700);
     assert_eq!(mode(&dir.join("deep/er")), 0o700);
 
-    // Unchanged: not rewritten.
-    let written = std::fs::metadata(&file).unwrap().mtime_nsec();
+    // Unchanged: not rewritten — the same inode (an atomic replace makes a new one), the same
+    // mtime and ctime to the nanosecond, size and mode.
+    let stamp = |m: std::fs::Metadata| {
+        (
+            m.ino(),
+            (m.mtime(), m.mtime_nsec()),
+            (m.ctime(), m.ctime_nsec()),
+            m.size(),
+            m.mode(),
+        )
+    };
+    let written = stamp(std::fs::metadata(&file).unwrap());
     std::thread::sleep(Duration::from_millis(20));
     session(&daemon, &me, &key, "true");
     assert_eq!(
-        std::fs::metadata(&file).unwrap().mtime_nsec(),
+        stamp(std::fs::metadata(&file).unwrap()),
         written,
         "rewritten though unchanged"
     );
