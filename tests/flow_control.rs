@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::mux::Master;
+use common::procs;
 use common::{Daemon, Sandbox, me, require_tool};
 use sha2::{Digest, Sha256};
 
@@ -101,46 +102,6 @@ fn a_reader_paced_at_one_mebibyte_a_second_then_fast_gets_every_byte() {
     assert_eq!(sum.split_whitespace().next(), Some(&*sha256_hex(&data)));
 }
 
-/// Processes below `ancestor` whose command line contains `needle`.
-fn descendants(ancestor: u32, needle: &str) -> Vec<u32> {
-    let parent_of = |pid: u32| -> Option<u32> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let after = stat.rsplit_once(')')?.1;
-        after.split_whitespace().nth(1)?.parse().ok()
-    };
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let mut cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        for b in &mut cmdline {
-            if *b == 0 {
-                *b = b' ';
-            }
-        }
-        if !String::from_utf8_lossy(&cmdline).contains(needle) {
-            continue;
-        }
-        let mut p = pid;
-        while let Some(up) = parent_of(p) {
-            if up == ancestor {
-                found.push(pid);
-                break;
-            }
-            if up <= 1 {
-                break;
-            }
-            p = up;
-        }
-    }
-    found
-}
-
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !f() {
@@ -183,7 +144,7 @@ fn scp_into_a_stopped_sftp_server_waits_and_then_arrives_whole() {
     });
     let mut sftp = Vec::new();
     wait_for("sftp-server", || {
-        sftp = descendants(pid, "sftp-server");
+        sftp = procs::named(pid, "sftp-server");
         !sftp.is_empty()
     });
     for p in &sftp {
@@ -219,17 +180,6 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap()
-}
-
-fn bytes_written(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/io"))
-        .ok()
-        .and_then(|io| {
-            io.lines()
-                .find_map(|l| l.strip_prefix("wchar: "))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// The daemon's resident memory may grow by at most this much while one channel's client
@@ -291,11 +241,11 @@ fn stalled_readers_hold_bounded_memory_and_stall_no_other_channel() {
     });
     let mut cat = Vec::new();
     wait_for("cat", || {
-        cat = descendants(pid, "cat /dev/zero");
+        cat = procs::named(pid, "cat /dev/zero");
         !cat.is_empty()
     });
     std::thread::sleep(Duration::from_secs(1));
-    let cat_before = bytes_written(cat[0]);
+    let cat_before = procs::bytes_written(cat[0]);
 
     let (mut peak, mut slowest) = (baseline, Duration::ZERO);
     let until = Instant::now() + Duration::from_secs(10);
@@ -304,7 +254,7 @@ fn stalled_readers_hold_bounded_memory_and_stall_no_other_channel() {
         peak = peak.max(rss_kib(pid));
         std::thread::sleep(Duration::from_millis(500));
     }
-    let cat_moved = bytes_written(cat[0]).saturating_sub(cat_before);
+    let cat_moved = procs::bytes_written(cat[0]).saturating_sub(cat_before);
     let accepted = sent.load(Ordering::Relaxed);
     eprintln!(
         "rss baseline {baseline} KiB, peak {peak} KiB; slowest echo {slowest:?}; \

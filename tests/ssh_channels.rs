@@ -146,7 +146,7 @@ fn multiplexed_channels_do_not_stall_each_other() {
     let master = Master::start(&daemon, &me().name, &key, sb.dir.path().join("mux"), &[]);
     let via_master = |command: &str| master.ssh(&daemon, command);
     // A channel whose reader stops: `yes` fills its pipe and its SSH window, then waits.
-    let mut stalled = via_master("yes")
+    let mut stalled = via_master("exec yes")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
@@ -158,7 +158,22 @@ fn multiplexed_channels_do_not_stall_each_other() {
         .unwrap()
         .read_exact(&mut first)
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // Stalled for real: `yes` has stopped writing (its pipe and the window are full).
+    let daemon_pid = daemon.pid();
+    let mut yes = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while yes.is_empty() {
+        assert!(Instant::now() < deadline, "no `yes` below the daemon");
+        yes = common::procs::below(daemon_pid)
+            .into_iter()
+            .filter(|(_, cmd)| cmd.trim() == "yes")
+            .map(|(pid, _)| pid)
+            .collect();
+    }
+    common::procs::settled(
+        || common::procs::bytes_written(yes[0]),
+        Duration::from_millis(500),
+    );
     // And a channel whose program never reads while the client keeps sending.
     let mut flooding = via_master("sleep 300")
         .stdin(Stdio::piped())
@@ -166,6 +181,8 @@ fn multiplexed_channels_do_not_stall_each_other() {
         .spawn()
         .unwrap();
     let mut sink = flooding.stdin.take().unwrap();
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = sent.clone();
     let flood = std::thread::spawn(move || {
         let chunk = vec![b'x'; 64 * 1024];
         // Bounded: 64 MiB at most, and it stops when the channel is killed.
@@ -173,9 +190,15 @@ fn multiplexed_channels_do_not_stall_each_other() {
             if std::io::Write::write_all(&mut sink, &chunk).is_err() {
                 break;
             }
+            counter.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
         }
     });
-    std::thread::sleep(Duration::from_millis(500));
+    // The window is full: the client can send no more into it.
+    let held = common::procs::settled(
+        || sent.load(std::sync::atomic::Ordering::Relaxed),
+        Duration::from_millis(500),
+    );
+    assert!(held < 64 * 1024 * 1024, "the whole flood went in");
     // Other channels on the same connection still work, one after another.
     for i in 0..5 {
         let started = Instant::now();

@@ -118,35 +118,10 @@ impl Custody {
 
 /// The environments (`/proc/PID/environ`) of every process below `ancestor`, by pid.
 pub fn environs_below(ancestor: u32) -> Vec<(u32, Vec<u8>)> {
-    let parent = |pid: u32| -> Option<u32> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        stat.rsplit_once(')')?
-            .1
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
-            continue;
-        };
-        let mut p = pid;
-        while let Some(up) = parent(p) {
-            if up == ancestor {
-                if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) {
-                    out.push((pid, env));
-                }
-                break;
-            }
-            if up <= 1 {
-                break;
-            }
-            p = up;
-        }
-    }
-    out
+    super::procs::below(ancestor)
+        .into_iter()
+        .filter_map(|(pid, _)| Some((pid, std::fs::read(format!("/proc/{pid}/environ")).ok()?)))
+        .collect()
 }
 
 fn hex_bytes(hex: &str) -> Vec<u8> {

@@ -11,6 +11,7 @@ use keyport::vault::{Actor, NewUserSpec, Vault};
 
 pub mod custody;
 pub mod mux;
+pub mod procs;
 pub mod sshd;
 pub mod state;
 

@@ -1,0 +1,80 @@
+//! The processes a daemon started, found through `/proc`: for tests that stop, measure or
+//! inspect a session's programs.
+
+/// Every process below `ancestor`, with its command line (NULs as spaces).
+pub fn below(ancestor: u32) -> Vec<(u32, String)> {
+    let parent = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let mut p = pid;
+        while let Some(up) = parent(p) {
+            if up == ancestor {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                found.push((pid, cmdline));
+                break;
+            }
+            if up <= 1 {
+                break;
+            }
+            p = up;
+        }
+    }
+    found
+}
+
+/// The pids below `ancestor` whose command line contains `needle`.
+pub fn named(ancestor: u32, needle: &str) -> Vec<u32> {
+    below(ancestor)
+        .into_iter()
+        .filter(|(_, cmd)| cmd.contains(needle))
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// Bytes `pid` has written so far (`wchar` in `/proc/PID/io`); 0 once it is gone.
+pub fn bytes_written(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|l| l.strip_prefix("wchar: "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Polls `value` until it has not changed for `quiet` (at most 20 s); returns it.
+pub fn settled(mut value: impl FnMut() -> u64, quiet: std::time::Duration) -> u64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut last = value();
+    let mut since = std::time::Instant::now();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let now = value();
+        if now != last {
+            (last, since) = (now, std::time::Instant::now());
+        } else if since.elapsed() >= quiet {
+            return now;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still changing after 20 s"
+        );
+    }
+}
