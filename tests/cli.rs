@@ -301,7 +301,13 @@ fn serve_first_start_creates_the_data_dir_and_an_admin_then_restarts_cleanly() {
     let sb = Sandbox::new();
     let key = client_key(&sb, "id_ed25519");
     std::fs::write(sb.home().join(".ssh/broken.pub"), "not a key\n").unwrap();
-    let first = serve_until_ready(&sb);
+    // A free port of its own (7070 may be taken on the machine running the tests).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let first = serve_until_ready(&sb, port);
     assert!(first.contains("host key fingerprint: SHA256:"), "{first}");
     let os = me().name;
     assert!(
@@ -311,13 +317,26 @@ fn serve_first_start_creates_the_data_dir_and_an_admin_then_restarts_cleanly() {
         "{first}"
     );
     assert_eq!(mode(&sb.data()), 0o700);
-    assert_eq!(mode(&sb.db()), 0o600);
-    assert_eq!(mode(&sb.data().join("master.key")), 0o600);
+    // Every file in the data dir, whatever SQLite or the lock made: 0600.
+    let files: Vec<_> = std::fs::read_dir(sb.data())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    for name in ["keyport.db", "master.key", "lock"] {
+        assert!(files.contains(&sb.data().join(name)), "{name}: {files:?}");
+    }
+    for file in &files {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
     let creds = sb.home().join(".config/keyport/cli.toml");
     assert_eq!(mode(&creds), 0o600);
     assert_eq!(mode(creds.parent().unwrap()), 0o700);
     let text = std::fs::read_to_string(&creds).unwrap();
-    assert!(text.contains("url = \"http://127.0.0.1:7070\"") && text.contains("token = \"kpt_"));
+    assert!(
+        text.contains(&format!("url = \"http://127.0.0.1:{port}\""))
+            && text.contains("token = \"kpt_"),
+        "{text}"
+    );
     // The host key is stored sealed: no key file in the data dir.
     let names: Vec<String> = std::fs::read_dir(sb.data())
         .unwrap()
@@ -336,7 +355,7 @@ fn serve_first_start_creates_the_data_dir_and_an_admin_then_restarts_cleanly() {
     let keys = sb.ok(&["login-key", "list", "--user", &os]);
     assert!(keys.contains(&ssh_keygen_fingerprint(&sb, &key)), "{keys}");
 
-    let second = serve_until_ready(&sb);
+    let second = serve_until_ready(&sb, port);
     let fp = |s: &str| {
         s.lines()
             .find(|l| l.contains("host key fingerprint"))
@@ -349,7 +368,7 @@ fn serve_first_start_creates_the_data_dir_and_an_admin_then_restarts_cleanly() {
 
 /// Starts `keyport serve` on free-ish ports, waits for its ready log line, stops it with
 /// SIGTERM and returns its stdout. Checks it exits 0.
-fn serve_until_ready(sb: &Sandbox) -> String {
+fn serve_until_ready(sb: &Sandbox, api_port: u16) -> String {
     let mut child = sb
         .keyport()
         .args([
@@ -357,7 +376,7 @@ fn serve_until_ready(sb: &Sandbox) -> String {
             "--ssh-listen",
             "127.0.0.1:0",
             "--api-listen",
-            "127.0.0.1:7070",
+            &format!("127.0.0.1:{api_port}"),
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
