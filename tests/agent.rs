@@ -183,7 +183,13 @@ fn git_and_ssh_sign_with_the_in_memory_key_and_nothing_else_holds_it() {
          ssh-add -D 2>/dev/null && echo remove-accepted || echo remove-refused
          ssh-add -x </dev/null 2>/dev/null && echo lock-accepted || echo lock-refused
          {kp} secret list
-         {kp} key show"
+         {kp} key show
+         sleep 20 | {kp} secret create dumpcheck --env DUMPCHECK >/dev/null 2>&1 & cli=$!
+         sleep 20 & plain=$!
+         sleep 0.5
+         echo \"cli_owner=$(stat -c %U /proc/$cli/environ)\"
+         echo \"plain_owner=$(stat -c %U /proc/$plain/environ)\"
+         kill $cli $plain"
     );
     // The session stays open after its work, so the key can be looked for while it lives
     // (a key written to a temp file for the session and removed at its end shows then).
@@ -209,6 +215,10 @@ fn git_and_ssh_sign_with_the_in_memory_key_and_nothing_else_holds_it() {
         "{out}"
     );
     assert!(out.contains("plain-ssh-ok"), "{out}");
+    // The CLI marks itself non-dumpable (PR_SET_DUMPABLE 0): the kernel then hands its /proc
+    // entries (not the directory) to root; a plain process of the same account keeps its own.
+    assert_eq!(field("cli_owner"), "root", "{out}");
+    assert_eq!(field("plain_owner"), account.name, "{out}");
     for refused in ["add-refused", "remove-refused", "lock-refused"] {
         assert!(out.contains(refused), "{out}");
     }
