@@ -186,6 +186,13 @@ fn a_change_shows_in_the_next_session_without_a_restart() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     assert_eq!(names, want, "session.start names: {audit}");
+    // The injection counter counts the sessions that received a secret: three of the six.
+    let metrics = common::Http::new(&daemon.url, None).get("metrics").body;
+    assert_eq!(
+        common::metric(&metrics, "keyport_ssh_injections_total"),
+        3.0,
+        "{metrics}"
+    );
     // (A short value like "v2" could turn up inside a base64 fingerprint by chance.)
     assert!(!audit.contains("second-live-value") && !audit.contains("with newline"));
 }

@@ -1,0 +1,158 @@
+//! Each session's private directory, as the README describes it: one per shell or exec
+//! channel (two channels of one connection get two), none for sftp, gone with its channel;
+//! `id.pub` holds exactly the user's public key line; and `keyport gitssh` offers only that
+//! key (`IdentitiesOnly yes` with `id.pub`), as ssh's own resolved configuration shows.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::custody::Custody;
+use common::mux::Master;
+use common::{me, require_tool};
+
+fn wait_gone(path: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} outlived its session",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn each_channel_gets_its_own_directory_with_only_the_public_key() {
+    let (sb, daemon, key, _api) = common::ssh_daemon(&[]);
+    let master = Master::start(&daemon, &me().name, &key, sb.dir.path().join("mux"), &[]);
+    // Two channels of one connection, both held open.
+    let mut held = Vec::new();
+    let mut dirs = Vec::new();
+    for _ in 0..2 {
+        let mut child = master
+            .ssh(&daemon, "echo \"$KEYPORT_SESSION_DIR\"; exec sleep 300")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        dirs.push(PathBuf::from(line.trim()));
+        held.push(child);
+    }
+    assert_ne!(dirs[0], dirs[1], "two channels, two directories");
+    let user_key = sb.ok(&["key", "show", "--user", &me().name]);
+    let public_line = user_key.lines().next().unwrap();
+    let custody = Custody::of(&sb.vault().open_user_key(&me().name).unwrap());
+    for dir in &dirs {
+        assert!(dir.is_dir(), "{}", dir.display());
+        let names: BTreeSet<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        let want: BTreeSet<String> = ["agent.sock", "api.sock", "id.pub"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(names, want, "{}", dir.display());
+        let id = std::fs::read(dir.join("id.pub")).unwrap();
+        assert_eq!(String::from_utf8_lossy(&id).trim(), public_line);
+        assert_eq!(custody.found_in(&id), None);
+    }
+    // Each goes with its own channel: ending the first leaves the second.
+    let mut first = held.remove(0);
+    let _ = first.kill();
+    let _ = first.wait();
+    wait_gone(&dirs[0]);
+    assert!(dirs[1].is_dir());
+    for mut child in held {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    wait_gone(&dirs[1]);
+}
+
+#[test]
+fn an_sftp_session_gets_no_directory() {
+    require_tool("sftp");
+    let (_sb, daemon, key, _api) = common::ssh_daemon(&[]);
+    // An sftp session kept open (the client sends INIT, reads VERSION, then waits).
+    let mut child = daemon
+        .ssh(&me().name, &key)
+        .args(["-s", "sftp"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // SSH_FXP_INIT (version 3): the server answers SSH_FXP_VERSION once it runs.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&[0, 0, 0, 5, 1, 0, 0, 0, 3]).unwrap();
+    stdin.flush().unwrap();
+    let mut version = [0u8; 9];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut version).unwrap();
+    assert_eq!(version[4], 2, "SSH_FXP_VERSION");
+    // sftp-server was given no session directory, no agent and no API socket.
+    let servers = common::procs::named(daemon.pid(), "sftp-server");
+    assert_eq!(servers.len(), 1, "{:?}", common::procs::below(daemon.pid()));
+    let environ = std::fs::read(format!("/proc/{}/environ", servers[0])).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    for name in ["KEYPORT_SESSION_DIR=", "SSH_AUTH_SOCK=", "GIT_SSH_COMMAND="] {
+        assert!(
+            !environ.split('\0').any(|v| v.starts_with(name)),
+            "sftp-server has {name}: {environ}"
+        );
+    }
+    drop(stdin);
+    let _ = child.wait();
+}
+
+#[test]
+fn gitssh_offers_only_the_keyport_key() {
+    require_tool("ssh");
+    let (_sb, daemon, key, _api) = common::ssh_daemon(&[]);
+    // `ssh -G` prints the configuration ssh would use, and connects nowhere.
+    let out = daemon
+        .ssh(&me().name, &key)
+        .arg(
+            "echo \"dir=$KEYPORT_SESSION_DIR\"; echo \"sock=$SSH_AUTH_SOCK\"; \
+             $GIT_SSH_COMMAND -G build-box.example",
+        )
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = text
+        .lines()
+        .find_map(|l| l.strip_prefix("dir="))
+        .unwrap()
+        .to_string();
+    assert!(text.lines().any(|l| l == "identitiesonly yes"), "{text}");
+    let files: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("identityfile "))
+        .collect();
+    assert_eq!(files, vec![format!("{dir}/id.pub")], "{text}");
+    // The agent is the session's (through SSH_AUTH_SOCK, which names its socket).
+    assert!(
+        text.lines().any(|l| l == "identityagent SSH_AUTH_SOCK"),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l == format!("sock={dir}/agent.sock")),
+        "{text}"
+    );
+}
