@@ -390,6 +390,12 @@ fn forwarded_agent_keys_are_listed_and_used_alongside_the_keyport_key() {
         out.contains("keyport:fwd") && out.contains("forwarded"),
         "{out}"
     );
+    // The keyport key comes first, then the forwarded one.
+    let listed: Vec<&str> = out.lines().take(2).collect();
+    assert!(
+        listed[0].contains("keyport:fwd") && !listed[1].contains("keyport:fwd"),
+        "{out}"
+    );
     assert_eq!(out.lines().filter(|l| l.trim() == "2").count(), 20, "{out}");
 
     // The client's key signs (relayed to the client), and so does the keyport key.

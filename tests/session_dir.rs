@@ -1,7 +1,8 @@
 //! Each session's private directory, as the README describes it: one per shell or exec
 //! channel (two channels of one connection get two), none for sftp, gone with its channel;
 //! `id.pub` holds exactly the user's public key line; and `keyport gitssh` offers only that
-//! key (`IdentitiesOnly yes` with `id.pub`), as ssh's own resolved configuration shows.
+//! key (`IdentitiesOnly yes` with `id.pub`), as ssh's own resolved configuration shows; the
+//! agent socket serves at most 64 connections at once, and every one ends with its session.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -155,4 +156,69 @@ fn gitssh_offers_only_the_keyport_key() {
         text.lines().any(|l| l == format!("sock={dir}/agent.sock")),
         "{text}"
     );
+}
+
+/// An agent request (REQUEST_IDENTITIES) and whether an answer came within `wait`.
+fn answered(stream: &mut std::os::unix::net::UnixStream, wait: Duration) -> bool {
+    use std::io::Read;
+    stream.write_all(&[0, 0, 0, 1, 11]).unwrap();
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut len = [0u8; 4];
+    if stream.read_exact(&mut len).is_err() {
+        return false;
+    }
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut body).is_ok()
+}
+
+#[test]
+fn an_agent_socket_serves_64_connections_and_ends_them_with_its_session() {
+    use std::os::unix::net::UnixStream;
+    let (_sb, daemon, key, _api) = common::ssh_daemon(&[]);
+    let mut child = daemon
+        .ssh(&me().name, &key)
+        .arg("echo \"$SSH_AUTH_SOCK\"; exec sleep 300")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut sock = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut sock)
+        .unwrap();
+    let sock = sock.trim().to_string();
+    let mut open: Vec<UnixStream> = (0..64)
+        .map(|_| UnixStream::connect(&sock).unwrap())
+        .collect();
+    for (i, s) in open.iter_mut().enumerate() {
+        assert!(
+            answered(s, Duration::from_secs(10)),
+            "connection {i} unanswered"
+        );
+    }
+    // The 65th waits: no answer while 64 are open...
+    let mut extra = UnixStream::connect(&sock).unwrap();
+    assert!(
+        !answered(&mut extra, Duration::from_millis(500)),
+        "a 65th was served"
+    );
+    // ...and is served once one of them closes.
+    drop(open.pop());
+    let mut len = [0u8; 4];
+    extra
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    std::io::Read::read_exact(&mut extra, &mut len).unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    std::io::Read::read_exact(&mut extra, &mut body).unwrap();
+    open.push(extra);
+    // The session ends: every connection reads end-of-file.
+    let _ = child.kill();
+    let _ = child.wait();
+    for (i, s) in open.iter_mut().enumerate() {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut byte = [0u8; 1];
+        let n = std::io::Read::read(s, &mut byte).unwrap_or(0);
+        assert_eq!(n, 0, "connection {i} outlived its session");
+    }
 }
