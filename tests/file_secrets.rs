@@ -295,3 +295,40 @@ fn as_root_each_os_user_gets_only_their_own_secrets_and_files() {
     );
     let _ = sb;
 }
+
+/// Two keyport users on one OS account (a non-root daemon runs every session as itself):
+/// each one's sessions apply only their own ledger, so bob's never remove alice's files.
+#[test]
+fn users_sharing_an_os_account_never_remove_each_others_files() {
+    let (sb, daemon, alice_key, alice) = started(&[]);
+    let me = me().name;
+    let bob_key = sb.client_key("bob_key");
+    let bob_pub = std::fs::read_to_string(bob_key.with_extension("pub")).unwrap();
+    sb.ok(&[
+        "user",
+        "add",
+        "bob",
+        "--os-user",
+        &me,
+        "--login-key",
+        bob_pub.trim(),
+    ]);
+    let file = sb.dir.path().join("shared/alice.cfg");
+    let r = alice.send(
+        "POST",
+        "users/me/secrets",
+        &json!({"name": "cfg", "value": "alice-config-value", "file": file.display().to_string()}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    session(&daemon, &me, &alice_key, "true");
+    assert_eq!(std::fs::read(&file).unwrap(), b"alice-config-value");
+    // Bob, who has no such secret, logs in: the file is not his to remove.
+    session(&daemon, "bob", &bob_key, "true");
+    assert!(file.exists(), "bob's session removed alice's file");
+    // Alice deletes her secret; bob's session still leaves it, alice's next one removes it.
+    assert_eq!(alice.delete("users/me/secrets/cfg").status, 204);
+    session(&daemon, "bob", &bob_key, "true");
+    assert!(file.exists(), "bob's session applied alice's deletion");
+    session(&daemon, &me, &alice_key, "true");
+    assert!(!file.exists(), "alice's own session did not remove it");
+}
