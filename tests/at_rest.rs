@@ -177,4 +177,24 @@ fn file_secrets_written_through_a_session_leave_no_plaintext_in_the_ledger() {
     scan(&sb, &needles, &keys);
     drop(v);
     scan(&sb, &needles, &keys);
+
+    // The re-sealed ledger still works: after a restart, a deleted secret's file is removed
+    // at the next session, which needs its hash unsealed under the new key and matched.
+    let daemon = sb.serve();
+    let api = common::Http::new(&daemon.url, Some(&sb.bootstrap_token()));
+    assert_eq!(api.delete("users/me/secrets/f1").status, 204);
+    let out = daemon
+        .ssh(&common::me().name, &key)
+        .arg("true")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        !dir.join("f1").exists(),
+        "the re-sealed ledger did not match the file"
+    );
+    assert!(dir.join("f2").exists());
+    drop(daemon);
+    scan(&sb, &needles, &keys);
 }
