@@ -332,3 +332,53 @@ fn users_sharing_an_os_account_never_remove_each_others_files() {
     session(&daemon, &me, &alice_key, "true");
     assert!(!file.exists(), "alice's own session did not remove it");
 }
+
+/// As root, a session runs with its OS account's identity, supplementary groups included
+/// (initgroups), and none of the daemon's.
+#[test]
+fn as_root_a_session_has_its_accounts_groups_and_no_others() {
+    if !keyport::testing::needs_root("creates OS accounts and a group") {
+        return;
+    }
+    require_tool("groupadd");
+    let (sb, daemon, _key, api) = started(&[]);
+    let account = OsAccount::create("kpgr");
+    let group = format!("{}x", account.name);
+    let status = std::process::Command::new("groupadd")
+        .arg(&group)
+        .status()
+        .unwrap();
+    assert!(status.success(), "groupadd {group}");
+    let status = std::process::Command::new("usermod")
+        .args(["-aG", &group, &account.name])
+        .status()
+        .unwrap();
+    assert!(status.success(), "usermod -aG");
+    let gid = nix::unistd::Group::from_name(&group)
+        .unwrap()
+        .unwrap()
+        .gid
+        .as_raw();
+    let (login, _) = keyport_user(&sb, &daemon, &api, "grp", &account);
+    let out = session(&daemon, "grp", &login, "id -u; id -g; id -G");
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next(),
+        Some(account.uid.to_string().as_str()),
+        "{out}"
+    );
+    assert_eq!(
+        lines.next(),
+        Some(account.gid.to_string().as_str()),
+        "{out}"
+    );
+    let groups: std::collections::BTreeSet<u32> = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .map(|g| g.parse().unwrap())
+        .collect();
+    let want: std::collections::BTreeSet<u32> = [account.gid, gid].into_iter().collect();
+    assert_eq!(groups, want, "{out}");
+    let _ = std::process::Command::new("groupdel").arg(&group).status();
+}
