@@ -77,6 +77,11 @@ pub struct SshSettings {
     pub channel_window: u32,
     /// Largest data packet a client may send, bytes.
     pub max_packet: u32,
+    /// Failed logins from one address for one user name before that address is turned away.
+    pub login_failures: u32,
+    /// The window failed logins are counted in, and how long a turned-away address stays
+    /// so, seconds.
+    pub login_failure_window_secs: u64,
 }
 
 impl Default for SshSettings {
@@ -84,6 +89,8 @@ impl Default for SshSettings {
         Self {
             channel_window: 8 * 1024 * 1024,
             max_packet: 65535,
+            login_failures: 20,
+            login_failure_window_secs: 60,
         }
     }
 }
@@ -99,6 +106,15 @@ impl SshSettings {
             return Err((
                 "ssh.channel_window",
                 format!("must be {least} (twice ssh.max_packet) to 1073741824 bytes"),
+            ));
+        }
+        if self.login_failures == 0 {
+            return Err(("ssh.login_failures", "must be at least 1".into()));
+        }
+        if !(1..=86_400).contains(&self.login_failure_window_secs) {
+            return Err((
+                "ssh.login_failure_window_secs",
+                "must be 1 to 86400 seconds".into(),
             ));
         }
         Ok(())
@@ -162,6 +178,11 @@ max_env_bytes = 131072
 channel_window = 8388608
 # Largest data packet a client may send, bytes. 1024 to 65535.
 max_packet = 65535
+# Failed logins from one address for one user name, within the window, before that address
+# is turned away for that name until the window has passed. At least 1.
+login_failures = 20
+# That window, seconds. 1 to 86400.
+login_failure_window_secs = 60
 "#;
 
 impl Config {
@@ -274,6 +295,11 @@ mod tests {
             ("[ssh]\nmax_packet = 70000\n", "ssh.max_packet"),
             ("[ssh]\nchannel_window = 65535\n", "ssh.channel_window"),
             ("[ssh]\nchannel_window = 2000000000\n", "ssh.channel_window"),
+            ("[ssh]\nlogin_failures = 0\n", "ssh.login_failures"),
+            (
+                "[ssh]\nlogin_failure_window_secs = 0\n",
+                "ssh.login_failure_window_secs",
+            ),
         ] {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("k.toml");

@@ -349,3 +349,49 @@ fn shutdown_tells_clients_and_reaps_their_processes() {
         );
     }
 }
+
+#[test]
+fn a_lock_out_ends_when_its_window_has_passed() {
+    let sb = Sandbox::new();
+    let key = sb.client_key("id_ed25519");
+    let config = sb.dir.path().join("keyport.toml");
+    std::fs::write(
+        &config,
+        "[ssh]\nlogin_failures = 3\nlogin_failure_window_secs = 2\n",
+    )
+    .unwrap();
+    let daemon = sb.serve_with(&[("KEYPORT_CONFIG", config.to_str().unwrap())]);
+    // Made after the first start, so it is not one of the admin's login keys.
+    let wrong = sb.client_key("wrong");
+    let attempt = |key: &Path| {
+        daemon
+            .ssh(&me().name, key)
+            .arg("true")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    for _ in 0..3 {
+        assert_eq!(attempt(&wrong).status.code(), Some(255));
+    }
+    // Turned away (once the last failure is counted)...
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while attempt(&key).status.success() {
+        assert!(
+            Instant::now() < deadline,
+            "3 failures did not lock the address out"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let locked_at = Instant::now();
+    // ...until the window has passed; then the right key works again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !attempt(&key).status.success() {
+        assert!(Instant::now() < deadline, "the lock-out never ended");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        locked_at.elapsed() >= Duration::from_millis(500),
+        "the lock-out did not hold"
+    );
+}

@@ -84,6 +84,7 @@ pub fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
             metrics.clone(),
             shutdown.clone(),
             Some(router.clone()),
+            &config.ssh,
         ));
         // The workspace owner's files are in place before anyone logs in.
         let owner = config.owner.clone().or_else(|| {

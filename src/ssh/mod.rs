@@ -42,13 +42,6 @@ use tracing::{debug, info};
 use crate::metrics::DaemonMetrics;
 use crate::shared::VaultHandle;
 
-/// Failed connections from one address for one user name within [`FAILURE_WINDOW`] before
-/// that address is turned away for that name (per name, so one local user cannot lock every
-/// other user out of a loopback listener).
-const MAX_FAILURES: u32 = 20;
-/// The window failures are counted in.
-const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-
 /// What every connection shares.
 pub struct SshContext {
     /// The daemon's vault.
@@ -70,6 +63,12 @@ pub struct SshContext {
     pub keyport_binary: String,
     /// What the last file-secret pass per user left (to skip passes that change nothing).
     pub applied: Applied,
+    /// Failed connections from one address for one user name within `failure_window` before
+    /// that address is turned away for that name (per name, so one local user cannot lock
+    /// every other user out of a loopback listener): `[ssh] login_failures`.
+    max_failures: u32,
+    /// `[ssh] login_failure_window_secs`.
+    failure_window: Duration,
     failures: Mutex<HashMap<(IpAddr, String), (u32, Instant)>>,
     next_id: AtomicU64,
 }
@@ -83,6 +82,7 @@ impl SshContext {
         metrics: Arc<DaemonMetrics>,
         shutdown: CancellationToken,
         session_api: Option<axum::Router>,
+        settings: &crate::config::SshSettings,
     ) -> Self {
         Self {
             vault,
@@ -94,6 +94,8 @@ impl SshContext {
             session_api,
             keyport_binary: sessiondir::keyport_binary(),
             applied: Applied::default(),
+            max_failures: settings.login_failures,
+            failure_window: Duration::from_secs(settings.login_failure_window_secs),
             failures: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
         }
@@ -107,7 +109,9 @@ impl SshContext {
     fn blocked(&self, ip: IpAddr, user: &str) -> bool {
         lock(&self.failures)
             .get(&(ip, user.to_string()))
-            .is_some_and(|(n, since)| *n >= MAX_FAILURES && since.elapsed() < FAILURE_WINDOW)
+            .is_some_and(|(n, since)| {
+                *n >= self.max_failures && since.elapsed() < self.failure_window
+            })
     }
 
     /// Counts a failed connection from `ip` for `user`.
@@ -115,12 +119,12 @@ impl SshContext {
         self.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
         let mut map = lock(&self.failures);
         if map.len() > 10_000 {
-            map.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+            map.retain(|_, (_, since)| since.elapsed() < self.failure_window);
         }
         let entry = map
             .entry((ip, user.to_string()))
             .or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= FAILURE_WINDOW {
+        if entry.1.elapsed() >= self.failure_window {
             *entry = (0, Instant::now());
         }
         entry.0 += 1;
