@@ -292,6 +292,9 @@ fn git_and_ssh_sign_with_the_in_memory_key_and_nothing_else_holds_it() {
         .find(|l| l.starts_with("Max core file size"))
         .unwrap();
     assert_eq!(core.split_whitespace().nth(4), Some("0"), "{core}");
+    // And non-dumpable (a root daemon's /proc files are root's anyway, so the daemon reports
+    // the flag it read back from the kernel with PR_GET_DUMPABLE).
+    assert!(daemon.log().contains("dumpable=false"), "{}", daemon.log());
 
     // Regenerate inside a session: the very next signature uses the new key, which the sshd
     // (still trusting the old one) refuses, and gitssh says what to register, and where.

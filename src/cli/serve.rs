@@ -107,6 +107,11 @@ pub fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
             }
         });
         tasks.close();
+        // Read back from the kernel (set in `cli::run`), so the log says what is in force.
+        match nix::sys::prctl::get_dumpable() {
+            Ok(dumpable) => tracing::debug!(dumpable, "core dumps off"),
+            Err(e) => tracing::warn!(error = %e, "cannot read the dumpable flag"),
+        }
         info!(ssh = %ssh_addr, api = %api_addr, "keyport ready");
         tokio::select! {
             _ = term.recv() => {}
