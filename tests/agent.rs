@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::client_agent::{ClientAgent, wait_gone};
 use common::custody::{
     Custody, assert_no_answer_holds, assert_no_process_holds, assert_nowhere, live_session,
 };
@@ -119,18 +120,6 @@ fn bare_repo(sb: &Sandbox, account: &OsAccount) -> PathBuf {
     );
     chown_tree(&repo, account);
     repo
-}
-
-fn wait_gone(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} outlived its session",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(25));
-    }
 }
 
 fn sign_events(api: &Http) -> Vec<serde_json::Value> {
@@ -342,29 +331,9 @@ fn forwarded_agent_keys_are_listed_and_used_alongside_the_keyport_key() {
     sshd.trust(&account);
 
     // The client's own agent, holding a key keyport never saw.
-    let agent_sock = sb.dir.path().join("client-agent.sock");
-    let _client_agent = Killed(
-        Command::new("ssh-agent")
-            .args(["-D", "-a"])
-            .arg(&agent_sock)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !agent_sock.exists() {
-        assert!(Instant::now() < deadline, "ssh-agent did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let client_key = sb.client_key("forwarded");
-    let added = Command::new("ssh-add")
-        .arg(&client_key)
-        .env("SSH_AUTH_SOCK", &agent_sock)
-        .output()
-        .unwrap();
-    assert!(added.status.success(), "{added:?}");
-    let client_line = std::fs::read_to_string(client_key.with_extension("pub")).unwrap();
+    let client_agent = ClientAgent::start(&sb, "forwarded");
+    let agent_sock = client_agent.sock.clone();
+    let client_line = client_agent.public_line.clone();
     let keyport_line = public_key(&sb, "fwd");
     let forwarded = |script: &str| {
         let out = daemon

@@ -7,9 +7,10 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Stdio};
+use std::time::Duration;
 
+use common::client_agent::ClientAgent;
 use common::sshd::Sshd;
 use common::{Http, OsAccount, Sandbox, keyport_user};
 
@@ -37,29 +38,9 @@ fn a_forwarded_signature_that_cannot_be_audited_is_refused() {
     sshd.trust(&account);
 
     // The client's own agent, with the only key the sshd accepts.
-    let agent_sock = sb.dir.path().join("client-agent.sock");
-    let _agent = Killed(
-        Command::new("ssh-agent")
-            .args(["-D", "-a"])
-            .arg(&agent_sock)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !agent_sock.exists() {
-        assert!(Instant::now() < deadline, "ssh-agent did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let client_key = sb.client_key("forwarded");
-    let added = Command::new("ssh-add")
-        .arg(&client_key)
-        .env("SSH_AUTH_SOCK", &agent_sock)
-        .output()
-        .unwrap();
-    assert!(added.status.success(), "{added:?}");
-    let client_line = std::fs::read_to_string(client_key.with_extension("pub")).unwrap();
+    let client_agent = ClientAgent::start(&sb, "forwarded");
+    let agent_sock = client_agent.sock.clone();
+    let client_line = client_agent.public_line.clone();
     sshd.authorize(&[client_line.trim()]);
     let signed = || {
         let r = api.get("audit");

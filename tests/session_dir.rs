@@ -11,23 +11,12 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::client_agent::wait_gone;
 use common::custody::Custody;
 use common::mux::Master;
 use common::{me, require_tool};
-
-fn wait_gone(path: &std::path::Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} outlived its session",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[test]
 fn each_channel_gets_its_own_directory_with_only_the_public_key() {
