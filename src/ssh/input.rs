@@ -95,7 +95,6 @@ impl InputQueue {
                 granted.consumed(data.len());
                 if !written {
                     let mut pending = writer.lock();
-                    pending.gone = true;
                     granted.consumed(pending.queued());
                     *pending = Pending {
                         gone: true,
