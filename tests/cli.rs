@@ -7,24 +7,11 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::output::{error_line, mode, stderr};
 use common::{Sandbox, dump, me, require_tool};
-
-fn mode(path: &std::path::Path) -> u32 {
-    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// The last stderr line (earlier ones may be debug logs).
-fn error_line(out: &std::process::Output) -> String {
-    stderr(out).lines().last().unwrap_or_default().to_string()
-}
 
 fn ssh_keygen_fingerprint(sb: &Sandbox, line: &str) -> String {
     require_tool("ssh-keygen");

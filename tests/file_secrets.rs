@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::output::mode;
 use common::{Daemon, OsAccount, keyport_user, me, require_tool};
 use serde_json::json;
 
@@ -32,10 +33,6 @@ fn session(daemon: &Daemon, user: &str, key: &Path, command: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
 #[test]

@@ -8,11 +8,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::mux::Master;
@@ -209,36 +208,9 @@ fn stalled_readers_hold_bounded_memory_and_stall_no_other_channel() {
     let baseline = rss_kib(pid);
 
     // Output nobody reads: `cat /dev/zero` must end up blocked on its pipe.
-    let mut unread = via_master("exec cat /dev/zero")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = [0u8; 4096];
-    unread
-        .stdout
-        .as_mut()
-        .unwrap()
-        .read_exact(&mut first)
-        .unwrap();
+    let unread = master.unread(&daemon, "exec cat /dev/zero", 4096);
     // Input nobody reads: the client may send a window's worth, not 200 MB.
-    let mut deaf = via_master("exec sleep 60")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut sink = deaf.stdin.take().unwrap();
-    let sent = Arc::new(AtomicUsize::new(0));
-    let counter = sent.clone();
-    let flood = std::thread::spawn(move || {
-        let chunk = vec![b'x'; 64 * 1024];
-        for _ in 0..(200_000_000 / chunk.len()) {
-            if sink.write_all(&chunk).is_err() {
-                break;
-            }
-            counter.fetch_add(chunk.len(), Ordering::Relaxed);
-        }
-    });
+    let deaf = master.flood(&daemon, "exec sleep 60", 200_000_000);
     let mut cat = Vec::new();
     wait_for("cat", || {
         cat = procs::named(pid, "cat /dev/zero");
@@ -255,7 +227,7 @@ fn stalled_readers_hold_bounded_memory_and_stall_no_other_channel() {
         std::thread::sleep(Duration::from_millis(500));
     }
     let cat_moved = procs::bytes_written(cat[0]).saturating_sub(cat_before);
-    let accepted = sent.load(Ordering::Relaxed);
+    let accepted = deaf.sent();
     eprintln!(
         "rss baseline {baseline} KiB, peak {peak} KiB; slowest echo {slowest:?}; \
          cat wrote {cat_moved} bytes in 10 s; client sent {accepted} bytes into `sleep`"
@@ -272,18 +244,14 @@ fn stalled_readers_hold_bounded_memory_and_stall_no_other_channel() {
     // The pipe and the client's window hold a few MiB, not 10 s of /dev/zero.
     assert!(cat_moved < 4 * 1024 * 1024, "cat wrote {cat_moved} bytes");
     assert!(
-        accepted < 4 * WINDOW,
+        accepted < 4 * WINDOW as u64,
         "the client sent {accepted} bytes into a program that reads nothing"
     );
     assert!(
         master.alive(),
         "the control master lost the connection (keepalives unanswered?)"
     );
-    let _ = unread.kill();
-    let _ = unread.wait();
-    let _ = deaf.kill();
-    let _ = deaf.wait();
-    let _ = flood.join();
+    drop((unread, deaf));
 }
 
 /// paramiko plays a client that ignores the window: it sends 32 MiB into `sleep` regardless.

@@ -9,20 +9,8 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 
+use common::output::{error_line, mode, stderr};
 use common::{Sandbox, dump, me};
-
-fn mode(path: &std::path::Path) -> u32 {
-    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// The last stderr line (earlier ones may be debug logs).
-fn error_line(out: &std::process::Output) -> String {
-    stderr(out).lines().last().unwrap_or_default().to_string()
-}
 
 #[test]
 fn a_missing_or_wrong_master_key_is_a_clear_error_that_changes_nothing() {

@@ -146,18 +146,7 @@ fn multiplexed_channels_do_not_stall_each_other() {
     let master = Master::start(&daemon, &me().name, &key, sb.dir.path().join("mux"), &[]);
     let via_master = |command: &str| master.ssh(&daemon, command);
     // A channel whose reader stops: `yes` fills its pipe and its SSH window, then waits.
-    let mut stalled = via_master("exec yes")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = [0u8; 1024];
-    stalled
-        .stdout
-        .as_mut()
-        .unwrap()
-        .read_exact(&mut first)
-        .unwrap();
+    let stalled = master.unread(&daemon, "exec yes", 1024);
     // Stalled for real: `yes` has stopped writing (its pipe and the window are full).
     let daemon_pid = daemon.pid();
     let mut yes = Vec::new();
@@ -174,30 +163,10 @@ fn multiplexed_channels_do_not_stall_each_other() {
         || common::procs::bytes_written(yes[0]),
         Duration::from_millis(500),
     );
-    // And a channel whose program never reads while the client keeps sending.
-    let mut flooding = via_master("sleep 300")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut sink = flooding.stdin.take().unwrap();
-    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let counter = sent.clone();
-    let flood = std::thread::spawn(move || {
-        let chunk = vec![b'x'; 64 * 1024];
-        // Bounded: 64 MiB at most, and it stops when the channel is killed.
-        for _ in 0..1024 {
-            if std::io::Write::write_all(&mut sink, &chunk).is_err() {
-                break;
-            }
-            counter.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        }
-    });
+    // And a channel whose program never reads while the client keeps sending (64 MiB at most).
+    let flooding = master.flood(&daemon, "sleep 300", 64 * 1024 * 1024);
     // The window is full: the client can send no more into it.
-    let held = common::procs::settled(
-        || sent.load(std::sync::atomic::Ordering::Relaxed),
-        Duration::from_millis(500),
-    );
+    let held = common::procs::settled(|| flooding.sent(), Duration::from_millis(500));
     assert!(held < 64 * 1024 * 1024, "the whole flood went in");
     // Other channels on the same connection still work, one after another.
     for i in 0..5 {
@@ -212,11 +181,7 @@ fn multiplexed_channels_do_not_stall_each_other() {
             "a stalled channel stalled the others"
         );
     }
-    let _ = stalled.kill();
-    let _ = stalled.wait();
-    let _ = flooding.kill();
-    let _ = flooding.wait();
-    let _ = flood.join();
+    drop((stalled, flooding));
 }
 
 #[test]

@@ -12,6 +12,7 @@ use keyport::vault::{Actor, NewUserSpec, Vault};
 pub mod client_agent;
 pub mod custody;
 pub mod mux;
+pub mod output;
 pub mod procs;
 pub mod sshd;
 pub mod state;
