@@ -9,28 +9,20 @@
 mod common;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::mux::Master;
 use common::procs;
-use common::{Daemon, Sandbox, me, require_tool};
+use common::{Daemon, me, require_tool, ssh_daemon};
 use sha2::{Digest, Sha256};
 
 /// keyport's receive window per channel (`server_config`).
 const WINDOW: usize = 8 * 1024 * 1024;
 /// What each test pushes through: five windows.
 const SIZE: usize = 5 * WINDOW;
-
-fn started() -> (Sandbox, Daemon, PathBuf) {
-    require_tool("ssh");
-    let sb = Sandbox::new();
-    let key = sb.client_key("id_ed25519");
-    let daemon = sb.serve();
-    (sb, daemon, key)
-}
 
 /// `n` bytes that do not compress and do not repeat.
 fn payload(n: usize) -> Vec<u8> {
@@ -80,7 +72,7 @@ fn feed(daemon: &Daemon, key: &Path, command: &str, input: Arc<Vec<u8>>) -> Stri
 
 #[test]
 fn a_program_that_reads_late_gets_every_byte() {
-    let (_sb, daemon, key) = started();
+    let (_sb, daemon, key, _api) = ssh_daemon(&[]);
     let data = Arc::new(payload(SIZE));
     // The issue's reproduction: before, `wc` counted 16842752 bytes and the rest was gone.
     let counted = feed(&daemon, &key, "sleep 3; wc -c", data.clone());
@@ -92,7 +84,7 @@ fn a_program_that_reads_late_gets_every_byte() {
 #[test]
 fn a_reader_paced_at_one_mebibyte_a_second_then_fast_gets_every_byte() {
     require_tool("dd");
-    let (_sb, daemon, key) = started();
+    let (_sb, daemon, key, _api) = ssh_daemon(&[]);
     let data = Arc::new(payload(SIZE));
     // `dd iflag=fullblock` takes exactly 1 MiB a second for 4 s, then `cat` takes the rest.
     let paced = "{ for i in 1 2 3 4; do dd bs=1M count=1 iflag=fullblock status=none; sleep 1; \
@@ -121,7 +113,7 @@ fn signal(pid: u32, sig: &str) {
 #[test]
 fn scp_into_a_stopped_sftp_server_waits_and_then_arrives_whole() {
     require_tool("scp");
-    let (sb, daemon, key) = started();
+    let (sb, daemon, key, _api) = ssh_daemon(&[]);
     let data = payload(SIZE);
     let local = sb.dir.path().join("up.bin");
     std::fs::write(&local, &data).unwrap();
@@ -187,7 +179,7 @@ const RSS_BOUND_KIB: u64 = 48 * 1024;
 
 #[test]
 fn stalled_readers_hold_bounded_memory_and_stall_no_other_channel() {
-    let (sb, daemon, key) = started();
+    let (sb, daemon, key, _api) = ssh_daemon(&[]);
     // Keepalives every second, three unanswered ones end the connection.
     let mut master = Master::start(
         &daemon,
@@ -281,7 +273,7 @@ print("active" if client.get_transport().is_active() else "closed", sent)
 #[test]
 fn a_client_that_ignores_the_window_is_disconnected() {
     require_tool("python3");
-    let (_sb, daemon, key) = started();
+    let (_sb, daemon, key, _api) = ssh_daemon(&[]);
     let out = Command::new("python3")
         .args(["-c", IGNORES_WINDOW])
         .arg(daemon.ssh_port.to_string())
