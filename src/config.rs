@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 use crate::datadir;
 use crate::secrets::Limits;
 
+mod forwarding;
+pub use forwarding::{Forwarding, LocalTarget, RemotePorts};
+
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -66,6 +69,8 @@ pub struct Config {
     pub limits: Limits,
     /// SSH transport settings.
     pub ssh: SshSettings,
+    /// Port forwarding (`ssh -L`, `ssh -R`): off unless turned on, with allow-lists.
+    pub forwarding: Forwarding,
 }
 
 /// SSH channel flow control.
@@ -82,6 +87,8 @@ pub struct SshSettings {
     /// The window failed logins are counted in, and how long a turned-away address stays
     /// so, seconds.
     pub login_failure_window_secs: u64,
+    /// The umask session programs start with (octal, like `login.defs`'s UMASK).
+    pub umask: String,
 }
 
 impl Default for SshSettings {
@@ -91,6 +98,7 @@ impl Default for SshSettings {
             max_packet: 65535,
             login_failures: 20,
             login_failure_window_secs: 60,
+            umask: "022".into(),
         }
     }
 }
@@ -117,7 +125,20 @@ impl SshSettings {
                 "must be 1 to 86400 seconds".into(),
             ));
         }
+        if self.umask_bits().is_none() {
+            return Err(("ssh.umask", "must be an octal mode from 000 to 777".into()));
+        }
         Ok(())
+    }
+
+    /// The umask as a number, if it is a valid octal mode.
+    pub fn umask_bits(&self) -> Option<u32> {
+        let digits = self.umask.trim();
+        let valid =
+            (1..=4).contains(&digits.len()) && digits.bytes().all(|b| matches!(b, b'0'..=b'7'));
+        u32::from_str_radix(digits, 8)
+            .ok()
+            .filter(|m| valid && *m <= 0o777)
     }
 }
 
@@ -132,6 +153,7 @@ impl Default for Config {
             env: BTreeMap::new(),
             limits: Limits::default(),
             ssh: SshSettings::default(),
+            forwarding: Forwarding::default(),
         }
     }
 }
@@ -183,6 +205,20 @@ max_packet = 65535
 login_failures = 20
 # That window, seconds. 1 to 86400.
 login_failure_window_secs = 60
+# The umask session programs start with, octal (like login.defs' UMASK). 000 to 777.
+umask = "022"
+
+# Port forwarding, off by default. Each forward is audited (user, target, bytes).
+[forwarding]
+# ssh -L (direct-tcpip): keyport connects, for the client, to a target on local_allow
+# ("host:port", "host:*", "*:port", or "any"), like sshd's PermitOpen.
+local = false
+local_allow = []
+# ssh -R (tcpip-forward): keyport listens on its loopback address, on a port on remote_allow
+# ("8080", "8000-8099", or "any"), like sshd's PermitListen with GatewayPorts no. Ports below
+# 1024 only for sessions running as root.
+remote = false
+remote_allow = []
 "#;
 
 impl Config {
@@ -206,6 +242,7 @@ impl Config {
         config
             .ssh
             .check()
+            .and_then(|()| config.forwarding.check())
             .map_err(|(field, rule)| ConfigError::Invalid { path, field, rule })?;
         Ok(config)
     }
@@ -299,6 +336,17 @@ mod tests {
             (
                 "[ssh]\nlogin_failure_window_secs = 0\n",
                 "ssh.login_failure_window_secs",
+            ),
+            ("[ssh]\numask = \"8\"\n", "ssh.umask"),
+            ("[ssh]\numask = \"1777\"\n", "ssh.umask"),
+            ("[forwarding]\nlocal = true\n", "forwarding.local_allow"),
+            (
+                "[forwarding]\nlocal_allow = [\"db\"]\n",
+                "forwarding.local_allow",
+            ),
+            (
+                "[forwarding]\nremote = true\nremote_allow = [\"0\"]\n",
+                "forwarding.remote_allow",
             ),
         ] {
             let dir = tempfile::tempdir().unwrap();

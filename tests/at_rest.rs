@@ -16,8 +16,19 @@ use keyport_keys::{KeyType, SecretBytes};
 
 fn scan(sb: &Sandbox, needles: &[(String, Vec<u8>)], keys: &[(String, Custody)]) -> usize {
     let mut files = 0;
-    for entry in std::fs::read_dir(sb.data()).unwrap() {
-        let path = entry.unwrap().path();
+    let mut paths = Vec::new();
+    let mut dirs = vec![sb.data()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                paths.push(path);
+            }
+        }
+    }
+    for path in paths {
         let bytes = std::fs::read(&path).unwrap();
         files += 1;
         assert!(

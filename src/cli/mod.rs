@@ -64,6 +64,9 @@ pub enum Command {
     Audit(audit::AuditArgs),
     /// Run ssh with this session's keyport key (what GIT_SSH_COMMAND runs in a session).
     Gitssh(gitssh::GitSshArgs),
+    /// Started by `serve`: ends live sessions if the daemon is killed (not for users).
+    #[command(hide = true)]
+    SessionReaper,
     /// Operator tasks on the data dir.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
@@ -83,11 +86,16 @@ pub enum ConfigCommand {
 pub fn run(opts: Opts) -> anyhow::Result<()> {
     // Any command may open the vault and unseal keys or values: never let a core dump write
     // this process's memory to disk.
+    // Sessions get the limits the daemon was started with, not the ones it sets itself.
+    crate::ssh::remember_limits();
     disable_core_dumps();
     if let Command::Gitssh(args) = opts.command {
         // No config: it runs inside sessions, for git, and needs none.
         let code = gitssh::run(args)?;
         std::process::exit(i32::from(code));
+    }
+    if let Command::SessionReaper = opts.command {
+        return Ok(crate::ssh::reaper::run()?);
     }
     let config = load_config(&opts)?;
     match opts.command {
@@ -99,7 +107,7 @@ pub fn run(opts: Opts) -> anyhow::Result<()> {
         Command::Key(cmd) => key::run(&config, cmd),
         Command::Token(cmd) => token::run(&config, cmd),
         Command::Audit(args) => audit::run(args),
-        Command::Gitssh(_) => Ok(()),
+        Command::Gitssh(_) | Command::SessionReaper => Ok(()),
         Command::Admin(cmd) => admin::run(&config, cmd),
         Command::Config(ConfigCommand::PrintDefault) => {
             print!("{DEFAULT_CONFIG_TOML}");
@@ -118,8 +126,11 @@ fn load_config(opts: &Opts) -> anyhow::Result<Config> {
 }
 
 fn disable_core_dumps() {
-    use nix::sys::resource::{Resource, setrlimit};
-    if let Err(e) = setrlimit(Resource::RLIMIT_CORE, 0, 0) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    // Only the soft limit: the hard one stays, so session programs get theirs back (and the
+    // non-dumpable flag below keeps this process's memory out of any dump anyway).
+    let hard = getrlimit(Resource::RLIMIT_CORE).map_or(0, |(_, hard)| hard);
+    if let Err(e) = setrlimit(Resource::RLIMIT_CORE, 0, hard) {
         tracing::warn!(error = %e, "cannot disable core dumps");
     }
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {

@@ -55,6 +55,7 @@ pub fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     let (api_addr, ssh_addr) = (api.local_addr()?, ssh.local_addr()?);
     let startup = bootstrap::prepare(&mut vault, &format!("http://{api_addr}"))?;
     let host_key = vault.host_key()?.private().clone();
+    let data_dir = vault.data_dir().to_path_buf();
     println!("keyport data dir: {}", vault.data_dir().display());
     println!("host key fingerprint: {}", startup.host_fingerprint);
     if let Some(first) = &startup.first_user {
@@ -77,15 +78,22 @@ pub fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         let metrics = Arc::new(DaemonMetrics::default());
         let tasks = TaskTracker::new();
         let router = api::router(api::AppState::new(vault.clone(), metrics.clone()));
-        let ctx = Arc::new(ssh::SshContext::new(
+        let mut ctx = ssh::SshContext::new(
             vault.clone(),
-            config.accept_env.clone(),
-            config.env.clone(),
             metrics.clone(),
             shutdown.clone(),
             Some(router.clone()),
-            &config.ssh,
-        ));
+            &config,
+        );
+        // What a crashed daemon left goes before anyone logs in.
+        let records = data_dir.join(ssh::sessiondir::RECORDS_DIR);
+        ssh::sessiondir::sweep(&records);
+        ctx.session_records = Some(records);
+        match ssh::reaper::Reaper::start() {
+            Ok(reaper) => ctx.reaper = Some(reaper),
+            Err(e) => tracing::warn!(error = %e, "cannot start the session reaper: sessions may outlive a crash"),
+        }
+        let ctx = Arc::new(ctx);
         // The workspace owner's files are in place before anyone logs in.
         let owner = config.owner.clone().or_else(|| {
             (!crate::osuser::is_root())

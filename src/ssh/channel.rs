@@ -1,7 +1,8 @@
 //! One session channel, in its own task: it owns the `Channel` and drains it (an unread
 //! channel would stall every channel of the connection), collects the pty and env requests,
-//! starts the program with the user's secrets as they are now, and relays I/O, window sizes
-//! and signals until the program ends; then exit-status (or exit-signal), EOF, close.
+//! starts the program with the user's secrets as they are now, and relays I/O, window sizes,
+//! signals, breaks and end-of-write until the program ends; then exit-status (or exit-signal),
+//! EOF, close.
 
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
@@ -16,12 +17,16 @@ use russh::server::{Handle, Msg};
 use russh::{Channel, ChannelId, ChannelMsg, ChannelWriteHalf};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::SshContext;
 use super::input::InputQueue;
-use super::process::{self, Identity, Program};
+use super::process::{self, Hygiene, Identity, Program};
+use super::reaper::Reaper;
 use super::sessiondir::SessionDir;
+use super::terminal::{self, Terminal};
 use crate::secrets::env::{EnvInputs, SessionEnv, compose_env};
 use crate::vault::{Actor, SessionUser};
 
@@ -54,6 +59,17 @@ struct PtyRequest {
     term: String,
     cols: u16,
     rows: u16,
+    modes: Vec<(russh::Pty, u32)>,
+}
+
+/// Requests russh passes to the handler only (see `handler.rs`), for the running program.
+#[derive(Debug)]
+pub enum Control {
+    /// `break` (RFC 4335), on a pty.
+    Break,
+    /// `eow@openssh.com`: the client will read no more output; as sshd, stop reading the
+    /// program's stdout (it sees EPIPE / SIGPIPE on its next write).
+    EndOfWrite,
 }
 
 /// Counts a running session for the metrics while it lives.
@@ -74,22 +90,26 @@ pub async fn run(
     handle: Handle,
     ctx: Arc<SshContext>,
     login: Arc<Login>,
+    control: mpsc::Receiver<Control>,
 ) {
     let mut pty = None;
     let mut client_env = Vec::new();
     let mut agent_forward = false;
     let program = loop {
         match channel.wait().await {
+            // The first pty counts; the handler refuses any other.
             Some(ChannelMsg::RequestPty {
                 term,
                 col_width,
                 row_height,
+                terminal_modes,
                 ..
-            }) => {
+            }) if pty.is_none() => {
                 pty = Some(PtyRequest {
                     term,
                     cols: clamp(col_width),
                     rows: clamp(row_height),
+                    modes: terminal_modes,
                 });
             }
             Some(ChannelMsg::SetEnv {
@@ -126,12 +146,21 @@ pub async fn run(
     };
     // `_dir` lives as long as the session: its sockets go away with it.
     let outcome = match prepare(&ctx, &login, start).await {
-        Ok((identity, env, _dir)) => match &pty {
-            Some(pty) if !matches!(program, Program::Sftp) => {
-                relay_pty(rx, &tx, &identity, &program, env, pty).await
+        Ok((identity, env, _dir)) => {
+            let launch = Launch::new(&identity, &program, env, ctx.umask);
+            let io = Io {
+                rx,
+                tx: &tx,
+                control,
+                reaper: ctx.reaper.as_ref(),
+            };
+            match &pty {
+                Some(pty) if !matches!(program, Program::Sftp) => {
+                    relay_pty(io, &identity, launch, pty).await
+                }
+                _ => relay_pipes(io, launch).await,
             }
-            _ => relay_pipes(rx, &tx, &identity, &program, env).await,
-        },
+        }
         Err(message) => Err(std::io::Error::other(message)),
     };
     match outcome {
@@ -275,10 +304,20 @@ struct Launch {
     env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
     home: String,
     switch: Option<process::Switch>,
+    umask: u32,
+}
+
+/// The channel's two halves, the requests only the handler sees, and who to tell about the
+/// program's session.
+struct Io<'a> {
+    rx: russh::ChannelReadHalf,
+    tx: &'a ChannelWriteHalf<Msg>,
+    control: mpsc::Receiver<Control>,
+    reaper: Option<&'a Reaper>,
 }
 
 impl Launch {
-    fn new(identity: &Identity, program: &Program, env: SessionEnv) -> Self {
+    fn new(identity: &Identity, program: &Program, env: SessionEnv, umask: u32) -> Self {
         let (argv0, args) = process::argv(&process::login_shell(&identity.os), program);
         Self {
             exe: process::executable(identity, program),
@@ -287,19 +326,26 @@ impl Launch {
             env: env.to_os_pairs(),
             home: identity.os.home.clone(),
             switch: identity.switch.clone(),
+            umask,
         }
     }
 
-    /// The work done in the forked child before exec: no inherited descriptors, then the
-    /// user's identity and home.
-    fn pre_exec(&self) -> impl FnMut() -> std::io::Result<()> + Send + Sync + 'static {
+    /// The work done in the forked child before exec: no inherited descriptors, a session of
+    /// its own (`new_session`; a pty's spawner makes one itself), sshd's umask and the
+    /// daemon's start-up limits, the user's identity and home, then death with the daemon.
+    fn pre_exec(
+        &self,
+        new_session: bool,
+    ) -> impl FnMut() -> std::io::Result<()> + Send + Sync + 'static {
         let switch = self.switch.clone();
+        let hygiene = Hygiene::new(self.umask, new_session);
         move || {
             process::close_inherited_fds();
-            match &switch {
-                Some(switch) => switch.apply(),
-                None => Ok(()),
+            hygiene.before_switch()?;
+            if let Some(switch) = &switch {
+                switch.apply()?;
             }
+            hygiene.after_switch()
         }
     }
 }
@@ -312,6 +358,8 @@ fn on_message(
     pgid: u32,
     running: bool,
 ) -> bool {
+    // Requests after the program started (pty, env, a second exec, x11, agent) are refused by
+    // the handler and change nothing here.
     let pty = terminal.is_some();
     match msg {
         Some(ChannelMsg::Data { data }) => input.data(data),
@@ -350,10 +398,12 @@ fn on_message(
 /// the client's input; kills its group if it outlives a closed channel by [`CLOSE_GRACE`].
 async fn supervise(
     rx: &mut russh::ChannelReadHalf,
+    control: &mut mpsc::Receiver<Control>,
     child: &mut tokio::process::Child,
     input: InputQueue,
     pump: impl std::future::Future<Output = ()>,
     terminal: Option<Terminal>,
+    eow: &CancellationToken,
 ) -> std::io::Result<ExitStatus> {
     let pty = terminal.is_some();
     let pgid = child.id().unwrap_or(0);
@@ -369,6 +419,14 @@ async fn supervise(
                     kill_at = Some(tokio::time::Instant::now() + CLOSE_GRACE);
                 }
             }
+            Some(request) = control.recv() => match request {
+                Control::Break => {
+                    if let Some(terminal) = &terminal {
+                        terminal.send_break();
+                    }
+                }
+                Control::EndOfWrite => eow.cancel(),
+            },
             exited = child.wait(), if status.is_none() => status = Some(exited?),
             () = &mut pump, if !pumped => pumped = true,
             () = tokio::time::sleep_until(kill_at.unwrap_or_else(tokio::time::Instant::now)),
@@ -386,14 +444,13 @@ async fn supervise(
 }
 
 /// exec and subsystems: stdout and stderr kept apart, stdin EOF passed on.
-async fn relay_pipes(
-    mut rx: russh::ChannelReadHalf,
-    tx: &ChannelWriteHalf<Msg>,
-    identity: &Identity,
-    program: &Program,
-    env: SessionEnv,
-) -> std::io::Result<ExitStatus> {
-    let launch = Launch::new(identity, program, env);
+async fn relay_pipes(io: Io<'_>, launch: Launch) -> std::io::Result<ExitStatus> {
+    let Io {
+        mut rx,
+        tx,
+        mut control,
+        reaper,
+    } = io;
     let mut cmd = tokio::process::Command::new(&launch.exe);
     cmd.arg0(&launch.argv0)
         .args(&launch.args)
@@ -402,17 +459,18 @@ async fn relay_pipes(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .process_group(0);
+        .kill_on_drop(true);
     if launch.switch.is_none() {
         cmd.current_dir(&launch.home);
     }
     // SAFETY: the closure makes only async-signal-safe syscalls on data prepared before fork.
     unsafe {
-        cmd.pre_exec(launch.pre_exec());
+        cmd.pre_exec(launch.pre_exec(true));
     }
     let mut child = cmd.spawn()?;
     drop(launch);
+    // Its own session (setsid): its pid is the session's id.
+    let _tracked = reaper.map(|r| r.track(child.id().unwrap_or(0)));
     let credit = rx.window_credit();
     let input = match child.stdin.take() {
         Some(stdin) => InputQueue::spawn(stdin, credit),
@@ -421,13 +479,19 @@ async fn relay_pipes(
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
     let mut out = tx.make_writer();
     let mut err = tx.make_writer_ext(Some(1));
+    let (eow, never) = (CancellationToken::new(), CancellationToken::new());
     let pump = async {
-        tokio::join!(copy_out(stdout, &mut out), copy_out(stderr, &mut err));
+        tokio::join!(
+            copy_out(stdout, &mut out, &eow),
+            copy_out(stderr, &mut err, &never)
+        );
     };
-    supervise(&mut rx, &mut child, input, pump, None).await
+    supervise(&mut rx, &mut control, &mut child, input, pump, None, &eow).await
 }
 
-async fn copy_out<R, W>(from: Option<R>, to: &mut W)
+/// Relays one output stream until it ends or `stop` (the client's end-of-write) is
+/// cancelled; either way the pipe's read end is closed when this returns.
+async fn copy_out<R, W>(from: Option<R>, to: &mut W, stop: &CancellationToken)
 where
     R: tokio::io::AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -435,24 +499,31 @@ where
     if let Some(mut from) = from {
         // 32 KiB reads: one full SSH packet each (tokio::io::copy reads 8 KiB at a time).
         let mut from = tokio::io::BufReader::with_capacity(32 * 1024, &mut from);
-        let _ = tokio::io::copy_buf(&mut from, to).await;
+        tokio::select! {
+            _ = tokio::io::copy_buf(&mut from, to) => {}
+            () = stop.cancelled() => {}
+        }
         let _ = to.flush().await;
     }
 }
 
 /// pty shells and commands: one stream, window changes, the line discipline's signals.
 async fn relay_pty(
-    mut rx: russh::ChannelReadHalf,
-    tx: &ChannelWriteHalf<Msg>,
+    io: Io<'_>,
     identity: &Identity,
-    program: &Program,
-    env: SessionEnv,
+    mut launch: Launch,
     request: &PtyRequest,
 ) -> std::io::Result<ExitStatus> {
+    let Io {
+        mut rx,
+        tx,
+        mut control,
+        reaper,
+    } = io;
     let (pty, pts) = pty_process::open().map_err(std::io::Error::other)?;
     pty.resize(pty_process::Size::new(request.rows, request.cols))
         .map_err(std::io::Error::other)?;
-    let mut launch = Launch::new(identity, program, env);
+    terminal::apply_modes(&pts, &request.modes)?;
     // As sshd: the terminal belongs to the session's user (group tty, 0620), and SSH_TTY names it.
     if let Ok(tty) = nix::unistd::ttyname(pts.as_fd()) {
         launch.env.push(("SSH_TTY".into(), tty.into_os_string()));
@@ -480,11 +551,12 @@ async fn relay_pty(
         cmd = cmd.current_dir(&launch.home);
     }
     // SAFETY: the closure makes only async-signal-safe syscalls on data prepared before fork.
-    cmd = unsafe { cmd.pre_exec(launch.pre_exec()) };
+    cmd = unsafe { cmd.pre_exec(launch.pre_exec(false)) };
     // The child is a session leader (setsid): its pid is its process group.
     let mut child = cmd.spawn(pts).map_err(std::io::Error::other)?;
     drop(launch);
-    let terminal = Terminal(pty.as_fd().try_clone_to_owned()?);
+    let _tracked = reaper.map(|r| r.track(child.id().unwrap_or(0)));
+    let terminal = Terminal::new(pty.as_fd().try_clone_to_owned()?);
     let (mut reader, writer) = pty.into_split();
     let input = InputQueue::spawn(writer, rx.window_credit());
     let mut out = tx.make_writer();
@@ -498,22 +570,19 @@ async fn relay_pty(
         }
         let _ = out.flush().await;
     };
-    supervise(&mut rx, &mut child, input, pump, Some(terminal)).await
-}
-
-/// The pty's master side, for window changes: resized at once, never behind queued input.
-struct Terminal(std::os::fd::OwnedFd);
-
-impl Terminal {
-    fn resize(&self, rows: u16, cols: u16) {
-        let size = rustix::termios::Winsize {
-            ws_row: rows,
-            ws_col: cols,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        let _ = rustix::termios::tcsetwinsize(&self.0, size);
-    }
+    // A pty has one output stream; the client's end-of-write ends nothing on it (sshd
+    // closes the master's read side, which a terminal's programs do not see either).
+    let eow = CancellationToken::new();
+    supervise(
+        &mut rx,
+        &mut control,
+        &mut child,
+        input,
+        pump,
+        Some(terminal),
+        &eow,
+    )
+    .await
 }
 
 /// exit-status, or exit-signal when a signal ended the program; then EOF and close.

@@ -2,18 +2,27 @@
 //! to its own task, and replies to channel requests inside the callback (russh keeps one
 //! want-reply flag per channel, so a deferred reply could answer a later request). The
 //! requests themselves reach the channel task through its `Channel`, which that task owns
-//! and drains.
+//! and drains; the few russh does not parse (`break`, `eow@openssh.com`) through a
+//! [`Control`] queue.
+//!
+//! Every request gets sshd's answer (session.c, serverloop.c): a session channel takes a
+//! pty, env and agent requests and one program, and after the program only window changes,
+//! signals, breaks and end-of-write; X11 forwarding is off; `no-more-sessions@openssh.com`
+//! ends the connection at the next session channel.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
-use russh::{Channel, ChannelId};
+use russh::{Channel, ChannelId, Disconnect};
 use serde_json::json;
+use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 use super::SshContext;
-use super::channel::{self, Login};
+use super::channel::{self, Control, Login};
+use super::forward::Forwards;
 use crate::secrets::env::client_env_accepted;
 use crate::vault::Actor;
 
@@ -26,7 +35,21 @@ pub struct Connection {
     login: Option<Arc<Login>>,
     rejected_offers: u32,
     tried_user: Option<String>,
+    channels: HashMap<ChannelId, SessionChannel>,
+    no_more_sessions: bool,
+    forwards: Forwards,
 }
+
+/// What the handler knows of one session channel, to answer its requests as sshd does.
+struct SessionChannel {
+    pty: bool,
+    /// A program (shell, exec, subsystem) was accepted: the channel is no longer "larval".
+    started: bool,
+    control: mpsc::Sender<Control>,
+}
+
+/// How many handler-only requests may wait for a channel's task.
+const CONTROL_QUEUE: usize = 8;
 
 impl Connection {
     /// A connection from `peer`.
@@ -39,6 +62,34 @@ impl Connection {
             login: None,
             rejected_offers: 0,
             tried_user: None,
+            channels: HashMap::new(),
+            no_more_sessions: false,
+            forwards: Forwards::default(),
+        }
+    }
+
+    /// Whether `channel` is a session channel still taking set-up requests (sshd answers
+    /// pty, env, x11 and agent requests only before the program starts).
+    fn larval(&self, channel: ChannelId) -> bool {
+        self.channels.get(&channel).is_some_and(|c| !c.started)
+    }
+
+    /// Marks the program on `channel` started, if it was not: a second program is refused.
+    fn start(&mut self, channel: ChannelId) -> bool {
+        match self.channels.get_mut(&channel) {
+            Some(c) if !c.started => {
+                c.started = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn reply(session: &mut Session, channel: ChannelId, ok: bool) -> Result<(), russh::Error> {
+        if ok {
+            session.channel_success(channel)
+        } else {
+            session.channel_failure(channel)
         }
     }
 
@@ -107,12 +158,91 @@ impl russh::server::Handler for Connection {
         let Some(login) = self.login.clone() else {
             return Ok(()); // dropping `reply` refuses the channel
         };
+        if self.no_more_sessions {
+            // As sshd (serverloop.c): the client promised not to open another.
+            session.disconnect(
+                Disconnect::ByApplication,
+                "Possible attack: attempt to open a session after additional sessions disabled",
+                "en",
+            )?;
+            return Ok(());
+        }
+        let id = channel.id();
         reply.accept().await;
+        let (control, requests) = mpsc::channel(CONTROL_QUEUE);
+        self.channels.insert(
+            id,
+            SessionChannel {
+                pty: false,
+                started: false,
+                control,
+            },
+        );
         let handle = session.handle();
         let ctx = self.ctx.clone();
         self.ctx
             .tasks
-            .spawn(channel::run(channel, handle, ctx, login));
+            .spawn(channel::run(channel, handle, ctx, login, requests));
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(login) = self.login.clone() else {
+            return Ok(());
+        };
+        let origin = format!("{originator_address}:{originator_port}");
+        super::forward::open_local(
+            &self.ctx,
+            login,
+            channel,
+            reply,
+            host_to_connect,
+            port_to_connect,
+            origin,
+        );
+        Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let Some(login) = self.login.clone() else {
+            return Ok(false);
+        };
+        let handle = session.handle();
+        Ok(self
+            .forwards
+            .listen(&self.ctx, login, handle, address, port)
+            .await)
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
+        address: &str,
+        port: u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(self.forwards.cancel(address, port))
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.channels.remove(&channel);
         Ok(())
     }
 
@@ -127,8 +257,87 @@ impl russh::server::Handler for Connection {
         _modes: &[(russh::Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_success(channel)?;
-        Ok(())
+        // One pty per channel, before its program (sshd: "you already have a pty").
+        let ok = match self.channels.get_mut(&channel) {
+            Some(c) if !c.started && !c.pty => {
+                c.pty = true;
+                true
+            }
+            _ => false,
+        };
+        Self::reply(session, channel, ok)
+    }
+
+    /// X11 forwarding is off (sshd's `X11Forwarding no`): refused, so the client's next
+    /// request gets its own answer.
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        Self::reply(session, channel, false)
+    }
+
+    async fn window_change_request(
+        &mut self,
+        channel: ChannelId,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let ok = self.channels.contains_key(&channel);
+        Self::reply(session, channel, ok)
+    }
+
+    async fn signal(
+        &mut self,
+        channel: ChannelId,
+        signal: russh::Sig,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let running = self.channels.get(&channel).is_some_and(|c| c.started);
+        let ok = running && super::process::to_signal(&signal).is_some();
+        Self::reply(session, channel, ok)
+    }
+
+    /// The requests russh leaves to us (vendor/russh/README.md).
+    async fn channel_request(
+        &mut self,
+        channel: ChannelId,
+        request: &str,
+        data: &[u8],
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let Some(state) = self.channels.get(&channel).filter(|c| c.started) else {
+            return Ok(false);
+        };
+        let control = match request {
+            // RFC 4335: a pty gets a line break; sshd refuses it without one.
+            "break" if state.pty && data.len() == 4 => Control::Break,
+            "eow@openssh.com" if data.is_empty() => Control::EndOfWrite,
+            _ => return Ok(false),
+        };
+        Ok(state.control.try_send(control).is_ok())
+    }
+
+    async fn global_request(
+        &mut self,
+        request: &str,
+        _data: &[u8],
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        if request == "no-more-sessions@openssh.com" && self.login.is_some() {
+            self.no_more_sessions = true;
+            return Ok(true);
+        }
+        // Anything else (keepalive@openssh.com included) is refused, as sshd does.
+        Ok(false)
     }
 
     async fn env_request(
@@ -139,21 +348,18 @@ impl russh::server::Handler for Connection {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         // The same rule the channel task applies when it composes the environment.
-        if client_env_accepted(&self.ctx.accept_env, variable_name, variable_value) {
-            session.channel_success(channel)?;
-        } else {
-            session.channel_failure(channel)?;
-        }
-        Ok(())
+        let ok = self.larval(channel)
+            && client_env_accepted(&self.ctx.accept_env, variable_name, variable_value);
+        Self::reply(session, channel, ok)
     }
 
     /// `ssh -A`: the channel's session agent will also serve the client's keys.
     async fn agent_request(
         &mut self,
-        _channel: ChannelId,
+        channel: ChannelId,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        Ok(true)
+        Ok(self.larval(channel))
     }
 
     async fn shell_request(
@@ -161,8 +367,8 @@ impl russh::server::Handler for Connection {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_success(channel)?;
-        Ok(())
+        let ok = self.start(channel);
+        Self::reply(session, channel, ok)
     }
 
     async fn exec_request(
@@ -171,8 +377,8 @@ impl russh::server::Handler for Connection {
         _data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_success(channel)?;
-        Ok(())
+        let ok = self.start(channel);
+        Self::reply(session, channel, ok)
     }
 
     async fn subsystem_request(
@@ -181,12 +387,9 @@ impl russh::server::Handler for Connection {
         name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if name == "sftp" && super::process::sftp_server().is_some() {
-            session.channel_success(channel)?;
-        } else {
-            session.channel_failure(channel)?;
-        }
-        Ok(())
+        let known = name == "sftp" && super::process::sftp_server().is_some();
+        let ok = known && self.start(channel);
+        Self::reply(session, channel, ok)
     }
 }
 

@@ -10,18 +10,26 @@
 //! - `handler.rs`: the thin russh `Handler`: authenticate, accept channels, reply to requests.
 //! - `channel.rs`: one task per session channel: collect pty/env requests, start, relay I/O.
 //! - `input.rs`: client input to the program, flow-controlled through the SSH window.
-//! - `process.rs`: who the process runs as, its environment, spawning it, signals.
+//! - `process.rs`: who the process runs as, its start-up state (session, umask, limits), signals.
+//! - `terminal.rs`: the pty's modes, window size and breaks.
+//! - `forward.rs`: `ssh -L` / `ssh -R`, under the `[forwarding]` policy.
 //! - `files.rs`: writing file secrets (as the OS user) and the ledger of what was written.
 //! - `quickack.rs`: prompt TCP ACKs during the handshake.
 //! - `sessiondir.rs`: each session's private directory: agent socket, in-session API socket.
+//! - `reaper.rs`: the companion process that ends live sessions if the daemon is killed.
 
 mod channel;
 mod files;
+mod forward;
 mod handler;
 mod input;
 mod process;
 mod quickack;
+pub mod reaper;
 pub mod sessiondir;
+mod terminal;
+
+pub use process::remember_limits;
 
 pub use files::{Applied, materialize, materialize_owner};
 
@@ -63,6 +71,14 @@ pub struct SshContext {
     pub keyport_binary: String,
     /// What the last file-secret pass per user left (to skip passes that change nothing).
     pub applied: Applied,
+    /// The umask session programs start with (`[ssh] umask`).
+    pub umask: u32,
+    /// `[forwarding]`.
+    forwarding: forward::Policy,
+    /// Where live session directories are recorded, so a restart after a crash removes them.
+    pub session_records: Option<std::path::PathBuf>,
+    /// Ends live sessions' processes if the daemon dies without doing it.
+    pub reaper: Option<reaper::Reaper>,
     /// Failed connections from one address for one user name within `failure_window` before
     /// that address is turned away for that name (per name, so one local user cannot lock
     /// every other user out of a loopback listener): `[ssh] login_failures`.
@@ -74,26 +90,29 @@ pub struct SshContext {
 }
 
 impl SshContext {
-    /// A context for the daemon.
+    /// A context for the daemon, with `config`'s sessions, limits and forwarding policy.
     pub fn new(
         vault: VaultHandle,
-        accept_env: Vec<String>,
-        operator_env: BTreeMap<String, String>,
         metrics: Arc<DaemonMetrics>,
         shutdown: CancellationToken,
         session_api: Option<axum::Router>,
-        settings: &crate::config::SshSettings,
+        config: &crate::config::Config,
     ) -> Self {
+        let settings = &config.ssh;
         Self {
             vault,
-            accept_env,
-            operator_env,
+            accept_env: config.accept_env.clone(),
+            operator_env: config.env.clone(),
             metrics,
             tasks: TaskTracker::new(),
             shutdown,
             session_api,
             keyport_binary: sessiondir::keyport_binary(),
             applied: Applied::default(),
+            umask: settings.umask_bits().unwrap_or(0o022),
+            forwarding: forward::Policy::new(&config.forwarding),
+            session_records: None,
+            reaper: None,
             max_failures: settings.login_failures,
             failure_window: Duration::from_secs(settings.login_failure_window_secs),
             failures: Mutex::new(HashMap::new()),
@@ -134,7 +153,15 @@ impl SshContext {
 /// The russh settings keyport runs with (see notes/russh.md §3 and §10).
 pub fn server_config(host_key: PrivateKey, ssh: &crate::config::SshSettings) -> server::Config {
     server::Config {
-        server_id: SshId::Standard(format!("SSH-2.0-keyport_{}", env!("CARGO_PKG_VERSION")).into()),
+        // The comment names the OpenSSH sftp-server keyport runs: sftp clients that adjust to
+        // its SYMLINK argument order look for "OpenSSH" in the server's version (README.md).
+        server_id: SshId::Standard(
+            format!(
+                "SSH-2.0-keyport_{} OpenSSH-compatible",
+                env!("CARGO_PKG_VERSION")
+            )
+            .into(),
+        ),
         keys: vec![host_key],
         methods: MethodSet::from(&[MethodKind::PublicKey][..]),
         // OpenSSH offers every agent key in turn: each rejected offer waits this long.
@@ -158,6 +185,11 @@ pub fn server_config(host_key: PrivateKey, ssh: &crate::config::SshSettings) -> 
                 russh::cipher::AES_256_CTR,
                 russh::cipher::AES_192_CTR,
                 russh::cipher::AES_128_CTR,
+            ]),
+            // As sshd: compression only after authentication, when the client asks (ssh -C).
+            compression: std::borrow::Cow::Borrowed(&[
+                russh::compression::NONE,
+                russh::compression::ZLIB_LEGACY,
             ]),
             ..russh::Preferred::default()
         },

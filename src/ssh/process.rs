@@ -103,6 +103,120 @@ impl Switch {
     }
 }
 
+/// What every session process starts with, whatever state the daemon itself is in: a session
+/// of its own (so no way to the daemon's controlling terminal), the configured umask, the
+/// resource limits the daemon had at start-up (the daemon's own core-dump limit of 0 stays the
+/// daemon's), and death with the daemon (a `kill -9` of it leaves no session running with the
+/// user's secrets). Prepared before the fork: [`Hygiene::before_switch`] and
+/// [`Hygiene::after_switch`] only make async-signal-safe syscalls on this copy.
+#[derive(Debug, Clone, Copy)]
+pub struct Hygiene {
+    new_session: bool,
+    umask: nix::libc::mode_t,
+    limits: Limits,
+    daemon: nix::libc::pid_t,
+}
+
+/// The daemon's resource limits as they were before it changed any.
+type Limits = [Option<(ResourceId, nix::libc::rlimit)>; LIMITS.len()];
+
+#[cfg(target_env = "gnu")]
+type ResourceId = nix::libc::__rlimit_resource_t;
+#[cfg(not(target_env = "gnu"))]
+type ResourceId = nix::libc::c_int;
+
+/// Every resource a session's limits are restored for.
+const LIMITS: [nix::sys::resource::Resource; 16] = {
+    use nix::sys::resource::Resource as R;
+    [
+        R::RLIMIT_AS,
+        R::RLIMIT_CORE,
+        R::RLIMIT_CPU,
+        R::RLIMIT_DATA,
+        R::RLIMIT_FSIZE,
+        R::RLIMIT_LOCKS,
+        R::RLIMIT_MEMLOCK,
+        R::RLIMIT_MSGQUEUE,
+        R::RLIMIT_NICE,
+        R::RLIMIT_NOFILE,
+        R::RLIMIT_NPROC,
+        R::RLIMIT_RSS,
+        R::RLIMIT_RTPRIO,
+        R::RLIMIT_RTTIME,
+        R::RLIMIT_SIGPENDING,
+        R::RLIMIT_STACK,
+    ]
+};
+
+static STARTUP_LIMITS: std::sync::OnceLock<Limits> = std::sync::OnceLock::new();
+
+/// Records the process's resource limits as sessions should get them. Called once, first
+/// thing, before the daemon lowers any of its own; later calls change nothing.
+pub fn remember_limits() {
+    STARTUP_LIMITS.get_or_init(|| {
+        let mut limits: Limits = [None; LIMITS.len()];
+        for (slot, resource) in limits.iter_mut().zip(LIMITS) {
+            if let Ok((soft, hard)) = nix::sys::resource::getrlimit(resource) {
+                let limit = nix::libc::rlimit {
+                    rlim_cur: soft,
+                    rlim_max: hard,
+                };
+                *slot = Some((resource as ResourceId, limit));
+            }
+        }
+        limits
+    });
+}
+
+impl Hygiene {
+    /// For a program that gets a session of its own here (`new_session`), or from the pty
+    /// spawner (which makes it a session leader with the terminal as its controlling one).
+    pub fn new(umask: u32, new_session: bool) -> Self {
+        Self {
+            new_session,
+            umask: umask & 0o777,
+            limits: STARTUP_LIMITS
+                .get()
+                .copied()
+                .unwrap_or([None; LIMITS.len()]),
+            daemon: nix::unistd::getpid().as_raw(),
+        }
+    }
+
+    /// In the forked child, while it still has the daemon's rights.
+    pub fn before_switch(&self) -> std::io::Result<()> {
+        // SAFETY: plain syscalls on values copied into `self` before the fork.
+        unsafe {
+            if self.new_session && nix::libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            for (resource, limit) in self.limits.iter().flatten() {
+                // A limit the daemon could not restore (it lowered its own hard limit) is left
+                // as it is: the program still starts.
+                nix::libc::setrlimit(*resource, limit);
+            }
+            nix::libc::umask(self.umask);
+        }
+        Ok(())
+    }
+
+    /// In the forked child, after the identity switch (which clears the parent-death signal):
+    /// die with the daemon, and at once if it is already gone.
+    pub fn after_switch(&self) -> std::io::Result<()> {
+        // SAFETY: plain syscalls with integer arguments.
+        unsafe {
+            let kill = nix::libc::c_ulong::try_from(nix::libc::SIGKILL).unwrap_or(9);
+            if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, kill) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if nix::libc::getppid() != self.daemon {
+                nix::libc::_exit(1);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// In the forked child: marks every descriptor above stderr close-on-exec, so nothing another
 /// thread opened without `O_CLOEXEC` (a pty master, for a moment) reaches the program. Another
 /// user's terminal must never leak into this session.

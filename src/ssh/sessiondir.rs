@@ -7,6 +7,9 @@
 //! user last (without following links), so no process of the user's can swap an entry for a
 //! link to something the daemon would then chown.
 //!
+//! Each live directory is recorded in the data dir ([`RECORDS_DIR`]); the daemon's next start
+//! removes those a crashed daemon left ([`sweep`]), and only those.
+//!
 //! Both sockets answer only the session's uid (and the daemon's own), checked with
 //! `SO_PEERCRED` on every connection; each holds at most [`MAX_CONNECTIONS`] connections, and
 //! every one of them reads end-of-file once the session is over, whatever state it is in.
@@ -43,10 +46,16 @@ pub const SESSION_DIR_ENV: &str = "KEYPORT_SESSION_DIR";
 /// Most connections one session socket holds at once.
 pub const MAX_CONNECTIONS: usize = 64;
 
+/// The data-dir subdirectory recording live session directories, one file each.
+pub const RECORDS_DIR: &str = "sessions";
+/// What every session directory's name starts with.
+const PREFIX: &str = "keyport-";
+
 /// A live session directory; removed on drop.
 pub struct SessionDir {
     path: PathBuf,
     stop: CancellationToken,
+    record: Option<PathBuf>,
 }
 
 impl SessionDir {
@@ -69,13 +78,17 @@ impl SessionDir {
             .await
             .map_err(|e| std::io::Error::other(format!("cannot read your key: {e}")))?
             .public_key;
-        let template = std::env::temp_dir().join("keyport-XXXXXXXX");
+        let template = std::env::temp_dir().join(format!("{PREFIX}XXXXXXXX"));
         let path = nix::unistd::mkdtemp(&template)?;
         // From here on, dropping `dir` cleans up whatever was made.
-        let dir = Self {
+        let mut dir = Self {
             path,
             stop: CancellationToken::new(),
+            record: None,
         };
+        if let Some(records) = &ctx.session_records {
+            dir.record = Some(record(records, &dir.path, identity.os.uid)?);
+        }
         let agent_listener = dir.bind(AGENT_SOCKET)?;
         let api_listener = dir.bind(API_SOCKET)?;
         std::fs::OpenOptions::new()
@@ -156,11 +169,15 @@ impl Drop for SessionDir {
     fn drop(&mut self) {
         self.stop.cancel();
         let path = std::mem::take(&mut self.path);
+        let record = self.record.take();
         // Symlink-safe: a link the user put inside is removed, never followed. The user may
         // have filled the directory: off the async workers.
         let remove = move || {
             if let Err(e) = std::fs::remove_dir_all(&path) {
                 debug!(path = %path.display(), error = %e, "cannot remove a session directory");
+            }
+            if let Some(record) = record {
+                let _ = std::fs::remove_file(record);
             }
         };
         match tokio::runtime::Handle::try_current() {
@@ -168,6 +185,69 @@ impl Drop for SessionDir {
             Err(_) => remove(),
         }
     }
+}
+
+/// Records the live session directory `dir` (to be owned by `uid`) in `records`. Not
+/// fsynced: it has to survive the daemon's crash, not the machine's (a reboot empties /tmp).
+fn record(records: &Path, dir: &Path, uid: u32) -> std::io::Result<PathBuf> {
+    crate::datadir::create_dir_private(records)?;
+    let name = dir
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("session directory without a name"))?;
+    let file = records.join(name);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&file)
+        .and_then(|mut f| {
+            std::io::Write::write_all(&mut f, format!("{}\n{uid}\n", dir.display()).as_bytes())
+        })?;
+    Ok(file)
+}
+
+/// At start-up: removes the session directories a daemon on this data dir recorded and did not
+/// remove (it was killed), then their records. A recorded path is removed only if it is still
+/// what keyport made: a directory (not a link) named like a session directory, directly in
+/// the temp dir, owned by the session's account or the daemon's. Returns how many it removed.
+pub fn sweep(records: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(records) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let file = entry.path();
+        if let Some(dir) = leftover(&file) {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {
+                    removed += 1;
+                    tracing::info!(path = %dir.display(), "removed a session directory a stopped daemon left");
+                }
+                Err(e) => {
+                    debug!(path = %dir.display(), error = %e, "cannot remove a session directory")
+                }
+            }
+        }
+        let _ = std::fs::remove_file(&file);
+    }
+    removed
+}
+
+/// The directory `record` names, if it is still one keyport made.
+fn leftover(record: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let text = std::fs::read_to_string(record).ok()?;
+    let mut lines = text.lines();
+    let dir = PathBuf::from(lines.next()?);
+    let uid: u32 = lines.next()?.parse().ok()?;
+    let name = dir.file_name()?.to_str()?;
+    let named = name.starts_with(PREFIX)
+        && Some(dir.file_name()?) == record.file_name()
+        && dir.parent() == Some(std::env::temp_dir().as_path());
+    let meta = std::fs::symlink_metadata(&dir).ok()?;
+    let owner = meta.uid() == uid || meta.uid() == nix::unistd::geteuid().as_raw();
+    (named && meta.file_type().is_dir() && owner).then_some(dir)
 }
 
 /// The daemon's binary, for `GIT_SSH_COMMAND`: resolved once, at start, so replacing the

@@ -227,7 +227,8 @@ impl Sandbox {
         path
     }
 
-    fn serve_command(&self, mut command: Command, env: &[(&str, &str)]) -> Daemon {
+    /// Starts the daemon from `command` (a [`Sandbox::keyport`] the caller prepared further).
+    pub fn serve_command(&self, mut command: Command, env: &[(&str, &str)]) -> Daemon {
         use std::io::BufRead;
         let mut child = command
             .args([
@@ -327,6 +328,12 @@ impl Daemon {
             nix::sys::signal::Signal::SIGTERM,
         );
         self.child.wait().unwrap()
+    }
+
+    /// Kills the daemon with SIGKILL (a crash: nothing of it runs after) and reaps it.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
     }
 
     /// The daemon's pid.
@@ -485,11 +492,7 @@ impl Daemon {
 
     /// `sftp -b -` to this daemon with `batch` as its commands.
     pub fn sftp(&self, user: &str, key: &Path, batch: &str) -> Output {
-        let mut child = Command::new("sftp")
-            .args(ssh_options(key))
-            .args(["-P", &self.ssh_port.to_string(), "-b", "-"])
-            .arg(format!("{user}@127.0.0.1"))
-            .env_remove("SSH_AUTH_SOCK")
+        let mut child = Self::sftp_command(user, key, self.ssh_port, &["-b", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -497,6 +500,17 @@ impl Daemon {
             .unwrap();
         std::io::Write::write_all(&mut child.stdin.take().unwrap(), batch.as_bytes()).unwrap();
         child.wait_with_output().unwrap()
+    }
+
+    /// `sftp` with `options` to a daemon on `port`.
+    pub fn sftp_command(user: &str, key: &Path, port: u16, options: &[&str]) -> Command {
+        let mut cmd = Command::new("sftp");
+        cmd.args(ssh_options(key))
+            .args(["-P", &port.to_string()])
+            .args(options)
+            .arg(format!("{user}@127.0.0.1"))
+            .env_remove("SSH_AUTH_SOCK");
+        cmd
     }
 
     /// The `scp` command [`Daemon::scp`] runs, for a daemon on `port`.
@@ -563,16 +577,24 @@ pub struct OsAccount {
 
 impl OsAccount {
     pub fn create(prefix: &str) -> Self {
-        // A name no account has yet: an existing one is never touched.
-        let name = (0..)
+        // A name no account has yet: an existing one is never touched. Tests in other threads
+        // pick names too: useradd refusing a name taken meanwhile (exit 9) means the next one.
+        let name = (0..100)
             .map(|n| format!("{prefix}{}{n}", std::process::id() % 100_000))
-            .find(|name| keyport::osuser::lookup(name).is_err())
+            .filter(|name| keyport::osuser::lookup(name).is_err())
+            .find(|name| {
+                let status = Command::new("useradd")
+                    .args(["-m", "-s", "/bin/sh", name])
+                    .stderr(Stdio::null())
+                    .status()
+                    .unwrap();
+                assert!(
+                    status.success() || status.code() == Some(9),
+                    "useradd {name}"
+                );
+                status.success()
+            })
             .unwrap();
-        let status = Command::new("useradd")
-            .args(["-m", "-s", "/bin/sh", &name])
-            .status()
-            .unwrap();
-        assert!(status.success(), "useradd {name}");
         // Not locked (sshd refuses locked accounts), and no password either.
         let status = Command::new("usermod")
             .args(["-p", "*", &name])

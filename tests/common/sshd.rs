@@ -48,7 +48,7 @@ impl Sshd {
                  AuthorizedKeysFile {dir}/authorized_keys\nStrictModes no\nUsePAM no\n\
                  PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
                  PermitRootLogin prohibit-password\nAllowUsers {login}\nPidFile none\n\
-                 LogLevel VERBOSE\n",
+                 LogLevel VERBOSE\nSubsystem sftp internal-sftp\n",
                 host = host.display(),
                 dir = dir.display()
             ),

@@ -1869,8 +1869,20 @@ impl Session {
                         handler.signal(channel_num, signal, self).await
                     }
                     x => {
-                        warn!("unknown channel request {x}");
-                        self.channel_failure(channel_num)?;
+                        // keyport patch: requests russh does not parse (`break`,
+                        // `eow@openssh.com`, …) reach the handler, which decides the reply.
+                        let mut data = vec![0; r.remaining_len()];
+                        map_err!(r.read(&mut data))?;
+                        let name = x.to_string();
+                        debug!("handler.channel_request {channel_num:?} {name}");
+                        if handler
+                            .channel_request(channel_num, &name, &data, self)
+                            .await?
+                        {
+                            self.channel_success(channel_num)?;
+                        } else {
+                            self.channel_failure(channel_num)?;
+                        }
                         Ok(())
                     }
                 }
@@ -1946,8 +1958,18 @@ impl Session {
                         }
                         Ok(())
                     }
-                    _ => {
-                        self.request_failure();
+                    other => {
+                        // keyport patch: global requests russh does not parse
+                        // (`no-more-sessions@openssh.com`, …) reach the handler.
+                        let mut data = vec![0; r.remaining_len()];
+                        map_err!(r.read(&mut data))?;
+                        let name = other.to_string();
+                        debug!("handler.global_request {name}");
+                        if handler.global_request(&name, &data, self).await? {
+                            self.request_success();
+                        } else {
+                            self.request_failure();
+                        }
                         Ok(())
                     }
                 }

@@ -847,6 +847,35 @@ pub trait Handler: Sized {
         async { Ok(false) }
     }
 
+    /// keyport patch: a channel request russh does not parse itself (`break`,
+    /// `eow@openssh.com`, a vendor's extension). `data` is the request's type-specific part,
+    /// unparsed. Return whether it succeeded: russh replies if the client asked for a reply.
+    /// The default refuses it, as unpatched russh does.
+    #[allow(unused_variables)]
+    fn channel_request(
+        &mut self,
+        channel: ChannelId,
+        request: &str,
+        data: &[u8],
+        session: &mut Session,
+    ) -> impl Future<Output = Result<bool, Self::Error>> + Send {
+        async { Ok(false) }
+    }
+
+    /// keyport patch: a global request russh does not parse itself
+    /// (`no-more-sessions@openssh.com`, `keepalive@openssh.com`, …). `data` is its
+    /// type-specific part. Return whether it succeeded; the default refuses it, as unpatched
+    /// russh does.
+    #[allow(unused_variables)]
+    fn global_request(
+        &mut self,
+        request: &str,
+        data: &[u8],
+        session: &mut Session,
+    ) -> impl Future<Output = Result<bool, Self::Error>> + Send {
+        async { Ok(false) }
+    }
+
     /// Override when enabling the `diffie-hellman-group-exchange-*` key exchange methods.
     ///
     /// Should return a Diffie-Hellman group with a safe prime whose length is

@@ -1,0 +1,304 @@
+//! Port forwarding, when `[forwarding]` turns it on: `ssh -L` (direct-tcpip channels keyport
+//! connects for the client) and `ssh -R` (tcpip-forward listeners on keyport's loopback address
+//! whose connections come back to the client as forwarded-tcpip channels). Each target or port
+//! is checked against its allow-list before anything is connected or bound; every forwarded
+//! connection is audited with its bytes in each direction when it ends. The channel side is a
+//! russh stream, so forwarded data has the same consumption-gated windows as sessions: a slow
+//! target slows the client, nothing queues without bound.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use russh::ChannelOpenFailure;
+use russh::server::{ChannelOpenHandle, Handle, Msg};
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::SshContext;
+use super::channel::Login;
+use crate::config::{Forwarding, LocalTarget, RemotePorts};
+use crate::vault::Actor;
+
+/// How long keyport tries to reach an `ssh -L` target.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `[forwarding]`, parsed once.
+#[derive(Debug, Default)]
+pub struct Policy {
+    local: bool,
+    local_targets: Vec<LocalTarget>,
+    remote: bool,
+    remote_ports: Vec<RemotePorts>,
+}
+
+impl Policy {
+    /// The policy `config` describes (already checked when the config was loaded; entries that
+    /// do not parse allow nothing).
+    pub fn new(config: &Forwarding) -> Self {
+        Self {
+            local: config.local,
+            local_targets: config.local_targets().unwrap_or_default(),
+            remote: config.remote,
+            remote_ports: config.remote_ports().unwrap_or_default(),
+        }
+    }
+
+    fn allows_local(&self, host: &str, port: u32) -> bool {
+        let port = u16::try_from(port).ok().filter(|p| *p != 0);
+        self.local && port.is_some_and(|p| self.local_targets.iter().any(|t| t.allows(host, p)))
+    }
+
+    /// Port 0 (any free port) is allowed only where every port is.
+    fn allows_remote(&self, port: u16) -> bool {
+        let listed = |p: u16| self.remote_ports.iter().any(|r| r.allows(p));
+        self.remote
+            && if port == 0 {
+                listed(1) && listed(u16::MAX)
+            } else {
+                listed(port)
+            }
+    }
+}
+
+/// `ssh -L`: connects to `host`:`port` for the client if the policy allows it, then relays.
+/// Refusals are channel-open failures: administratively prohibited by policy, connect failed
+/// when the target cannot be reached.
+pub fn open_local(
+    ctx: &Arc<SshContext>,
+    login: Arc<Login>,
+    channel: russh::Channel<Msg>,
+    reply: ChannelOpenHandle,
+    host: &str,
+    port: u32,
+    origin: String,
+) {
+    let target = format!("{host}:{port}");
+    if !ctx.forwarding.allows_local(host, port) {
+        info!(user = %login.user, target = %target, "ssh -L refused by policy");
+        drop(reply); // administratively prohibited
+        return;
+    }
+    let (ctx2, host) = (ctx.clone(), host.to_string());
+    ctx.tasks.spawn(async move {
+        let connect = TcpStream::connect((host.as_str(), port as u16));
+        let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) => {
+                info!(user = %login.user, target = %target, error = %e, "ssh -L connect failed");
+                reply.reject(ChannelOpenFailure::ConnectFailed).await;
+                return;
+            }
+            Err(_) => {
+                info!(user = %login.user, target = %target, "ssh -L connect timed out");
+                reply.reject(ChannelOpenFailure::ConnectFailed).await;
+                return;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        reply.accept().await;
+        let bytes = relay(channel.into_stream(), tcp, &ctx2.shutdown).await;
+        let detail = json!({
+            "target": target, "origin": origin, "source": login.peer.to_string(),
+            "bytes_to_target": bytes.0, "bytes_from_target": bytes.1,
+        });
+        audit(&ctx2, &login, "forward.local", detail).await;
+    });
+}
+
+/// One connection's `ssh -R` listeners; they stop when it ends.
+#[derive(Default)]
+pub struct Forwards {
+    listeners: HashMap<(String, u32), CancellationToken>,
+}
+
+impl Forwards {
+    /// `tcpip-forward`: listens on the loopback address, on `port` (0: a free one, written
+    /// back), if the policy allows it. As sshd with `GatewayPorts no`, the address the client
+    /// names is not used for binding; ports below 1024 only for sessions running as root.
+    pub async fn listen(
+        &mut self,
+        ctx: &Arc<SshContext>,
+        login: Arc<Login>,
+        handle: Handle,
+        address: &str,
+        port: &mut u32,
+    ) -> bool {
+        let Ok(requested) = u16::try_from(*port) else {
+            return false;
+        };
+        let privileged = requested != 0 && requested < 1024;
+        let root_session = super::process::identity(&login.os_user).is_ok_and(|i| i.os.uid == 0);
+        if !ctx.forwarding.allows_remote(requested) || (privileged && !root_session) {
+            info!(user = %login.user, port = requested, "ssh -R refused by policy");
+            return false;
+        }
+        let listener = match TcpListener::bind(("127.0.0.1", requested)).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                info!(user = %login.user, port = requested, error = %e, "ssh -R cannot listen");
+                return false;
+            }
+        };
+        let Ok(bound) = listener.local_addr().map(|a| a.port()) else {
+            return false;
+        };
+        if requested == 0 {
+            *port = u32::from(bound);
+        }
+        let stop = CancellationToken::new();
+        self.listeners
+            .insert((address.to_string(), *port), stop.clone());
+        info!(user = %login.user, port = bound, "ssh -R listening");
+        let forward = Remote {
+            ctx: ctx.clone(),
+            login,
+            handle,
+            address: address.to_string(),
+            port: *port,
+        };
+        ctx.tasks.spawn(forward.serve(listener, stop));
+        true
+    }
+
+    /// `cancel-tcpip-forward`.
+    pub fn cancel(&mut self, address: &str, port: u32) -> bool {
+        match self.listeners.remove(&(address.to_string(), port)) {
+            Some(stop) => {
+                stop.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Drop for Forwards {
+    fn drop(&mut self) {
+        for stop in self.listeners.values() {
+            stop.cancel();
+        }
+    }
+}
+
+/// One `ssh -R` listener.
+struct Remote {
+    ctx: Arc<SshContext>,
+    login: Arc<Login>,
+    handle: Handle,
+    /// The address and port as the client named them (the forwarded-tcpip channel repeats
+    /// them, so the client finds its forward).
+    address: String,
+    port: u32,
+}
+
+impl Remote {
+    async fn serve(self, listener: TcpListener, stop: CancellationToken) {
+        let this = Arc::new(self);
+        loop {
+            let (tcp, peer) = tokio::select! {
+                () = stop.cancelled() => break,
+                () = this.ctx.shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(_) => {
+                        // Out of descriptors, most likely: let others finish first.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let this = this.clone();
+            this.ctx.tasks.clone().spawn(async move {
+                let opened = this
+                    .handle
+                    .channel_open_forwarded_tcpip(
+                        this.address.clone(),
+                        this.port,
+                        peer.ip().to_string(),
+                        u32::from(peer.port()),
+                    )
+                    .await;
+                let Ok(channel) = opened else {
+                    return; // the client refused it: the TCP connection is dropped
+                };
+                let bytes = relay(channel.into_stream(), tcp, &this.ctx.shutdown).await;
+                let detail = json!({
+                    "port": this.port, "origin": peer.to_string(),
+                    "source": this.login.peer.to_string(),
+                    "bytes_to_client": bytes.1, "bytes_from_client": bytes.0,
+                });
+                audit(&this.ctx, &this.login, "forward.remote", detail).await;
+            });
+        }
+    }
+}
+
+/// Copies both ways until both ends are done (or the daemon shuts down); returns the bytes
+/// the channel sent to the socket and the socket sent to the channel.
+async fn relay<C>(channel: C, tcp: TcpStream, shutdown: &CancellationToken) -> (u64, u64)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let (from_channel, from_tcp) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut channel = Counted(channel, from_channel.clone());
+    let mut tcp = Counted(tcp, from_tcp.clone());
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut channel, &mut tcp) => {}
+        () = shutdown.cancelled() => {}
+    }
+    (
+        from_channel.load(Ordering::Relaxed),
+        from_tcp.load(Ordering::Relaxed),
+    )
+}
+
+async fn audit(ctx: &SshContext, login: &Login, action: &'static str, detail: serde_json::Value) {
+    let user = login.user.clone();
+    let _ = ctx
+        .vault
+        .call(move |v| v.record_use(&Actor::User(user.clone()), &user, action, detail.clone()))
+        .await;
+}
+
+/// A stream that counts the bytes read from it.
+struct Counted<T>(T, Arc<AtomicU64>);
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.0).poll_read(cx, buf);
+        let read = buf.filled().len().saturating_sub(before);
+        self.1.fetch_add(read as u64, Ordering::Relaxed);
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
