@@ -219,6 +219,8 @@ local_allow = []
 # 1024 only for sessions running as root.
 remote = false
 remote_allow = []
+# Most ssh -R listeners one connection may hold. 1 to 1024.
+max_remote_listeners = 16
 "#;
 
 impl Config {

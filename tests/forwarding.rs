@@ -267,6 +267,15 @@ fn an_allowed_remote_forward_reaches_the_client_and_others_are_refused() {
         )),
         "{err}"
     );
+    // The listener ends with the client's connection.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(("127.0.0.1", allowed)).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "-R still listening after the client left"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

@@ -234,13 +234,34 @@ fn kill_9_of_the_daemon_ends_its_sessions_and_the_next_start_sweeps_their_direct
         .prefix("keyport-")
         .tempdir_in(std::env::temp_dir())
         .unwrap();
+    let records = sb.data().join("sessions");
+    let plant = |path: &std::path::Path, uid: u32| {
+        let name = path.file_name().unwrap();
+        std::fs::write(records.join(name), format!("{}\n{uid}\n", path.display())).unwrap();
+    };
+    let me = nix::unistd::geteuid().as_raw();
     let victim = sb.dir.path().join("keyport-victim");
     std::fs::create_dir(&victim).unwrap();
-    std::fs::write(
-        sb.data().join("sessions").join("keyport-victim"),
-        format!("{}\n0\n", victim.display()),
-    )
-    .unwrap();
+    plant(&victim, me);
+    // A link where a session directory was: neither it nor what it points to is removed.
+    let link = std::env::temp_dir().join(format!("keyport-link{}", std::process::id()));
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(decoy.path(), &link).unwrap();
+    plant(&link, me);
+    // A directory someone else owns now (as root the test can make one).
+    let foreign = tempfile::Builder::new()
+        .prefix("keyport-")
+        .tempdir_in(std::env::temp_dir())
+        .unwrap();
+    if keyport::osuser::is_root() {
+        nix::unistd::chown(
+            foreign.path(),
+            Some(nix::unistd::Uid::from_raw(65534)),
+            None,
+        )
+        .unwrap();
+    }
+    plant(foreign.path(), me);
 
     daemon.kill9();
     wait_for(
@@ -259,6 +280,14 @@ fn kill_9_of_the_daemon_ends_its_sessions_and_the_next_start_sweeps_their_direct
     assert!(recorded(&sb).is_empty(), "and their records");
     assert!(decoy.path().is_dir(), "an unrecorded directory stays");
     assert!(victim.is_dir(), "a directory outside the temp dir stays");
+    assert!(link.is_symlink(), "a recorded link stays");
+    std::fs::remove_file(&link).unwrap();
+    if keyport::osuser::is_root() {
+        assert!(
+            foreign.path().is_dir(),
+            "a directory another account owns stays"
+        );
+    }
     assert_eq!(
         again
             .log()

@@ -202,6 +202,14 @@ fn break_reaches_a_pty_and_is_refused_without_one() {
         "plain-status": 6, "plain-stdout": "plain\n",
     });
     peers.agree("probe.py", "break", None, expected);
+    // A Linux pty shows no break to its programs; what keyport did is in its log.
+    let log = peers.keyport.log();
+    let sent: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("break sent to the terminal"))
+        .collect();
+    assert_eq!(sent.len(), 1, "one break, on the pty channel:\n{log}");
+    assert!(sent[0].contains("sent=true"), "{}", sent[0]);
 }
 
 #[test]

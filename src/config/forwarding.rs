@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Port-forwarding policy.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Forwarding {
     /// `ssh -L` (direct-tcpip channels).
@@ -16,6 +16,20 @@ pub struct Forwarding {
     pub remote: bool,
     /// Ports `ssh -R` may listen on: `8080`, `8000-8099`, or `any`.
     pub remote_allow: Vec<String>,
+    /// Most `ssh -R` listeners one connection may hold.
+    pub max_remote_listeners: usize,
+}
+
+impl Default for Forwarding {
+    fn default() -> Self {
+        Self {
+            local: false,
+            local_allow: Vec::new(),
+            remote: false,
+            remote_allow: Vec::new(),
+            max_remote_listeners: 16,
+        }
+    }
 }
 
 /// One `local_allow` entry.
@@ -46,6 +60,12 @@ impl Forwarding {
                 "forwarding.local_allow",
                 "must name at least one target (\"host:port\", or \"any\") when forwarding.local is on"
                     .into(),
+            ));
+        }
+        if !(1..=1024).contains(&self.max_remote_listeners) {
+            return Err((
+                "forwarding.max_remote_listeners",
+                "must be 1 to 1024".into(),
             ));
         }
         if self.remote && self.remote_allow.is_empty() {
@@ -141,6 +161,11 @@ impl RemotePorts {
     /// Whether `port` is in the range.
     pub fn allows(&self, port: u16) -> bool {
         (self.first..=self.last).contains(&port)
+    }
+
+    /// Whether the range is every port (`any`).
+    pub fn allows_all(&self) -> bool {
+        self.first == 1 && self.last == u16::MAX
     }
 }
 

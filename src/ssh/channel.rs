@@ -23,11 +23,11 @@ use tracing::{debug, info};
 
 use super::SshContext;
 use super::input::InputQueue;
-use super::process::{self, Hygiene, Identity, Program};
+use super::process::{self, Identity, Launch, Program};
 use super::reaper::Reaper;
 use super::sessiondir::SessionDir;
 use super::terminal::{self, Terminal};
-use crate::secrets::env::{EnvInputs, SessionEnv, compose_env};
+use crate::secrets::env::{EnvInputs, SessionEnv, client_env_accepted, compose_env};
 use crate::vault::{Actor, SessionUser};
 
 /// An authenticated login, shared by the connection's channels.
@@ -39,6 +39,8 @@ pub struct Login {
     pub user_id: i64,
     /// Their OS account (used when the daemon runs as root).
     pub os_user: String,
+    /// Whether their sessions run as root (ports below 1024 for `ssh -R`).
+    pub root_session: bool,
     /// The client's address.
     pub peer: SocketAddr,
     /// Our address the client connected to.
@@ -112,12 +114,25 @@ pub async fn run(
                     modes: terminal_modes,
                 });
             }
+            // Only what the handler accepted is kept (refused names are not held at all).
             Some(ChannelMsg::SetEnv {
                 variable_name,
                 variable_value,
                 ..
-            }) if client_env.len() < MAX_CLIENT_ENV => {
+            }) if client_env.len() < MAX_CLIENT_ENV
+                && client_env_accepted(&ctx.accept_env, &variable_name, &variable_value) =>
+            {
                 client_env.push((variable_name, variable_value));
+            }
+            // The terminal starts at the size the client last gave.
+            Some(ChannelMsg::WindowChange {
+                col_width,
+                row_height,
+                ..
+            }) => {
+                if let Some(pty) = &mut pty {
+                    (pty.cols, pty.rows) = (clamp(col_width), clamp(row_height));
+                }
             }
             Some(ChannelMsg::AgentForward { .. }) => agent_forward = true,
             Some(ChannelMsg::Exec { command, .. }) => break Program::Exec(command),
@@ -292,20 +307,9 @@ async fn prepare(
 }
 
 /// Most client `env` requests one channel may make.
-const MAX_CLIENT_ENV: usize = 64;
+pub const MAX_CLIENT_ENV: usize = 64;
 /// How long a program may take to end after the client closed the channel.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
-
-/// How a channel's program is started, the same for pipes and a pty.
-struct Launch {
-    exe: std::path::PathBuf,
-    argv0: std::ffi::OsString,
-    args: Vec<std::ffi::OsString>,
-    env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
-    home: String,
-    switch: Option<process::Switch>,
-    umask: u32,
-}
 
 /// The channel's two halves, the requests only the handler sees, and who to tell about the
 /// program's session.
@@ -314,40 +318,6 @@ struct Io<'a> {
     tx: &'a ChannelWriteHalf<Msg>,
     control: mpsc::Receiver<Control>,
     reaper: Option<&'a Reaper>,
-}
-
-impl Launch {
-    fn new(identity: &Identity, program: &Program, env: SessionEnv, umask: u32) -> Self {
-        let (argv0, args) = process::argv(&process::login_shell(&identity.os), program);
-        Self {
-            exe: process::executable(identity, program),
-            argv0,
-            args,
-            env: env.to_os_pairs(),
-            home: identity.os.home.clone(),
-            switch: identity.switch.clone(),
-            umask,
-        }
-    }
-
-    /// The work done in the forked child before exec: no inherited descriptors, a session of
-    /// its own (`new_session`; a pty's spawner makes one itself), sshd's umask and the
-    /// daemon's start-up limits, the user's identity and home, then death with the daemon.
-    fn pre_exec(
-        &self,
-        new_session: bool,
-    ) -> impl FnMut() -> std::io::Result<()> + Send + Sync + 'static {
-        let switch = self.switch.clone();
-        let hygiene = Hygiene::new(self.umask, new_session);
-        move || {
-            process::close_inherited_fds();
-            hygiene.before_switch()?;
-            if let Some(switch) = &switch {
-                switch.apply()?;
-            }
-            hygiene.after_switch()
-        }
-    }
 }
 
 /// What the channel loop does with one message while the program runs.
@@ -422,7 +392,8 @@ async fn supervise(
             Some(request) = control.recv() => match request {
                 Control::Break => {
                     if let Some(terminal) = &terminal {
-                        terminal.send_break();
+                        let sent = terminal.send_break();
+                        debug!(pgid, sent, "break sent to the terminal");
                     }
                 }
                 Control::EndOfWrite => eow.cancel(),

@@ -36,6 +36,7 @@ pub struct Policy {
     local_targets: Vec<LocalTarget>,
     remote: bool,
     remote_ports: Vec<RemotePorts>,
+    max_remote_listeners: usize,
 }
 
 impl Policy {
@@ -47,29 +48,33 @@ impl Policy {
             local_targets: config.local_targets().unwrap_or_default(),
             remote: config.remote,
             remote_ports: config.remote_ports().unwrap_or_default(),
+            max_remote_listeners: config.max_remote_listeners,
         }
     }
 
-    fn allows_local(&self, host: &str, port: u32) -> bool {
-        let port = u16::try_from(port).ok().filter(|p| *p != 0);
-        self.local && port.is_some_and(|p| self.local_targets.iter().any(|t| t.allows(host, p)))
+    /// The port to connect to, if the policy allows `host`:`port`.
+    fn allows_local(&self, host: &str, port: u32) -> Option<u16> {
+        let port = u16::try_from(port).ok().filter(|p| *p != 0)?;
+        let listed = self.local_targets.iter().any(|t| t.allows(host, port));
+        (self.local && listed).then_some(port)
     }
 
-    /// Port 0 (any free port) is allowed only where every port is.
+    /// Port 0 (any free port, which the kernel picks) is allowed only where one entry allows
+    /// every port: no other list can say in advance that the port picked is on it.
     fn allows_remote(&self, port: u16) -> bool {
-        let listed = |p: u16| self.remote_ports.iter().any(|r| r.allows(p));
-        self.remote
-            && if port == 0 {
-                listed(1) && listed(u16::MAX)
-            } else {
-                listed(port)
-            }
+        let allowed = if port == 0 {
+            self.remote_ports.iter().any(RemotePorts::allows_all)
+        } else {
+            self.remote_ports.iter().any(|r| r.allows(port))
+        };
+        self.remote && allowed
     }
 }
 
 /// `ssh -L`: connects to `host`:`port` for the client if the policy allows it, then relays.
 /// Refusals are channel-open failures: administratively prohibited by policy, connect failed
 /// when the target cannot be reached.
+#[allow(clippy::too_many_arguments)]
 pub fn open_local(
     ctx: &Arc<SshContext>,
     login: Arc<Login>,
@@ -78,16 +83,17 @@ pub fn open_local(
     host: &str,
     port: u32,
     origin: String,
+    stop: &CancellationToken,
 ) {
     let target = format!("{host}:{port}");
-    if !ctx.forwarding.allows_local(host, port) {
+    let Some(port) = ctx.forwarding.allows_local(host, port) else {
         info!(user = %login.user, target = %target, "ssh -L refused by policy");
         drop(reply); // administratively prohibited
         return;
-    }
-    let (ctx2, host) = (ctx.clone(), host.to_string());
+    };
+    let (ctx2, host, stop) = (ctx.clone(), host.to_string(), stop.clone());
     ctx.tasks.spawn(async move {
-        let connect = TcpStream::connect((host.as_str(), port as u16));
+        let connect = TcpStream::connect((host.as_str(), port));
         let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
             Ok(Ok(tcp)) => tcp,
             Ok(Err(e)) => {
@@ -103,7 +109,7 @@ pub fn open_local(
         };
         let _ = tcp.set_nodelay(true);
         reply.accept().await;
-        let bytes = relay(channel.into_stream(), tcp, &ctx2.shutdown).await;
+        let bytes = relay(channel.into_stream(), tcp, &stop).await;
         let detail = json!({
             "target": target, "origin": origin, "source": login.peer.to_string(),
             "bytes_to_target": bytes.0, "bytes_from_target": bytes.1,
@@ -112,10 +118,14 @@ pub fn open_local(
     });
 }
 
-/// One connection's `ssh -R` listeners; they stop when it ends.
-#[derive(Default)]
+/// One connection's forwards: its `ssh -R` listeners, and a token every forwarded
+/// connection (either direction) stops on, cancelled when the SSH connection ends — a target
+/// that neither sends nor closes does not keep a relay alive after it.
 pub struct Forwards {
     listeners: HashMap<(String, u32), CancellationToken>,
+    /// Cancelled on drop (the connection ended) and on daemon shutdown.
+    pub stop: CancellationToken,
+    max_listeners: usize,
 }
 
 impl Forwards {
@@ -134,9 +144,9 @@ impl Forwards {
             return false;
         };
         let privileged = requested != 0 && requested < 1024;
-        let root_session = super::process::identity(&login.os_user).is_ok_and(|i| i.os.uid == 0);
-        if !ctx.forwarding.allows_remote(requested) || (privileged && !root_session) {
-            info!(user = %login.user, port = requested, "ssh -R refused by policy");
+        let full = self.listeners.len() >= self.max_listeners;
+        if !ctx.forwarding.allows_remote(requested) || (privileged && !login.root_session) || full {
+            info!(user = %login.user, port = requested, full, "ssh -R refused");
             return false;
         }
         let listener = match TcpListener::bind(("127.0.0.1", requested)).await {
@@ -152,7 +162,7 @@ impl Forwards {
         if requested == 0 {
             *port = u32::from(bound);
         }
-        let stop = CancellationToken::new();
+        let stop = self.stop.child_token();
         self.listeners
             .insert((address.to_string(), *port), stop.clone());
         info!(user = %login.user, port = bound, "ssh -R listening");
@@ -162,6 +172,7 @@ impl Forwards {
             handle,
             address: address.to_string(),
             port: *port,
+            connection: self.stop.clone(),
         };
         ctx.tasks.spawn(forward.serve(listener, stop));
         true
@@ -179,11 +190,21 @@ impl Forwards {
     }
 }
 
+impl Forwards {
+    /// A connection's forwards, stopping with the daemon.
+    pub fn new(ctx: &SshContext) -> Self {
+        Self {
+            listeners: HashMap::new(),
+            stop: ctx.shutdown.child_token(),
+            max_listeners: ctx.forwarding.max_remote_listeners,
+        }
+    }
+}
+
 impl Drop for Forwards {
     fn drop(&mut self) {
-        for stop in self.listeners.values() {
-            stop.cancel();
-        }
+        // Every listener's token is a child of `stop`: all of this connection's forwards end.
+        self.stop.cancel();
     }
 }
 
@@ -196,6 +217,8 @@ struct Remote {
     /// them, so the client finds its forward).
     address: String,
     port: u32,
+    /// The SSH connection's token: its forwarded connections end with it.
+    connection: CancellationToken,
 }
 
 impl Remote {
@@ -204,7 +227,6 @@ impl Remote {
         loop {
             let (tcp, peer) = tokio::select! {
                 () = stop.cancelled() => break,
-                () = this.ctx.shutdown.cancelled() => break,
                 accepted = listener.accept() => match accepted {
                     Ok(pair) => pair,
                     Err(_) => {
@@ -229,7 +251,7 @@ impl Remote {
                 let Ok(channel) = opened else {
                     return; // the client refused it: the TCP connection is dropped
                 };
-                let bytes = relay(channel.into_stream(), tcp, &this.ctx.shutdown).await;
+                let bytes = relay(channel.into_stream(), tcp, &this.connection).await;
                 let detail = json!({
                     "port": this.port, "origin": peer.to_string(),
                     "source": this.login.peer.to_string(),
@@ -241,9 +263,10 @@ impl Remote {
     }
 }
 
-/// Copies both ways until both ends are done (or the daemon shuts down); returns the bytes
-/// the channel sent to the socket and the socket sent to the channel.
-async fn relay<C>(channel: C, tcp: TcpStream, shutdown: &CancellationToken) -> (u64, u64)
+/// Copies both ways until both ends are done (or `stop`: the SSH connection ended, or the
+/// daemon shuts down); returns the bytes the channel sent to the socket and the socket sent to
+/// the channel.
+async fn relay<C>(channel: C, tcp: TcpStream, stop: &CancellationToken) -> (u64, u64)
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
@@ -252,7 +275,7 @@ where
     let mut tcp = Counted(tcp, from_tcp.clone());
     tokio::select! {
         _ = tokio::io::copy_bidirectional(&mut channel, &mut tcp) => {}
-        () = shutdown.cancelled() => {}
+        () = stop.cancelled() => {}
     }
     (
         from_channel.load(Ordering::Relaxed),
@@ -300,5 +323,50 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(remote_allow: &[&str]) -> Policy {
+        Policy::new(&Forwarding {
+            remote: true,
+            remote_allow: remote_allow.iter().map(|s| s.to_string()).collect(),
+            ..Forwarding::default()
+        })
+    }
+
+    #[test]
+    fn port_zero_needs_every_port_allowed() {
+        // The kernel picks an ephemeral port: only "any" can promise it is allowed.
+        assert!(!policy(&["1-9999", "60000-65535"]).allows_remote(0));
+        assert!(!policy(&["8080"]).allows_remote(0));
+        assert!(policy(&["any"]).allows_remote(0));
+        assert!(policy(&["8080"]).allows_remote(8080));
+        assert!(!policy(&["8080"]).allows_remote(8081));
+        let off = Policy::new(&Forwarding {
+            remote_allow: vec!["any".into()],
+            ..Forwarding::default()
+        });
+        assert!(!off.allows_remote(8080), "remote = false");
+    }
+
+    #[test]
+    fn local_targets_need_the_switch_and_a_real_port() {
+        let on = Policy::new(&Forwarding {
+            local: true,
+            local_allow: vec!["Db:5432".into()],
+            ..Forwarding::default()
+        });
+        assert_eq!(on.allows_local("db", 5432), Some(5432));
+        assert_eq!(on.allows_local("db", 5432 + 65536), None, "no wrap-around");
+        assert_eq!(on.allows_local("db", 0), None);
+        let off = Policy::new(&Forwarding {
+            local_allow: vec!["any".into()],
+            ..Forwarding::default()
+        });
+        assert_eq!(off.allows_local("db", 5432), None, "local = false");
     }
 }

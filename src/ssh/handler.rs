@@ -45,6 +45,10 @@ struct SessionChannel {
     pty: bool,
     /// A program (shell, exec, subsystem) was accepted: the channel is no longer "larval".
     started: bool,
+    /// The program runs on the pty (a subsystem never does): `break` has a line to break.
+    terminal: bool,
+    /// Client env requests accepted so far (at most [`channel::MAX_CLIENT_ENV`]).
+    env: usize,
     control: mpsc::Sender<Control>,
 }
 
@@ -54,6 +58,7 @@ const CONTROL_QUEUE: usize = 8;
 impl Connection {
     /// A connection from `peer`.
     pub fn new(ctx: Arc<SshContext>, peer: SocketAddr, local: Option<SocketAddr>, id: u64) -> Self {
+        let forwards = Forwards::new(&ctx);
         Self {
             ctx,
             peer,
@@ -64,7 +69,7 @@ impl Connection {
             tried_user: None,
             channels: HashMap::new(),
             no_more_sessions: false,
-            forwards: Forwards::default(),
+            forwards,
         }
     }
 
@@ -75,10 +80,11 @@ impl Connection {
     }
 
     /// Marks the program on `channel` started, if it was not: a second program is refused.
-    fn start(&mut self, channel: ChannelId) -> bool {
+    fn start(&mut self, channel: ChannelId, on_pty: bool) -> bool {
         match self.channels.get_mut(&channel) {
             Some(c) if !c.started => {
                 c.started = true;
+                c.terminal = c.pty && on_pty;
                 true
             }
             _ => false,
@@ -139,10 +145,18 @@ impl russh::server::Handler for Connection {
             return Ok(Auth::reject());
         };
         info!(connection = self.id, user = %record.name, source = %self.peer, "ssh login");
+        // Once, here (the password database may be remote): later callbacks must not wait on it.
+        let os_user = record.os_user.clone();
+        let root_session = tokio::task::spawn_blocking(move || {
+            super::process::identity(&os_user).is_ok_and(|i| i.os.uid == 0)
+        })
+        .await
+        .unwrap_or(false);
         self.login = Some(Arc::new(Login {
             user: record.name,
             user_id: record.id,
             os_user: record.os_user,
+            root_session,
             peer: self.peer,
             local: self.local,
         }));
@@ -175,6 +189,8 @@ impl russh::server::Handler for Connection {
             SessionChannel {
                 pty: false,
                 started: false,
+                terminal: false,
+                env: 0,
                 control,
             },
         );
@@ -208,6 +224,7 @@ impl russh::server::Handler for Connection {
             host_to_connect,
             port_to_connect,
             origin,
+            &self.forwards.stop,
         );
         Ok(())
     }
@@ -319,7 +336,7 @@ impl russh::server::Handler for Connection {
         };
         let control = match request {
             // RFC 4335: a pty gets a line break; sshd refuses it without one.
-            "break" if state.pty && data.len() == 4 => Control::Break,
+            "break" if state.terminal && data.len() == 4 => Control::Break,
             "eow@openssh.com" if data.is_empty() => Control::EndOfWrite,
             _ => return Ok(false),
         };
@@ -347,9 +364,15 @@ impl russh::server::Handler for Connection {
         variable_value: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        // The same rule the channel task applies when it composes the environment.
-        let ok = self.larval(channel)
-            && client_env_accepted(&self.ctx.accept_env, variable_name, variable_value);
+        // The same rules the channel task applies when it collects the environment.
+        let accepted = client_env_accepted(&self.ctx.accept_env, variable_name, variable_value);
+        let ok = match self.channels.get_mut(&channel) {
+            Some(c) if !c.started && accepted && c.env < channel::MAX_CLIENT_ENV => {
+                c.env += 1;
+                true
+            }
+            _ => false,
+        };
         Self::reply(session, channel, ok)
     }
 
@@ -367,7 +390,7 @@ impl russh::server::Handler for Connection {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let ok = self.start(channel);
+        let ok = self.start(channel, true);
         Self::reply(session, channel, ok)
     }
 
@@ -377,7 +400,7 @@ impl russh::server::Handler for Connection {
         _data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let ok = self.start(channel);
+        let ok = self.start(channel, true);
         Self::reply(session, channel, ok)
     }
 
@@ -388,7 +411,7 @@ impl russh::server::Handler for Connection {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let known = name == "sftp" && super::process::sftp_server().is_some();
-        let ok = known && self.start(channel);
+        let ok = known && self.start(channel, false);
         Self::reply(session, channel, ok)
     }
 }

@@ -99,6 +99,8 @@ impl SshContext {
         config: &crate::config::Config,
     ) -> Self {
         let settings = &config.ssh;
+        // Already done by `keyport serve` before it lowered any limit; for library users too.
+        process::remember_limits();
         Self {
             vault,
             accept_env: config.accept_env.clone(),

@@ -103,6 +103,62 @@ impl Switch {
     }
 }
 
+/// How a channel's program is started, the same for pipes and a pty.
+pub struct Launch {
+    pub exe: std::path::PathBuf,
+    pub argv0: std::ffi::OsString,
+    pub args: Vec<std::ffi::OsString>,
+    pub env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    pub home: String,
+    pub switch: Option<Switch>,
+    pub umask: u32,
+}
+
+impl Launch {
+    /// What `identity` runs for `program`, with `env` and the session umask.
+    pub fn new(
+        identity: &Identity,
+        program: &Program,
+        env: crate::secrets::env::SessionEnv,
+        umask: u32,
+    ) -> Self {
+        let (argv0, args) = argv(&login_shell(&identity.os), program);
+        Self {
+            exe: executable(identity, program),
+            argv0,
+            args,
+            env: env.to_os_pairs(),
+            home: identity.os.home.clone(),
+            switch: identity.switch.clone(),
+            umask,
+        }
+    }
+
+    /// The work done in the forked child before exec: no inherited descriptors, a session of
+    /// its own (`new_session`; a pty's spawner makes one itself), sshd's umask and the
+    /// daemon's start-up limits, the user's identity and home, then death with the daemon.
+    ///
+    /// The parent-death signal fires when the *thread* that forked exits, not the process:
+    /// programs are spawned from the channel task, on a tokio worker thread, which lives as
+    /// long as the runtime. Never spawn them from `spawn_blocking` (those threads end when
+    /// idle).
+    pub fn pre_exec(
+        &self,
+        new_session: bool,
+    ) -> impl FnMut() -> std::io::Result<()> + Send + Sync + 'static {
+        let switch = self.switch.clone();
+        let hygiene = Hygiene::new(self.umask, new_session);
+        move || {
+            close_inherited_fds();
+            hygiene.before_switch()?;
+            if let Some(switch) = &switch {
+                switch.apply()?;
+            }
+            hygiene.after_switch()
+        }
+    }
+}
+
 /// What every session process starts with, whatever state the daemon itself is in: a session
 /// of its own (so no way to the daemon's controlling terminal), the configured umask, the
 /// resource limits the daemon had at start-up (the daemon's own core-dump limit of 0 stays the

@@ -6,25 +6,29 @@
 //! program starts, `-SID` when the daemon is done with it. End of file on that pipe — the
 //! daemon is gone, however it went — makes the reaper SIGKILL every process still in a
 //! tracked session, then exit. Linux does not hand out a pid still in use as a session id, so a
-//! tracked id names only that session's processes.
+//! tracked id names only that session's processes; each is signalled through a pidfd after its
+//! session was read again, so a pid reused meanwhile is never signalled.
 //!
-//! The parent-death signal each session leader gets (process.rs) covers the leader even if
-//! the reaper itself was killed; the reaper covers what the leader started.
+//! What it covers: every process of a session whose program is still running, the programs it
+//! started included. Not covered, as under sshd: what a session left behind when its program
+//! ended normally (`nohup … &`, untracked then), and a process that made a session of its own
+//! (`setsid`). The parent-death signal each session leader gets (process.rs) covers the leader
+//! even if the reaper itself was killed.
 
 use std::collections::HashSet;
 use std::io::{BufRead, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::Mutex;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
-/// The daemon's end: where session ids are reported.
+/// The daemon's end: where session ids are reported. A thread of its own writes them, so a
+/// session start never waits on the reaper and no line is ever dropped.
 pub struct Reaper {
-    pipe: Mutex<ChildStdin>,
-    _child: Child,
+    lines: mpsc::Sender<String>,
 }
 
 /// A tracked session; untracked when dropped.
@@ -37,8 +41,8 @@ impl Reaper {
     /// Starts the reaper from the daemon's own binary. It runs in a process group of its own,
     /// so a terminal's ^C to the daemon does not take it down first.
     pub fn start() -> std::io::Result<Self> {
-        let exe = std::env::current_exe()?;
-        let mut child = Command::new(exe)
+        // This very binary, even if an upgrade replaced the file on disk since.
+        let mut child = Command::new("/proc/self/exe")
             .arg("session-reaper")
             .env_clear()
             .stdin(Stdio::piped())
@@ -46,18 +50,25 @@ impl Reaper {
             .stderr(Stdio::inherit())
             .process_group(0)
             .spawn()?;
-        let pipe = child
+        let mut pipe = child
             .stdin
             .take()
             .ok_or_else(|| std::io::Error::other("no pipe to the session reaper"))?;
-        // A reaper that stops reading must never stall a session start.
-        let flags = nix::fcntl::fcntl(pipe.as_fd(), nix::fcntl::FcntlArg::F_GETFL)?;
-        let flags = nix::fcntl::OFlag::from_bits_retain(flags) | nix::fcntl::OFlag::O_NONBLOCK;
-        nix::fcntl::fcntl(pipe.as_fd(), nix::fcntl::FcntlArg::F_SETFL(flags))?;
-        Ok(Self {
-            pipe: Mutex::new(pipe),
-            _child: child,
-        })
+        let (lines, queue) = mpsc::channel::<String>();
+        std::thread::Builder::new()
+            .name("session-reaper".into())
+            .spawn(move || {
+                for line in queue {
+                    if let Err(e) = pipe.write_all(line.as_bytes()) {
+                        warn!(error = %e, "the session reaper is gone: sessions may outlive a crash");
+                        break;
+                    }
+                }
+                // The daemon is done (its last `Reaper` is gone): end of file, then reaped.
+                drop(pipe);
+                let _ = child.wait();
+            })?;
+        Ok(Self { lines })
     }
 
     /// Tracks the session led by `sid` until the returned guard is dropped.
@@ -67,13 +78,8 @@ impl Reaper {
     }
 
     fn tell(&self, line: &str) {
-        let mut pipe = self
-            .pipe
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Err(e) = pipe.write_all(line.as_bytes()) {
-            warn!(error = %e, "cannot tell the session reaper");
-        }
+        // Fails only once the writer thread stopped, which it said.
+        let _ = self.lines.send(line.to_string());
     }
 }
 
@@ -127,14 +133,41 @@ fn end_sessions(sids: &HashSet<u32>) {
             return;
         }
         for pid in left {
-            if let Ok(pid) = i32::try_from(pid) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::SIGKILL,
-                );
-            }
+            kill_member(pid, sids);
         }
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// SIGKILLs `pid` if, once pinned by a pidfd, it is still in one of `sids`.
+fn kill_member(pid: u32, sids: &HashSet<u32>) {
+    let Ok(raw) = i32::try_from(pid) else {
+        return;
+    };
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, raw, 0) };
+    let Ok(fd) = i32::try_from(fd) else {
+        return;
+    };
+    if fd < 0 {
+        return; // already gone
+    }
+    // SAFETY: `fd` was just returned to us and is owned by nobody else.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // The pidfd names this process for good: if its pid was reused before we opened it, the
+    // session read now is the new process's, and it is left alone.
+    if session_of(pid).is_some_and(|(_, sid)| sids.contains(&sid)) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: pidfd_send_signal on a descriptor we own; no siginfo, no flags.
+        unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_pidfd_send_signal,
+                pidfd.as_raw_fd(),
+                nix::libc::SIGKILL,
+                std::ptr::null::<nix::libc::siginfo_t>(),
+                0u32,
+            );
+        }
     }
 }
 

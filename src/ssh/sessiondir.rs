@@ -218,16 +218,20 @@ pub fn sweep(records: &Path) -> usize {
     let mut removed = 0;
     for entry in entries.flatten() {
         let file = entry.path();
-        if let Some(dir) = leftover(&file) {
-            match std::fs::remove_dir_all(&dir) {
+        match leftover(&file) {
+            Some(dir) => match std::fs::remove_dir_all(&dir) {
                 Ok(()) => {
                     removed += 1;
                     tracing::info!(path = %dir.display(), "removed a session directory a stopped daemon left");
                 }
                 Err(e) => {
-                    debug!(path = %dir.display(), error = %e, "cannot remove a session directory")
+                    debug!(path = %dir.display(), error = %e, "cannot remove a session directory");
                 }
-            }
+            },
+            None => tracing::info!(
+                record = %file.display(),
+                "left a recorded session directory alone: it is not one keyport made, or is gone"
+            ),
         }
         let _ = std::fs::remove_file(&file);
     }

@@ -166,9 +166,12 @@ def case_eow(t, arg):
     chan.settimeout(TIMEOUT)
     chan.recv(1)
     request(chan, "eow@openssh.com", want_reply=False)
+    # Output that never stops is the failure this looks for: a deadline over the whole drain.
+    deadline = time.monotonic() + TIMEOUT
     try:
         while chan.recv(65536):
-            pass
+            if time.monotonic() > deadline:
+                return {"status": "output never stopped"}
     except socket.timeout:
         return {"status": "timeout"}
     return {"status": chan.recv_exit_status()}
@@ -201,8 +204,11 @@ def case_running(t, arg):
     """Requests a running program takes (window-change and signal, with a reply asked for),
     and one nobody implements."""
     chan = t.open_session()
-    request(chan, "exec", string("trap 'echo got; exit 3' USR1; sleep 5 & wait"))
-    time.sleep(0.5)
+    request(chan, "exec", string("trap 'echo got; exit 3' USR1; echo ready; sleep 5 & wait"))
+    chan.settimeout(TIMEOUT)
+    ready = b""
+    while not ready.endswith(b"ready\n"):
+        ready += chan.recv(1)  # the trap is set once this is printed
     size = request(chan, "window-change", uint32(100) + uint32(40) + uint32(0) + uint32(0))
     unknown = request(chan, "nobody@example.com", string("x"))
     signal = request(chan, "signal", string("USR1"))
