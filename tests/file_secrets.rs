@@ -379,3 +379,79 @@ fn as_root_a_session_has_its_accounts_groups_and_no_others() {
     assert_eq!(groups, want, "{out}");
     let _ = std::process::Command::new("groupdel").arg(&group).status();
 }
+
+#[test]
+fn a_file_another_account_prepared_never_keeps_its_mode() {
+    // Bob owns a 0777 directory and a 0666 file where Alice's secret goes: the secret must not
+    // end up readable by him ("existing mode kept" is only for Alice's own files).
+    if !keyport::testing::needs_root("creates OS accounts") {
+        return;
+    }
+    require_tool("useradd");
+    let (sb, daemon, _key, api) = started(&[]);
+    let alice = OsAccount::create("kpfa");
+    let bob = OsAccount::create("kpfb");
+    let share = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(share.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let shared = |name: &str| share.path().join(name);
+    for name in ["alice.json", "own.json"] {
+        std::fs::write(shared(name), "bob's bait").unwrap();
+    }
+    std::os::unix::fs::chown(share.path(), Some(bob.uid), Some(bob.gid)).unwrap();
+    std::os::unix::fs::chown(shared("alice.json"), Some(bob.uid), Some(bob.gid)).unwrap();
+    std::fs::set_permissions(shared("alice.json"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    // Her own file there, 0640 by her choice, keeps its mode.
+    std::os::unix::fs::chown(shared("own.json"), Some(alice.uid), Some(alice.gid)).unwrap();
+    std::fs::set_permissions(shared("own.json"), std::fs::Permissions::from_mode(0o640)).unwrap();
+
+    let (key, h) = keyport_user(&sb, &daemon, &api, "alice", &alice);
+    for (name, file) in [("token", "alice.json"), ("mine", "own.json")] {
+        let path = shared(file).display().to_string();
+        let r = h.send(
+            "POST",
+            "users/me/secrets",
+            &json!({"name": name, "value": format!("{name}-value"), "file": path}),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let out = daemon
+        .ssh("alice", &key)
+        .arg("-tt")
+        .arg("cat ~/.profile >/dev/null 2>&1; exit 0")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let meta = std::fs::symlink_metadata(shared("alice.json")).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.mode() & 0o777),
+        (alice.uid, 0o600),
+        "replaced by a private file of Alice's"
+    );
+    assert_eq!(
+        std::fs::read_to_string(shared("alice.json")).unwrap(),
+        "token-value"
+    );
+    let own = std::fs::symlink_metadata(shared("own.json")).unwrap();
+    assert_eq!(
+        (own.uid(), own.mode() & 0o777),
+        (alice.uid, 0o640),
+        "her own mode kept"
+    );
+    assert!(
+        stderr.contains("alice.json belonged to another account"),
+        "an interactive session is told: {stderr}"
+    );
+    let audit = h.get("audit").json();
+    let reported: Vec<_> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "file.replaced-foreign")
+        .collect();
+    assert_eq!(reported.len(), 1, "{audit}");
+    assert_eq!(
+        reported[0]["detail"]["paths"],
+        json!([shared("alice.json").display().to_string()])
+    );
+}

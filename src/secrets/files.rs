@@ -8,7 +8,10 @@
 //! following links, without blocking on FIFOs, and no further than a value can be long.
 //!
 //! - A file already holding the value is left untouched (not rewritten).
-//! - New parent directories are 0700, new files 0600, an existing file keeps its mode.
+//! - New parent directories are 0700, new files 0600. An existing file keeps its mode only if it
+//!   belongs to the user writing it; one that belongs to another account (planted in a shared
+//!   directory, say) is replaced by a 0600 file of the user's own, and reported, so a file
+//!   secret never ends up readable by the account that prepared the spot.
 //! - Writes are atomic: a temp file in the same directory, fsync, rename, fsync the directory.
 //! - A file to remove is removed only if it still holds what keyport wrote; a file the user
 //!   changed is left where it is and reported.
@@ -67,6 +70,8 @@ pub struct Report {
     pub missing: Vec<String>,
     /// Left in place: the user changed them.
     pub kept_changed: Vec<String>,
+    /// Written 0600 in place of a file another account owned (its mode was not kept).
+    pub narrowed: Vec<String>,
     /// Could not be written or removed: (path, why).
     pub failed: Vec<(String, String)>,
 }
@@ -85,12 +90,18 @@ pub fn apply(plan: &Plan) -> Report {
         let hash = sha256_hex(content);
         if let Existing::File(existing) = read_existing(path)
             && sha256_hex(&existing) == hash
+            && owner(path) == Some(file_uid())
         {
             report.unchanged.push((wanted.path.clone(), hash));
             continue;
         }
         match write_atomic(path, content) {
-            Ok(()) => report.written.push((wanted.path.clone(), hash)),
+            Ok(narrowed) => {
+                if narrowed {
+                    report.narrowed.push(wanted.path.clone());
+                }
+                report.written.push((wanted.path.clone(), hash));
+            }
             Err(e) => report.failed.push((wanted.path.clone(), e.to_string())),
         }
     }
@@ -153,19 +164,41 @@ fn read_existing(path: &Path) -> Existing {
     }
 }
 
+/// The uid files are created and checked as on this thread: its filesystem uid (a root daemon
+/// writes on a thread that took on the user's).
+fn file_uid() -> u32 {
+    // SAFETY: setfsuid with an invalid id changes nothing and returns the current fsuid.
+    let current = unsafe { nix::libc::syscall(nix::libc::SYS_setfsuid, u32::MAX) };
+    u32::try_from(current).unwrap_or(u32::MAX)
+}
+
+/// The owner of the regular file at `path` (not of a link's target).
+fn owner(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(path)
+        .ok()
+        .filter(|m| m.file_type().is_file())
+        .map(|m| m.uid())
+}
+
 /// Writes `content` to `path` atomically; new directories 0700, a new file 0600, an existing
-/// file's mode kept.
-fn write_atomic(path: &Path, content: &[u8]) -> io::Result<()> {
+/// file's mode kept if the file is this user's. Returns whether an existing file's mode was
+/// not kept because another account owned it.
+fn write_atomic(path: &Path, content: &[u8]) -> io::Result<bool> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no parent directory"))?;
     if !dir.exists() {
         DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     }
-    // The mode of the file itself, never of whatever a link there points at.
-    let mode = match fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_file() => meta.permissions().mode() & 0o7777,
-        _ => 0o600,
+    // The mode of the file itself, never of whatever a link there points at; and only the
+    // user's own file's: another account's mode says what that account wanted others to read.
+    let (mode, narrowed) = match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_file() && owner(path) == Some(file_uid()) => {
+            (meta.permissions().mode() & 0o7777, false)
+        }
+        Ok(meta) if meta.file_type().is_file() => (0o600, true),
+        _ => (0o600, false),
     };
     let name = path
         .file_name()
@@ -194,7 +227,7 @@ fn write_atomic(path: &Path, content: &[u8]) -> io::Result<()> {
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result
+    result.map(|()| narrowed)
 }
 
 #[cfg(test)]

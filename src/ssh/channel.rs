@@ -159,9 +159,21 @@ pub async fn run(
         client_env: &client_env,
         forward: agent_forward.then(|| handle.clone()),
     };
-    // `_dir` lives as long as the session: its sockets go away with it.
     let outcome = match prepare(&ctx, &login, start).await {
-        Ok((identity, env, _dir)) => {
+        Ok(Prepared {
+            identity,
+            env,
+            dir: _dir,
+            notices,
+        }) => {
+            let interactive = pty.is_some() && !matches!(program, Program::Sftp);
+            if interactive && !notices.is_empty() {
+                let mut err = tx.make_writer_ext(Some(1));
+                for notice in &notices {
+                    let _ = err.write_all(format!("{notice}\r\n").as_bytes()).await;
+                }
+                let _ = err.flush().await;
+            }
             let launch = Launch::new(&identity, &program, env, ctx.umask);
             let io = Io {
                 rx,
@@ -212,7 +224,7 @@ async fn prepare(
     ctx: &Arc<SshContext>,
     login: &Login,
     start: Start<'_>,
-) -> Result<(Identity, SessionEnv, Option<SessionDir>), String> {
+) -> Result<Prepared, String> {
     let Start {
         session,
         program,
@@ -259,7 +271,8 @@ async fn prepare(
     }
     let secrets = Arc::new(secrets);
     // Files first: the program may read them as soon as it starts.
-    super::files::materialize(ctx, &identity, &login.session_user(), secrets.clone()).await;
+    let replaced =
+        super::files::materialize(ctx, &identity, &login.session_user(), secrets.clone()).await;
 
     // Shells and commands get the key service; sftp-server has no use for it.
     let dir = match program {
@@ -303,7 +316,31 @@ async fn prepare(
             .call(move |v| v.record_use(&actor, &user, "session.start", detail.clone()))
             .await;
     });
-    Ok((identity, env, dir))
+    let notices = replaced
+        .iter()
+        .map(|path| {
+            format!(
+                "keyport: {path} belonged to another account; your secret replaced it with a \
+                 file only you can read (0600)"
+            )
+        })
+        .collect();
+    Ok(Prepared {
+        identity,
+        env,
+        dir,
+        notices,
+    })
+}
+
+/// What a session gets, decided before its program starts.
+struct Prepared {
+    identity: Identity,
+    env: SessionEnv,
+    /// Lives as long as the session: its sockets go away with it.
+    dir: Option<SessionDir>,
+    /// Told on stderr to interactive (pty) sessions before their program starts.
+    notices: Vec<String>,
 }
 
 /// Most client `env` requests one channel may make.

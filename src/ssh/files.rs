@@ -20,20 +20,21 @@ use crate::secrets::files;
 use crate::vault::{SessionSecrets, SessionUser};
 
 /// Writes `user`'s file secrets and removes the ones no longer wanted. Failures are logged
-/// and audited; they do not stop the session.
+/// and audited; they do not stop the session. Returns the files written in place of another
+/// account's (for a notice in interactive sessions).
 pub async fn materialize(
     ctx: &Arc<SshContext>,
     identity: &Identity,
     who: &SessionUser,
     secrets: Arc<SessionSecrets>,
-) {
+) -> Vec<String> {
     let user = who.name.as_str();
     let os_user = identity.os.name.clone();
     // By id: a later user given a removed user's name starts with nothing remembered.
     let key = (who.id, os_user.clone());
     let wanted_now = wanted(&secrets);
     if !wanted_now.is_empty() && ctx.applied.unchanged(&key, &wanted_now) {
-        return;
+        return Vec::new();
     }
     ctx.applied.forget(&key);
     let (name, os, wanted) = (user.to_string(), os_user.clone(), secrets.clone());
@@ -44,12 +45,12 @@ pub async fn materialize(
     {
         Ok(plan) if plan.write.is_empty() && plan.remove.is_empty() => {
             ctx.applied.remember(key, &wanted_now);
-            return;
+            return Vec::new();
         }
         Ok(plan) => plan,
         Err(e) => {
             warn!(user, error = %e, "cannot plan file secrets");
-            return;
+            return Vec::new();
         }
     };
     let switch = identity.switch.clone();
@@ -62,7 +63,7 @@ pub async fn materialize(
     .flatten();
     let Some(report) = report else {
         warn!(user, "file secrets were not applied");
-        return;
+        return Vec::new();
     };
     for (path, why) in &report.failed {
         warn!(user, path, error = %why, "file secret not written");
@@ -74,6 +75,7 @@ pub async fn materialize(
             "left files the user changed"
         );
     }
+    let narrowed = report.narrowed.clone();
     // Only a pass that did everything it planned may be skipped next time.
     let clean = report.failed.is_empty() && report.kept_changed.is_empty();
     let name = user.to_string();
@@ -87,6 +89,7 @@ pub async fn materialize(
         Ok(()) if clean => ctx.applied.remember(key, &wanted_now),
         Ok(()) => {}
     }
+    narrowed
 }
 
 /// Each wanted file's path and content hash, sorted.
@@ -194,7 +197,7 @@ pub async fn materialize_owner(ctx: Arc<SshContext>, owner: String) {
                 id: record.id,
                 name: owner.clone(),
             };
-            materialize(&ctx, &identity, &who, Arc::new(secrets)).await;
+            let _ = materialize(&ctx, &identity, &who, Arc::new(secrets)).await;
         }
         Err(e) => warn!(owner, error = %e, "cannot write the owner's file secrets"),
     }

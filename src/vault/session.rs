@@ -202,6 +202,15 @@ impl Vault {
                 json!({ "paths": report.kept_changed }),
             ));
         }
+        if !report.narrowed.is_empty() {
+            audits.push(Self::audit(
+                &actor,
+                user,
+                "file.replaced-foreign",
+                None,
+                json!({ "paths": report.narrowed }),
+            ));
+        }
         if !report.failed.is_empty() {
             let paths: Vec<&String> = report.failed.iter().map(|(p, _)| p).collect();
             audits.push(Self::audit(
