@@ -15,7 +15,11 @@ use crate::datadir;
 use crate::secrets::Limits;
 
 mod forwarding;
+mod http;
+mod ssh;
 pub use forwarding::{Forwarding, LocalTarget, RemotePorts};
+pub use http::HttpSettings;
+pub use ssh::{SshSettings, Startups};
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -71,75 +75,8 @@ pub struct Config {
     pub ssh: SshSettings,
     /// Port forwarding (`ssh -L`, `ssh -R`): off unless turned on, with allow-lists.
     pub forwarding: Forwarding,
-}
-
-/// SSH channel flow control.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SshSettings {
-    /// Receive window per channel, bytes: how far a client may send ahead of the program
-    /// reading its input, and so the most input keyport holds for one channel.
-    pub channel_window: u32,
-    /// Largest data packet a client may send, bytes.
-    pub max_packet: u32,
-    /// Failed logins from one address for one user name before that address is turned away.
-    pub login_failures: u32,
-    /// The window failed logins are counted in, and how long a turned-away address stays
-    /// so, seconds.
-    pub login_failure_window_secs: u64,
-    /// The umask session programs start with (octal, like `login.defs`'s UMASK).
-    pub umask: String,
-}
-
-impl Default for SshSettings {
-    fn default() -> Self {
-        Self {
-            channel_window: 8 * 1024 * 1024,
-            max_packet: 65535,
-            login_failures: 20,
-            login_failure_window_secs: 60,
-            umask: "022".into(),
-        }
-    }
-}
-
-impl SshSettings {
-    /// The setting that is out of range, and its rule.
-    pub fn check(&self) -> Result<(), (&'static str, String)> {
-        if !(1024..=65535).contains(&self.max_packet) {
-            return Err(("ssh.max_packet", "must be 1024 to 65535 bytes".into()));
-        }
-        let least = 2 * self.max_packet;
-        if !(least..=1 << 30).contains(&self.channel_window) {
-            return Err((
-                "ssh.channel_window",
-                format!("must be {least} (twice ssh.max_packet) to 1073741824 bytes"),
-            ));
-        }
-        if self.login_failures == 0 {
-            return Err(("ssh.login_failures", "must be at least 1".into()));
-        }
-        if !(1..=86_400).contains(&self.login_failure_window_secs) {
-            return Err((
-                "ssh.login_failure_window_secs",
-                "must be 1 to 86400 seconds".into(),
-            ));
-        }
-        if self.umask_bits().is_none() {
-            return Err(("ssh.umask", "must be an octal mode from 000 to 777".into()));
-        }
-        Ok(())
-    }
-
-    /// The umask as a number, if it is a valid octal mode.
-    pub fn umask_bits(&self) -> Option<u32> {
-        let digits = self.umask.trim();
-        let valid =
-            (1..=4).contains(&digits.len()) && digits.bytes().all(|b| matches!(b, b'0'..=b'7'));
-        u32::from_str_radix(digits, 8)
-            .ok()
-            .filter(|m| valid && *m <= 0o777)
-    }
+    /// The HTTP API listener's limits.
+    pub http: HttpSettings,
 }
 
 impl Default for Config {
@@ -154,6 +91,7 @@ impl Default for Config {
             limits: Limits::default(),
             ssh: SshSettings::default(),
             forwarding: Forwarding::default(),
+            http: HttpSettings::default(),
         }
     }
 }
@@ -192,7 +130,7 @@ max_total_value_bytes = 1048576
 # Sum of NAME=VALUE over a user's enabled env secrets, bytes.
 max_env_bytes = 131072
 
-# SSH flow control, per channel.
+# SSH: flow control, sessions, and limits (sshd's names in brackets).
 [ssh]
 # Receive window, bytes: how far a client may send ahead of the program reading its input
 # (the window is re-opened only as the program reads), and so the most input keyport holds
@@ -203,8 +141,28 @@ max_packet = 65535
 # Failed logins from one address for one user name, within the window, before that address
 # is turned away for that name until the window has passed. At least 1.
 login_failures = 20
-# That window, seconds. 1 to 86400.
+# Failed logins from one address, whatever names it tries, before it is turned away.
+# At least login_failures.
+login_failures_per_address = 100
+# That window, seconds; failed logins from one address are audited once per window, with a
+# count. 1 to 86400.
 login_failure_window_secs = 60
+# Seconds a connection has for banner, key exchange and login [LoginGraceTime]. 1 to 3600.
+login_grace_secs = 60
+# begin:rate:full [MaxStartups]: past `begin` unauthenticated connections, new ones are
+# dropped with probability rate% rising to 100% at `full`.
+max_startups = "10:30:64"
+# Unauthenticated connections one source address may hold; a new one past this replaces
+# that address's oldest. 1 to 10000.
+per_source_startups = 10
+# Authentication attempts per connection [MaxAuthTries]. 1 to 100.
+max_auth_tries = 6
+# Session channels open at once on one connection [MaxSessions]. 1 to 10000.
+max_sessions = 10
+# Connections one user may have open at once. 1 to 100000.
+max_connections_per_user = 32
+# Bytes of accepted client env requests (names and values) per channel; past it, refused.
+client_env_bytes = 65536
 # The umask session programs start with, octal (like login.defs' UMASK). 000 to 777.
 umask = "022"
 
@@ -221,6 +179,15 @@ remote = false
 remote_allow = []
 # Most ssh -R listeners one connection may hold. 1 to 1024.
 max_remote_listeners = 16
+
+# The HTTP API listener.
+[http]
+# Seconds a client has to send a request's headers. 1 to 3600.
+header_timeout_secs = 10
+# Seconds a kept-alive connection may wait for its next request. 1 to 86400.
+idle_timeout_secs = 60
+# Connections served at once (more wait in the backlog). 1 to 100000.
+max_connections = 256
 "#;
 
 impl Config {
@@ -245,6 +212,7 @@ impl Config {
             .ssh
             .check()
             .and_then(|()| config.forwarding.check())
+            .and_then(|()| config.http.check())
             .map_err(|(field, rule)| ConfigError::Invalid { path, field, rule })?;
         Ok(config)
     }

@@ -341,7 +341,16 @@ fn scp_and_sftp_move_ten_megabytes_both_ways_byte_exact() {
 
 #[test]
 fn fifty_concurrent_sessions_each_get_only_their_own_secrets() {
-    let (sb, daemon, alice_key, api) = started(&[]);
+    // 50 logins at once from one address: more unauthenticated connections than sshd's
+    // MaxStartups defaults let in (tests/limits.rs shows those), so this daemon has room.
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        "[ssh]\nmax_startups = \"100:30:200\"\nper_source_startups = 100\n",
+    )
+    .unwrap();
+    let (sb, daemon, alice_key, api) =
+        started(&[("KEYPORT_CONFIG", config.path().to_str().unwrap())]);
     let bob_key = sb.client_key("bob_key");
     let bob_pub = std::fs::read_to_string(bob_key.with_extension("pub")).unwrap();
     let r = api.send(
@@ -425,11 +434,12 @@ fn unknown_users_and_wrong_keys_are_refused_alike() {
         text(&unknown_user).1.replace("nobody-here", "X"),
         text(&wrong_key).1.replace(&me().name, "X")
     );
-    // Failures are audited once the connection ends.
+    // Failures are audited once the connection ends: the first from an address at once, the
+    // rest of the window's in one row later (tests/limits.rs).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let audit = api.get("audit").body;
-        if audit.matches("ssh.login-failed").count() >= 2 {
+        if audit.matches("ssh.login-failed").count() >= 1 {
             break;
         }
         assert!(

@@ -9,11 +9,13 @@
 //! - `auth.rs`: the bearer token's caller and the access rules.
 //! - `secrets.rs`, `keys.rs`, `tokens.rs`, `users.rs`, `audit.rs`: one file per resource.
 //! - `meta.rs`: healthz, metrics, the OpenAPI document.
+//! - `listen.rs`: the TCP listener: header and idle timeouts, the connection cap.
 
 mod audit;
 mod auth;
 mod error;
 mod keys;
+mod listen;
 mod meta;
 mod secrets;
 pub mod tokens;
@@ -130,10 +132,9 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    settings: &crate::config::HttpSettings,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    listen::serve(listener, router, shutdown, settings).await
 }
 
 /// Serves the API to one SSH session on its private socket, authenticated as the session's

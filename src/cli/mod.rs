@@ -89,6 +89,7 @@ pub fn run(opts: Opts) -> anyhow::Result<()> {
     // Sessions get the limits the daemon was started with, not the ones it sets itself.
     crate::ssh::remember_limits();
     disable_core_dumps();
+    raise_descriptor_limit();
     if let Command::Gitssh(args) = opts.command {
         // No config: it runs inside sessions, for git, and needs none.
         let code = gitssh::run(args)?;
@@ -123,6 +124,17 @@ fn load_config(opts: &Opts) -> anyhow::Result<Config> {
         config.data_dir = Some(dir.clone());
     }
     Ok(config)
+}
+
+/// As many descriptors as the hard limit allows: the daemon holds a socket per connection (and
+/// sessions get the limit the process was started with back).
+fn raise_descriptor_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
 }
 
 fn disable_core_dumps() {

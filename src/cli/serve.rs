@@ -108,9 +108,9 @@ pub fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
             ctx,
             ssh::server_config(host_key, &config.ssh),
         ));
-        let stop = shutdown.clone();
+        let (stop, http) = (shutdown.clone(), config.http.clone());
         tasks.spawn(async move {
-            if let Err(e) = api::serve(api, router, stop.cancelled_owned()).await {
+            if let Err(e) = api::serve(api, router, stop.cancelled_owned(), &http).await {
                 tracing::error!(error = %e, "api server failed");
             }
         });

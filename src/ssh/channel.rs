@@ -96,6 +96,7 @@ pub async fn run(
 ) {
     let mut pty = None;
     let mut client_env = Vec::new();
+    let mut env_bytes = 0;
     let mut agent_forward = false;
     let program = loop {
         match channel.wait().await {
@@ -120,8 +121,11 @@ pub async fn run(
                 variable_value,
                 ..
             }) if client_env.len() < MAX_CLIENT_ENV
+                && env_bytes + variable_name.len() + variable_value.len()
+                    <= ctx.client_env_bytes
                 && client_env_accepted(&ctx.accept_env, &variable_name, &variable_value) =>
             {
+                env_bytes += variable_name.len() + variable_value.len();
                 client_env.push((variable_name, variable_value));
             }
             // The terminal starts at the size the client last gave.

@@ -16,7 +16,6 @@ use std::sync::Arc;
 
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, Disconnect};
-use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
@@ -24,7 +23,6 @@ use super::SshContext;
 use super::channel::{self, Control, Login};
 use super::forward::Forwards;
 use crate::secrets::env::client_env_accepted;
-use crate::vault::Actor;
 
 /// One SSH connection.
 pub struct Connection {
@@ -35,6 +33,10 @@ pub struct Connection {
     login: Option<Arc<Login>>,
     rejected_offers: u32,
     tried_user: Option<String>,
+    /// Until login: the connection's place at the gate, and the flag its task watches.
+    pre_auth: Option<PreAuth>,
+    /// The login key that authenticated, until the login is registered.
+    login_key: Option<russh::keys::PublicKey>,
     channels: HashMap<ChannelId, SessionChannel>,
     no_more_sessions: bool,
     forwards: Forwards,
@@ -47,9 +49,19 @@ struct SessionChannel {
     started: bool,
     /// The program runs on the pty (a subsystem never does): `break` has a line to break.
     terminal: bool,
-    /// Client env requests accepted so far (at most [`channel::MAX_CLIENT_ENV`]).
+    /// Client env requests accepted so far (at most [`channel::MAX_CLIENT_ENV`]), and their
+    /// bytes (at most `[ssh] client_env_bytes`).
     env: usize,
+    env_bytes: usize,
     control: mpsc::Sender<Control>,
+}
+
+/// What a connection holds until it logs in (see `listen.rs`).
+pub struct PreAuth {
+    /// Its place among unauthenticated connections.
+    pub ticket: super::gate::Ticket,
+    /// Set once logged in: the login grace time no longer applies.
+    pub authenticated: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How many handler-only requests may wait for a channel's task.
@@ -57,7 +69,13 @@ const CONTROL_QUEUE: usize = 8;
 
 impl Connection {
     /// A connection from `peer`.
-    pub fn new(ctx: Arc<SshContext>, peer: SocketAddr, local: Option<SocketAddr>, id: u64) -> Self {
+    pub fn new(
+        ctx: Arc<SshContext>,
+        peer: SocketAddr,
+        local: Option<SocketAddr>,
+        id: u64,
+        pre_auth: PreAuth,
+    ) -> Self {
         let forwards = Forwards::new(&ctx);
         Self {
             ctx,
@@ -67,6 +85,8 @@ impl Connection {
             login: None,
             rejected_offers: 0,
             tried_user: None,
+            pre_auth: Some(pre_auth),
+            login_key: None,
             channels: HashMap::new(),
             no_more_sessions: false,
             forwards,
@@ -105,7 +125,7 @@ impl Connection {
         user: &str,
         key: &russh::keys::PublicKey,
     ) -> Option<crate::store::UserRecord> {
-        if self.ctx.blocked(self.peer.ip(), user) {
+        if self.ctx.failed.blocked(self.peer.ip(), user) {
             return None;
         }
         let (name, key) = (user.to_string(), key.clone());
@@ -144,7 +164,13 @@ impl russh::server::Handler for Connection {
             self.rejected_offers += 1;
             return Ok(Auth::reject());
         };
+        if self.ctx.live.count(record.id) >= self.ctx.max_connections_per_user {
+            // Not a failure of the key: not counted against the address.
+            info!(connection = self.id, user = %record.name, "login refused: too many connections for the user");
+            return Ok(Auth::reject());
+        }
         info!(connection = self.id, user = %record.name, source = %self.peer, "ssh login");
+        self.login_key = Some(key.public_key.clone());
         // Once, here (the password database may be remote): later callbacks must not wait on it.
         let os_user = record.os_user.clone();
         let root_session = tokio::task::spawn_blocking(move || {
@@ -163,6 +189,28 @@ impl russh::server::Handler for Connection {
         Ok(Auth::Accept)
     }
 
+    /// Logged in: the place at the gate is given back, and the login is registered (for the
+    /// per-user cap and for revocation).
+    async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
+        if let Some(pre) = self.pre_auth.take() {
+            pre.authenticated
+                .store(true, std::sync::atomic::Ordering::Release);
+            drop(pre.ticket);
+        }
+        if let (Some(login), Some(key)) = (&self.login, self.login_key.take()) {
+            self.ctx.live.insert(
+                self.id,
+                super::logins::Live {
+                    user: login.user.clone(),
+                    user_id: login.user_id,
+                    key,
+                    handle: session.handle(),
+                },
+            );
+        }
+        Ok(())
+    }
+
     async fn channel_open_session(
         &mut self,
         channel: Channel<Msg>,
@@ -172,6 +220,14 @@ impl russh::server::Handler for Connection {
         let Some(login) = self.login.clone() else {
             return Ok(()); // dropping `reply` refuses the channel
         };
+        if self.channels.len() >= self.ctx.max_sessions {
+            // sshd's MaxSessions: the open is refused, the connection goes on.
+            debug!(
+                connection = self.id,
+                "session channel refused: max_sessions open"
+            );
+            return Ok(());
+        }
         if self.no_more_sessions {
             // As sshd (serverloop.c): the client promised not to open another.
             session.disconnect(
@@ -191,6 +247,7 @@ impl russh::server::Handler for Connection {
                 started: false,
                 terminal: false,
                 env: 0,
+                env_bytes: 0,
                 control,
             },
         );
@@ -366,9 +423,17 @@ impl russh::server::Handler for Connection {
     ) -> Result<(), Self::Error> {
         // The same rules the channel task applies when it collects the environment.
         let accepted = client_env_accepted(&self.ctx.accept_env, variable_name, variable_value);
+        let bytes = variable_name.len() + variable_value.len();
+        let cap = self.ctx.client_env_bytes;
         let ok = match self.channels.get_mut(&channel) {
-            Some(c) if !c.started && accepted && c.env < channel::MAX_CLIENT_ENV => {
+            Some(c)
+                if !c.started
+                    && accepted
+                    && c.env < channel::MAX_CLIENT_ENV
+                    && c.env_bytes + bytes <= cap =>
+            {
                 c.env += 1;
+                c.env_bytes += bytes;
                 true
             }
             _ => false,
@@ -418,28 +483,27 @@ impl russh::server::Handler for Connection {
 
 impl Drop for Connection {
     /// A connection that offered keys and never logged in is one failure for its address.
+    /// Audited coalesced (`logins.rs`): at most one row per address per window.
     fn drop(&mut self) {
-        if self.login.is_some() || self.rejected_offers == 0 {
+        if self.login.is_some() {
+            self.ctx.live.remove(self.id);
+            return;
+        }
+        if self.rejected_offers == 0 {
             return;
         }
         let user = self.tried_user.clone().unwrap_or_default();
-        self.ctx.record_failure(self.peer.ip(), &user);
+        self.ctx
+            .metrics
+            .auth_failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         debug!(connection = self.id, user = %user, source = %self.peer, "ssh login failed");
-        let (ctx, source, offers) = (
-            self.ctx.clone(),
-            self.peer.to_string(),
-            self.rejected_offers,
-        );
+        let Some(row) = self.ctx.failed.record(self.peer.ip(), &user) else {
+            return;
+        };
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let detail = json!({ "source": source, "rejected_keys": offers });
-                let _ = ctx
-                    .vault
-                    .call(move |v| {
-                        v.record_use(&Actor::System, &user, "ssh.login-failed", detail.clone())
-                    })
-                    .await;
-            });
+            let ctx = self.ctx.clone();
+            runtime.spawn(async move { super::listen::audit_failure(&ctx, row).await });
         }
     }
 }

@@ -21,31 +21,33 @@
 mod channel;
 mod files;
 mod forward;
+mod gate;
 mod handler;
 mod input;
+mod listen;
+mod logins;
 mod process;
 mod quickack;
 pub mod reaper;
+mod revoke;
 pub mod sessiondir;
 mod terminal;
 
+pub use listen::run;
 pub use process::remember_limits;
 
 pub use files::{Applied, materialize, materialize_owner};
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use russh::keys::PrivateKey;
-use russh::server::{self, Handle};
-use russh::{Disconnect, MethodKind, MethodSet, SshId};
-use tokio::net::TcpListener;
+use russh::server;
+use russh::{MethodKind, MethodSet, SshId};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info};
 
 use crate::metrics::DaemonMetrics;
 use crate::shared::VaultHandle;
@@ -79,13 +81,18 @@ pub struct SshContext {
     pub session_records: Option<std::path::PathBuf>,
     /// Ends live sessions' processes if the daemon dies without doing it.
     pub reaper: Option<reaper::Reaper>,
-    /// Failed connections from one address for one user name within `failure_window` before
-    /// that address is turned away for that name (per name, so one local user cannot lock
-    /// every other user out of a loopback listener): `[ssh] login_failures`.
-    max_failures: u32,
-    /// `[ssh] login_failure_window_secs`.
-    failure_window: Duration,
-    failures: Mutex<HashMap<(IpAddr, String), (u32, Instant)>>,
+    /// Failed logins, counted per address and name and per address, audited coalesced.
+    failed: logins::FailedLogins,
+    /// Logged-in connections (per-user cap, revocation).
+    live: logins::LiveLogins,
+    /// Unauthenticated connections' places (`MaxStartups`, per-source cap).
+    gate: Arc<gate::Gate>,
+    /// `[ssh] login_grace_secs`.
+    grace: Duration,
+    /// `[ssh] max_sessions`, `max_connections_per_user`, `client_env_bytes`.
+    max_sessions: usize,
+    max_connections_per_user: usize,
+    client_env_bytes: usize,
     next_id: AtomicU64,
 }
 
@@ -115,40 +122,26 @@ impl SshContext {
             forwarding: forward::Policy::new(&config.forwarding),
             session_records: None,
             reaper: None,
-            max_failures: settings.login_failures,
-            failure_window: Duration::from_secs(settings.login_failure_window_secs),
-            failures: Mutex::new(HashMap::new()),
+            failed: logins::FailedLogins::new(settings),
+            live: logins::LiveLogins::default(),
+            gate: gate::Gate::new(
+                settings.startups().unwrap_or(crate::config::Startups {
+                    begin: 10,
+                    rate: 30,
+                    full: 64,
+                }),
+                settings.per_source_startups,
+            ),
+            grace: Duration::from_secs(settings.login_grace_secs),
+            max_sessions: settings.max_sessions as usize,
+            max_connections_per_user: settings.max_connections_per_user as usize,
+            client_env_bytes: settings.client_env_bytes as usize,
             next_id: AtomicU64::new(1),
         }
     }
 
     fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Whether `ip` failed too often lately, logging in as `user`, to be listened to.
-    fn blocked(&self, ip: IpAddr, user: &str) -> bool {
-        lock(&self.failures)
-            .get(&(ip, user.to_string()))
-            .is_some_and(|(n, since)| {
-                *n >= self.max_failures && since.elapsed() < self.failure_window
-            })
-    }
-
-    /// Counts a failed connection from `ip` for `user`.
-    fn record_failure(&self, ip: IpAddr, user: &str) {
-        self.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
-        let mut map = lock(&self.failures);
-        if map.len() > 10_000 {
-            map.retain(|_, (_, since)| since.elapsed() < self.failure_window);
-        }
-        let entry = map
-            .entry((ip, user.to_string()))
-            .or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= self.failure_window {
-            *entry = (0, Instant::now());
-        }
-        entry.0 += 1;
     }
 }
 
@@ -169,6 +162,8 @@ pub fn server_config(host_key: PrivateKey, ssh: &crate::config::SshSettings) -> 
         // OpenSSH offers every agent key in turn: each rejected offer waits this long.
         auth_rejection_time: Duration::from_millis(100),
         auth_rejection_time_initial: Some(Duration::ZERO),
+        // sshd's MaxAuthTries: the connection is told so and closed.
+        max_auth_attempts: ssh.max_auth_tries as usize,
         // Idle shells stay; dead peers are found by keepalives.
         inactivity_timeout: None,
         keepalive_interval: Some(Duration::from_secs(20)),
@@ -188,6 +183,20 @@ pub fn server_config(host_key: PrivateKey, ssh: &crate::config::SshSettings) -> 
                 russh::cipher::AES_192_CTR,
                 russh::cipher::AES_128_CTR,
             ]),
+            // No DH group above 4096 bits (group17/18 make a DHEat flood cheap); the group
+            // exchange picks from russh's 2048- and 4096-bit groups.
+            kex: std::borrow::Cow::Borrowed(&[
+                russh::kex::MLKEM768X25519_SHA256,
+                russh::kex::CURVE25519,
+                russh::kex::CURVE25519_PRE_RFC_8731,
+                russh::kex::DH_GEX_SHA256,
+                russh::kex::DH_G16_SHA512,
+                russh::kex::DH_G14_SHA256,
+                russh::kex::EXTENSION_SUPPORT_AS_CLIENT,
+                russh::kex::EXTENSION_SUPPORT_AS_SERVER,
+                russh::kex::EXTENSION_OPENSSH_STRICT_KEX_AS_CLIENT,
+                russh::kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
+            ]),
             // As sshd: compression only after authentication, when the client asks (ssh -C).
             compression: std::borrow::Cow::Borrowed(&[
                 russh::compression::NONE,
@@ -198,70 +207,6 @@ pub fn server_config(host_key: PrivateKey, ssh: &crate::config::SshSettings) -> 
         channel_buffer_size: 128,
         event_buffer_size: 100,
         ..Default::default()
-    }
-}
-
-/// Serves SSH on `listener` until `ctx.shutdown` is cancelled, then disconnects every client
-/// and waits for their tasks.
-pub async fn run(listener: TcpListener, ctx: Arc<SshContext>, config: server::Config) {
-    let config = Arc::new(config);
-    let handles: Arc<Mutex<HashMap<u64, Handle>>> = Arc::default();
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = ctx.shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    debug!(error = %e, "accept failed");
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let local = stream.local_addr().ok();
-        let id = ctx.next_id();
-        let handler = handler::Connection::new(ctx.clone(), peer, local, id);
-        let config = config.clone();
-        let handles = handles.clone();
-        ctx.tasks.spawn(async move {
-            let stream = quickack::QuickAck::new(stream);
-            match server::run_stream(config, stream, handler).await {
-                Ok(running) => {
-                    lock(&handles).insert(id, running.handle());
-                    if let Err(e) = running.await {
-                        debug!(connection = id, error = %e, "connection ended with an error");
-                    }
-                    lock(&handles).remove(&id);
-                }
-                Err(e) => debug!(connection = id, error = %e, "ssh handshake failed"),
-            }
-        });
-    }
-    info!("ssh: shutting down");
-    // Tell every client at once; none may hold up the shutdown.
-    let open: Vec<Handle> = lock(&handles).values().cloned().collect();
-    let told: Vec<_> = open
-        .into_iter()
-        .map(|handle| {
-            tokio::spawn(async move {
-                let bye = handle.disconnect(
-                    Disconnect::ByApplication,
-                    "keyport is shutting down".into(),
-                    "en".into(),
-                );
-                let _ = tokio::time::timeout(Duration::from_secs(2), bye).await;
-            })
-        })
-        .collect();
-    for task in told {
-        let _ = task.await;
-    }
-    ctx.tasks.close();
-    if tokio::time::timeout(Duration::from_secs(10), ctx.tasks.wait())
-        .await
-        .is_err()
-    {
-        debug!("ssh: some sessions did not end within 10 s");
     }
 }
 

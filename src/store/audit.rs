@@ -11,6 +11,26 @@ impl Store {
         insert_audit(&self.conn, audit)
     }
 
+    /// A number that grows with every change: the newest audit event's id (every change
+    /// commits its event with it). Equal marks mean nothing changed in between.
+    pub fn change_mark(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM audit_events", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    /// (OS user, keyport user) of ledger entries whose keyport user no longer exists.
+    pub fn orphaned_files(&self) -> Result<Vec<(String, String)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT DISTINCT os_user, user_name FROM secret_files
+             WHERE user_name NOT IN (SELECT name FROM users) ORDER BY os_user, user_name",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Audit events, oldest first, from `since_ms` on; only `user`'s when given.
     pub fn audit_events(&self, user: Option<&str>, since_ms: i64) -> Result<Vec<AuditRecord>> {
         let mut stmt = self.conn.prepare(

@@ -44,6 +44,17 @@ impl Vault {
         Ok(user)
     }
 
+    /// A number that changes with every change to the vault (see
+    /// [`crate::store::Store::change_mark`]).
+    pub fn change_mark(&self) -> Result<i64, VaultError> {
+        Ok(self.store.change_mark()?)
+    }
+
+    /// (OS user, keyport user) of written files whose keyport user was removed.
+    pub fn orphaned_files(&self) -> Result<Vec<(String, String)>, VaultError> {
+        Ok(self.store.orphaned_files()?)
+    }
+
     /// The user, if `key` is one of their login keys. Unknown users and unknown keys give the
     /// same answer.
     pub fn login(&self, user: &str, key: &PublicKey) -> Result<Option<UserRecord>, VaultError> {

@@ -1,0 +1,229 @@
+//! The API's TCP listener, with the limits `axum::serve` does not have: a header-read timeout
+//! (half-sent requests are closed), an idle timeout for kept-alive connections, and a cap on
+//! connections. At the cap a new connection takes the place of the oldest one that is not
+//! handling a request (a slowloris connection never is), so a flood of idle or half-sent
+//! connections cannot keep `keyport secret list` out; only when every connection is busy with
+//! a real request is the new one closed. Out of descriptors, the loop backs off.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+use tracing::debug;
+
+use crate::config::HttpSettings;
+
+/// How long the accept loop pauses when the process is out of descriptors.
+const FD_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The connections being served, oldest first.
+#[derive(Default)]
+struct Connections(Mutex<BTreeMap<u64, Served>>);
+
+struct Served {
+    busy: Arc<AtomicBool>,
+    stop: CancellationToken,
+}
+
+impl Connections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Served>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Makes room for one more under `cap`: ends the oldest connection not handling a
+    /// request. Returns false if every one is busy.
+    fn make_room(&self, cap: usize) -> bool {
+        let mut map = self.lock();
+        if map.len() < cap {
+            return true;
+        }
+        let idle = map
+            .iter()
+            .find(|(_, s)| !s.busy.load(Ordering::Acquire))
+            .map(|(id, _)| *id);
+        match idle.and_then(|id| map.remove(&id)) {
+            Some(served) => {
+                served.stop.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown`, within `settings`' limits.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    settings: &HttpSettings,
+) -> std::io::Result<()> {
+    let connections = Arc::new(Connections::default());
+    let cap = settings.max_connections as usize;
+    let header_timeout = Duration::from_secs(settings.header_timeout_secs);
+    let idle_timeout = Duration::from_secs(settings.idle_timeout_secs);
+    let stop_all = CancellationToken::new();
+    let tasks = tokio_util::task::TaskTracker::new();
+    tokio::pin!(shutdown);
+    let mut next = 0u64;
+    loop {
+        let stream = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    debug!(error = %e, "api accept failed");
+                    tokio::time::sleep(FD_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        if !connections.make_room(cap) {
+            debug!("api: every connection is busy; closing a new one");
+            continue;
+        }
+        next += 1;
+        let (id, busy, stop) = (
+            next,
+            Arc::new(AtomicBool::new(false)),
+            stop_all.child_token(),
+        );
+        connections.lock().insert(
+            id,
+            Served {
+                busy: busy.clone(),
+                stop: stop.clone(),
+            },
+        );
+        let activity = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let io = TokioIo::new(Active {
+            inner: stream,
+            activity: activity.clone(),
+            started,
+        });
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let router = router.clone();
+            let busy = Busy::new(busy.clone());
+            async move {
+                let _busy = busy;
+                router.oneshot(request).await
+            }
+        });
+        let connections = connections.clone();
+        tasks.spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .keep_alive(true)
+                .serve_connection(io, service);
+            tokio::pin!(conn);
+            let idle = watch_idle(&activity, started, idle_timeout);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        debug!(error = %e, "api connection ended with an error");
+                    }
+                }
+                () = idle => debug!("api connection idle: closed"),
+                () = stop.cancelled() => debug!("api connection closed to make room"),
+            }
+            connections.lock().remove(&id);
+        });
+    }
+    stop_all.cancel();
+    tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
+    Ok(())
+}
+
+/// Resolves once the connection saw no bytes either way for `idle`.
+async fn watch_idle(activity: &AtomicU64, started: Instant, idle: Duration) {
+    loop {
+        let last = Duration::from_millis(activity.load(Ordering::Relaxed));
+        let quiet_until = started + last + idle;
+        if Instant::now() >= quiet_until {
+            return;
+        }
+        tokio::time::sleep_until(quiet_until.into()).await;
+    }
+}
+
+/// Marks a connection busy while a request is handled.
+struct Busy(Arc<AtomicBool>);
+
+impl Busy {
+    fn new(flag: Arc<AtomicBool>) -> Self {
+        flag.store(true, Ordering::Release);
+        Self(flag)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// A stream that notes when it last moved bytes (ms since `started`).
+struct Active<S> {
+    inner: S,
+    activity: Arc<AtomicU64>,
+    started: Instant,
+}
+
+impl<S> Active<S> {
+    fn touch(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.activity.store(ms, Ordering::Relaxed);
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Active<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.touch();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Active<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

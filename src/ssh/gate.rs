@@ -1,0 +1,176 @@
+//! Who may hold a connection before logging in, as sshd decides it: at most `full`
+//! unauthenticated connections, new ones dropped at random past `begin` (`MaxStartups`), at most
+//! `per_source_startups` from one address (a new one replaces that address's oldest, so a
+//! flood from an address cannot keep a real login from it out), and each with
+//! `login_grace_secs` to log in. A [`Ticket`] holds a place until its connection logs in or
+//! ends; the connection's task ends the connection when its ticket is evicted.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Startups;
+
+/// The unauthenticated connections and their places.
+pub struct Gate {
+    startups: Startups,
+    per_source: usize,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    total: usize,
+    next: u64,
+    /// Per address, oldest first: (ticket id, its eviction token).
+    sources: HashMap<IpAddr, VecDeque<(u64, CancellationToken)>>,
+}
+
+/// One unauthenticated connection's place; given back when dropped.
+pub struct Ticket {
+    gate: Arc<Gate>,
+    source: IpAddr,
+    id: u64,
+    evicted: CancellationToken,
+}
+
+impl Gate {
+    /// A gate with these limits.
+    pub fn new(startups: Startups, per_source: u32) -> Arc<Self> {
+        Arc::new(Self {
+            startups,
+            per_source: per_source.max(1) as usize,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    /// A place for a new connection from `source`, or `None` if it is to be dropped.
+    pub fn admit(self: &Arc<Self>, source: IpAddr) -> Option<Ticket> {
+        let mut state = self.lock();
+        let held = state.sources.get(&source).map_or(0, VecDeque::len);
+        // Replacing one of its own does not grow the total: no early drop for that.
+        if held < self.per_source && self.drop_early(state.total) {
+            return None;
+        }
+        let id = state.next;
+        state.next += 1;
+        let evicted = CancellationToken::new();
+        let queue = state.sources.entry(source).or_default();
+        queue.push_back((id, evicted.clone()));
+        let replaced = (queue.len() > self.per_source)
+            .then(|| queue.pop_front())
+            .flatten();
+        match replaced {
+            // Its place is the new one's; the evicted connection's ticket finds itself gone.
+            Some((_, old)) => old.cancel(),
+            None => state.total += 1,
+        }
+        Some(Ticket {
+            gate: self.clone(),
+            source,
+            id,
+            evicted,
+        })
+    }
+
+    /// sshd's random early drop: never below `begin`, always at `full`, linearly between.
+    fn drop_early(&self, total: usize) -> bool {
+        let Startups { begin, rate, full } = self.startups;
+        let (begin, full) = (begin as usize, full as usize);
+        if total < begin {
+            return false;
+        }
+        if total >= full {
+            return true;
+        }
+        let span = (full - begin).max(1);
+        let percent = rate as usize + (100 - rate as usize) * (total - begin) / span;
+        let mut roll = [0u8; 2];
+        if getrandom::fill(&mut roll).is_err() {
+            return true;
+        }
+        (u16::from_le_bytes(roll) as usize % 100) < percent
+    }
+
+    /// Unauthenticated connections held now.
+    pub fn held(&self) -> usize {
+        self.lock().total
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Ticket {
+    /// Resolves when a newer connection from the same address took this one's place.
+    pub fn evicted(&self) -> CancellationToken {
+        self.evicted.clone()
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if self.evicted.is_cancelled() {
+            return; // its place went to the connection that evicted it
+        }
+        let mut state = self.gate.lock();
+        if let Some(queue) = state.sources.get_mut(&self.source) {
+            queue.retain(|(id, _)| *id != self.id);
+            if queue.is_empty() {
+                state.sources.remove(&self.source);
+            }
+        }
+        state.total = state.total.saturating_sub(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(begin: u32, rate: u32, full: u32, per_source: u32) -> Arc<Gate> {
+        Gate::new(Startups { begin, rate, full }, per_source)
+    }
+
+    #[test]
+    fn a_source_past_its_cap_replaces_its_oldest() {
+        let gate = gate(100, 30, 100, 3);
+        let ip: IpAddr = [127, 0, 0, 2].into();
+        let tickets: Vec<Ticket> = (0..3).map(|_| gate.admit(ip).unwrap()).collect();
+        let newest = gate.admit(ip).unwrap();
+        assert!(tickets[0].evicted().is_cancelled(), "the oldest made room");
+        assert!(!tickets[1].evicted().is_cancelled());
+        assert_eq!(gate.held(), 3);
+        drop(tickets);
+        assert_eq!(gate.held(), 1, "only the newest is held");
+        drop(newest);
+        assert_eq!(gate.held(), 0);
+    }
+
+    #[test]
+    fn past_full_every_new_connection_is_dropped_and_below_begin_none() {
+        let gate = gate(2, 30, 4, 100);
+        let mut held = Vec::new();
+        for n in 0..2u8 {
+            held.push(gate.admit([10, 0, 0, n].into()).expect("below begin"));
+        }
+        // Between begin and full some are dropped; fill up to full.
+        let mut n = 2u8;
+        while gate.held() < 4 {
+            if let Some(t) = gate.admit([10, 0, 0, n].into()) {
+                held.push(t);
+            }
+            n = n.wrapping_add(1);
+        }
+        for n in 100..200u8 {
+            assert!(gate.admit([10, 0, 1, n].into()).is_none(), "full");
+        }
+        drop(held);
+        assert_eq!(gate.held(), 0);
+    }
+}

@@ -1,0 +1,221 @@
+//! The accept loop. Before any cryptography a new connection must get a place at the gate
+//! (`gate.rs`) and come from an address not turned away for failed logins; it then has the
+//! login grace time to log in, and loses its place if a newer connection from its address
+//! took it. Out of descriptors, the loop gives back a reserve descriptor to accept and close
+//! what waits (so the backlog cannot pin the daemon) and backs off instead of spinning.
+//! On shutdown it stops accepting, tells every client, and waits for every task.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::Disconnect;
+use russh::server::{self, Handle};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tracing::{debug, info, warn};
+
+use super::{SshContext, handler, lock, quickack};
+use crate::vault::Actor;
+
+/// How long the accept loop pauses when the process is out of descriptors.
+const FD_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Serves SSH on `listener` until `ctx.shutdown` is cancelled, then disconnects every client
+/// and waits for their tasks.
+pub async fn run(listener: TcpListener, ctx: Arc<SshContext>, config: server::Config) {
+    let config = Arc::new(config);
+    let handles: Arc<Mutex<HashMap<u64, Handle>>> = Arc::default();
+    ctx.tasks.spawn(super::revoke::watch(ctx.clone()));
+    ctx.tasks.spawn(audit_failures(ctx.clone()));
+    let mut reserve = Reserve::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) if out_of_descriptors(&e) => {
+                    warn!(error = %e, "out of file descriptors: shedding a waiting connection");
+                    reserve.release();
+                    if let Ok(Ok((shed, _))) =
+                        tokio::time::timeout(Duration::from_millis(5), listener.accept()).await
+                    {
+                        drop(shed);
+                    }
+                    reserve.restore();
+                    tokio::time::sleep(FD_BACKOFF).await;
+                    continue;
+                }
+                Err(e) => {
+                    debug!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+        };
+        if ctx.failed.address_blocked(peer.ip()) {
+            debug!(source = %peer, "turned away: too many failed logins");
+            continue;
+        }
+        let Some(ticket) = ctx.gate.admit(peer.ip()) else {
+            debug!(source = %peer, held = ctx.gate.held(), "dropped: too many unauthenticated connections");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().ok();
+        let id = ctx.next_id();
+        let evicted = ticket.evicted();
+        let authenticated = Arc::new(AtomicBool::new(false));
+        let handler = handler::Connection::new(
+            ctx.clone(),
+            peer,
+            local,
+            id,
+            handler::PreAuth {
+                ticket,
+                authenticated: authenticated.clone(),
+            },
+        );
+        let (config, handles, grace) = (config.clone(), handles.clone(), ctx.grace);
+        ctx.tasks.spawn(async move {
+            let stream = quickack::QuickAck::new(stream);
+            let session = async {
+                match server::run_stream(config, stream, handler).await {
+                    Ok(running) => {
+                        let _registered = Registered::new(&handles, id, running.handle());
+                        if let Err(e) = running.await {
+                            debug!(connection = id, error = %e, "connection ended with an error");
+                        }
+                    }
+                    Err(e) => debug!(connection = id, error = %e, "ssh handshake failed"),
+                }
+            };
+            tokio::pin!(session);
+            let deadline = tokio::time::sleep(grace);
+            tokio::pin!(deadline);
+            let mut timing = true;
+            loop {
+                tokio::select! {
+                    () = &mut session => return,
+                    () = evicted.cancelled(), if !authenticated.load(Ordering::Acquire) => {
+                        debug!(connection = id, "replaced by a newer connection from its address");
+                        return;
+                    }
+                    () = &mut deadline, if timing => {
+                        if !authenticated.load(Ordering::Acquire) {
+                            debug!(connection = id, "login grace time over");
+                            return; // dropping the session closes the connection
+                        }
+                        timing = false;
+                    }
+                }
+            }
+        });
+    }
+    info!("ssh: shutting down");
+    // Tell every client at once; none may hold up the shutdown.
+    let open: Vec<Handle> = lock(&handles).values().cloned().collect();
+    let told: Vec<_> = open
+        .into_iter()
+        .map(|handle| {
+            tokio::spawn(async move {
+                let bye = handle.disconnect(
+                    Disconnect::ByApplication,
+                    "keyport is shutting down".into(),
+                    "en".into(),
+                );
+                let _ = tokio::time::timeout(Duration::from_secs(2), bye).await;
+            })
+        })
+        .collect();
+    for task in told {
+        let _ = task.await;
+    }
+    ctx.tasks.close();
+    if tokio::time::timeout(Duration::from_secs(10), ctx.tasks.wait())
+        .await
+        .is_err()
+    {
+        debug!("ssh: some sessions did not end within 10 s");
+    }
+}
+
+/// One descriptor held back for the moment the process runs out: given up, it lets the loop
+/// accept (and close) a waiting connection.
+struct Reserve(Option<std::fs::File>);
+
+impl Reserve {
+    fn new() -> Self {
+        Self(std::fs::File::open("/dev/null").ok())
+    }
+
+    fn release(&mut self) {
+        drop(self.0.take());
+    }
+
+    fn restore(&mut self) {
+        if self.0.is_none() {
+            self.0 = std::fs::File::open("/dev/null").ok();
+        }
+    }
+}
+
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(nix::libc::EMFILE | nix::libc::ENFILE | nix::libc::ENOBUFS | nix::libc::ENOMEM)
+    )
+}
+
+/// A connection's handle in the shutdown list while it runs, however its task ends.
+struct Registered<'a> {
+    handles: &'a Mutex<HashMap<u64, Handle>>,
+    id: u64,
+}
+
+impl<'a> Registered<'a> {
+    fn new(handles: &'a Mutex<HashMap<u64, Handle>>, id: u64, handle: Handle) -> Self {
+        lock(handles).insert(id, handle);
+        Self { handles, id }
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        lock(self.handles).remove(&self.id);
+    }
+}
+
+/// Writes the failed logins not audited yet, one row per address, every counting window and
+/// once more at shutdown.
+async fn audit_failures(ctx: Arc<SshContext>) {
+    let mut tick = tokio::time::interval(ctx.failed.window());
+    tick.tick().await;
+    loop {
+        let last = tokio::select! {
+            () = ctx.shutdown.cancelled() => true,
+            _ = tick.tick() => false,
+        };
+        for row in ctx.failed.flush() {
+            audit_failure(&ctx, row).await;
+        }
+        if last {
+            return;
+        }
+    }
+}
+
+/// One audit row of failed logins.
+pub(super) async fn audit_failure(ctx: &SshContext, row: super::logins::FailureRow) {
+    let user = row.users.first().cloned().unwrap_or_default();
+    let detail = json!({
+        "source": row.source.to_string(),
+        "failures": row.failures,
+        "users": row.users,
+        "window_secs": ctx.failed.window().as_secs(),
+    });
+    let _ = ctx
+        .vault
+        .call(move |v| v.record_use(&Actor::System, &user, "ssh.login-failed", detail.clone()))
+        .await;
+}
