@@ -112,6 +112,7 @@ fn removing_a_user_ends_their_sessions_and_cleans_their_files_at_once() {
         let has = |n: &str| below.iter().any(|(_, c)| c.contains(n));
         has("sleep 300") && has("sleep 301") && below.iter().any(|(_, c)| c.starts_with('-'))
     });
+    procs::shells_settled(pid);
     assert!(kept.exists() && edited.exists(), "written for the sessions");
     std::fs::write(&edited, "bob changed this").unwrap();
     // (The daemon's session reaper stays: it is not bob's.)
@@ -172,6 +173,7 @@ fn removing_a_login_key_ends_only_the_connections_that_used_it() {
         below.iter().any(|(_, c)| c.contains("sleep 300"))
             && below.iter().any(|(_, c)| c.contains("sleep 301"))
     });
+    procs::shells_settled(pid);
     sb.ok(&["login-key", "remove", "--user", "carol", line.trim()]);
     let err = by_second
         .ended_within(Duration::from_secs(2))

@@ -223,6 +223,7 @@ fn kill_9_of_the_daemon_ends_its_sessions_and_the_next_start_sweeps_their_direct
         let sleeping = below.iter().any(|(_, cmd)| cmd.trim() == "sleep 300");
         sleeping && has("sftp-server") && below.iter().any(|(_, c)| c.starts_with('-'))
     });
+    procs::shells_settled(pid);
     let sessions: Vec<(u32, String)> = procs::below(pid);
     // Shells and commands have a directory; sftp-server has no use for one.
     let dirs = recorded(&sb);

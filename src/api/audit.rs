@@ -20,9 +20,17 @@ pub struct AuditQuery {
     since: Option<String>,
     /// Only this user's events (admins; others always see only their own).
     user: Option<String>,
+    /// Most events in the page: 1 to 1000 (default 1000).
+    limit: Option<i64>,
+    /// Only events after this one (the last `id` of the previous page); a page shorter than
+    /// `limit` is the last.
+    after: Option<i64>,
 }
 
-/// Audit events, oldest first.
+/// The most events one page holds.
+pub const MAX_PAGE: i64 = 1000;
+
+/// Audit events, oldest first, a page at a time.
 #[utoipa::path(
     get,
     operation_id = "audit_list",
@@ -47,6 +55,17 @@ pub async fn list(
             ApiError::invalid("since", "must be RFC 3339 or an age like 15m, 2h, 7d")
         })?,
     };
+    let limit = query.limit.unwrap_or(MAX_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be 1 to 1000"));
+    }
+    let after = query.after.unwrap_or(0);
+    if after < 0 {
+        return Err(ApiError::invalid(
+            "after",
+            "must be an event id (0 or more)",
+        ));
+    }
     let user = match (query.user, caller.is_admin) {
         (None, true) => None,
         (None, false) => Some(caller.name.clone()),
@@ -54,7 +73,7 @@ pub async fn list(
     };
     Ok(Json(
         state
-            .vault(move |v| v.audit_events(user.as_deref(), since))
+            .vault(move |v| v.audit_page(user.as_deref(), since, after, limit))
             .await?,
     ))
 }

@@ -20,6 +20,9 @@ pub struct AuditArgs {
     pub output: Format,
 }
 
+/// Events asked for per request.
+const PAGE: usize = 1000;
+
 /// Runs `keyport audit`.
 pub fn run(args: AuditArgs) -> anyhow::Result<()> {
     let client = Client::from_env()?;
@@ -30,12 +33,20 @@ pub fn run(args: AuditArgs) -> anyhow::Result<()> {
     if let Some(user) = &args.user {
         query.push(format!("user={}", segment(user)));
     }
-    let path = if query.is_empty() {
-        "audit".to_string()
-    } else {
-        format!("audit?{}", query.join("&"))
-    };
-    let events: Vec<AuditRecord> = client.get(&path)?;
+    // Page by page (the server sends at most 1000 at a time), following the last id.
+    let mut events: Vec<AuditRecord> = Vec::new();
+    loop {
+        let after = events.last().map_or(0, |e| e.id);
+        let mut page_query = query.clone();
+        page_query.push(format!("limit={PAGE}"));
+        page_query.push(format!("after={after}"));
+        let page: Vec<AuditRecord> = client.get(&format!("audit?{}", page_query.join("&")))?;
+        let last = page.len() < PAGE;
+        events.extend(page);
+        if last {
+            break;
+        }
+    }
     match args.output {
         Format::Json => output::print_json(&events)?,
         Format::Table => output::print_table(

@@ -6,14 +6,19 @@
 //! On shutdown it stops accepting, tells every client, and waits for every task.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use russh::Disconnect;
 use russh::server::{self, Handle};
 use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::{debug, info, warn};
 
 use super::{SshContext, handler, lock, quickack};
@@ -78,7 +83,10 @@ pub async fn run(listener: TcpListener, ctx: Arc<SshContext>, config: server::Co
         );
         let (config, handles, grace) = (config.clone(), handles.clone(), ctx.grace);
         ctx.tasks.spawn(async move {
-            let stream = quickack::QuickAck::new(stream);
+            // Past the banner russh runs the session in a task of its own, which owns the
+            // stream: cutting the stream is what ends it early.
+            let cut = CancellationToken::new();
+            let stream = Cutoff::new(quickack::QuickAck::new(stream), cut.clone());
             let session = async {
                 match server::run_stream(config, stream, handler).await {
                     Ok(running) => {
@@ -94,22 +102,25 @@ pub async fn run(listener: TcpListener, ctx: Arc<SshContext>, config: server::Co
             let deadline = tokio::time::sleep(grace);
             tokio::pin!(deadline);
             let mut timing = true;
-            loop {
+            let why = loop {
                 tokio::select! {
                     () = &mut session => return,
                     () = evicted.cancelled(), if !authenticated.load(Ordering::Acquire) => {
-                        debug!(connection = id, "replaced by a newer connection from its address");
-                        return;
+                        break "replaced by a newer connection from its address";
                     }
                     () = &mut deadline, if timing => {
                         if !authenticated.load(Ordering::Acquire) {
-                            debug!(connection = id, "login grace time over");
-                            return; // dropping the session closes the connection
+                            break "login grace time over";
                         }
                         timing = false;
                     }
                 }
-            }
+            };
+            debug!(
+                connection = id,
+                why, "closing an unauthenticated connection"
+            );
+            cut.cancel();
         });
     }
     info!("ssh: shutting down");
@@ -157,6 +168,67 @@ impl Reserve {
         if self.0.is_none() {
             self.0 = std::fs::File::open("/dev/null").ok();
         }
+    }
+}
+
+/// A stream that fails every read and write once its token is cancelled (waking a pending
+/// read), so whoever owns it — russh's session task — ends and closes it.
+struct Cutoff<S> {
+    inner: S,
+    cut: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl<S> Cutoff<S> {
+    fn new(inner: S, cut: CancellationToken) -> Self {
+        Self {
+            inner,
+            cut: Box::pin(cut.cancelled_owned()),
+        }
+    }
+
+    fn is_cut(&mut self, cx: &mut Context<'_>) -> bool {
+        self.cut.as_mut().poll(cx).is_ready()
+    }
+}
+
+fn cut_off() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        "connection closed by keyport",
+    )
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Cutoff<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.is_cut(cx) {
+            return Poll::Ready(Err(cut_off()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Cutoff<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.is_cut(cx) {
+            return Poll::Ready(Err(cut_off()));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -33,11 +33,23 @@ impl Store {
 
     /// Audit events, oldest first, from `since_ms` on; only `user`'s when given.
     pub fn audit_events(&self, user: Option<&str>, since_ms: i64) -> Result<Vec<AuditRecord>> {
+        self.audit_page(user, since_ms, 0, i64::MAX)
+    }
+
+    /// At most `limit` audit events with an id above `after`, oldest first, from `since_ms`
+    /// on; only `user`'s when given. The last one's id is the next page's `after`.
+    pub fn audit_page(
+        &self,
+        user: Option<&str>,
+        since_ms: i64,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditRecord>> {
         let mut stmt = self.conn.prepare(
             "SELECT id, at, actor, user_name, action, secret_name, detail FROM audit_events
-             WHERE (?1 IS NULL OR user_name = ?1) AND at >= ?2 ORDER BY id",
+             WHERE (?1 IS NULL OR user_name = ?1) AND at >= ?2 AND id > ?3 ORDER BY id LIMIT ?4",
         )?;
-        let rows = stmt.query_map(params![user, since_ms], |r| {
+        let rows = stmt.query_map(params![user, since_ms, after, limit], |r| {
             Ok((
                 AuditRecord {
                     id: r.get(0)?,

@@ -360,6 +360,17 @@ impl Vault {
     ) -> Result<Vec<AuditRecord>, VaultError> {
         Ok(self.store.audit_events(user, since_ms)?)
     }
+
+    /// One page of audit events (see [`crate::store::Store::audit_page`]).
+    pub fn audit_page(
+        &self,
+        user: Option<&str>,
+        since_ms: i64,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditRecord>, VaultError> {
+        Ok(self.store.audit_page(user, since_ms, after, limit)?)
+    }
 }
 
 impl TokenIssued {

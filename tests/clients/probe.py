@@ -221,7 +221,61 @@ def case_streamlocal(t, arg):
     return {"streamlocal-forward": "success" if reply is not None else "failure"}
 
 
+def case_max_sessions(t, arg):
+    """Session channels past MaxSessions on one connection."""
+    held, refused = [], 0
+    for _ in range(int(arg)):
+        try:
+            chan = t.open_session(timeout=TIMEOUT)
+            chan.exec_command("sleep 20")
+            held.append(chan)
+        except Exception:
+            refused += 1
+    return {"opened": len(held), "refused": refused, "still_up": t.is_active()}
+
+
+def case_env_flood(t, arg):
+    """64 env requests of `arg` bytes each on one channel: how many are accepted."""
+    chan = t.open_session()
+    value = "v" * int(arg)
+    answers = [request(chan, "env", string(f"LC_FLOOD{n}") + string(value)) for n in range(64)]
+    ran = request(chan, "exec", string("env | grep -c '^LC_FLOOD' || true"))
+    out = finish(chan)
+    return {
+        "accepted": answers.count("success"),
+        "refused": answers.count("failure"),
+        "exec": ran,
+        "in_env": out["stdout"].strip(),
+    }
+
+
+def main_wrong_keys(port, key, count):
+    turned_away = failed = 0
+    wrong = paramiko.Ed25519Key.from_private_key_file(key)
+    for n in range(count):
+        sock = socket.socket()
+        sock.settimeout(TIMEOUT)
+        sock.bind(("127.0.0.2", 0))
+        try:
+            sock.connect(("127.0.0.1", port))
+            t = paramiko.Transport(sock)
+            t.start_client(timeout=TIMEOUT)
+        except Exception:
+            turned_away += 1
+            sock.close()
+            continue
+        try:
+            t.auth_publickey(f"nobody{n}", wrong)
+        except Exception:
+            failed += 1
+        finally:
+            t.close()
+    return {"turned_away": turned_away, "failed": failed}
+
+
 CASES = {
+    "max-sessions": case_max_sessions,
+    "env-flood": case_env_flood,
     "running": case_running,
     "streamlocal": case_streamlocal,
     "x11": case_x11,
@@ -238,6 +292,9 @@ CASES = {
 def main():
     case, port, user, key = sys.argv[1:5]
     arg = sys.argv[5] if len(sys.argv) > 5 else None
+    if case == "wrong-keys":
+        print(json.dumps(main_wrong_keys(int(port), key, int(arg)), sort_keys=True))
+        return
     t = connect(int(port), user, key)
     try:
         result = CASES[case](t, arg)

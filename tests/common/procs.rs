@@ -78,3 +78,17 @@ pub fn settled(mut value: impl FnMut() -> u64, quiet: std::time::Duration) -> u6
         );
     }
 }
+
+/// Waits (up to 20 s) until no shell start-up work runs below `ancestor`: a session killed
+/// while its shell runs `pyenv rehash` (from root's `.bashrc` on some machines) leaves
+/// pyenv's lock behind, and every later shell then waits 60 s for it.
+pub fn shells_settled(ancestor: u32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while below(ancestor).iter().any(|(_, cmd)| cmd.contains("pyenv")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "shell start-up still running"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,385 @@
+//! Limits and abuse resistance (issue 12), against the real binary on loopback, floods bounded
+//! in count and time: the pre-authentication gate under thousands of idle, stalled and
+//! slowloris connections at a 1,024-descriptor limit; per-connection caps; wrong-key floods
+//! throttled and audited as a handful of rows.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Daemon, Http, Sandbox, me, require_tool, ssh_daemon};
+use serde_json::{Value, json};
+
+fn probe(daemon: &Daemon, key: &Path, case: &str, arg: &str) -> Value {
+    let out = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/probe.py"))
+        .args([case, &daemon.ssh_port.to_string(), &me().name])
+        .arg(key)
+        .arg(arg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "probe {case}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_eleventh_session_channel_on_a_connection_is_refused() {
+    require_tool("python3");
+    let (_sb, daemon, key, _api) = ssh_daemon(&[]);
+    let answer = probe(&daemon, &key, "max-sessions", "11");
+    assert_eq!(
+        answer,
+        json!({"opened": 10, "refused": 1, "still_up": true})
+    );
+}
+
+#[test]
+fn env_requests_past_the_byte_cap_are_refused_and_not_kept() {
+    require_tool("python3");
+    let (_sb, daemon, key, _api) = ssh_daemon(&[]);
+    // 64 × 200 KiB: none fits the 64 KiB per channel.
+    let answer = probe(&daemon, &key, "env-flood", &(200 * 1024).to_string());
+    assert_eq!(
+        answer,
+        json!({"accepted": 0, "refused": 64, "exec": "success", "in_env": "0"})
+    );
+    // 64 × 30 KiB: the first two fit.
+    let answer = probe(&daemon, &key, "env-flood", &(30 * 1024).to_string());
+    assert_eq!(
+        answer,
+        json!({"accepted": 2, "refused": 62, "exec": "success", "in_env": "2"})
+    );
+}
+
+fn login_failed_rows(api: &Http) -> Vec<Value> {
+    let r = api.get("audit");
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "ssh.login-failed")
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_wrong_key_flood_with_new_names_is_throttled_and_audited_in_a_few_rows() {
+    require_tool("python3");
+    let (sb, daemon, key, api) = ssh_daemon(&[]);
+    let wrong = sb.client_key("wrong");
+    let answer = probe(&daemon, &wrong, "wrong-keys", "1000");
+    let turned_away = answer["turned_away"].as_u64().unwrap();
+    let failed = answer["failed"].as_u64().unwrap();
+    assert_eq!(turned_away + failed, 1000, "{answer}");
+    // Past 100 failures from the address (whatever the names), it is turned away before any
+    // key exchange.
+    assert!(failed <= 110, "{answer}");
+    assert!(turned_away >= 890, "{answer}");
+    let rows = login_failed_rows(&api);
+    assert!(rows.len() <= 3, "{} rows: {rows:?}", rows.len());
+    assert_eq!(rows[0]["detail"]["source"], "127.0.0.2");
+    // Another address (the real user's) is not affected.
+    let out = daemon
+        .ssh(&me().name, &key)
+        .arg("true")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The rest of the window's failures arrive as one row with their count when it flushes
+    // (here: at shutdown).
+    daemon.stop();
+    let vault = sb.vault();
+    let events = vault.audit_events(None, 0).unwrap();
+    let flushed: u64 = events
+        .iter()
+        .filter(|e| e.action == "ssh.login-failed")
+        .filter_map(|e| e.detail["failures"].as_u64())
+        .sum();
+    assert_eq!(flushed, failed, "every failure counted once");
+}
+
+/// The daemon's open descriptors and resident memory (KiB).
+fn footprint(pid: u32) -> (usize, u64) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    (fds, rss)
+}
+
+/// The daemon's TCP sockets, counted by local port and state (for the failure message).
+fn sockets_by_port(pid: u32) -> std::collections::BTreeMap<(u16, String), usize> {
+    use std::os::unix::fs::MetadataExt;
+    let inodes: std::collections::HashSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let link = std::fs::read_link(e.path()).ok()?;
+            let text = link.to_str()?;
+            text.strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let _ = std::fs::metadata("/").map(|m| m.ino());
+    let mut counts = std::collections::BTreeMap::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let inode: u64 = f[9].parse().unwrap_or(0);
+            if inodes.contains(&inode) {
+                let port = u16::from_str_radix(f[1].rsplit(':').next().unwrap(), 16).unwrap();
+                *counts.entry((port, f[3].to_string())).or_insert(0) += 1;
+            }
+        }
+    }
+    counts
+}
+
+/// CPU the process used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// A daemon limited to 1,024 descriptors, with a short grace time for the test.
+fn daemon_at_1024_fds(sb: &Sandbox, config: &Path) -> Daemon {
+    let mut cmd = sb.keyport();
+    // SAFETY: one async-signal-safe syscall before exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            let limit = nix::libc::rlimit {
+                rlim_cur: 1024,
+                rlim_max: 1024,
+            };
+            if nix::libc::setrlimit(nix::libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    sb.serve_command(cmd, &[("KEYPORT_CONFIG", config.to_str().unwrap())])
+}
+
+fn raise_own_fd_limit() {
+    let (_, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    assert!(hard >= 8192, "the test needs 8192 descriptors, has {hard}");
+}
+
+#[test]
+fn floods_of_idle_stalled_and_slowloris_connections_lock_nobody_out() {
+    require_tool("ssh");
+    raise_own_fd_limit();
+    let sb = Sandbox::new();
+    let key = sb.client_key("id_ed25519");
+    let config: PathBuf = sb.dir.path().join("keyport.toml");
+    // Short grace and header times, so the test sees them pass.
+    std::fs::write(
+        &config,
+        "[ssh]\nlogin_grace_secs = 5\n[http]\nheader_timeout_secs = 5\n",
+    )
+    .unwrap();
+    let daemon = daemon_at_1024_fds(&sb, &config);
+    let pid = daemon.pid();
+    let api_addr = daemon.url.trim_start_matches("http://").to_string();
+    let ssh_addr = format!("127.0.0.1:{}", daemon.ssh_port);
+    std::thread::sleep(Duration::from_millis(300));
+    let baseline = footprint(pid);
+
+    let mut held: Vec<TcpStream> = Vec::new();
+    let connect = |addr: &str| TcpStream::connect(addr).ok();
+    // 2,000 that send nothing.
+    held.extend((0..2000).filter_map(|_| connect(&ssh_addr)));
+    // 200 stalled mid key exchange: banner sent, the server's KEXINIT never answered.
+    for _ in 0..200 {
+        if let Some(mut s) = connect(&ssh_addr) {
+            let _ = s.write_all(b"SSH-2.0-stalled\r\n");
+            held.push(s);
+        }
+    }
+    // 2,000 slowloris HTTP requests: headers never finished.
+    for _ in 0..2000 {
+        if let Some(mut s) = connect(&api_addr) {
+            let _ = s.write_all(b"GET /api/v1/healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+            held.push(s);
+        }
+    }
+    let flooded = footprint(pid);
+
+    // A real login and a real API call still get through, promptly.
+    let started = Instant::now();
+    let out = daemon
+        .ssh(&me().name, &key)
+        .arg("true")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let ssh_took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let started = Instant::now();
+    let list = sb
+        .keyport()
+        .args(["secret", "list"])
+        .env("KEYPORT_URL", &daemon.url)
+        .output()
+        .unwrap();
+    let api_took = started.elapsed();
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    eprintln!(
+        "baseline {baseline:?}, flooded {flooded:?}; ssh took {ssh_took:?}, secret list {api_took:?}"
+    );
+    assert!(ssh_took < Duration::from_secs(2), "ssh took {ssh_took:?}");
+    assert!(
+        api_took < Duration::from_secs(2),
+        "secret list took {api_took:?}"
+    );
+
+    // Holding the flood costs no CPU to speak of.
+    let ticks = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(3));
+    let used = (cpu_ticks(pid) - ticks) as f64 / 100.0 / 3.0;
+    assert!(
+        used < 0.20,
+        "the daemon used {:.0}% of a core",
+        used * 100.0
+    );
+
+    // Past the grace (and header) time no silent connection is held.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let fds = loop {
+        let (fds, _) = footprint(pid);
+        if fds <= baseline.0 + 30 || Instant::now() > deadline {
+            break fds;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!(
+        "after the grace time: {fds} descriptors: {:?} (ssh {ssh_addr}, api {api_addr})",
+        sockets_by_port(pid)
+    );
+    assert!(
+        fds <= baseline.0 + 30,
+        "{fds} descriptors held after the grace time (baseline {})",
+        baseline.0
+    );
+    drop(held);
+    std::thread::sleep(Duration::from_secs(1));
+    let after = footprint(pid);
+    eprintln!("after: {after:?}");
+    assert!(
+        after.0 <= baseline.0 + 10,
+        "descriptors {after:?} vs {baseline:?}"
+    );
+    assert!(
+        after.1 <= baseline.1 + 40 * 1024,
+        "RSS {after:?} vs {baseline:?}"
+    );
+}
+
+#[test]
+fn the_audit_log_comes_in_pages_and_the_cli_follows_them() {
+    let (sb, daemon, _key, api) = ssh_daemon(&[]);
+    // 10,000 events, written straight into the database (a fixture: events hold no values).
+    let mut db = rusqlite::Connection::open(sb.db()).unwrap();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    let tx = db.transaction().unwrap();
+    for n in 0..10_000 {
+        tx.execute(
+            "INSERT INTO audit_events (at, actor, user_name, action, detail)
+             VALUES (?1, 'system', ?2, 'test.event', ?3)",
+            rusqlite::params![n, me().name, format!("{{\"n\":{n}}}")],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+    let total: usize = db
+        .query_row("SELECT COUNT(*) FROM audit_events", [], |r| r.get(0))
+        .unwrap();
+    assert!(total >= 10_000);
+
+    // limit=100 pages, each following the last id, until a short page.
+    let (mut seen, mut after, mut pages) = (Vec::new(), 0i64, 0);
+    loop {
+        let r = api.get(&format!("audit?limit=100&after={after}"));
+        assert_eq!(r.status, 200, "{}", r.body);
+        let page = r.json().as_array().unwrap().clone();
+        assert!(page.len() <= 100);
+        pages += 1;
+        seen.extend(page.iter().map(|e| e["id"].as_i64().unwrap()));
+        if page.len() < 100 {
+            break;
+        }
+        after = *seen.last().unwrap();
+    }
+    assert_eq!(seen.len(), total, "every event, once");
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "oldest first, no repeats"
+    );
+    assert!(pages >= 100);
+    // Unpaged, a response is one page at most.
+    assert_eq!(api.get("audit").json().as_array().unwrap().len(), 1000);
+    for bad in ["limit=0", "limit=1001", "after=-1", "limit=x"] {
+        let r = api.get(&format!("audit?{bad}"));
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+    }
+
+    // The CLI prints them all.
+    let out = sb
+        .keyport()
+        .args(["audit", "-o", "json"])
+        .env("KEYPORT_URL", &daemon.url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let test_events = printed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "test.event")
+        .count();
+    assert_eq!(test_events, 10_000);
+}
