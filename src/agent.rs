@@ -47,6 +47,77 @@ pub struct SessionAgent {
     pub session: u64,
     /// The SSH connection, when the client forwarded its agent.
     pub forward: Option<Handle>,
+    /// How fast the session may sign.
+    pub limit: SignLimit,
+}
+
+/// A session's signature rate: a bucket of `per_minute` signatures, refilled evenly. A
+/// signature over the rate is refused (not made, so never unaudited) and counted; the count
+/// is audited once when the session ends.
+pub struct SignLimit {
+    per_minute: u32,
+    bucket: std::sync::Mutex<(f64, std::time::Instant)>,
+    refused: std::sync::atomic::AtomicU64,
+}
+
+impl SignLimit {
+    /// A full bucket of `per_minute`.
+    pub fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute,
+            bucket: std::sync::Mutex::new((f64::from(per_minute), std::time::Instant::now())),
+            refused: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Takes one signature from the bucket, if there is one.
+    fn take(&self) -> bool {
+        let mut bucket = self
+            .bucket
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (tokens, since) = &mut *bucket;
+        let full = f64::from(self.per_minute);
+        *tokens = (*tokens + since.elapsed().as_secs_f64() * full / 60.0).min(full);
+        *since = std::time::Instant::now();
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            self.refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            false
+        }
+    }
+}
+
+impl Drop for SessionAgent {
+    /// The session is over: its refused signatures, if any, in one audit row.
+    fn drop(&mut self) {
+        let refused = self
+            .limit
+            .refused
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if refused == 0 {
+            return;
+        }
+        let (vault, user, session) = (self.vault.clone(), self.user.name.clone(), self.session);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let detail = serde_json::json!({ "session": session, "refused": refused });
+                let _ = vault
+                    .call(move |v| {
+                        v.record_use(
+                            &Actor::User(user.clone()),
+                            &user,
+                            "key.sign-refused",
+                            detail.clone(),
+                        )
+                    })
+                    .await;
+            });
+        }
+    }
 }
 
 /// Serves `socket` until its session ends, each connection in its own task.
@@ -101,6 +172,13 @@ impl SessionAgent {
     async fn answer(&self, request: Request, peer: &Peer, state: &mut ConnState) -> Response {
         match request {
             Request::Identities => self.identities(state).await,
+            Request::Sign { .. } if !self.limit.take() => {
+                self.metrics
+                    .signatures_refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                debug!(user = %self.user.name, session = self.session, "signature refused: rate exceeded");
+                Response::Failure
+            }
             Request::Sign { key, data, flags } => {
                 let destination = state.destination_of(&data);
                 match self.sign_own(&key, &data, peer, destination.clone()).await {

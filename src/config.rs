@@ -163,6 +163,9 @@ max_sessions = 10
 max_connections_per_user = 32
 # Bytes of accepted client env requests (names and values) per channel; past it, refused.
 client_env_bytes = 65536
+# Signatures a session's agent makes per minute (a bucket that size, refilled evenly); more
+# are refused, counted, and audited once per session. 1 to 1000000.
+agent_signatures_per_minute = 600
 # The umask session programs start with, octal (like login.defs' UMASK). 000 to 777.
 umask = "022"
 

@@ -15,6 +15,8 @@ pub struct DaemonMetrics {
     pub auth_failures: AtomicU64,
     /// Sessions that received at least one secret.
     pub injections: AtomicU64,
+    /// Agent signatures refused because a session asked for them too fast.
+    pub signatures_refused: AtomicU64,
     /// Agent signatures by key type (a fixed set of labels: `agent::key_type`).
     signatures: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -57,11 +59,15 @@ impl DaemonMetrics {
              keyport_ssh_auth_failures_total {}\n\
              # HELP keyport_ssh_injections_total SSH sessions that received secrets.\n\
              # TYPE keyport_ssh_injections_total counter\n\
-             keyport_ssh_injections_total {}\n",
+             keyport_ssh_injections_total {}\n\
+             # HELP keyport_agent_signatures_refused_total Signatures refused: the session's rate was exceeded.\n\
+             # TYPE keyport_agent_signatures_refused_total counter\n\
+             keyport_agent_signatures_refused_total {}\n",
             self.sessions_active.load(Ordering::Relaxed),
             load(&self.sessions_total),
             load(&self.auth_failures),
             load(&self.injections),
+            load(&self.signatures_refused),
         );
         counters + &signatures
     }

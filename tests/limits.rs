@@ -383,3 +383,59 @@ fn the_audit_log_comes_in_pages_and_the_cli_follows_them() {
         .count();
     assert_eq!(test_events, 10_000);
 }
+
+#[test]
+fn a_signature_flood_from_one_session_is_limited_and_every_refusal_counted() {
+    require_tool("ssh");
+    let sb = Sandbox::new();
+    let key = sb.client_key("id_ed25519");
+    let config = sb.dir.path().join("keyport.toml");
+    std::fs::write(&config, "[ssh]\nagent_signatures_per_minute = 50\n").unwrap();
+    let daemon = sb.serve_with(&[("KEYPORT_CONFIG", config.to_str().unwrap())]);
+    let api = Http::new(&daemon.url, Some(&sb.bootstrap_token()));
+    // 80 signatures through the session's agent, as fast as ssh-keygen makes them.
+    let script = "cd \"$(mktemp -d)\" && echo data > f && ok=0 && no=0 && \
+                  for i in $(seq 80); do \
+                    if ssh-keygen -q -Y sign -f \"$KEYPORT_SESSION_DIR/id.pub\" -n test f 2>/dev/null; \
+                    then ok=$((ok+1)); rm -f f.sig; else no=$((no+1)); fi; \
+                  done; echo \"$ok $no\"";
+    let out = daemon
+        .ssh(&me().name, &key)
+        .arg(script)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let counts: Vec<u64> = stdout
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let (signed, refused) = (counts[0], counts[1]);
+    eprintln!("signed {signed}, refused {refused}");
+    assert_eq!(signed + refused, 80, "{stdout}");
+    // The bucket holds 50 and refills at 50 a minute: a few more may come in meanwhile.
+    assert!((50..=55).contains(&signed), "{stdout}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (rows, refused_rows) = loop {
+        let audit = api.get("audit").json();
+        let events = audit.as_array().unwrap();
+        let signs = events.iter().filter(|e| e["action"] == "key.sign").count();
+        let refusals: Vec<Value> = events
+            .iter()
+            .filter(|e| e["action"] == "key.sign-refused")
+            .cloned()
+            .collect();
+        if !refusals.is_empty() || Instant::now() > deadline {
+            break (signs, refusals);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(rows as u64, signed, "every signature made is audited");
+    assert_eq!(refused_rows.len(), 1, "one row for the session's refusals");
+    assert_eq!(refused_rows[0]["detail"]["refused"], refused);
+    let metrics = Http::new(&daemon.url, None).get("metrics").body;
+    assert_eq!(
+        common::metric(&metrics, "keyport_agent_signatures_refused_total"),
+        refused as f64
+    );
+}

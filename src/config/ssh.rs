@@ -40,6 +40,9 @@ pub struct SshSettings {
     pub max_connections_per_user: u32,
     /// Bytes of accepted client `env` requests (names and values) one channel may make.
     pub client_env_bytes: u32,
+    /// Signatures one session's agent makes per minute (a bucket that size, refilled evenly);
+    /// more are refused and counted.
+    pub agent_signatures_per_minute: u32,
 }
 
 impl Default for SshSettings {
@@ -58,6 +61,7 @@ impl Default for SshSettings {
             max_sessions: 10,
             max_connections_per_user: 32,
             client_env_bytes: 64 * 1024,
+            agent_signatures_per_minute: 600,
         }
     }
 }
@@ -108,7 +112,13 @@ impl SshSettings {
             return Err(("ssh.login_grace_secs", "must be 1 to 3600 seconds".into()));
         }
         self.startups().map_err(|rule| ("ssh.max_startups", rule))?;
-        let ranges: [(&'static str, u32, u32, u32); 5] = [
+        let ranges: [(&'static str, u32, u32, u32); 6] = [
+            (
+                "ssh.agent_signatures_per_minute",
+                self.agent_signatures_per_minute,
+                1,
+                1_000_000,
+            ),
             (
                 "ssh.per_source_startups",
                 self.per_source_startups,

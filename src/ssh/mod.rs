@@ -93,6 +93,8 @@ pub struct SshContext {
     max_sessions: usize,
     max_connections_per_user: usize,
     client_env_bytes: usize,
+    /// `[ssh] agent_signatures_per_minute`, per session.
+    pub signatures_per_minute: u32,
     next_id: AtomicU64,
 }
 
@@ -136,6 +138,7 @@ impl SshContext {
             max_sessions: settings.max_sessions as usize,
             max_connections_per_user: settings.max_connections_per_user as usize,
             client_env_bytes: settings.client_env_bytes as usize,
+            signatures_per_minute: settings.agent_signatures_per_minute,
             next_id: AtomicU64::new(1),
         }
     }

@@ -131,6 +131,7 @@ impl SessionDir {
             user,
             session,
             forward,
+            limit: agent::SignLimit::new(ctx.signatures_per_minute),
         });
         tokio::spawn(agent::serve(agent_socket, agent));
         Ok(dir)
