@@ -155,6 +155,9 @@ max_startups = "10:30:64"
 # Unauthenticated connections one source address may hold; a new one past this replaces
 # that address's oldest. 1 to 10000.
 per_source_startups = 10
+# New connections one address may start per second, beyond a burst of per_source_startups
+# (keeps DHEat floods near sshd's rate). 1 to 100000.
+per_source_rate = 20
 # Authentication attempts per connection [MaxAuthTries]. 1 to 100.
 max_auth_tries = 6
 # Session channels open at once on one connection [MaxSessions]. 1 to 10000.

@@ -217,7 +217,17 @@ fn floods_of_idle_stalled_and_slowloris_connections_lock_nobody_out() {
     let baseline = footprint(pid);
 
     let mut held: Vec<TcpStream> = Vec::new();
-    let connect = |addr: &str| TcpStream::connect(addr).ok();
+    // The flood comes from another address than the real user (one address is throttled as
+    // a whole: a flood from yours would hold you back too, as under sshd).
+    let connect = |addr: &str| {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+        let from: std::net::SocketAddr = "127.0.0.2:0".parse().unwrap();
+        socket.bind(&from.into()).ok()?;
+        let to: std::net::SocketAddr = addr.parse().unwrap();
+        socket.connect(&to.into()).ok()?;
+        Some(TcpStream::from(socket))
+    };
     // 2,000 that send nothing.
     held.extend((0..2000).filter_map(|_| connect(&ssh_addr)));
     // 200 stalled mid key exchange: banner sent, the server's KEXINIT never answered.

@@ -346,7 +346,7 @@ fn fifty_concurrent_sessions_each_get_only_their_own_secrets() {
     let config = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
         config.path(),
-        "[ssh]\nmax_startups = \"100:30:200\"\nper_source_startups = 100\n",
+        "[ssh]\nmax_startups = \"100:30:200\"\nper_source_startups = 100\nper_source_rate = 1000\n",
     )
     .unwrap();
     let (sb, daemon, alice_key, api) =

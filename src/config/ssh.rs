@@ -32,6 +32,9 @@ pub struct SshSettings {
     /// Unauthenticated connections one source address may hold; a new one past it replaces
     /// that address's oldest.
     pub per_source_startups: u32,
+    /// New connections one source address may start per second (beyond a burst of
+    /// `per_source_startups`); more are dropped before any key exchange.
+    pub per_source_rate: u32,
     /// Authentication attempts one connection may make (`MaxAuthTries`).
     pub max_auth_tries: u32,
     /// Session channels one connection may have open at once (`MaxSessions`).
@@ -57,6 +60,7 @@ impl Default for SshSettings {
             login_grace_secs: 60,
             max_startups: "10:30:64".into(),
             per_source_startups: 10,
+            per_source_rate: 20,
             max_auth_tries: 6,
             max_sessions: 10,
             max_connections_per_user: 32,
@@ -112,7 +116,7 @@ impl SshSettings {
             return Err(("ssh.login_grace_secs", "must be 1 to 3600 seconds".into()));
         }
         self.startups().map_err(|rule| ("ssh.max_startups", rule))?;
-        let ranges: [(&'static str, u32, u32, u32); 6] = [
+        let ranges: [(&'static str, u32, u32, u32); 7] = [
             (
                 "ssh.agent_signatures_per_minute",
                 self.agent_signatures_per_minute,
@@ -125,6 +129,7 @@ impl SshSettings {
                 1,
                 10_000,
             ),
+            ("ssh.per_source_rate", self.per_source_rate, 1, 100_000),
             ("ssh.max_auth_tries", self.max_auth_tries, 1, 100),
             ("ssh.max_sessions", self.max_sessions, 1, 10_000),
             (

@@ -2,12 +2,16 @@
 //! unauthenticated connections, new ones dropped at random past `begin` (`MaxStartups`), at most
 //! `per_source_startups` from one address (a new one replaces that address's oldest, so a
 //! flood from an address cannot keep a real login from it out), and each with
-//! `login_grace_secs` to log in. A [`Ticket`] holds a place until its connection logs in or
-//! ends; the connection's task ends the connection when its ticket is evicted.
+//! `login_grace_secs` to log in; and one address may start at most `per_source_rate` new
+//! connections a second (a bucket of `per_source_startups`), which keeps a DHEat flood — many
+//! connections each asking for a costly key exchange — near what sshd lets through. A
+//! [`Ticket`] holds a place until its connection logs in or ends; the connection's task ends
+//! the connection when its ticket is evicted.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
@@ -17,6 +21,7 @@ use crate::config::Startups;
 pub struct Gate {
     startups: Startups,
     per_source: usize,
+    rate: f64,
     state: Mutex<State>,
 }
 
@@ -26,7 +31,12 @@ struct State {
     next: u64,
     /// Per address, oldest first: (ticket id, its eviction token).
     sources: HashMap<IpAddr, VecDeque<(u64, CancellationToken)>>,
+    /// Per address: new connections it may still start now, as of when.
+    buckets: HashMap<IpAddr, (f64, Instant)>,
 }
+
+/// Addresses whose rate is tracked before idle ones are forgotten.
+const TRACKED: usize = 10_000;
 
 /// One unauthenticated connection's place; given back when dropped.
 pub struct Ticket {
@@ -38,10 +48,11 @@ pub struct Ticket {
 
 impl Gate {
     /// A gate with these limits.
-    pub fn new(startups: Startups, per_source: u32) -> Arc<Self> {
+    pub fn new(startups: Startups, per_source: u32, rate: u32) -> Arc<Self> {
         Arc::new(Self {
             startups,
             per_source: per_source.max(1) as usize,
+            rate: f64::from(rate.max(1)),
             state: Mutex::new(State::default()),
         })
     }
@@ -49,6 +60,9 @@ impl Gate {
     /// A place for a new connection from `source`, or `None` if it is to be dropped.
     pub fn admit(self: &Arc<Self>, source: IpAddr) -> Option<Ticket> {
         let mut state = self.lock();
+        if !self.take_token(&mut state, source) {
+            return None;
+        }
         let held = state.sources.get(&source).map_or(0, VecDeque::len);
         // Replacing one of its own does not grow the total: no early drop for that.
         if held < self.per_source && self.drop_early(state.total) {
@@ -73,6 +87,30 @@ impl Gate {
             id,
             evicted,
         })
+    }
+
+    /// One new connection from `source` out of its bucket (refilled at `rate` a second, up to
+    /// `per_source`).
+    fn take_token(&self, state: &mut State, source: IpAddr) -> bool {
+        let full = self.per_source as f64;
+        if state.buckets.len() > TRACKED {
+            let rate = self.rate;
+            state
+                .buckets
+                .retain(|_, (tokens, at)| *tokens + at.elapsed().as_secs_f64() * rate < full);
+        }
+        let (tokens, at) = state
+            .buckets
+            .entry(source)
+            .or_insert((full, Instant::now()));
+        *tokens = (*tokens + at.elapsed().as_secs_f64() * self.rate).min(full);
+        *at = Instant::now();
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 
     /// sshd's random early drop: never below `begin`, always at `full`, linearly between.
@@ -134,7 +172,27 @@ mod tests {
     use super::*;
 
     fn gate(begin: u32, rate: u32, full: u32, per_source: u32) -> Arc<Gate> {
-        Gate::new(Startups { begin, rate, full }, per_source)
+        Gate::new(Startups { begin, rate, full }, per_source, 1_000_000)
+    }
+
+    #[test]
+    fn one_address_starts_connections_at_its_rate() {
+        let gate = Gate::new(
+            Startups {
+                begin: 100,
+                rate: 30,
+                full: 100,
+            },
+            5,
+            1,
+        );
+        let ip: IpAddr = [127, 0, 0, 3].into();
+        let admitted = (0..20).filter_map(|_| gate.admit(ip)).count();
+        assert_eq!(admitted, 5, "the bucket, then nothing until it refills");
+        assert!(
+            gate.admit([127, 0, 0, 4].into()).is_some(),
+            "other addresses have their own"
+        );
     }
 
     #[test]

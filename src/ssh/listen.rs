@@ -64,6 +64,8 @@ pub async fn run(listener: TcpListener, ctx: Arc<SshContext>, config: server::Co
         }
         let Some(ticket) = ctx.gate.admit(peer.ip()) else {
             debug!(source = %peer, held = ctx.gate.held(), "dropped: too many unauthenticated connections");
+            // As sshd says it, for whoever wonders why (never waits: the socket is new).
+            let _ = stream.try_write(b"Exceeded MaxStartups\r\n");
             continue;
         };
         let _ = stream.set_nodelay(true);

@@ -133,6 +133,7 @@ impl SshContext {
                     full: 64,
                 }),
                 settings.per_source_startups,
+                settings.per_source_rate,
             ),
             grace: Duration::from_secs(settings.login_grace_secs),
             max_sessions: settings.max_sessions as usize,
