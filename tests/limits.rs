@@ -449,3 +449,76 @@ fn a_signature_flood_from_one_session_is_limited_and_every_refusal_counted() {
         refused as f64
     );
 }
+
+/// ssh-audit's report on the server at `port`: (its failures, the connection rate its DHEat
+/// test reached, if it reported one).
+fn ssh_audit(port: u16) -> (Vec<String>, Option<f64>) {
+    let out = Command::new("ssh-audit")
+        .args(["-j", "-p", &port.to_string(), "127.0.0.1"])
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("ssh-audit: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let mut failures = Vec::new();
+    for kind in ["kex", "key", "enc", "mac"] {
+        for alg in report[kind].as_array().into_iter().flatten() {
+            if alg["notes"]["fail"]
+                .as_array()
+                .is_some_and(|f| !f.is_empty())
+            {
+                failures.push(format!(
+                    "{kind} {}: {}",
+                    alg["algorithm"], alg["notes"]["fail"]
+                ));
+            }
+        }
+    }
+    for cve in report["cves"].as_array().into_iter().flatten() {
+        failures.push(format!("cve {cve}"));
+    }
+    let rate = report["additional_notes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .find(|n| n.contains("DHEat"))
+        .and_then(|n| {
+            let before = n.split(" conns/sec").next()?;
+            before.rsplit(' ').next()?.parse::<f64>().ok()
+        });
+    (failures, rate)
+}
+
+#[test]
+fn ssh_audit_finds_no_failure_and_a_dheat_rate_near_sshds() {
+    if !keyport::testing::needs_root("a real sshd to compare with") {
+        return;
+    }
+    require_tool("ssh-audit");
+    let (sb, daemon, _key, _api) = ssh_daemon(&[]);
+    let sshd = common::sshd::Sshd::start(&sb, &me().name);
+    let (failures, keyport_rate) = ssh_audit(daemon.ssh_port);
+    let (_, sshd_rate) = ssh_audit(sshd.port);
+    eprintln!("DHEat rate: keyport {keyport_rate:?}, sshd {sshd_rate:?} conns/sec");
+    assert!(failures.is_empty(), "ssh-audit failures: {failures:#?}");
+    // ssh-audit reports a rate only above its safe 20/s; below that, 20 bounds it.
+    let (keyport_rate, sshd_rate) = (keyport_rate.unwrap_or(20.0), sshd_rate.unwrap_or(20.0));
+    assert!(
+        keyport_rate <= 2.0 * sshd_rate,
+        "keyport let {keyport_rate} conns/sec through, sshd {sshd_rate}"
+    );
+}
+
+#[test]
+fn window_changes_without_a_pty_cost_no_memory() {
+    require_tool("python3");
+    let (_sb, daemon, key, _api) = ssh_daemon(&[]);
+    let rss = || footprint(daemon.pid()).1;
+    let _ = probe(&daemon, &key, "window-changes", "1000");
+    let before = rss();
+    let answer = probe(&daemon, &key, "window-changes", "100000");
+    let after = rss();
+    eprintln!("RSS {before} KiB before 100,000 window changes, {after} KiB after");
+    assert_eq!(answer, json!({"stdout": "got done\n", "status": 0}));
+    assert!(after <= before + 2 * 1024, "{before} KiB -> {after} KiB");
+}

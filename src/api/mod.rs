@@ -124,6 +124,50 @@ fn describe(api: &mut OpenApi) {
         "bearer",
         SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
     );
+    declare_common_statuses(api);
+}
+
+/// The answers every operation can give from the layers and extractors in front of its
+/// handler, declared once here rather than on every handler: 400 (a path segment, query or
+/// body that does not parse), 413 (a body over the limit, refused from its Content-Length),
+/// and, where a body is taken, 415 (not JSON). The fuzz test (tests/api_fuzz) fails on any
+/// status an operation answers that the document does not declare.
+fn declare_common_statuses(api: &mut OpenApi) {
+    use utoipa::openapi::{Content, Ref, ResponseBuilder};
+    let error = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+            )
+            .build()
+    };
+    for item in api.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            let mut common = vec![
+                ("400", "Invalid input; each broken rule is named"),
+                ("413", "Body over 2 MiB, refused from its Content-Length"),
+            ];
+            if operation.request_body.is_some() {
+                common.push(("415", "The body is not application/json"));
+            }
+            for (status, description) in common {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.to_string())
+                    .or_insert_with(|| error(description).into());
+            }
+        }
+    }
 }
 
 /// Serves the API (`router`) on `listener` until `shutdown` resolves, then finishes in-flight

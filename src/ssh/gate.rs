@@ -113,18 +113,20 @@ impl Gate {
         }
     }
 
-    /// sshd's random early drop: never below `begin`, always at `full`, linearly between.
+    /// sshd's random early drop, past `begin` held (so one address, capped at
+    /// `per_source_startups` ≤ `begin` by default, cannot make others' logins a lottery):
+    /// always at `full`, linearly between.
     fn drop_early(&self, total: usize) -> bool {
         let Startups { begin, rate, full } = self.startups;
         let (begin, full) = (begin as usize, full as usize);
-        if total < begin {
+        if total <= begin {
             return false;
         }
         if total >= full {
             return true;
         }
         let span = (full - begin).max(1);
-        let percent = rate as usize + (100 - rate as usize) * (total - begin) / span;
+        let percent = rate as usize + (100 - rate as usize) * (total - begin - 1) / span;
         let mut roll = [0u8; 2];
         if getrandom::fill(&mut roll).is_err() {
             return true;

@@ -210,6 +210,8 @@ fn malformed_and_mutated_requests_never_get_5xx_and_change_nothing() {
     ];
     let mut failures = Vec::new();
     let mut statuses: BTreeMap<u16, usize> = BTreeMap::new();
+    let declared = Declared::from(&Http::new(&daemon.url, None).get("openapi.json").json());
+    let mut undeclared: BTreeMap<String, usize> = BTreeMap::new();
     for req in &reqs {
         let answer = match send(&addr, req) {
             Ok(a) => a,
@@ -229,6 +231,15 @@ fn malformed_and_mutated_requests_never_get_5xx_and_change_nothing() {
         };
         if answer.status >= 500 {
             failures.push(format!("5xx: {}", shown()));
+        }
+        // Every status an operation answers is one its OpenAPI description declares.
+        let (method, path) = req.route();
+        if let Some((template, statuses)) = declared.operation(&method, &path)
+            && !statuses.contains(&answer.status)
+        {
+            *undeclared
+                .entry(format!("{method} {template} -> {}", answer.status))
+                .or_default() += 1;
         }
         match req.expect {
             Expect::Any => {}
@@ -270,6 +281,16 @@ fn malformed_and_mutated_requests_never_get_5xx_and_change_nothing() {
                 .join("\n")
         ));
     }
+    if !undeclared.is_empty() {
+        report.push(format!(
+            "statuses the OpenAPI document does not declare (operation -> status: times):\n{}",
+            undeclared
+                .iter()
+                .map(|(k, n)| format!("  {k}: {n}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ));
+    }
     if before != after {
         report.push(format!(
             "invalid requests changed the database:\n{}",
@@ -286,4 +307,46 @@ fn malformed_and_mutated_requests_never_get_5xx_and_change_nothing() {
         report.push(format!("the daemon panicked:\n{log}"));
     }
     assert!(report.is_empty(), "{}", report.join("\n\n"));
+}
+
+/// The operations the OpenAPI document describes, with the statuses each declares.
+struct Declared(Vec<(String, Vec<String>, String, BTreeSet<u16>)>);
+
+impl Declared {
+    fn from(doc: &serde_json::Value) -> Self {
+        let mut ops = Vec::new();
+        for (template, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let statuses = op["responses"]
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .filter_map(|k| k.parse().ok())
+                    .collect();
+                let segments = template.split('/').map(str::to_string).collect();
+                ops.push((method.clone(), segments, template.clone(), statuses));
+            }
+        }
+        Self(ops)
+    }
+
+    /// The operation `method path` is routed to, if the document has it: its template and
+    /// declared statuses. A `{param}` segment matches any one non-empty segment.
+    fn operation(&self, method: &str, path: &str) -> Option<(&str, &BTreeSet<u16>)> {
+        let segments: Vec<&str> = path.split('/').collect();
+        self.0
+            .iter()
+            // Methods are case-sensitive: `get` is not GET, and no operation answers it.
+            .filter(|(m, t, _, _)| m.to_uppercase() == method && t.len() == segments.len())
+            .find(|(_, t, _, _)| {
+                t.iter().zip(&segments).all(|(t, s)| {
+                    if t.starts_with('{') {
+                        !s.is_empty()
+                    } else {
+                        t == s
+                    }
+                })
+            })
+            .map(|(_, _, template, statuses)| (template.as_str(), statuses))
+    }
 }

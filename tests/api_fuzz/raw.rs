@@ -48,6 +48,17 @@ impl Req {
         }
     }
 
+    /// The method and the path of the target (no query), as sent.
+    pub(crate) fn route(&self) -> (String, String) {
+        let target = String::from_utf8_lossy(&self.target);
+        let path = target
+            .split(['?', '#'])
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        (String::from_utf8_lossy(&self.method).into_owned(), path)
+    }
+
     pub(crate) fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
         self.headers
             .push((name.as_bytes().to_vec(), value.as_ref().to_vec()));

@@ -273,7 +273,19 @@ def main_wrong_keys(port, key, count):
     return {"turned_away": turned_away, "failed": failed}
 
 
+def case_window_changes(t, arg):
+    """`arg` window-change requests on a channel without a pty, then a command's answer."""
+    chan = t.open_session()
+    request(chan, "exec", string("read line; echo \"got $line\""))
+    size = uint32(100) + uint32(40) + uint32(0) + uint32(0)
+    for _ in range(int(arg)):
+        request(chan, "window-change", size, want_reply=False)
+    chan.sendall(b"done\n")
+    return finish(chan)
+
+
 CASES = {
+    "window-changes": case_window_changes,
     "max-sessions": case_max_sessions,
     "env-flood": case_env_flood,
     "running": case_running,
