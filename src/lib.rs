@@ -21,6 +21,7 @@
 //!
 //! Key custody (generation, sealing, fingerprints) lives in the `keyport-keys` crate.
 
+pub mod accept;
 pub mod agent;
 pub mod api;
 pub mod bootstrap;

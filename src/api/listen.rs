@@ -3,7 +3,8 @@
 //! connections. At the cap a new connection takes the place of the oldest one that is not
 //! handling a request (a slowloris connection never is), so a flood of idle or half-sent
 //! connections cannot keep `keyport secret list` out; only when every connection is busy with
-//! a real request is the new one closed. Out of descriptors, the loop backs off.
+//! a real request is the new one closed. Out of descriptors, the loop sheds what waits and
+//! backs off (`crate::accept`).
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -21,9 +22,6 @@ use tower::ServiceExt;
 use tracing::debug;
 
 use crate::config::HttpSettings;
-
-/// How long the accept loop pauses when the process is out of descriptors.
-const FD_BACKOFF: Duration = Duration::from_millis(50);
 
 /// The connections being served, oldest first.
 #[derive(Default)]
@@ -77,14 +75,14 @@ pub async fn serve(
     let tasks = tokio_util::task::TaskTracker::new();
     tokio::pin!(shutdown);
     let mut next = 0u64;
+    let mut reserve = crate::accept::Reserve::new();
     loop {
         let stream = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
-                    debug!(error = %e, "api accept failed");
-                    tokio::time::sleep(FD_BACKOFF).await;
+                    reserve.recover(&listener, &e, "api").await;
                     continue;
                 }
             },

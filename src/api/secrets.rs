@@ -18,15 +18,20 @@ const WHAT: &str = "secrets";
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSecret {
-    /// New value as UTF-8 text.
+    /// New value as UTF-8 text: 1 byte to 64 KiB.
+    #[schema(min_length = 1, max_length = 65536)]
     value: Option<String>,
     /// New value as base64.
+    #[schema(min_length = 1)]
     value_base64: Option<String>,
-    /// New description (`""` clears).
+    /// New description (`""` clears): at most 1024 bytes.
+    #[schema(max_length = 1024)]
     description: Option<String>,
     /// New env target (`""` clears).
+    #[schema(pattern = r"^([A-Za-z_][A-Za-z0-9_]{0,255})?$")]
     env: Option<String>,
-    /// New file target (`""` clears).
+    /// New file target (`""` clears): `~/…` or absolute, at most 4096 bytes.
+    #[schema(pattern = r"^((~/|/).*)?$", max_length = 4096)]
     file: Option<String>,
     /// Enable or disable.
     enabled: Option<bool>,

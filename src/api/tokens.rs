@@ -14,6 +14,7 @@ use crate::store::TokenRecord;
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     /// Token name, unique per user (e.g. the machine it is for).
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     name: String,
 }
 

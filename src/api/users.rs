@@ -14,7 +14,8 @@ use crate::vault::NewUserSpec;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
-    /// User name.
+    /// User name (not `me`).
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     name: String,
     /// Admin flag.
     #[serde(default)]

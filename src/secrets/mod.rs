@@ -36,17 +36,23 @@ pub struct SecretSpec {
 #[serde(deny_unknown_fields)]
 pub struct SecretInput {
     /// Name, unique per user.
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     pub name: String,
-    /// The value as UTF-8 text (give this or `value_base64`).
+    /// The value as UTF-8 text (give this or `value_base64`): 1 byte to 64 KiB.
+    #[schema(min_length = 1, max_length = 65536)]
     pub value: Option<String>,
     /// The value as base64, for binary file secrets.
+    #[schema(min_length = 1)]
     pub value_base64: Option<String>,
-    /// Free text.
+    /// Free text: at most 1024 bytes, no control characters but tab.
     #[serde(default)]
+    #[schema(max_length = 1024)]
     pub description: String,
-    /// Env var to inject it as.
+    /// Env var to inject it as (see the README for the names refused).
+    #[schema(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")]
     pub env: Option<String>,
-    /// File to write it to (`~/…` or absolute).
+    /// File to write it to (`~/…` or absolute): at most 4096 bytes.
+    #[schema(pattern = r"^(~/|/)", max_length = 4096)]
     pub file: Option<String>,
     /// Inject it? Default: whether it has a target.
     pub enabled: Option<bool>,

@@ -1,8 +1,7 @@
 //! The accept loop. Before any cryptography a new connection must get a place at the gate
 //! (`gate.rs`) and come from an address not turned away for failed logins; it then has the
 //! login grace time to log in, and loses its place if a newer connection from its address
-//! took it. Out of descriptors, the loop gives back a reserve descriptor to accept and close
-//! what waits (so the backlog cannot pin the daemon) and backs off instead of spinning.
+//! took it. Out of descriptors, the loop sheds what waits and backs off (`crate::accept`).
 //! On shutdown it stops accepting, tells every client, and waits for every task.
 
 use std::collections::HashMap;
@@ -19,13 +18,10 @@ use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::{SshContext, handler, lock, quickack};
 use crate::vault::Actor;
-
-/// How long the accept loop pauses when the process is out of descriptors.
-const FD_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Serves SSH on `listener` until `ctx.shutdown` is cancelled, then disconnects every client
 /// and waits for their tasks.
@@ -34,26 +30,14 @@ pub async fn run(listener: TcpListener, ctx: Arc<SshContext>, config: server::Co
     let handles: Arc<Mutex<HashMap<u64, Handle>>> = Arc::default();
     ctx.tasks.spawn(super::revoke::watch(ctx.clone()));
     ctx.tasks.spawn(audit_failures(ctx.clone()));
-    let mut reserve = Reserve::new();
+    let mut reserve = crate::accept::Reserve::new();
     loop {
         let (stream, peer) = tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
-                Err(e) if out_of_descriptors(&e) => {
-                    warn!(error = %e, "out of file descriptors: shedding a waiting connection");
-                    reserve.release();
-                    if let Ok(Ok((shed, _))) =
-                        tokio::time::timeout(Duration::from_millis(5), listener.accept()).await
-                    {
-                        drop(shed);
-                    }
-                    reserve.restore();
-                    tokio::time::sleep(FD_BACKOFF).await;
-                    continue;
-                }
                 Err(e) => {
-                    debug!(error = %e, "accept failed");
+                    reserve.recover(&listener, &e, "ssh").await;
                     continue;
                 }
             },
@@ -153,26 +137,6 @@ pub async fn run(listener: TcpListener, ctx: Arc<SshContext>, config: server::Co
     }
 }
 
-/// One descriptor held back for the moment the process runs out: given up, it lets the loop
-/// accept (and close) a waiting connection.
-struct Reserve(Option<std::fs::File>);
-
-impl Reserve {
-    fn new() -> Self {
-        Self(std::fs::File::open("/dev/null").ok())
-    }
-
-    fn release(&mut self) {
-        drop(self.0.take());
-    }
-
-    fn restore(&mut self) {
-        if self.0.is_none() {
-            self.0 = std::fs::File::open("/dev/null").ok();
-        }
-    }
-}
-
 /// A stream that fails every read and write once its token is cancelled (waking a pending
 /// read), so whoever owns it — russh's session task — ends and closes it.
 struct Cutoff<S> {
@@ -232,13 +196,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Cutoff<S> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
-}
-
-fn out_of_descriptors(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(nix::libc::EMFILE | nix::libc::ENFILE | nix::libc::ENOBUFS | nix::libc::ENOMEM)
-    )
 }
 
 /// A connection's handle in the shutdown list while it runs, however its task ends.
