@@ -36,6 +36,7 @@ pub mod secrets;
 pub mod shared;
 pub mod ssh;
 pub mod store;
+pub mod tap;
 #[doc(hidden)]
 pub mod testing;
 pub mod vault;

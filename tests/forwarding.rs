@@ -9,10 +9,10 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Http, Sandbox, require_tool};
+use common::{Daemon, Http, Sandbox, procs, require_tool};
 use sha2::{Digest, Sha256};
 
 /// A TCP echo server on a free loopback port, one thread per connection.
@@ -53,7 +53,7 @@ fn daemon_with(config: &str) -> (Sandbox, Daemon, PathBuf, Http) {
 }
 
 /// `ssh -N` with `forwards`, its stderr kept.
-struct Tunnel(Child);
+struct Tunnel(procs::Running);
 
 impl Tunnel {
     fn open(daemon: &Daemon, key: &std::path::Path, forwards: &[&str]) -> Self {
@@ -79,28 +79,22 @@ impl Tunnel {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        Self(child)
+        Self(procs::Running(child))
     }
 
     /// Ends the client; returns what it printed.
     fn close(mut self) -> String {
-        let _ = self.0.kill();
+        let child = &mut self.0.0;
+        let _ = child.kill();
         let mut err = String::new();
-        self.0
+        child
             .stderr
             .take()
             .unwrap()
             .read_to_string(&mut err)
             .unwrap();
-        let _ = self.0.wait();
+        let _ = child.wait();
         err
-    }
-}
-
-impl Drop for Tunnel {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -138,22 +132,10 @@ fn round_trip(stream: TcpStream, data: &[u8]) -> Vec<u8> {
     back
 }
 
-fn events(api: &Http, action: &str) -> Vec<serde_json::Value> {
-    let r = api.get("audit");
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["action"] == action)
-        .cloned()
-        .collect()
-}
-
 fn wait_for_events(api: &Http, action: &str, n: usize) -> Vec<serde_json::Value> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let found = events(api, action);
+        let found = api.audit_rows(action);
         if found.len() >= n || Instant::now() > deadline {
             return found;
         }
@@ -186,7 +168,7 @@ fn forwarding_is_refused_by_default() {
     let err = tunnel.close();
     assert!(err.contains("administratively prohibited"), "{err}");
     assert!(err.contains("remote port forwarding failed"), "{err}");
-    assert!(events(&api, "forward.local").is_empty());
+    assert!(api.audit_rows("forward.local").is_empty());
 }
 
 #[test]

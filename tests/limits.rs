@@ -60,18 +60,6 @@ fn env_requests_past_the_byte_cap_are_refused_and_not_kept() {
     );
 }
 
-fn login_failed_rows(api: &Http) -> Vec<Value> {
-    let r = api.get("audit");
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["action"] == "ssh.login-failed")
-        .cloned()
-        .collect()
-}
-
 #[test]
 fn a_wrong_key_flood_with_new_names_is_throttled_and_audited_in_a_few_rows() {
     require_tool("python3");
@@ -85,7 +73,7 @@ fn a_wrong_key_flood_with_new_names_is_throttled_and_audited_in_a_few_rows() {
     // key exchange.
     assert!(failed <= 110, "{answer}");
     assert!(turned_away >= 890, "{answer}");
-    let rows = login_failed_rows(&api);
+    let rows = api.audit_rows("ssh.login-failed");
     assert!(rows.len() <= 3, "{} rows: {rows:?}", rows.len());
     assert_eq!(rows[0]["detail"]["source"], "127.0.0.2");
     // Another address (the real user's) is not affected.

@@ -7,18 +7,18 @@
 mod common;
 
 use std::io::Read;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{Daemon, Http, Sandbox, me, procs, require_tool, ssh_daemon};
 use serde_json::json;
 
 /// An `ssh` client left running, its stderr kept.
-struct Client(Child);
+struct Client(procs::Running);
 
 impl Client {
     fn start(daemon: &Daemon, user: &str, key: &std::path::Path, args: &[&str]) -> Self {
-        Self(
+        Self(procs::Running(
             daemon
                 .ssh(user, key)
                 .args(args)
@@ -27,16 +27,17 @@ impl Client {
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap(),
-        )
+        ))
     }
 
     /// Waits (up to `within`) for the client to end; returns its stderr.
     fn ended_within(&mut self, within: Duration) -> Option<String> {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
-            if self.0.try_wait().unwrap().is_some() {
+            if self.0.0.try_wait().unwrap().is_some() {
                 let mut err = String::new();
                 self.0
+                    .0
                     .stderr
                     .take()
                     .unwrap()
@@ -50,14 +51,7 @@ impl Client {
     }
 
     fn running(&mut self) -> bool {
-        self.0.try_wait().unwrap().is_none()
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        self.0.0.try_wait().unwrap().is_none()
     }
 }
 

@@ -8,7 +8,7 @@ mod common;
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Daemon, Sandbox, procs, require_tool};
@@ -129,16 +129,6 @@ fn the_umask_is_configurable() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0027");
 }
 
-/// An `ssh` client left running.
-struct Client(Child);
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Whether `pid` still runs (a zombie waiting for init has stopped running).
 fn running(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -187,7 +177,7 @@ fn kill_9_of_the_daemon_ends_its_sessions_and_the_next_start_sweeps_their_direct
     let key = sb.client_key("id_ed25519");
     let daemon = sb.serve();
     let user = common::me().name;
-    let _sleep = Client(
+    let _sleep = procs::Running(
         daemon
             .ssh(&user, &key)
             .arg("sleep 300; echo never")
@@ -196,7 +186,7 @@ fn kill_9_of_the_daemon_ends_its_sessions_and_the_next_start_sweeps_their_direct
             .spawn()
             .unwrap(),
     );
-    let _shell = Client(
+    let _shell = procs::Running(
         daemon
             .ssh(&user, &key)
             .arg("-tt")
@@ -206,7 +196,7 @@ fn kill_9_of_the_daemon_ends_its_sessions_and_the_next_start_sweeps_their_direct
             .unwrap(),
     );
     // Its batch input kept open: a session that stays until the test ends.
-    let _sftp = Client(
+    let _sftp = procs::Running(
         Daemon::sftp_command(&user, &key, daemon.ssh_port, &["-b", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())

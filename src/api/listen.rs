@@ -7,21 +7,19 @@
 //! backs off (`crate::accept`).
 
 use std::collections::BTreeMap;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::debug;
 
 use crate::config::HttpSettings;
+use crate::tap::Tap;
 
 /// The connections being served, oldest first.
 #[derive(Default)]
@@ -106,11 +104,14 @@ pub async fn serve(
         );
         let activity = Arc::new(AtomicU64::new(0));
         let started = Instant::now();
-        let io = TokioIo::new(Active {
-            inner: stream,
-            activity: activity.clone(),
-            started,
-        });
+        let touch = {
+            let activity = activity.clone();
+            move |_| {
+                let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                activity.store(ms, Ordering::Relaxed);
+            }
+        };
+        let io = TokioIo::new(Tap::new(stream, touch.clone(), touch));
         let router = router.clone();
         let service = hyper::service::service_fn(move |request| {
             let router = router.clone();
@@ -172,56 +173,5 @@ impl Busy {
 impl Drop for Busy {
     fn drop(&mut self) {
         self.0.store(false, Ordering::Release);
-    }
-}
-
-/// A stream that notes when it last moved bytes (ms since `started`).
-struct Active<S> {
-    inner: S,
-    activity: Arc<AtomicU64>,
-    started: Instant,
-}
-
-impl<S> Active<S> {
-    fn touch(&self) {
-        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.activity.store(ms, Ordering::Relaxed);
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Active<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.touch();
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Active<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
-        polled
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -394,9 +394,11 @@ fn on_message(
         }
         Some(ChannelMsg::Close) | None => {
             input.close();
+            // The client is gone: a hangup, as a terminal's end sends, so shells run their
+            // exit traps (a lock file left by a SIGKILLed shell start-up stalls every later
+            // one); whatever still runs after CLOSE_GRACE is killed.
             if running {
-                let hangup = if pty { Signal::SIGHUP } else { Signal::SIGKILL };
-                process::signal_group(pgid, hangup);
+                process::signal_group(pgid, Signal::SIGHUP);
             }
             return false;
         }

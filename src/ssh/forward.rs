@@ -7,16 +7,14 @@
 //! target slows the client, nothing queues without bound.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use russh::ChannelOpenFailure;
 use russh::server::{ChannelOpenHandle, Handle, Msg};
 use serde_json::json;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -24,6 +22,7 @@ use tracing::info;
 use super::SshContext;
 use super::channel::Login;
 use crate::config::{Forwarding, LocalTarget, RemotePorts};
+use crate::tap::Tap;
 use crate::vault::Actor;
 
 /// How long keyport tries to reach an `ssh -L` target.
@@ -270,9 +269,12 @@ async fn relay<C>(channel: C, tcp: TcpStream, stop: &CancellationToken) -> (u64,
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    let (from_channel, from_tcp) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let mut channel = Counted(channel, from_channel.clone());
-    let mut tcp = Counted(tcp, from_tcp.clone());
+    let (from_channel, from_tcp) = (AtomicU64::new(0), AtomicU64::new(0));
+    let count = |counter: &AtomicU64, n: usize| {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    };
+    let mut channel = Tap::new(channel, |n| count(&from_channel, n), |_| {});
+    let mut tcp = Tap::new(tcp, |n| count(&from_tcp, n), |_| {});
     tokio::select! {
         _ = tokio::io::copy_bidirectional(&mut channel, &mut tcp) => {}
         () = stop.cancelled() => {}
@@ -289,41 +291,6 @@ async fn audit(ctx: &SshContext, login: &Login, action: &'static str, detail: se
         .vault
         .call(move |v| v.record_use(&Actor::User(user.clone()), &user, action, detail.clone()))
         .await;
-}
-
-/// A stream that counts the bytes read from it.
-struct Counted<T>(T, Arc<AtomicU64>);
-
-impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.0).poll_read(cx, buf);
-        let read = buf.filled().len().saturating_sub(before);
-        self.1.fetch_add(read as u64, Ordering::Relaxed);
-        polled
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
 }
 
 #[cfg(test)]

@@ -468,6 +468,19 @@ impl Http {
     pub fn send(&self, method: &str, path: &str, body: &serde_json::Value) -> Reply {
         self.raw(method, path, Some(body.to_string().as_bytes()), None)
     }
+
+    /// The audit events (the first page) whose action is `action`.
+    pub fn audit_rows(&self, action: &str) -> Vec<serde_json::Value> {
+        let r = self.get("audit");
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == action)
+            .cloned()
+            .collect()
+    }
 }
 
 impl Daemon {

@@ -92,3 +92,13 @@ pub fn shells_settled(ancestor: u32) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// A child process (an `ssh` client left running) killed and reaped when dropped.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
