@@ -188,9 +188,11 @@ max_remote_listeners = 16
 
 # The HTTP API listener.
 [http]
-# Seconds a client has to send a request's headers. 1 to 3600.
+# Seconds a client has to send a request's headers, from its connection or its previous
+# request (so also how long a kept-alive connection may wait idle). 1 to 3600.
 header_timeout_secs = 10
-# Seconds a kept-alive connection may wait for its next request. 1 to 86400.
+# Seconds a connection may move no byte either way (a client that stopped reading its
+# response) before it is closed. 1 to 86400.
 idle_timeout_secs = 60
 # Connections served at once (more wait in the backlog). 1 to 100000.
 max_connections = 256
@@ -336,6 +338,11 @@ mod tests {
         let ok: Config =
             toml::from_str("[ssh]\nchannel_window = 131070\nmax_packet = 65535\n").unwrap();
         assert_eq!(ok.ssh.check(), Ok(()));
+    }
+
+    #[test]
+    fn the_default_max_startups_is_startups_default() {
+        assert_eq!(SshSettings::default().startups(), Ok(Startups::default()));
     }
 
     #[test]

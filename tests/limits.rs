@@ -63,16 +63,21 @@ fn env_requests_past_the_byte_cap_are_refused_and_not_kept() {
 #[test]
 fn a_wrong_key_flood_with_new_names_is_throttled_and_audited_in_a_few_rows() {
     require_tool("python3");
-    let (sb, daemon, key, api) = ssh_daemon(&[]);
+    // The connection rate is opened up: what turns the flood away here is its failures.
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "[ssh]\nper_source_rate = 100000\n").unwrap();
+    let (sb, daemon, key, api) = ssh_daemon(&[("KEYPORT_CONFIG", config.path().to_str().unwrap())]);
     let wrong = sb.client_key("wrong");
     let answer = probe(&daemon, &wrong, "wrong-keys", "1000");
+    eprintln!("wrong-key flood: {answer}");
     let turned_away = answer["turned_away"].as_u64().unwrap();
     let failed = answer["failed"].as_u64().unwrap();
     assert_eq!(turned_away + failed, 1000, "{answer}");
     // Past 100 failures from the address (whatever the names), it is turned away before any
     // key exchange.
-    assert!(failed <= 110, "{answer}");
-    assert!(turned_away >= 890, "{answer}");
+    assert_eq!(failed, 100, "{answer}");
+    assert_eq!(turned_away, 900, "{answer}");
+    assert!(daemon.log().contains("turned away: too many failed logins"));
     let rows = api.audit_rows("ssh.login-failed");
     assert!(rows.len() <= 3, "{} rows: {rows:?}", rows.len());
     assert_eq!(rows[0]["detail"]["source"], "127.0.0.2");
@@ -310,6 +315,47 @@ fn floods_of_idle_stalled_and_slowloris_connections_lock_nobody_out() {
         after.1 <= baseline.1 + 40 * 1024,
         "RSS {after:?} vs {baseline:?}"
     );
+
+    // From 200 addresses at once (10 each): the whole pool of unauthenticated connections is
+    // what bounds them — never more than `full` (64) held — and the grace time ends them.
+    let ssh_port = daemon.ssh_port;
+    let mut spread = Vec::new();
+    for host in 10..210u16 {
+        let from: std::net::SocketAddr = format!("127.0.0.{host}:0").parse().unwrap();
+        for _ in 0..10 {
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            socket.bind(&from.into()).unwrap();
+            let to: std::net::SocketAddr = ssh_addr.parse().unwrap();
+            if socket.connect(&to.into()).is_ok() {
+                spread.push(TcpStream::from(socket));
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let held: usize = sockets_by_port(pid)
+        .iter()
+        .filter(|((port, state), _)| *port == ssh_port && state == "01")
+        .map(|(_, n)| n)
+        .sum();
+    eprintln!(
+        "{} connections from 200 addresses: {held} held",
+        spread.len()
+    );
+    assert!(
+        (10..=64).contains(&held),
+        "{held} unauthenticated connections held"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while footprint(pid).0 > baseline.0 + 5 {
+        assert!(
+            Instant::now() < deadline,
+            "still held after the grace time: {:?}",
+            sockets_by_port(pid)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(spread);
 }
 
 #[test]

@@ -176,3 +176,34 @@ fn removing_a_login_key_ends_only_the_connections_that_used_it() {
     std::thread::sleep(Duration::from_millis(1500));
     assert!(by_first.running(), "the other key's connection goes on");
 }
+
+#[test]
+fn a_revoked_client_that_stops_reading_is_cut_off_too() {
+    require_tool("ssh");
+    let (sb, daemon, _admin_key, api) = ssh_daemon(&[]);
+    let key = user(&sb, &api, "dave");
+    // Its output is never read: the window fills, and a polite disconnect cannot get through.
+    let mut child = daemon
+        .ssh("dave", &key)
+        .arg("yes")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = daemon.pid();
+    wait_for("dave's program running", Duration::from_secs(20), || {
+        procs::below(pid).iter().any(|(_, c)| c.trim() == "yes")
+    });
+    procs::shells_settled(pid);
+    std::thread::sleep(Duration::from_millis(500)); // the window is full by now
+    sb.ok(&["user", "remove", "dave", "-y"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the connection was not cut");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_for("dave's program gone", Duration::from_secs(3), || {
+        !procs::below(pid).iter().any(|(_, c)| c.trim() == "yes")
+    });
+}

@@ -1,6 +1,7 @@
 //! The API's TCP listener, with the limits `axum::serve` does not have: a header-read timeout
-//! (half-sent requests are closed), an idle timeout for kept-alive connections, and a cap on
-//! connections. At the cap a new connection takes the place of the oldest one that is not
+//! (half-sent requests are closed; hyper also applies it to a kept-alive connection waiting for
+//! its next request), an idle timeout (no byte either way — a client that stopped reading its
+//! response), and a cap on connections. At the cap a new connection takes the place of the oldest one that is not
 //! handling a request (a slowloris connection never is), so a flood of idle or half-sent
 //! connections cannot keep `keyport secret list` out; only when every connection is busy with
 //! a real request is the new one closed. Out of descriptors, the loop sheds what waits and
@@ -93,7 +94,7 @@ pub async fn serve(
         let (id, busy, stop) = (
             next,
             Arc::new(AtomicBool::new(false)),
-            stop_all.child_token(),
+            CancellationToken::new(),
         );
         connections.lock().insert(
             id,
@@ -117,10 +118,14 @@ pub async fn serve(
             let router = router.clone();
             let busy = Busy::new(busy.clone());
             async move {
-                let _busy = busy;
-                router.oneshot(request).await
+                // Busy until the whole response is written, not just until the handler ends.
+                let response = router.oneshot(request).await?;
+                Ok::<_, std::convert::Infallible>(
+                    response.map(|body| axum::body::Body::new(Guarded { body, _busy: busy })),
+                )
             }
         });
+        let shutting_down = stop_all.clone();
         let connections = connections.clone();
         tasks.spawn(async move {
             let conn = hyper::server::conn::http1::Builder::new()
@@ -138,6 +143,11 @@ pub async fn serve(
                 }
                 () = idle => debug!("api connection idle: closed"),
                 () = stop.cancelled() => debug!("api connection closed to make room"),
+                () = shutting_down.cancelled() => {
+                    // In-flight requests finish (briefly); idle connections close now.
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn.as_mut()).await;
+                }
             }
             connections.lock().remove(&id);
         });
@@ -157,6 +167,32 @@ async fn watch_idle(activity: &AtomicU64, started: Instant, idle: Duration) {
             return;
         }
         tokio::time::sleep_until(quiet_until.into()).await;
+    }
+}
+
+/// A response body that keeps its connection marked busy until it is dropped.
+struct Guarded {
+    body: axum::body::Body,
+    _busy: Busy,
+}
+
+impl http_body::Body for Guarded {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -8,9 +8,10 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSettings {
     /// Seconds a client has to send a request's headers, from its connection or the end of
-    /// its previous request.
+    /// its previous request (so also how long a kept-alive connection may wait idle).
     pub header_timeout_secs: u64,
-    /// Seconds a kept-alive connection may sit without a request before it is closed.
+    /// Seconds a connection may move no byte either way (a client that stopped reading its
+    /// response) before it is closed.
     pub idle_timeout_secs: u64,
     /// Connections served at once; more wait in the kernel's backlog.
     pub max_connections: u32,

@@ -81,6 +81,17 @@ pub struct Startups {
     pub full: u32,
 }
 
+impl Default for Startups {
+    /// The design's `10:30:64` (what `max_startups` defaults to).
+    fn default() -> Self {
+        Self {
+            begin: 10,
+            rate: 30,
+            full: 64,
+        }
+    }
+}
+
 impl SshSettings {
     /// The setting that is out of range, and its rule.
     pub fn check(&self) -> Result<(), (&'static str, String)> {

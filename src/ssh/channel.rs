@@ -15,20 +15,19 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use russh::server::{Handle, Msg};
 use russh::{Channel, ChannelId, ChannelMsg, ChannelWriteHalf};
-use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::debug;
 
 use super::SshContext;
 use super::input::InputQueue;
+use super::prepare::{Prepared, Start, prepare};
 use super::process::{self, Identity, Launch, Program};
 use super::reaper::Reaper;
-use super::sessiondir::SessionDir;
 use super::terminal::{self, Terminal};
-use crate::secrets::env::{EnvInputs, SessionEnv, client_env_accepted, compose_env};
-use crate::vault::{Actor, SessionUser};
+use crate::secrets::env::client_env_accepted;
+use crate::vault::SessionUser;
 
 /// An authenticated login, shared by the connection's channels.
 #[derive(Debug)]
@@ -57,8 +56,8 @@ impl Login {
     }
 }
 
-struct PtyRequest {
-    term: String,
+pub(super) struct PtyRequest {
+    pub(super) term: String,
     cols: u16,
     rows: u16,
     modes: Vec<(russh::Pty, u32)>,
@@ -210,141 +209,6 @@ pub async fn run(
 
 fn clamp(n: u32) -> u16 {
     u16::try_from(n).unwrap_or(u16::MAX)
-}
-
-/// What the client asked for, once it asked for a program.
-struct Start<'a> {
-    session: u64,
-    program: &'a Program,
-    pty: Option<&'a PtyRequest>,
-    client_env: &'a [(String, String)],
-    /// The connection, when the client forwarded its agent on this channel.
-    forward: Option<Handle>,
-}
-
-/// Who runs the program, with which environment and session directory; records the
-/// injection.
-async fn prepare(
-    ctx: &Arc<SshContext>,
-    login: &Login,
-    start: Start<'_>,
-) -> Result<Prepared, String> {
-    let Start {
-        session,
-        program,
-        pty,
-        client_env,
-        forward,
-    } = start;
-    let identity = process::identity(&login.os_user).map_err(|e| e.to_string())?;
-    let who = login.session_user();
-    let (secrets, names) = ctx
-        .vault
-        .call(move |v| {
-            v.session_user(&who)?;
-            v.session_secrets(&who.name)
-        })
-        .await
-        .map_err(|e| format!("cannot read your secrets: {e}"))?;
-    let os = &identity.os;
-    let peer = login.peer;
-    let local = login.local.unwrap_or(peer);
-    let mut base = vec![
-        ("HOME".to_string(), os.home.clone()),
-        ("USER".into(), os.name.clone()),
-        ("LOGNAME".into(), os.name.clone()),
-        ("SHELL".into(), process::login_shell(os)),
-        ("PATH".into(), process::default_path(os.uid == 0).into()),
-        (
-            "SSH_CLIENT".into(),
-            format!("{} {} {}", peer.ip(), peer.port(), local.port()),
-        ),
-        (
-            "SSH_CONNECTION".into(),
-            format!(
-                "{} {} {} {}",
-                peer.ip(),
-                peer.port(),
-                local.ip(),
-                local.port()
-            ),
-        ),
-    ];
-    if let Some(pty) = pty {
-        base.push(("TERM".into(), pty.term.clone()));
-    }
-    let secrets = Arc::new(secrets);
-    // Files first: the program may read them as soon as it starts.
-    let replaced =
-        super::files::materialize(ctx, &identity, &login.session_user(), secrets.clone()).await;
-
-    // Shells and commands get the key service; sftp-server has no use for it.
-    let dir = match program {
-        Program::Sftp => None,
-        _ => Some(
-            SessionDir::create(ctx, &identity, login.session_user(), session, forward)
-                .await
-                .map_err(|e| format!("cannot create the session directory: {e}"))?,
-        ),
-    };
-    let mut keyport = vec![
-        ("KEYPORT_SESSION".into(), session.to_string()),
-        ("KEYPORT_USER".into(), login.user.clone()),
-    ];
-    keyport.extend(dir.iter().flat_map(|d| d.env(&ctx.keyport_binary)));
-    let env = compose_env(&EnvInputs {
-        base,
-        operator: Some(&ctx.operator_env),
-        client: client_env,
-        accept: &ctx.accept_env,
-        secrets: &secrets.env,
-        keyport,
-    });
-    if !names.is_empty() {
-        ctx.metrics.injections.fetch_add(1, Ordering::Relaxed);
-    }
-    let kind = match program {
-        Program::Shell => "shell",
-        Program::Exec(_) => "exec",
-        Program::Sftp => "sftp",
-    };
-    info!(session, user = %login.user, source = %peer, kind, secrets = names.len(), "session start");
-    let detail = json!({
-        "session": session, "source": peer.to_string(), "kind": kind,
-        "secrets": names, "refused_env": env.refused,
-    });
-    let (vault, user) = (ctx.vault.clone(), login.user.clone());
-    ctx.tasks.spawn(async move {
-        let actor = Actor::User(user.clone());
-        let _ = vault
-            .call(move |v| v.record_use(&actor, &user, "session.start", detail.clone()))
-            .await;
-    });
-    let notices = replaced
-        .iter()
-        .map(|path| {
-            format!(
-                "keyport: {path} belonged to another account; your secret replaced it with a \
-                 file only you can read (0600)"
-            )
-        })
-        .collect();
-    Ok(Prepared {
-        identity,
-        env,
-        dir,
-        notices,
-    })
-}
-
-/// What a session gets, decided before its program starts.
-struct Prepared {
-    identity: Identity,
-    env: SessionEnv,
-    /// Lives as long as the session: its sockets go away with it.
-    dir: Option<SessionDir>,
-    /// Told on stderr to interactive (pty) sessions before their program starts.
-    notices: Vec<String>,
 }
 
 /// Most client `env` requests one channel may make.

@@ -99,6 +99,11 @@ impl Gate {
                 .buckets
                 .retain(|_, (tokens, at)| *tokens + at.elapsed().as_secs_f64() * rate < full);
         }
+        if state.buckets.len() > TRACKED && !state.buckets.contains_key(&source) {
+            // Too many addresses at once to track each one's rate: the global limits
+            // (MaxStartups) still apply to this one.
+            return true;
+        }
         let (tokens, at) = state
             .buckets
             .entry(source)
@@ -154,18 +159,23 @@ impl Ticket {
 }
 
 impl Drop for Ticket {
+    /// Gives the place back, if it is still this ticket's: an evicted ticket's place went to
+    /// the connection that evicted it (which `admit` already took out of the queue, under the
+    /// same lock, so the two cannot both give it back).
     fn drop(&mut self) {
-        if self.evicted.is_cancelled() {
-            return; // its place went to the connection that evicted it
-        }
         let mut state = self.gate.lock();
-        if let Some(queue) = state.sources.get_mut(&self.source) {
-            queue.retain(|(id, _)| *id != self.id);
-            if queue.is_empty() {
-                state.sources.remove(&self.source);
-            }
+        let Some(queue) = state.sources.get_mut(&self.source) else {
+            return;
+        };
+        let before = queue.len();
+        queue.retain(|(id, _)| *id != self.id);
+        let held = queue.len() < before;
+        if queue.is_empty() {
+            state.sources.remove(&self.source);
         }
-        state.total = state.total.saturating_sub(1);
+        if held {
+            state.total = state.total.saturating_sub(1);
+        }
     }
 }
 

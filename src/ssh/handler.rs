@@ -35,8 +35,8 @@ pub struct Connection {
     tried_user: Option<String>,
     /// Until login: the connection's place at the gate, and the flag its task watches.
     pre_auth: Option<PreAuth>,
-    /// The login key that authenticated, until the login is registered.
-    login_key: Option<russh::keys::PublicKey>,
+    /// Cuts the connection's stream.
+    cut: tokio_util::sync::CancellationToken,
     channels: HashMap<ChannelId, SessionChannel>,
     no_more_sessions: bool,
     forwards: Forwards,
@@ -62,6 +62,8 @@ pub struct PreAuth {
     pub ticket: super::gate::Ticket,
     /// Set once logged in: the login grace time no longer applies.
     pub authenticated: Arc<std::sync::atomic::AtomicBool>,
+    /// Cuts the connection's stream (kept after login, for revocation).
+    pub cut: tokio_util::sync::CancellationToken,
 }
 
 /// How many handler-only requests may wait for a channel's task.
@@ -85,8 +87,8 @@ impl Connection {
             login: None,
             rejected_offers: 0,
             tried_user: None,
+            cut: pre_auth.cut.clone(),
             pre_auth: Some(pre_auth),
-            login_key: None,
             channels: HashMap::new(),
             no_more_sessions: false,
             forwards,
@@ -164,13 +166,23 @@ impl russh::server::Handler for Connection {
             self.rejected_offers += 1;
             return Ok(Auth::reject());
         };
-        if self.ctx.live.count(record.id) >= self.ctx.max_connections_per_user {
+        let live = super::logins::Live {
+            user: record.name.clone(),
+            user_id: record.id,
+            key: key.public_key.clone(),
+            handle: None,
+            cut: self.cut.clone(),
+        };
+        if !self
+            .ctx
+            .live
+            .reserve(self.id, live, self.ctx.max_connections_per_user)
+        {
             // Not a failure of the key: not counted against the address.
             info!(connection = self.id, user = %record.name, "login refused: too many connections for the user");
             return Ok(Auth::reject());
         }
         info!(connection = self.id, user = %record.name, source = %self.peer, "ssh login");
-        self.login_key = Some(key.public_key.clone());
         // Once, here (the password database may be remote): later callbacks must not wait on it.
         let os_user = record.os_user.clone();
         let root_session = tokio::task::spawn_blocking(move || {
@@ -197,17 +209,7 @@ impl russh::server::Handler for Connection {
                 .store(true, std::sync::atomic::Ordering::Release);
             drop(pre.ticket);
         }
-        if let (Some(login), Some(key)) = (&self.login, self.login_key.take()) {
-            self.ctx.live.insert(
-                self.id,
-                super::logins::Live {
-                    user: login.user.clone(),
-                    user_id: login.user_id,
-                    key,
-                    handle: session.handle(),
-                },
-            );
-        }
+        self.ctx.live.set_handle(self.id, session.handle());
         Ok(())
     }
 
@@ -485,8 +487,9 @@ impl Drop for Connection {
     /// A connection that offered keys and never logged in is one failure for its address.
     /// Audited coalesced (`logins.rs`): at most one row per address per window.
     fn drop(&mut self) {
+        // Registered at the key check (an accepted key whose login then failed too).
+        self.ctx.live.remove(self.id);
         if self.login.is_some() {
-            self.ctx.live.remove(self.id);
             return;
         }
         if self.rejected_offers == 0 {
@@ -501,9 +504,9 @@ impl Drop for Connection {
         let Some(row) = self.ctx.failed.record(self.peer.ip(), &user) else {
             return;
         };
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let ctx = self.ctx.clone();
-            runtime.spawn(async move { super::listen::audit_failure(&ctx, row).await });
-        }
+        let ctx = self.ctx.clone();
+        self.ctx
+            .tasks
+            .spawn(async move { super::listen::audit_failure(&ctx, row).await });
     }
 }

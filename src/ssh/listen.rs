@@ -57,6 +57,9 @@ pub async fn run(listener: TcpListener, ctx: Arc<SshContext>, config: server::Co
         let id = ctx.next_id();
         let evicted = ticket.evicted();
         let authenticated = Arc::new(AtomicBool::new(false));
+        // Past the banner russh runs the session in a task of its own, which owns the stream:
+        // cutting the stream is what ends it early (grace, eviction, revocation, shutdown).
+        let cut = CancellationToken::new();
         let handler = handler::Connection::new(
             ctx.clone(),
             peer,
@@ -65,13 +68,12 @@ pub async fn run(listener: TcpListener, ctx: Arc<SshContext>, config: server::Co
             handler::PreAuth {
                 ticket,
                 authenticated: authenticated.clone(),
+                cut: cut.clone(),
             },
         );
         let (config, handles, grace) = (config.clone(), handles.clone(), ctx.grace);
+        let shutdown = ctx.shutdown.clone();
         ctx.tasks.spawn(async move {
-            // Past the banner russh runs the session in a task of its own, which owns the
-            // stream: cutting the stream is what ends it early.
-            let cut = CancellationToken::new();
             let stream = Cutoff::new(quickack::QuickAck::new(stream), cut.clone());
             let session = async {
                 match server::run_stream(config, stream, handler).await {
@@ -92,7 +94,13 @@ pub async fn run(listener: TcpListener, ctx: Arc<SshContext>, config: server::Co
                 tokio::select! {
                     () = &mut session => return,
                     () = evicted.cancelled(), if !authenticated.load(Ordering::Acquire) => {
-                        break "replaced by a newer connection from its address";
+                        // Logged in meanwhile (the guard was read before the login): stays.
+                        if !authenticated.load(Ordering::Acquire) {
+                            break "replaced by a newer connection from its address";
+                        }
+                    }
+                    () = shutdown.cancelled(), if !authenticated.load(Ordering::Acquire) => {
+                        break "shutting down";
                     }
                     () = &mut deadline, if timing => {
                         if !authenticated.load(Ordering::Acquire) {
@@ -134,6 +142,10 @@ pub async fn run(listener: TcpListener, ctx: Arc<SshContext>, config: server::Co
         .is_err()
     {
         debug!("ssh: some sessions did not end within 10 s");
+    }
+    // The failures of connections that ended while the daemon shut down too.
+    for row in ctx.failed.flush() {
+        audit_failure(&ctx, row).await;
     }
 }
 
@@ -217,21 +229,18 @@ impl Drop for Registered<'_> {
     }
 }
 
-/// Writes the failed logins not audited yet, one row per address, every counting window and
-/// once more at shutdown.
+/// Writes the failed logins not audited yet, one row per address, every counting window (and
+/// once more when every connection has ended, in [`run`]).
 async fn audit_failures(ctx: Arc<SshContext>) {
     let mut tick = tokio::time::interval(ctx.failed.window());
     tick.tick().await;
     loop {
-        let last = tokio::select! {
-            () = ctx.shutdown.cancelled() => true,
-            _ = tick.tick() => false,
-        };
+        tokio::select! {
+            () = ctx.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
         for row in ctx.failed.flush() {
             audit_failure(&ctx, row).await;
-        }
-        if last {
-            return;
         }
     }
 }

@@ -9,15 +9,21 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use russh::keys::PublicKey;
 use russh::server::Handle;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::SshSettings;
 
 /// Names listed in one audit row of failed logins, at most.
 const NAMES_PER_ROW: usize = 10;
-/// Addresses tracked at once before stale ones are forgotten.
+/// Addresses (and address-name pairs) tracked at once: past it, stale ones are forgotten and,
+/// if that is not enough, new names are counted for their address only.
 const TRACKED: usize = 10_000;
+/// Bytes of a tried user name kept (names are the attacker's to choose).
+const NAME_BYTES: usize = 64;
 
 /// Failed logins, counted and coalesced for the audit log.
 pub struct FailedLogins {
@@ -63,6 +69,15 @@ impl Count {
     }
 }
 
+/// At most [`NAME_BYTES`] of `name`, cut at a character boundary.
+fn truncated(name: &str) -> String {
+    let mut end = name.len().min(NAME_BYTES);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].to_string()
+}
+
 impl FailedLogins {
     /// Counters with `[ssh]`'s limits.
     pub fn new(settings: &SshSettings) -> Self {
@@ -96,7 +111,7 @@ impl FailedLogins {
         let state = self.lock();
         state
             .by_name
-            .get(&(ip, user.to_string()))
+            .get(&(ip, truncated(user)))
             .is_some_and(|c| c.n >= self.per_name && c.live(self.window))
     }
 
@@ -118,11 +133,19 @@ impl FailedLogins {
             n: 0,
             since: Instant::now(),
         };
-        let count = state.by_name.entry((ip, user.to_string())).or_insert(fresh);
-        if !count.live(window) {
-            *count = fresh;
+        let user = truncated(user);
+        let key = (ip, user.clone());
+        if state.by_name.len() <= TRACKED || state.by_name.contains_key(&key) {
+            let count = state.by_name.entry(key).or_insert(fresh);
+            if !count.live(window) {
+                *count = fresh;
+            }
+            count.n += 1;
         }
-        count.n += 1;
+        if state.by_address.len() > TRACKED && !state.by_address.contains_key(&ip) {
+            // Too many addresses at once: this failure is counted in the metrics only.
+            return None;
+        }
         let tally = state.by_address.entry(ip).or_insert(Tally {
             count: fresh,
             unaudited: 0,
@@ -137,12 +160,12 @@ impl FailedLogins {
             return Some(FailureRow {
                 source: ip,
                 failures: 1,
-                users: vec![user.to_string()],
+                users: vec![user],
             });
         }
         tally.unaudited += 1;
         if tally.names.len() < NAMES_PER_ROW {
-            tally.names.insert(user.to_string());
+            tally.names.insert(user);
         }
         None
     }
@@ -180,18 +203,38 @@ pub struct Live {
     pub user_id: i64,
     /// The login key it authenticated with.
     pub key: PublicKey,
-    /// The connection, to end it.
-    pub handle: Handle,
+    /// The connection, to tell it why it ends (set once the login completed).
+    pub handle: Option<Handle>,
+    /// Cuts the connection's stream: the end for a client that does not read.
+    pub cut: CancellationToken,
 }
 
-/// Every logged-in connection, by connection id.
+/// Every logged-in connection, by connection id, and a count of registrations (so a login
+/// registered after a revocation was looked at is looked at again).
 #[derive(Default)]
-pub struct LiveLogins(Mutex<HashMap<u64, Live>>);
+pub struct LiveLogins {
+    map: Mutex<HashMap<u64, Live>>,
+    generation: AtomicU64,
+}
 
 impl LiveLogins {
-    /// Registers connection `id`.
-    pub fn insert(&self, id: u64, live: Live) {
-        self.lock().insert(id, live);
+    /// Registers connection `id` if its user has fewer than `max` connections — counted and
+    /// registered under one lock, so parallel logins cannot overshoot.
+    pub fn reserve(&self, id: u64, live: Live, max: usize) -> bool {
+        let mut map = self.lock();
+        if map.values().filter(|l| l.user_id == live.user_id).count() >= max {
+            return false;
+        }
+        map.insert(id, live);
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// The connection's handle, once its login completed.
+    pub fn set_handle(&self, id: u64, handle: Handle) {
+        if let Some(live) = self.lock().get_mut(&id) {
+            live.handle = Some(handle);
+        }
     }
 
     /// Forgets connection `id`.
@@ -199,12 +242,9 @@ impl LiveLogins {
         self.lock().remove(&id);
     }
 
-    /// How many connections `user_id` has open.
-    pub fn count(&self, user_id: i64) -> usize {
-        self.lock()
-            .values()
-            .filter(|l| l.user_id == user_id)
-            .count()
+    /// Changes with every registration.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
     }
 
     /// All of them, as they are now.
@@ -213,7 +253,7 @@ impl LiveLogins {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Live>> {
-        self.0
+        self.map
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }

@@ -9,6 +9,7 @@
 //! # Layout
 //! - `handler.rs`: the thin russh `Handler`: authenticate, accept channels, reply to requests.
 //! - `channel.rs`: one task per session channel: collect pty/env requests, start, relay I/O.
+//! - `prepare.rs`: what a session gets (identity, environment, files, directory), once.
 //! - `input.rs`: client input to the program, flow-controlled through the SSH window.
 //! - `process.rs`: who the process runs as, its start-up state (session, umask, limits), signals.
 //! - `terminal.rs`: the pty's modes, window size and breaks.
@@ -26,6 +27,7 @@ mod handler;
 mod input;
 mod listen;
 mod logins;
+mod prepare;
 mod process;
 mod quickack;
 pub mod reaper;
@@ -127,11 +129,8 @@ impl SshContext {
             failed: logins::FailedLogins::new(settings),
             live: logins::LiveLogins::default(),
             gate: gate::Gate::new(
-                settings.startups().unwrap_or(crate::config::Startups {
-                    begin: 10,
-                    rate: 30,
-                    full: 64,
-                }),
+                // Checked when the config was loaded.
+                settings.startups().unwrap_or_default(),
                 settings.per_source_startups,
                 settings.per_source_rate,
             ),

@@ -55,6 +55,31 @@ impl Vault {
         Ok(self.store.orphaned_files()?)
     }
 
+    /// Whether the login `user_id` made with `key` still stands: `Ok(false)` only when the
+    /// user is gone (or the name is someone else's now) or the key is no longer theirs; any
+    /// other failure is an error, never a revocation.
+    pub fn login_stands(
+        &self,
+        user: &str,
+        user_id: i64,
+        key: &PublicKey,
+    ) -> Result<bool, VaultError> {
+        let owner = match self.store.user(user) {
+            Ok(owner) => owner,
+            Err(crate::store::StoreError::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        if owner.id != user_id {
+            return Ok(false);
+        }
+        let offered = LoginKey::from_public(key.clone()).canonical_line()?;
+        Ok(self
+            .store
+            .login_keys(owner.id)?
+            .iter()
+            .any(|k| k.public_key == offered))
+    }
+
     /// The user, if `key` is one of their login keys. Unknown users and unknown keys give the
     /// same answer.
     pub fn login(&self, user: &str, key: &PublicKey) -> Result<Option<UserRecord>, VaultError> {

@@ -469,17 +469,23 @@ impl Http {
         self.raw(method, path, Some(body.to_string().as_bytes()), None)
     }
 
-    /// The audit events (the first page) whose action is `action`.
+    /// Every audit event (all pages) whose action is `action`.
     pub fn audit_rows(&self, action: &str) -> Vec<serde_json::Value> {
-        let r = self.get("audit");
-        assert_eq!(r.status, 200, "{}", r.body);
-        r.json()
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["action"] == action)
-            .cloned()
-            .collect()
+        let (mut rows, mut after) = (Vec::new(), 0);
+        loop {
+            let r = self.get(&format!("audit?limit=1000&after={after}"));
+            assert_eq!(r.status, 200, "{}", r.body);
+            let page = r.json().as_array().unwrap().clone();
+            let Some(last) = page.last() else {
+                return rows;
+            };
+            after = last["id"].as_i64().unwrap();
+            let full = page.len() == 1000;
+            rows.extend(page.into_iter().filter(|e| e["action"] == action));
+            if !full {
+                return rows;
+            }
+        }
     }
 }
 

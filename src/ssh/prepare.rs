@@ -1,0 +1,153 @@
+//! What a session gets, decided once before its program starts: who runs it, with which
+//! environment (the clean base, operator env, accepted client env, the user's secrets as they
+//! are now, keyport's own), its file secrets written, its session directory, and the
+//! injection audited.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use russh::server::Handle;
+use serde_json::json;
+use tracing::info;
+
+use super::SshContext;
+use super::channel::{Login, PtyRequest};
+use super::process::{self, Identity, Program};
+use super::sessiondir::SessionDir;
+use crate::secrets::env::{EnvInputs, SessionEnv, compose_env};
+use crate::vault::Actor;
+
+/// What the client asked for, once it asked for a program.
+pub(super) struct Start<'a> {
+    pub(super) session: u64,
+    pub(super) program: &'a Program,
+    pub(super) pty: Option<&'a PtyRequest>,
+    pub(super) client_env: &'a [(String, String)],
+    /// The connection, when the client forwarded its agent on this channel.
+    pub(super) forward: Option<Handle>,
+}
+
+/// Who runs the program, with which environment and session directory; records the
+/// injection.
+pub(super) async fn prepare(
+    ctx: &Arc<SshContext>,
+    login: &Login,
+    start: Start<'_>,
+) -> Result<Prepared, String> {
+    let Start {
+        session,
+        program,
+        pty,
+        client_env,
+        forward,
+    } = start;
+    let identity = process::identity(&login.os_user).map_err(|e| e.to_string())?;
+    let who = login.session_user();
+    let (secrets, names) = ctx
+        .vault
+        .call(move |v| {
+            v.session_user(&who)?;
+            v.session_secrets(&who.name)
+        })
+        .await
+        .map_err(|e| format!("cannot read your secrets: {e}"))?;
+    let os = &identity.os;
+    let peer = login.peer;
+    let local = login.local.unwrap_or(peer);
+    let mut base = vec![
+        ("HOME".to_string(), os.home.clone()),
+        ("USER".into(), os.name.clone()),
+        ("LOGNAME".into(), os.name.clone()),
+        ("SHELL".into(), process::login_shell(os)),
+        ("PATH".into(), process::default_path(os.uid == 0).into()),
+        (
+            "SSH_CLIENT".into(),
+            format!("{} {} {}", peer.ip(), peer.port(), local.port()),
+        ),
+        (
+            "SSH_CONNECTION".into(),
+            format!(
+                "{} {} {} {}",
+                peer.ip(),
+                peer.port(),
+                local.ip(),
+                local.port()
+            ),
+        ),
+    ];
+    if let Some(pty) = pty {
+        base.push(("TERM".into(), pty.term.clone()));
+    }
+    let secrets = Arc::new(secrets);
+    // Files first: the program may read them as soon as it starts.
+    let replaced =
+        super::files::materialize(ctx, &identity, &login.session_user(), secrets.clone()).await;
+
+    // Shells and commands get the key service; sftp-server has no use for it.
+    let dir = match program {
+        Program::Sftp => None,
+        _ => Some(
+            SessionDir::create(ctx, &identity, login.session_user(), session, forward)
+                .await
+                .map_err(|e| format!("cannot create the session directory: {e}"))?,
+        ),
+    };
+    let mut keyport = vec![
+        ("KEYPORT_SESSION".into(), session.to_string()),
+        ("KEYPORT_USER".into(), login.user.clone()),
+    ];
+    keyport.extend(dir.iter().flat_map(|d| d.env(&ctx.keyport_binary)));
+    let env = compose_env(&EnvInputs {
+        base,
+        operator: Some(&ctx.operator_env),
+        client: client_env,
+        accept: &ctx.accept_env,
+        secrets: &secrets.env,
+        keyport,
+    });
+    if !names.is_empty() {
+        ctx.metrics.injections.fetch_add(1, Ordering::Relaxed);
+    }
+    let kind = match program {
+        Program::Shell => "shell",
+        Program::Exec(_) => "exec",
+        Program::Sftp => "sftp",
+    };
+    info!(session, user = %login.user, source = %peer, kind, secrets = names.len(), "session start");
+    let detail = json!({
+        "session": session, "source": peer.to_string(), "kind": kind,
+        "secrets": names, "refused_env": env.refused,
+    });
+    let (vault, user) = (ctx.vault.clone(), login.user.clone());
+    ctx.tasks.spawn(async move {
+        let actor = Actor::User(user.clone());
+        let _ = vault
+            .call(move |v| v.record_use(&actor, &user, "session.start", detail.clone()))
+            .await;
+    });
+    let notices = replaced
+        .iter()
+        .map(|path| {
+            format!(
+                "keyport: {path} belonged to another account; your secret replaced it with a \
+                 file only you can read (0600)"
+            )
+        })
+        .collect();
+    Ok(Prepared {
+        identity,
+        env,
+        dir,
+        notices,
+    })
+}
+
+/// What a session gets, decided before its program starts.
+pub(super) struct Prepared {
+    pub(super) identity: Identity,
+    pub(super) env: SessionEnv,
+    /// Lives as long as the session: its sockets go away with it.
+    pub(super) dir: Option<SessionDir>,
+    /// Told on stderr to interactive (pty) sessions before their program starts.
+    pub(super) notices: Vec<String>,
+}
