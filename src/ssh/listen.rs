@@ -99,8 +99,12 @@ pub async fn run(listener: TcpListener, ctx: Arc<SshContext>, config: server::Co
                             break "replaced by a newer connection from its address";
                         }
                     }
+                    // (Guards are read when the select starts, which may be before the login:
+                    // every branch looks again.)
                     () = shutdown.cancelled(), if !authenticated.load(Ordering::Acquire) => {
-                        break "shutting down";
+                        if !authenticated.load(Ordering::Acquire) {
+                            break "shutting down";
+                        }
                     }
                     () = &mut deadline, if timing => {
                         if !authenticated.load(Ordering::Acquire) {
