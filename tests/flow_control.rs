@@ -93,12 +93,8 @@ fn a_reader_paced_at_one_mebibyte_a_second_then_fast_gets_every_byte() {
     assert_eq!(sum.split_whitespace().next(), Some(&*sha256_hex(&data)));
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn wait_for(what: &str, f: impl FnMut() -> bool) {
+    common::procs::wait_for(what, Duration::from_secs(20), f);
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -164,15 +160,6 @@ fn scp_into_a_stopped_sftp_server_waits_and_then_arrives_whole() {
     assert!(got == data, "upload byte-exact");
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
-}
-
 /// The daemon's resident memory may grow by at most this much while one channel's client
 /// does not read and another channel's program does not read (a window each, plus slack).
 const RSS_BOUND_KIB: u64 = 48 * 1024;
@@ -197,7 +184,7 @@ fn stalled_readers_hold_bounded_memory_and_stall_no_other_channel() {
     };
     echo();
     let pid = daemon.pid();
-    let baseline = rss_kib(pid);
+    let baseline = common::procs::rss_kib(pid);
 
     // Output nobody reads: `cat /dev/zero` must end up blocked on its pipe.
     let unread = master.unread(&daemon, "exec cat /dev/zero", 4096);
@@ -215,7 +202,7 @@ fn stalled_readers_hold_bounded_memory_and_stall_no_other_channel() {
     let until = Instant::now() + Duration::from_secs(10);
     while Instant::now() < until {
         slowest = slowest.max(echo());
-        peak = peak.max(rss_kib(pid));
+        peak = peak.max(common::procs::rss_kib(pid));
         std::thread::sleep(Duration::from_millis(500));
     }
     let cat_moved = procs::bytes_written(cat[0]).saturating_sub(cat_before);

@@ -315,12 +315,7 @@ fn a_target_that_stops_reading_holds_the_client_back_not_keyport() {
             Err(_) => break, // the write timed out: the client is held back
         }
     }
-    let rss_kib = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid()))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .unwrap();
+    let rss_kib = procs::rss_kib(daemon.pid());
     eprintln!("held back after {written} bytes; daemon RSS {rss_kib} KiB");
     assert!(
         written < 96 << 20,

@@ -112,13 +112,7 @@ fn footprint(pid: u32) -> (usize, u64) {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .count();
-    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap();
-    (fds, rss)
+    (fds, common::procs::rss_kib(pid))
 }
 
 /// The daemon's TCP sockets, counted by local port and state (for the failure message).

@@ -55,14 +55,6 @@ impl Client {
     }
 }
 
-fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what} within {within:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// A user `name` on the test's OS account with a fresh login key; returns the key.
 fn user(sb: &Sandbox, api: &Http, name: &str) -> std::path::PathBuf {
     let key = sb.client_key(&format!("{name}_key"));
@@ -101,7 +93,7 @@ fn removing_a_user_ends_their_sessions_and_cleans_their_files_at_once() {
         Client::start(&daemon, "bob", &key, &["-tt"]),
     ];
     let pid = daemon.pid();
-    wait_for("bob's sessions running", Duration::from_secs(20), || {
+    procs::wait_for("bob's sessions running", Duration::from_secs(20), || {
         let below = procs::below(pid);
         let has = |n: &str| below.iter().any(|(_, c)| c.contains(n));
         has("sleep 300") && has("sleep 301") && below.iter().any(|(_, c)| c.starts_with('-'))
@@ -123,12 +115,12 @@ fn removing_a_user_ends_their_sessions_and_cleans_their_files_at_once() {
             .expect("the connection ends within 2 s");
         assert!(err.contains("your access was revoked"), "{err}");
     }
-    wait_for("bob's programs gone", Duration::from_secs(2), || {
+    procs::wait_for("bob's programs gone", Duration::from_secs(2), || {
         sessions
             .iter()
             .all(|(p, _)| !std::path::Path::new(&format!("/proc/{p}")).exists())
     });
-    wait_for("his unchanged file removed", Duration::from_secs(5), || {
+    procs::wait_for("his unchanged file removed", Duration::from_secs(5), || {
         !kept.exists()
     });
     eprintln!("revoked in {:?}", removed.elapsed());
@@ -162,7 +154,7 @@ fn removing_a_login_key_ends_only_the_connections_that_used_it() {
     let mut by_first = Client::start(&daemon, "carol", &first, &["sleep 300"]);
     let mut by_second = Client::start(&daemon, "carol", &second, &["sleep 301"]);
     let pid = daemon.pid();
-    wait_for("both sessions running", Duration::from_secs(20), || {
+    procs::wait_for("both sessions running", Duration::from_secs(20), || {
         let below = procs::below(pid);
         below.iter().any(|(_, c)| c.contains("sleep 300"))
             && below.iter().any(|(_, c)| c.contains("sleep 301"))
@@ -192,7 +184,7 @@ fn a_revoked_client_that_stops_reading_is_cut_off_too() {
         .spawn()
         .unwrap();
     let pid = daemon.pid();
-    wait_for("dave's program running", Duration::from_secs(20), || {
+    procs::wait_for("dave's program running", Duration::from_secs(20), || {
         procs::below(pid).iter().any(|(_, c)| c.trim() == "yes")
     });
     procs::shells_settled(pid);
@@ -203,7 +195,7 @@ fn a_revoked_client_that_stops_reading_is_cut_off_too() {
         assert!(Instant::now() < deadline, "the connection was not cut");
         std::thread::sleep(Duration::from_millis(20));
     }
-    wait_for("dave's program gone", Duration::from_secs(3), || {
+    procs::wait_for("dave's program gone", Duration::from_secs(3), || {
         !procs::below(pid).iter().any(|(_, c)| c.trim() == "yes")
     });
 }

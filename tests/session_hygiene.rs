@@ -9,7 +9,7 @@ mod common;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Daemon, Sandbox, procs, require_tool};
 
@@ -145,14 +145,6 @@ fn running(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what} within {within:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The session directories the daemon on `sb` has recorded.
 fn recorded(sb: &Sandbox) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(sb.data().join("sessions")) else {
@@ -205,7 +197,7 @@ fn kill_9_of_the_daemon_ends_its_sessions_and_the_next_start_sweeps_their_direct
             .unwrap(),
     );
     let pid = daemon.pid();
-    wait_for("three sessions running", Duration::from_secs(20), || {
+    procs::wait_for("three sessions running", Duration::from_secs(20), || {
         let below = procs::below(pid);
         let has = |needle: &str| below.iter().any(|(_, cmd)| cmd.contains(needle));
         // `sleep 300` itself, the shell's child (not the shell running it): a process the
@@ -255,7 +247,7 @@ fn kill_9_of_the_daemon_ends_its_sessions_and_the_next_start_sweeps_their_direct
     plant(foreign.path(), me);
 
     daemon.kill9();
-    wait_for(
+    procs::wait_for(
         "every session process gone after kill -9",
         Duration::from_secs(2),
         || sessions.iter().all(|(p, _)| !running(*p)),
