@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod osuser;
 pub mod secrets;
 pub mod shared;
+pub mod relay;
 pub mod ssh;
 pub mod store;
 pub mod tap;
