@@ -16,6 +16,7 @@
 //! - `mod.rs`: opening, migrations, meta, the key-id guard, shared helpers.
 //! - `users.rs`: users, login keys, user key pairs, the host key, API tokens.
 //! - `secrets.rs`: secrets and the read-check-write transaction that changes them.
+//! - `workspaces.rs`: relay-mode workspaces, their pinned host keys and who may use them.
 //! - `audit.rs`: audit events and the ledger of written files.
 //! - `rotate.rs`: re-sealing every sealed column in one transaction.
 //! - `records.rs`: the typed records.
@@ -25,6 +26,7 @@ mod records;
 mod rotate;
 mod secrets;
 mod users;
+mod workspaces;
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
@@ -36,7 +38,10 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 pub use records::*;
 
 /// Embedded migrations, applied in order; append only.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/0001_init.sql")),
+    (2, include_str!("migrations/0002_workspaces.sql")),
+];
 
 /// The `meta` key holding the id of the master key every sealed value is sealed under.
 pub const MASTER_KEY_ID: &str = "master_key_id";

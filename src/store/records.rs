@@ -283,3 +283,71 @@ impl SealedKind {
         }
     }
 }
+
+/// A stored workspace (relay mode): an upstream sshd and the login used there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspaceRecord {
+    /// Row id (never reused).
+    pub id: i64,
+    /// Workspace name, unique.
+    pub name: String,
+    /// `HOST:PORT` of its sshd.
+    pub address: String,
+    /// The login on the workspace, unless a grant overrides it.
+    pub os_user: String,
+    /// Creation time, ms since the epoch.
+    pub created_at: i64,
+    /// Last change (to it, its host keys or its grants), ms since the epoch.
+    pub updated_at: i64,
+}
+
+/// A workspace to create.
+#[derive(Debug, Clone)]
+pub struct NewWorkspace {
+    /// Workspace name.
+    pub name: String,
+    /// `HOST:PORT`.
+    pub address: String,
+    /// The login on the workspace.
+    pub os_user: String,
+}
+
+/// A host key pinned for a workspace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct WorkspaceHostKeyRecord {
+    /// Canonical OpenSSH public key line, no comment.
+    pub public_key: String,
+    /// `SHA256:` fingerprint.
+    pub fingerprint: String,
+    /// How it was pinned: `pinned` (given by an admin), `scan` (read by `--scan` and
+    /// confirmed), `announced` (proved by the upstream with `hostkeys-prove`).
+    pub source: String,
+    /// When it was pinned, ms since the epoch.
+    pub added_at: i64,
+}
+
+/// A host key to pin.
+#[derive(Debug, Clone)]
+pub struct NewWorkspaceHostKey {
+    /// Canonical OpenSSH public key line, no comment.
+    pub public_key: String,
+    /// `SHA256:` fingerprint.
+    pub fingerprint: String,
+    /// `pinned`, `scan` or `announced`.
+    pub source: String,
+}
+
+/// A user's grant to use a workspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspaceGrantRecord {
+    /// The user's row id.
+    pub user_id: i64,
+    /// The user's name.
+    pub user_name: String,
+    /// Whether the user owns the workspace.
+    pub owner: bool,
+    /// This user's login on the workspace, overriding the workspace's; `None` = the workspace's.
+    pub os_user: Option<String>,
+    /// When it was granted, ms since the epoch.
+    pub created_at: i64,
+}

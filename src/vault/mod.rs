@@ -9,6 +9,7 @@ mod rotate;
 mod secrets;
 mod session;
 mod users;
+mod workspaces;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,9 @@ use crate::store::{AuditEvent, MASTER_KEY_ID, Store, StoreError};
 pub use rotate::Rotation;
 pub use session::{SessionSecrets, SessionUser};
 pub use users::{NewUserSpec, TokenIssued, UserKeyInfo};
+pub use workspaces::{
+    GrantSpec, HostKeySource, Route, WorkspaceGrant, WorkspaceInfo, WorkspaceSpec, parse_host_key,
+};
 
 /// Why a vault operation failed. Each variant maps to one exit code and one HTTP status.
 #[derive(Debug, thiserror::Error)]

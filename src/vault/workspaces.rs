@@ -1,0 +1,519 @@
+//! Relay-mode workspaces: the rules for their names, addresses, logins and host keys, the
+//! admin operations on them (each audited, names only), what a user may see of them, and the
+//! [`Route`] the relay follows for `ssh alice:dev1@gateway`.
+//!
+//! A workspace the user has no grant for is reported exactly like one that does not exist, so
+//! neither the relay nor the API lets a user learn which workspaces exist.
+
+use std::net::Ipv6Addr;
+
+use russh::keys::{HashAlg, PublicKey};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tracing::instrument;
+
+use super::{Actor, Vault, VaultError};
+use crate::secrets::{Violation, validate};
+use crate::store::{
+    NewWorkspace, NewWorkspaceHostKey, UserRecord, WorkspaceGrantRecord, WorkspaceHostKeyRecord,
+    WorkspaceRecord,
+};
+
+/// Longest login name on a workspace: the traditional `UT_NAMESIZE` of utmp, which OpenSSH's
+/// `login` records and `useradd` keep to.
+pub const MAX_LOGIN_LEN: usize = 32;
+
+/// Where a relayed login goes: a workspace the user may use, with the login in effect for them.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The workspace's row id.
+    pub workspace_id: i64,
+    /// The workspace's name.
+    pub workspace: String,
+    /// HOST:PORT of its sshd.
+    pub address: String,
+    /// The login on the workspace in effect for this user (their grant's os_user, else the
+    /// workspace's).
+    pub os_user: String,
+    /// Pinned host keys, canonical openssh lines ("ssh-ed25519 AAAA…").
+    pub host_keys: Vec<String>,
+}
+
+/// How a host key came to be pinned, as stored in `workspace_host_keys.source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKeySource {
+    /// Given by an admin (`--host-key`, the API's `host_keys`).
+    Pinned,
+    /// Read from the sshd by `--scan` and confirmed by the admin.
+    Scan,
+    /// Announced by the upstream (`hostkeys-00@openssh.com`) and proved (`hostkeys-prove`).
+    Announced,
+}
+
+impl HostKeySource {
+    /// The stored word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostKeySource::Pinned => "pinned",
+            HostKeySource::Scan => "scan",
+            HostKeySource::Announced => "announced",
+        }
+    }
+}
+
+/// A workspace to create.
+#[derive(Debug, Clone)]
+pub struct WorkspaceSpec {
+    /// Name, unique.
+    pub name: String,
+    /// `HOST:PORT` of its sshd.
+    pub address: String,
+    /// The login on the workspace.
+    pub os_user: String,
+    /// Names of the users who own it (and so may use it); at least one.
+    pub owners: Vec<String>,
+    /// Host key lines to pin; at least one.
+    pub host_keys: Vec<String>,
+    /// Where the host keys came from.
+    pub host_key_source: HostKeySource,
+}
+
+/// One user's grant, as an admin sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WorkspaceGrant {
+    /// keyport user name.
+    pub user: String,
+    /// Whether they own the workspace.
+    pub owner: bool,
+    /// Their own login on the workspace, when the grant sets one (else `null`).
+    pub os_user: Option<String>,
+    /// The login in effect for them: `os_user` when set, else the workspace's.
+    pub login: String,
+    /// When it was granted, ms since the epoch.
+    pub created_at: i64,
+}
+
+/// A workspace as the API and `workspace show` present it. Admins see everything; a user sees a
+/// workspace granted to them without its address and with only their own grant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WorkspaceInfo {
+    /// Workspace name.
+    pub name: String,
+    /// `HOST:PORT` of its sshd (admins only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// The workspace's login (a grant may override it; see `grants[].login`).
+    pub os_user: String,
+    /// Pinned host keys.
+    pub host_keys: Vec<WorkspaceHostKeyRecord>,
+    /// Who may use it (for a user: only their own grant).
+    pub grants: Vec<WorkspaceGrant>,
+    /// Creation time, ms since the epoch.
+    pub created_at: i64,
+    /// Last change, ms since the epoch.
+    pub updated_at: i64,
+}
+
+/// A change to one user's grant.
+#[derive(Debug, Clone, Default)]
+pub struct GrantSpec {
+    /// Their own login on the workspace; `None` = the workspace's.
+    pub os_user: Option<String>,
+    /// Make them an owner (an owner stays one until revoked).
+    pub owner: bool,
+}
+
+impl Vault {
+    /// Registers a workspace with its pinned host keys and its owners. Every broken rule is
+    /// reported at once; nothing is stored unless all hold.
+    #[instrument(skip_all, fields(workspace = %spec.name))]
+    pub fn add_workspace(
+        &mut self,
+        actor: &Actor,
+        spec: &WorkspaceSpec,
+    ) -> Result<WorkspaceInfo, VaultError> {
+        let mut invalid = Vec::new();
+        invalid.extend(check_workspace_name(&spec.name).err());
+        invalid.extend(check_address(&spec.address).err());
+        invalid.extend(check_login(&spec.os_user).err());
+        let mut keys: Vec<NewWorkspaceHostKey> = Vec::new();
+        if spec.host_keys.is_empty() {
+            invalid.push(Violation::new(
+                "host-key",
+                "at least one host key is required (pin it, or scan it and confirm)",
+            ));
+        }
+        for line in &spec.host_keys {
+            match parse_host_key(line) {
+                Ok((public_key, fingerprint)) => {
+                    if !keys.iter().any(|k| k.fingerprint == fingerprint) {
+                        keys.push(NewWorkspaceHostKey {
+                            public_key,
+                            fingerprint,
+                            source: spec.host_key_source.as_str().into(),
+                        });
+                    }
+                }
+                Err(v) => invalid.push(v),
+            }
+        }
+        if spec.owners.is_empty() {
+            invalid.push(Violation::new(
+                "owner",
+                "at least one owner is required (a keyport user)",
+            ));
+        }
+        let mut owners: Vec<UserRecord> = Vec::new();
+        for name in &spec.owners {
+            match self.store.user(name) {
+                Ok(user) => owners.push(user),
+                Err(crate::store::StoreError::NotFound { .. }) => invalid.push(Violation::new(
+                    "owner",
+                    format!("there is no keyport user named {name}"),
+                )),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !invalid.is_empty() {
+            return Err(VaultError::Invalid(invalid));
+        }
+        let mut owner_names: Vec<&str> = owners.iter().map(|u| u.name.as_str()).collect();
+        owner_names.sort_unstable();
+        owner_names.dedup();
+        let fingerprints: Vec<&str> = keys.iter().map(|k| k.fingerprint.as_str()).collect();
+        let audit = Self::audit(
+            actor,
+            "",
+            "workspace.add",
+            None,
+            json!({ "workspace": spec.name, "address": spec.address, "os_user": spec.os_user,
+                    "owners": owner_names, "host_keys": fingerprints,
+                    "source": spec.host_key_source.as_str() }),
+        );
+        let workspace = NewWorkspace {
+            name: spec.name.clone(),
+            address: spec.address.clone(),
+            os_user: spec.os_user.clone(),
+        };
+        let owner_ids: Vec<i64> = owners.iter().map(|u| u.id).collect();
+        let record = self
+            .store
+            .create_workspace(&workspace, &keys, &owner_ids, &audit)?;
+        self.workspace_info(record)
+    }
+
+    /// Every workspace with its host keys and grants, sorted by name (admins).
+    pub fn workspaces(&self) -> Result<Vec<WorkspaceInfo>, VaultError> {
+        self.store
+            .workspaces()?
+            .into_iter()
+            .map(|w| self.workspace_info(w))
+            .collect()
+    }
+
+    /// One workspace with its host keys and grants (admins).
+    pub fn workspace(&self, name: &str) -> Result<WorkspaceInfo, VaultError> {
+        let record = self.store.workspace(name)?;
+        self.workspace_info(record)
+    }
+
+    /// The workspaces granted to `user`, as that user may see them.
+    pub fn user_workspaces(&self, user: &str) -> Result<Vec<WorkspaceInfo>, VaultError> {
+        let owner = self.store.user(user)?;
+        let mut out = Vec::new();
+        for (workspace, grant) in self.store.granted_workspaces(owner.id)? {
+            let keys = self.store.workspace_host_keys(workspace.id)?;
+            out.push(user_view(workspace, &grant, keys));
+        }
+        Ok(out)
+    }
+
+    /// One workspace as `user` may see it: not found — exactly as for a name that does not
+    /// exist — unless it is granted to them.
+    pub fn user_workspace(&self, user: &str, name: &str) -> Result<WorkspaceInfo, VaultError> {
+        let owner = self.store.user(user)?;
+        match self.store.workspace_for_user(owner.id, name)? {
+            Some((workspace, grant, keys)) => Ok(user_view(workspace, &grant, keys)),
+            None => Err(VaultError::not_found("workspace", name)),
+        }
+    }
+
+    /// Removes a workspace with its host keys and grants.
+    #[instrument(skip_all, fields(workspace = %name))]
+    pub fn remove_workspace(&mut self, actor: &Actor, name: &str) -> Result<(), VaultError> {
+        let audit = Self::audit(
+            actor,
+            "",
+            "workspace.remove",
+            None,
+            json!({ "workspace": name }),
+        );
+        Ok(self.store.remove_workspace(name, &audit)?)
+    }
+
+    /// Lets `user` use the workspace, or changes their grant (their own login, ownership).
+    /// Granting again without a login clears a login set before.
+    #[instrument(skip_all, fields(workspace = %name, user = %user))]
+    pub fn grant_workspace(
+        &mut self,
+        actor: &Actor,
+        name: &str,
+        user: &str,
+        grant: &GrantSpec,
+    ) -> Result<WorkspaceInfo, VaultError> {
+        if let Some(login) = &grant.os_user {
+            check_login(login).map_err(|v| VaultError::Invalid(vec![v]))?;
+        }
+        let workspace = self.store.workspace(name)?;
+        let grantee = self.store.user(user)?;
+        let audit = Self::audit(
+            actor,
+            user,
+            "workspace.grant",
+            None,
+            json!({ "workspace": name, "os_user": grant.os_user, "owner": grant.owner }),
+        );
+        self.store.grant_workspace(
+            workspace.id,
+            grantee.id,
+            grant.owner,
+            grant.os_user.as_deref(),
+            &audit,
+        )?;
+        self.workspace(name)
+    }
+
+    /// Ends `user`'s grant. The last owner's grant stays (remove the workspace instead).
+    #[instrument(skip_all, fields(workspace = %name, user = %user))]
+    pub fn revoke_workspace(
+        &mut self,
+        actor: &Actor,
+        name: &str,
+        user: &str,
+    ) -> Result<(), VaultError> {
+        let workspace = self.store.workspace(name)?;
+        let grantee = self.store.user(user)?;
+        let granted = self
+            .store
+            .workspace_grants(workspace.id)?
+            .iter()
+            .any(|g| g.user_id == grantee.id);
+        if !granted {
+            return Err(VaultError::not_found(
+                "grant",
+                format!("of workspace {name} to {user}"),
+            ));
+        }
+        let audit = Self::audit(
+            actor,
+            user,
+            "workspace.revoke",
+            None,
+            json!({ "workspace": name }),
+        );
+        Ok(self
+            .store
+            .revoke_workspace(workspace.id, grantee.id, &audit)?)
+    }
+
+    /// The workspace `workspace` as user `user_id` may use it; Ok(None) when it does not exist
+    /// OR the user has no grant (the two must be indistinguishable to callers).
+    pub fn workspace_route(
+        &self,
+        user_id: i64,
+        workspace: &str,
+    ) -> Result<Option<Route>, VaultError> {
+        let Some((record, grant, keys)) = self.store.workspace_for_user(user_id, workspace)? else {
+            return Ok(None);
+        };
+        Ok(Some(Route {
+            workspace_id: record.id,
+            os_user: grant.os_user.unwrap_or(record.os_user),
+            workspace: record.name,
+            address: record.address,
+            host_keys: keys.into_iter().map(|k| k.public_key).collect(),
+        }))
+    }
+
+    /// Adds a host key the upstream proved it holds (hostkeys-prove); audited as
+    /// `workspace.host-key-added` (actor System, detail {workspace, fingerprint,
+    /// source:"announced"}); Ok(false) when it was already pinned. Nothing else changes.
+    pub fn add_workspace_host_key(
+        &mut self,
+        workspace_id: i64,
+        public_key_line: &str,
+    ) -> Result<bool, VaultError> {
+        let (public_key, fingerprint) =
+            parse_host_key(public_key_line).map_err(|v| VaultError::Invalid(vec![v]))?;
+        let workspace = self.store.workspace_by_id(workspace_id)?;
+        let source = HostKeySource::Announced.as_str();
+        let audit = Self::audit(
+            &Actor::System,
+            "",
+            "workspace.host-key-added",
+            None,
+            json!({ "workspace": workspace.name, "fingerprint": fingerprint, "source": source }),
+        );
+        let key = NewWorkspaceHostKey {
+            public_key,
+            fingerprint,
+            source: source.into(),
+        };
+        Ok(self
+            .store
+            .add_workspace_host_key(workspace_id, &key, &audit)?)
+    }
+
+    fn workspace_info(&self, record: WorkspaceRecord) -> Result<WorkspaceInfo, VaultError> {
+        let host_keys = self.store.workspace_host_keys(record.id)?;
+        let grants = self
+            .store
+            .workspace_grants(record.id)?
+            .iter()
+            .map(|g| grant_view(g, &record.os_user))
+            .collect();
+        Ok(WorkspaceInfo {
+            name: record.name,
+            address: Some(record.address),
+            os_user: record.os_user,
+            host_keys,
+            grants,
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+        })
+    }
+}
+
+fn grant_view(grant: &WorkspaceGrantRecord, workspace_login: &str) -> WorkspaceGrant {
+    WorkspaceGrant {
+        user: grant.user_name.clone(),
+        owner: grant.owner,
+        os_user: grant.os_user.clone(),
+        login: grant
+            .os_user
+            .clone()
+            .unwrap_or_else(|| workspace_login.to_string()),
+        created_at: grant.created_at,
+    }
+}
+
+/// What a user sees of a workspace granted to them: no address, no one else's grant.
+fn user_view(
+    record: WorkspaceRecord,
+    grant: &WorkspaceGrantRecord,
+    host_keys: Vec<WorkspaceHostKeyRecord>,
+) -> WorkspaceInfo {
+    WorkspaceInfo {
+        grants: vec![grant_view(grant, &record.os_user)],
+        name: record.name,
+        address: None,
+        os_user: record.os_user,
+        host_keys,
+        created_at: record.created_at,
+        updated_at: record.updated_at,
+    }
+}
+
+/// Workspace names follow the user-name rule (1–64 of `[A-Za-z0-9._-]`, starting with a letter
+/// or digit), so `user:workspace` in an SSH login splits at its one `:`.
+pub fn check_workspace_name(name: &str) -> Result<(), Violation> {
+    validate::check_name(name)
+}
+
+/// `HOST:PORT`: a host name, an IPv4 address or a bracketed IPv6 address, and a port from 1 to
+/// 65535.
+pub fn check_address(address: &str) -> Result<(), Violation> {
+    let bad = |detail: String| Err(Violation::new("address", detail));
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return bad("must be HOST:PORT (for example dev1.internal:22)".into());
+    };
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return bad("the port must be a number from 1 to 65535 (HOST:PORT)".into());
+    }
+    if !port.parse::<u16>().is_ok_and(|p| p != 0) {
+        return bad(format!("port {port} is out of range: must be 1 to 65535"));
+    }
+    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        if inner.parse::<Ipv6Addr>().is_err() {
+            return bad(format!("[{inner}] is not an IPv6 address"));
+        }
+        return Ok(());
+    }
+    if host.contains(':') {
+        return bad("an IPv6 address goes in brackets: [2001:db8::1]:22".into());
+    }
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && !host.starts_with(['-', '.'])
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    if !host_ok {
+        return bad(
+            "the host must be a host name or an IP address (letters, digits, '-', '.', '_'; \
+             at most 253 characters)"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// A login on a workspace: 1–32 characters of `[A-Za-z0-9._-]`, not starting with `-` (it
+/// would read as an option) and not all digits (it would read as a uid).
+pub fn check_login(login: &str) -> Result<(), Violation> {
+    let chars_ok = login
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if login.is_empty()
+        || login.len() > MAX_LOGIN_LEN
+        || !chars_ok
+        || login.starts_with('-')
+        || login.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(Violation::new(
+            "os-user",
+            format!(
+                "must be a login name: 1 to {MAX_LOGIN_LEN} characters, letters, digits, '.', \
+                 '_' or '-', not starting with '-' and not all digits"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses one host key line (`TYPE BASE64 [COMMENT]`, as in a `.pub` file or after the host
+/// names of a known_hosts line) into its canonical line (no comment) and `SHA256:` fingerprint.
+pub fn parse_host_key(line: &str) -> Result<(String, String), Violation> {
+    let bad = |detail: String| Err(Violation::new("host-key", detail));
+    let line = line.trim();
+    if line.is_empty() {
+        return bad("is empty (expected a line like `ssh-ed25519 AAAA…`)".into());
+    }
+    if line.contains("PRIVATE KEY") {
+        return bad("is a private key; give the public key line".into());
+    }
+    let key = match PublicKey::from_openssh(line) {
+        Ok(key) => key,
+        Err(e) => {
+            // `ssh-keyscan` and known_hosts lines start with the host names.
+            let second = line.split_whitespace().nth(1).unwrap_or("");
+            let hint = if second.starts_with("ssh-") || second.starts_with("ecdsa-") {
+                "; drop the host name in front of the key type (a known_hosts line)"
+            } else {
+                " (expected a line like `ssh-ed25519 AAAA…`)"
+            };
+            return bad(format!("is not an OpenSSH public key: {e}{hint}"));
+        }
+    };
+    let mut canonical = key.clone();
+    canonical.set_comment("");
+    let public_key = match canonical.to_openssh() {
+        Ok(text) => text.trim_end().to_string(),
+        Err(e) => return bad(format!("cannot be encoded: {e}")),
+    };
+    Ok((public_key, key.fingerprint(HashAlg::Sha256).to_string()))
+}
+
+#[cfg(test)]
+#[path = "workspaces_tests.rs"]
+mod tests;
