@@ -14,6 +14,7 @@ pub mod secret;
 pub mod serve;
 pub mod token;
 pub mod user;
+pub mod workspace;
 
 use std::path::PathBuf;
 
@@ -67,6 +68,10 @@ pub enum Command {
     /// Started by `serve`: ends live sessions if the daemon is killed (not for users).
     #[command(hide = true)]
     SessionReaper,
+    /// Relay-mode workspaces: add, list, show, remove, grant, revoke (admin on the data dir;
+    /// `list` over the API when logged in).
+    #[command(subcommand)]
+    Workspace(workspace::WorkspaceCommand),
     /// Operator tasks on the data dir.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
@@ -109,6 +114,7 @@ pub fn run(opts: Opts) -> anyhow::Result<()> {
         Command::Token(cmd) => token::run(&config, cmd),
         Command::Audit(args) => audit::run(args),
         Command::Gitssh(_) | Command::SessionReaper => Ok(()),
+        Command::Workspace(cmd) => workspace::run(&config, cmd),
         Command::Admin(cmd) => admin::run(&config, cmd),
         Command::Config(ConfigCommand::PrintDefault) => {
             print!("{DEFAULT_CONFIG_TOML}");

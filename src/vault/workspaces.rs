@@ -132,12 +132,59 @@ impl Vault {
         actor: &Actor,
         spec: &WorkspaceSpec,
     ) -> Result<WorkspaceInfo, VaultError> {
+        let (keys, owners) = self.check_spec(spec, true)?;
+        let mut owner_names: Vec<&str> = owners.iter().map(|u| u.name.as_str()).collect();
+        owner_names.sort_unstable();
+        owner_names.dedup();
+        let fingerprints: Vec<&str> = keys.iter().map(|k| k.fingerprint.as_str()).collect();
+        let audit = Self::audit(
+            actor,
+            "",
+            "workspace.add",
+            None,
+            json!({ "workspace": spec.name, "address": spec.address, "os_user": spec.os_user,
+                    "owners": owner_names, "host_keys": fingerprints,
+                    "source": spec.host_key_source.as_str() }),
+        );
+        let workspace = NewWorkspace {
+            name: spec.name.clone(),
+            address: spec.address.clone(),
+            os_user: spec.os_user.clone(),
+        };
+        let owner_ids: Vec<i64> = owners.iter().map(|u| u.id).collect();
+        let record = self
+            .store
+            .create_workspace(&workspace, &keys, &owner_ids, &audit)?;
+        self.workspace_info(record)
+    }
+
+    /// Checks everything about a workspace to add except its host keys — the name is free, the
+    /// owners exist — so `--scan` asks its question only about a workspace that can be added.
+    pub fn check_new_workspace(&self, spec: &WorkspaceSpec) -> Result<(), VaultError> {
+        self.check_spec(spec, false)?;
+        match self.store.workspace(&spec.name) {
+            Ok(_) => Err(VaultError::Conflict(vec![Violation::new(
+                "name",
+                format!("a workspace named {} already exists", spec.name),
+            )])),
+            Err(crate::store::StoreError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every rule of a new workspace at once: its host keys (canonical, deduplicated) and its
+    /// owners' records when all hold. Without `keys_required`, no host key is no violation.
+    fn check_spec(
+        &self,
+        spec: &WorkspaceSpec,
+        keys_required: bool,
+    ) -> Result<(Vec<NewWorkspaceHostKey>, Vec<UserRecord>), VaultError> {
         let mut invalid = Vec::new();
         invalid.extend(check_workspace_name(&spec.name).err());
         invalid.extend(check_address(&spec.address).err());
         invalid.extend(check_login(&spec.os_user).err());
         let mut keys: Vec<NewWorkspaceHostKey> = Vec::new();
-        if spec.host_keys.is_empty() {
+        if keys_required && spec.host_keys.is_empty() {
             invalid.push(Violation::new(
                 "host-key",
                 "at least one host key is required (pin it, or scan it and confirm)",
@@ -174,32 +221,11 @@ impl Vault {
                 Err(e) => return Err(e.into()),
             }
         }
-        if !invalid.is_empty() {
-            return Err(VaultError::Invalid(invalid));
+        if invalid.is_empty() {
+            Ok((keys, owners))
+        } else {
+            Err(VaultError::Invalid(invalid))
         }
-        let mut owner_names: Vec<&str> = owners.iter().map(|u| u.name.as_str()).collect();
-        owner_names.sort_unstable();
-        owner_names.dedup();
-        let fingerprints: Vec<&str> = keys.iter().map(|k| k.fingerprint.as_str()).collect();
-        let audit = Self::audit(
-            actor,
-            "",
-            "workspace.add",
-            None,
-            json!({ "workspace": spec.name, "address": spec.address, "os_user": spec.os_user,
-                    "owners": owner_names, "host_keys": fingerprints,
-                    "source": spec.host_key_source.as_str() }),
-        );
-        let workspace = NewWorkspace {
-            name: spec.name.clone(),
-            address: spec.address.clone(),
-            os_user: spec.os_user.clone(),
-        };
-        let owner_ids: Vec<i64> = owners.iter().map(|u| u.id).collect();
-        let record = self
-            .store
-            .create_workspace(&workspace, &keys, &owner_ids, &audit)?;
-        self.workspace_info(record)
     }
 
     /// Every workspace with its host keys and grants, sorted by name (admins).
