@@ -8,7 +8,9 @@
 //! refused. Every signature is audited with the requesting process and, when `ssh` sent
 //! `session-bind@openssh.com`, the verified host key it was for.
 //!
-//! Who may connect is the session socket's business (`ssh::sessiondir`).
+//! It serves any byte stream: a session socket's connection (who may connect is
+//! `ssh::sessiondir`'s business), or an upstream workspace's `auth-agent@openssh.com` channel
+//! in relay mode.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +26,6 @@ use tracing::debug;
 
 use crate::metrics::DaemonMetrics;
 use crate::shared::VaultHandle;
-use crate::ssh::sessiondir::{Peer, SessionSocket};
 use crate::vault::{Actor, SessionUser};
 
 /// How long a forwarded agent may take to sign (it may be asking its user to confirm).
@@ -120,13 +121,16 @@ impl Drop for SessionAgent {
     }
 }
 
-/// Serves `socket` until its session ends, each connection in its own task.
-pub async fn serve(socket: SessionSocket, agent: Arc<SessionAgent>) {
-    while let Some(connection) = socket.accept().await {
-        let agent = agent.clone();
-        // The connection's stream ends with the session, and with it this task.
-        tokio::spawn(async move { agent.serve_connection(connection).await });
-    }
+/// The process (or the workspace) on the other end of an agent connection, as the audit log
+/// names it.
+#[derive(Debug, Clone, Default)]
+pub struct Peer {
+    /// Its pid (a local session's process).
+    pub pid: Option<i32>,
+    /// Its executable (a local session's process).
+    pub exe: Option<String>,
+    /// The workspace whose sshd forwarded the request (relay mode).
+    pub workspace: Option<String>,
 }
 
 /// What one local connection has learnt.
@@ -142,7 +146,8 @@ struct ConnState {
 }
 
 impl SessionAgent {
-    async fn serve_connection<S>(&self, (mut stream, peer): (S, Peer))
+    /// Answers agent requests on `stream` until it ends.
+    pub async fn serve_stream<S>(&self, (mut stream, peer): (S, Peer))
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -430,7 +435,7 @@ fn sign_detail(
 ) -> serde_json::Value {
     json!({
         "session": session, "key_fingerprint": fingerprint, "key_type": key_type,
-        "key_source": source, "pid": peer.pid, "exe": peer.exe,
+        "key_source": source, "pid": peer.pid, "exe": peer.exe, "workspace": peer.workspace,
         "destination_host_key": destination,
     })
 }

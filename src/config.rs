@@ -16,9 +16,11 @@ use crate::secrets::Limits;
 
 mod forwarding;
 mod http;
+mod relay;
 mod ssh;
 pub use forwarding::{Forwarding, LocalTarget, RemotePorts};
 pub use http::HttpSettings;
+pub use relay::RelaySettings;
 pub use ssh::{SshSettings, Startups};
 
 /// Why the configuration could not be loaded.
@@ -77,6 +79,8 @@ pub struct Config {
     pub forwarding: Forwarding,
     /// The HTTP API listener's limits.
     pub http: HttpSettings,
+    /// Relay mode's upstream leg.
+    pub relay: RelaySettings,
 }
 
 impl Default for Config {
@@ -92,6 +96,7 @@ impl Default for Config {
             ssh: SshSettings::default(),
             forwarding: Forwarding::default(),
             http: HttpSettings::default(),
+            relay: RelaySettings::default(),
         }
     }
 }
@@ -196,6 +201,19 @@ header_timeout_secs = 10
 idle_timeout_secs = 60
 # Connections served at once (more wait in the backlog). 1 to 100000.
 max_connections = 256
+
+# Relay mode (ssh user:workspace@gateway): the connection to the workspace's own sshd.
+[relay]
+# Seconds to connect, exchange keys and log in upstream. 1 to 300.
+connect_timeout_secs = 5
+# Seconds between keepalives on an idle upstream connection; 0 for none. 0 to 3600.
+keepalive_secs = 30
+# Failed upstream attempts in a row for one user and workspace before keyport stops trying
+# for failure_hold_secs and answers with the last failure (an OpenSSH >= 9.8 upstream's
+# PerSourcePenalties would otherwise block everyone behind keyport's address). 1 to 1000.
+failures_before_hold = 2
+# 0 to 86400.
+failure_hold_secs = 30
 "#;
 
 impl Config {
@@ -221,6 +239,7 @@ impl Config {
             .check()
             .and_then(|()| config.forwarding.check())
             .and_then(|()| config.http.check())
+            .and_then(|()| config.relay.check())
             .map_err(|(field, rule)| ConfigError::Invalid { path, field, rule })?;
         Ok(config)
     }

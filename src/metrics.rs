@@ -19,6 +19,11 @@ pub struct DaemonMetrics {
     pub signatures_refused: AtomicU64,
     /// Agent signatures by key type (a fixed set of labels: `agent::key_type`).
     signatures: Mutex<BTreeMap<&'static str, u64>>,
+    /// Relayed sessions started.
+    pub relay_sessions: AtomicU64,
+    /// Relayed sessions that failed before their program started, by kind (a fixed set of
+    /// labels: `relay::RelayError::kind`).
+    relay_failures: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl DaemonMetrics {
@@ -29,6 +34,15 @@ impl DaemonMetrics {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *map.entry(key_type).or_default() += 1;
+    }
+
+    /// Counts one relayed session that failed with `kind`.
+    pub fn count_relay_failure(&self, kind: &'static str) {
+        let mut map = self
+            .relay_failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *map.entry(kind).or_default() += 1;
     }
 
     /// Prometheus text for these counters.
@@ -69,6 +83,23 @@ impl DaemonMetrics {
             load(&self.injections),
             load(&self.signatures_refused),
         );
-        counters + &signatures
+        let mut relay = format!(
+            "# HELP keyport_relay_sessions_total Relayed sessions started on a workspace.\n\
+             # TYPE keyport_relay_sessions_total counter\n\
+             keyport_relay_sessions_total {}\n\
+             # HELP keyport_relay_failures_total Relayed sessions that failed before their program, by kind.\n\
+             # TYPE keyport_relay_failures_total counter\n",
+            load(&self.relay_sessions)
+        );
+        let map = self
+            .relay_failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (kind, n) in map.iter() {
+            relay.push_str(&format!(
+                "keyport_relay_failures_total{{kind=\"{kind}\"}} {n}\n"
+            ));
+        }
+        counters + &signatures + &relay
     }
 }

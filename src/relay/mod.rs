@@ -1,7 +1,197 @@
 //! Relay mode: `ssh alice:dev1@gateway` reaches workspace `dev1`'s own sshd through keyport,
 //! with alice's env and file secrets and her in-memory key carried upstream.
 //!
+//! What a session gets (env precedence, secrets, the file ledger, audit) is decided by the
+//! same code as a local session's (`ssh::prepare`, `vault`); this module is only *where* it
+//! runs: an upstream channel instead of a local process.
+//!
 //! # Layout
+//! - `mod.rs`: the connection's link to its workspace, upstream failures and their hold.
+//! - `upstream.rs`: the russh client leg: host key pins, login signed in the vault, agent.
+//! - `session.rs`: one relayed session channel: env, pty, agent, program, then both pumps.
+//! - `files.rs`: file secrets written upstream over SFTP, with the local ledger's rules.
 //! - `scan.rs`: reading a workspace's host key once, for an admin to pin.
 
+mod files;
 pub mod scan;
+mod session;
+mod upstream;
+
+pub use session::{Start, run};
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::config::RelaySettings;
+use crate::vault::Route;
+use upstream::Upstream;
+
+/// Why a relayed session could not reach its workspace; `Display` is the line the client's
+/// stderr gets (after `keyport: `).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RelayError {
+    /// No workspace of that name that the user may use (the two look the same).
+    #[error("no workspace {workspace} for {user} (keyport workspace list shows yours)")]
+    NoWorkspace {
+        /// What the user typed after `:`.
+        workspace: String,
+        /// The keyport user.
+        user: String,
+    },
+    /// The sshd could not be reached, or did not finish the handshake in time.
+    #[error("cannot reach the workspace's sshd at {address}: {why}")]
+    Unreachable {
+        /// HOST:PORT.
+        address: String,
+        /// The cause.
+        why: String,
+    },
+    /// The sshd presented a host key that is not pinned.
+    #[error(
+        "HOST KEY MISMATCH: the workspace's sshd presented {offered}, pinned is {}; nothing \
+         was run. If the workspace was rebuilt, an admin re-pins it (keyport workspace add \
+         --scan)",
+        pinned.join(", ")
+    )]
+    HostKey {
+        /// Fingerprints pinned.
+        pinned: Vec<String>,
+        /// Fingerprint offered.
+        offered: String,
+    },
+    /// The sshd refused the user's keyport key.
+    #[error(
+        "{login}@{address} refused your keyport key; add this line to ~{login}/.ssh/authorized_keys \
+         there:\n{key_line}"
+    )]
+    Refused {
+        /// The workspace login.
+        login: String,
+        /// HOST:PORT.
+        address: String,
+        /// The public key line to add.
+        key_line: String,
+    },
+    /// Anything else on the way (a channel the sshd refused, a vault failure).
+    #[error("{0}")]
+    Other(String),
+    /// Failed too often lately: not tried again yet.
+    #[error("{last} (not tried again for {}s: it failed {count} times in a row)", wait.as_secs().max(1))]
+    Held {
+        /// The last failure's message.
+        last: String,
+        /// Failures in a row.
+        count: u32,
+        /// Until the next attempt.
+        wait: Duration,
+    },
+}
+
+impl RelayError {
+    /// The kind the audit log and the metrics name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RelayError::NoWorkspace { .. } => "no-workspace",
+            RelayError::Unreachable { .. } => "unreachable",
+            RelayError::HostKey { .. } => "host-key",
+            RelayError::Refused { .. } => "auth",
+            RelayError::Other(_) => "other",
+            RelayError::Held { .. } => "held",
+        }
+    }
+}
+
+/// Upstream failures in a row per (user id, workspace id), so a failing upstream is not
+/// hammered: OpenSSH ≥ 9.8 penalises keyport's one source address for every failed or
+/// unauthenticated connection, which would lock every user out of that sshd.
+#[derive(Debug, Default)]
+pub struct Holds(Mutex<HashMap<(i64, i64), Failing>>);
+
+#[derive(Debug)]
+struct Failing {
+    count: u32,
+    last: String,
+    at: Instant,
+}
+
+impl Holds {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(i64, i64), Failing>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The failure to answer with instead of connecting, while `key` is held.
+    fn held(&self, key: (i64, i64), settings: &RelaySettings) -> Option<RelayError> {
+        let hold = Duration::from_secs(settings.failure_hold_secs);
+        let map = self.lock();
+        let failing = map.get(&key)?;
+        let since = failing.at.elapsed();
+        (failing.count >= settings.failures_before_hold && since < hold).then(|| RelayError::Held {
+            last: failing.last.clone(),
+            count: failing.count,
+            wait: hold - since,
+        })
+    }
+
+    fn failed(&self, key: (i64, i64), error: &RelayError) {
+        let mut map = self.lock();
+        // Old entries go when any failure is recorded: the map stays as small as what fails.
+        map.retain(|_, f| f.at.elapsed() < Duration::from_secs(86_400));
+        let failing = map.entry(key).or_insert(Failing {
+            count: 0,
+            last: String::new(),
+            at: Instant::now(),
+        });
+        failing.count += 1;
+        failing.last = error.to_string();
+        failing.at = Instant::now();
+    }
+
+    fn succeeded(&self, key: (i64, i64)) {
+        self.lock().remove(&key);
+    }
+}
+
+/// Relay mode's share of the daemon: its settings and the failures it holds.
+#[derive(Debug, Default)]
+pub struct Relay {
+    /// `[relay]`.
+    pub settings: RelaySettings,
+    /// Upstreams failing lately.
+    holds: Holds,
+}
+
+impl Relay {
+    /// Relay mode with `settings`.
+    pub fn new(settings: RelaySettings) -> Self {
+        Self {
+            settings,
+            holds: Holds::default(),
+        }
+    }
+}
+
+/// A client connection's way to its workspace: the route, once looked up, and the one
+/// upstream connection its channels share.
+pub struct Link {
+    /// What the user typed after `:`.
+    pub workspace: String,
+    state: tokio::sync::Mutex<Option<Linked>>,
+}
+
+struct Linked {
+    route: Route,
+    upstream: Arc<Upstream>,
+}
+
+impl Link {
+    /// A link to `workspace`, not connected yet (the first session channel connects).
+    pub fn new(workspace: String) -> Self {
+        Self {
+            workspace,
+            state: tokio::sync::Mutex::new(None),
+        }
+    }
+}

@@ -56,11 +56,27 @@ impl Login {
     }
 }
 
-pub(super) struct PtyRequest {
-    pub(super) term: String,
-    cols: u16,
-    rows: u16,
-    modes: Vec<(russh::Pty, u32)>,
+/// The client's `pty-req`, as the program's terminal will be.
+pub struct PtyRequest {
+    /// `TERM`.
+    pub term: String,
+    /// Columns, as last given (a window change before the program counts).
+    pub cols: u16,
+    /// Rows.
+    pub rows: u16,
+    /// RFC 4254 §8 terminal modes.
+    pub modes: Vec<(russh::Pty, u32)>,
+}
+
+/// The program a session channel asked for.
+#[derive(Debug)]
+pub enum Asked {
+    /// `shell`.
+    Shell,
+    /// `exec COMMAND`.
+    Exec(Vec<u8>),
+    /// `subsystem NAME` (locally only `sftp`, when an sftp-server is installed).
+    Subsystem(String),
 }
 
 /// Requests russh passes to the handler only (see `handler.rs`), for the running program.
@@ -85,19 +101,20 @@ impl Drop for ActiveSession {
     }
 }
 
-/// Runs one session channel to its end.
+/// Runs one session channel to its end: here, or on the login's workspace (`link`).
 pub async fn run(
     mut channel: Channel<Msg>,
     handle: Handle,
     ctx: Arc<SshContext>,
     login: Arc<Login>,
     control: mpsc::Receiver<Control>,
+    link: Option<Arc<crate::relay::Link>>,
 ) {
     let mut pty = None;
     let mut client_env = Vec::new();
     let mut env_bytes = 0;
     let mut agent_forward = false;
-    let program = loop {
+    let asked = loop {
         match channel.wait().await {
             // The first pty counts; the handler refuses any other.
             Some(ChannelMsg::RequestPty {
@@ -138,16 +155,37 @@ pub async fn run(
                 }
             }
             Some(ChannelMsg::AgentForward { .. }) => agent_forward = true,
-            Some(ChannelMsg::Exec { command, .. }) => break Program::Exec(command),
-            Some(ChannelMsg::RequestShell { .. }) => break Program::Shell,
+            Some(ChannelMsg::Exec { command, .. }) => break Asked::Exec(command),
+            Some(ChannelMsg::RequestShell { .. }) => break Asked::Shell,
+            // A workspace's sshd decides which subsystems it has.
             Some(ChannelMsg::RequestSubsystem { name, .. })
-                if name == "sftp" && process::sftp_server().is_some() =>
+                if link.is_some() || (name == "sftp" && process::sftp_server().is_some()) =>
             {
-                break Program::Sftp;
+                break Asked::Subsystem(name);
             }
             Some(ChannelMsg::Close) | None => return,
             Some(_) => {}
         }
+    };
+    if let Some(link) = link {
+        let start = crate::relay::Start {
+            channel,
+            handle,
+            ctx,
+            login,
+            link,
+            pty,
+            client_env,
+            agent_forward,
+            program: asked,
+            control,
+        };
+        return crate::relay::run(start).await;
+    }
+    let program = match asked {
+        Asked::Shell => Program::Shell,
+        Asked::Exec(command) => Program::Exec(command),
+        Asked::Subsystem(_) => Program::Sftp,
     };
     let session = ctx.next_id();
     ctx.metrics.sessions_total.fetch_add(1, Ordering::Relaxed);

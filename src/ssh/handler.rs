@@ -40,6 +40,16 @@ pub struct Connection {
     channels: HashMap<ChannelId, SessionChannel>,
     no_more_sessions: bool,
     forwards: Forwards,
+    /// The workspace a `user:workspace` login relays to (`crate::relay`).
+    link: Option<Arc<crate::relay::Link>>,
+}
+
+/// `alice:dev1` → (`alice`, `Some("dev1")`): warpgate's user:target convention.
+fn split_login(user: &str) -> (&str, Option<&str>) {
+    match user.split_once(':') {
+        Some((name, workspace)) => (name, Some(workspace)),
+        None => (user, None),
+    }
 }
 
 /// What the handler knows of one session channel, to answer its requests as sshd does.
@@ -92,6 +102,7 @@ impl Connection {
             channels: HashMap::new(),
             no_more_sessions: false,
             forwards,
+            link: None,
         }
     }
 
@@ -148,6 +159,7 @@ impl russh::server::Handler for Connection {
         user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
+        let (user, _) = split_login(user);
         self.tried_user = Some(user.to_string());
         if self.check(user, offer.public_key).await.is_some() {
             Ok(Auth::Accept)
@@ -162,6 +174,7 @@ impl russh::server::Handler for Connection {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
+        let (user, workspace) = split_login(user);
         let Some(record) = self.check(user, key.public_key).await else {
             self.rejected_offers += 1;
             return Ok(Auth::reject());
@@ -190,6 +203,9 @@ impl russh::server::Handler for Connection {
         })
         .await
         .unwrap_or(false);
+        // Whether the workspace exists and is theirs is told at the first session: a login
+        // is about the key, and an unknown workspace must look like one they may not use.
+        self.link = workspace.map(|w| Arc::new(crate::relay::Link::new(w.to_string())));
         self.login = Some(Arc::new(Login {
             user: record.name,
             user_id: record.id,
@@ -255,9 +271,14 @@ impl russh::server::Handler for Connection {
         );
         let handle = session.handle();
         let ctx = self.ctx.clone();
-        self.ctx
-            .tasks
-            .spawn(channel::run(channel, handle, ctx, login, requests));
+        self.ctx.tasks.spawn(channel::run(
+            channel,
+            handle,
+            ctx,
+            login,
+            requests,
+            self.link.clone(),
+        ));
         Ok(())
     }
 
@@ -271,7 +292,8 @@ impl russh::server::Handler for Connection {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let Some(login) = self.login.clone() else {
+        // A relayed login's forwards would belong on its workspace: not offered (yet).
+        let Some(login) = self.login.clone().filter(|_| self.link.is_none()) else {
             return Ok(());
         };
         let origin = format!("{originator_address}:{originator_port}");
@@ -294,7 +316,7 @@ impl russh::server::Handler for Connection {
         port: &mut u32,
         session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        let Some(login) = self.login.clone() else {
+        let Some(login) = self.login.clone().filter(|_| self.link.is_none()) else {
             return Ok(false);
         };
         let handle = session.handle();
@@ -477,7 +499,10 @@ impl russh::server::Handler for Connection {
         name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let known = name == "sftp" && super::process::sftp_server().is_some();
+        // A workspace's sshd answers for its own subsystems (a refusal there ends the
+        // channel with a message).
+        let known =
+            self.link.is_some() || (name == "sftp" && super::process::sftp_server().is_some());
         let ok = known && self.start(channel, false);
         Self::reply(session, channel, ok)
     }

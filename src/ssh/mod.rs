@@ -18,6 +18,9 @@
 //! - `quickack.rs`: prompt TCP ACKs during the handshake.
 //! - `sessiondir.rs`: each session's private directory: agent socket, in-session API socket.
 //! - `reaper.rs`: the companion process that ends live sessions if the daemon is killed.
+//!
+//! A login as `user:workspace` runs its sessions on the workspace instead (`crate::relay`):
+//! the same requests, collected the same way, go to an upstream channel.
 
 mod channel;
 mod files;
@@ -38,6 +41,7 @@ mod terminal;
 pub use listen::run;
 pub use process::remember_limits;
 
+pub use channel::{Asked, Control, Login, PtyRequest};
 pub use files::{Applied, materialize, materialize_owner};
 
 use std::collections::BTreeMap;
@@ -97,6 +101,10 @@ pub struct SshContext {
     client_env_bytes: usize,
     /// `[ssh] agent_signatures_per_minute`, per session.
     pub signatures_per_minute: u32,
+    /// `[ssh] channel_window`: also the upstream leg's in relay mode.
+    pub channel_window: u32,
+    /// Relay mode: `[relay]` and the upstreams failing lately.
+    pub relay: crate::relay::Relay,
     next_id: AtomicU64,
 }
 
@@ -139,12 +147,19 @@ impl SshContext {
             max_connections_per_user: settings.max_connections_per_user as usize,
             client_env_bytes: settings.client_env_bytes as usize,
             signatures_per_minute: settings.agent_signatures_per_minute,
+            channel_window: settings.channel_window,
+            relay: crate::relay::Relay::new(config.relay.clone()),
             next_id: AtomicU64::new(1),
         }
     }
 
     fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A new session id (`KEYPORT_SESSION`, the audit log's `session`).
+    pub fn next_session_id(&self) -> u64 {
+        self.next_id()
     }
 }
 

@@ -32,7 +32,7 @@ use tracing::debug;
 
 use super::SshContext;
 use super::process::Identity;
-use crate::agent::{self, SessionAgent};
+use crate::agent::{self, Peer, SessionAgent};
 use crate::vault::SessionUser;
 
 /// The agent socket's name in a session directory.
@@ -133,7 +133,7 @@ impl SessionDir {
             forward,
             limit: agent::SignLimit::new(ctx.signatures_per_minute),
         });
-        tokio::spawn(agent::serve(agent_socket, agent));
+        tokio::spawn(serve_agent(agent_socket, agent));
         Ok(dir)
     }
 
@@ -274,13 +274,14 @@ pub struct SessionSocket {
     stop: CancellationToken,
 }
 
-/// The process on the other end of a session socket.
-#[derive(Debug, Clone, Default)]
-pub struct Peer {
-    /// Its pid.
-    pub pid: Option<i32>,
-    /// Its executable.
-    pub exe: Option<String>,
+/// Serves the session's agent on `socket` until the session ends, each connection in its own
+/// task.
+async fn serve_agent(socket: SessionSocket, agent: Arc<agent::SessionAgent>) {
+    while let Some(connection) = socket.accept().await {
+        let agent = agent.clone();
+        // The connection's stream ends with the session, and with it this task.
+        tokio::spawn(async move { agent.serve_stream(connection).await });
+    }
 }
 
 impl SessionSocket {
@@ -314,6 +315,7 @@ impl SessionSocket {
                         let peer = Peer {
                             pid: cred.pid(),
                             exe,
+                            workspace: None,
                         };
                         let stream = SessionStream {
                             inner: stream,

@@ -18,6 +18,9 @@ pub struct SessionSecrets {
     pub env: Vec<(String, SecretBytes)>,
     /// Enabled file secrets: (secret name, resolved path, value).
     pub files: Vec<(String, String, SecretBytes)>,
+    /// Each file secret's path as set (`~/…` unresolved), in the order of `files`: a relayed
+    /// session resolves it against the workspace login's home.
+    pub file_paths: Vec<String>,
 }
 
 /// The keyport user a running session (or its sockets) acts for: the name and the row id it
@@ -108,8 +111,9 @@ impl Vault {
             if let Some(env) = &record.env_name {
                 out.env.push((env.clone(), value.clone()));
             }
-            if let Some(path) = record.file_resolved {
+            if let (Some(path), Some(typed)) = (record.file_resolved, record.file_path) {
                 out.files.push((record.name, path, value));
+                out.file_paths.push(typed);
             }
         }
         Ok((out, names))

@@ -66,6 +66,13 @@ pub enum ChannelMsg {
         want_reply: bool,
         name: String,
     },
+    /// (client only) KEYPORT PATCH: a channel request russh has no method for (`break`,
+    /// `eow@openssh.com`), its type-specific data sent as given.
+    Request {
+        name: String,
+        want_reply: bool,
+        data: Vec<u8>,
+    },
     /// (client only)
     RequestX11 {
         want_reply: bool,
@@ -329,6 +336,22 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> ChannelWriteHalf<
     /// Inform the server that we will accept agent forwarding channels
     pub async fn agent_forward(&self, want_reply: bool) -> Result<(), Error> {
         self.send_msg(ChannelMsg::AgentForward { want_reply }).await
+    }
+
+    /// KEYPORT PATCH: sends a channel request russh has no method for (RFC 4254 §5.4);
+    /// `data` is the request-specific part, after the want-reply flag.
+    pub async fn request<A: Into<String>>(
+        &self,
+        name: A,
+        want_reply: bool,
+        data: Vec<u8>,
+    ) -> Result<(), Error> {
+        self.send_msg(ChannelMsg::Request {
+            name: name.into(),
+            want_reply,
+            data,
+        })
+        .await
     }
 
     /// Send data to a channel.

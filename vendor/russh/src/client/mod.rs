@@ -1794,6 +1794,14 @@ impl Session {
             Msg::Channel(id, ChannelMsg::AgentForward { want_reply }) => {
                 self.agent_forward(id, want_reply)?
             }
+            Msg::Channel(
+                id,
+                ChannelMsg::Request {
+                    name,
+                    want_reply,
+                    data,
+                },
+            ) => self.channel_request(id, &name, want_reply, &data)?,
             Msg::Channel(id, ChannelMsg::Close) => self.close(id)?,
             Msg::Rekey => self.initiate_rekey()?,
             Msg::AwaitExtensionInfo {

@@ -584,6 +584,28 @@ impl Session {
         Ok(())
     }
 
+    /// KEYPORT PATCH: a channel request of any type, its data written as given.
+    pub fn channel_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        want_reply: bool,
+        data: &[u8],
+    ) -> Result<(), crate::Error> {
+        if let Some(ref mut enc) = self.common.encrypted
+            && let Some(channel) = enc.channels.get(&channel)
+        {
+            push_packet!(enc.write, {
+                msg::CHANNEL_REQUEST.encode(&mut enc.write)?;
+                channel.recipient_channel.encode(&mut enc.write)?;
+                name.encode(&mut enc.write)?;
+                (want_reply as u8).encode(&mut enc.write)?;
+                enc.write.extend(data);
+            });
+        }
+        Ok(())
+    }
+
     pub fn disconnect(
         &mut self,
         reason: Disconnect,

@@ -1,0 +1,334 @@
+//! File secrets written on the workspace over SFTP, before the session's program starts, by
+//! the local rules (`secrets::files`): the plan and the ledger come from the vault as for a
+//! local session — the ledger's place is the workspace and its login, so each (user,
+//! workspace) has its own — and only carrying it out differs.
+//!
+//! - `~/…` resolves against the login's home there (SFTP `realpath .`).
+//! - A file already holding the value (and the login's own) is left untouched.
+//! - New parent directories 0700; a new file 0600; an existing file keeps its mode if it is
+//!   the login's own, else it is replaced by a 0600 one and reported.
+//! - Written to a temp file opened O_EXCL with 0600, fsync'd (`fsync@openssh.com`), then
+//!   renamed over the target (`posix-rename@openssh.com`; plain SFTP rename fails when the
+//!   target exists). Values travel in SFTP write packets only, never in a command line.
+//! - A file no secret wants any more is removed only if it still holds what keyport wrote;
+//!   one the user edited there is kept, reported, and audited.
+
+use std::sync::Arc;
+
+use russh::ChannelMsg;
+use russh_sftp::client::RawSftpSession;
+use russh_sftp::protocol::{FileAttributes, OpenFlags, Packet, StatusCode};
+use tracing::{debug, warn};
+
+use super::upstream::Upstream;
+use crate::secrets::files::{Plan, Report, sha256_hex};
+use crate::secrets::validate::{MAX_VALUE_BYTES, resolve_file_path};
+use crate::ssh::SshContext;
+use crate::vault::{Route, SessionSecrets, SessionUser};
+
+/// The ledger's place for a workspace login: never an OS account's name (`:` cannot be in
+/// one), so local and upstream files are never confused.
+pub fn place(route: &Route) -> String {
+    format!("workspace:{}:{}", route.workspace_id, route.os_user)
+}
+
+/// Writes `who`'s file secrets on the workspace and removes the ones no longer wanted.
+/// Returns what the client should be told (files kept because they were edited there,
+/// files that could not be written, an sshd without SFTP).
+pub async fn write(
+    ctx: &Arc<SshContext>,
+    upstream: &Upstream,
+    route: &Route,
+    who: &SessionUser,
+    secrets: &SessionSecrets,
+) -> Vec<String> {
+    let place = place(route);
+    let (name, at) = (who.name.clone(), place.clone());
+    // Nothing wanted and nothing written before: no SFTP channel at all (the common case).
+    if secrets.files.is_empty() {
+        let earlier = ctx
+            .vault
+            .call(move |v| v.file_plan(&name, &at, &SessionSecrets::default()))
+            .await;
+        if earlier.is_ok_and(|plan| plan.remove.is_empty()) {
+            return Vec::new();
+        }
+    }
+    let sftp = match open(upstream).await {
+        Ok(sftp) => sftp,
+        Err(why) => {
+            return vec![format!(
+                "{}: file secrets not written ({why}); env secrets were sent",
+                route.workspace
+            )];
+        }
+    };
+    let home = match sftp.realpath(".").await {
+        Ok(name) => name.files.first().map(|f| f.filename.clone()),
+        Err(_) => None,
+    };
+    let Some(home) = home else {
+        return vec![format!(
+            "{}: file secrets not written (the sshd did not say where the home is)",
+            route.workspace
+        )];
+    };
+    let mut there = SessionSecrets::default();
+    for ((secret, _, value), typed) in secrets.files.iter().zip(&secrets.file_paths) {
+        let path = resolve_file_path(typed, &home);
+        there.files.push((secret.clone(), path, value.clone()));
+    }
+    let there = Arc::new(there);
+    let (name, at, wanted) = (who.name.clone(), place.clone(), there.clone());
+    let plan = match ctx
+        .vault
+        .call(move |v| v.file_plan(&name, &at, &wanted))
+        .await
+    {
+        Ok(plan) => plan,
+        Err(e) => {
+            warn!(user = %who.name, error = %e, "cannot plan file secrets upstream");
+            return Vec::new();
+        }
+    };
+    let owner = sftp.stat(home.clone()).await.ok().and_then(|a| a.attrs.uid);
+    let report = apply(&sftp, &plan, owner).await;
+    let _ = sftp.close_session();
+    let mut notices = Vec::new();
+    for path in &report.kept_changed {
+        notices.push(format!(
+            "{}: {path} was changed there since keyport wrote it: left as it is",
+            route.workspace
+        ));
+    }
+    for (path, why) in &report.failed {
+        notices.push(format!("{}: {path} not written: {why}", route.workspace));
+    }
+    for path in &report.narrowed {
+        notices.push(format!(
+            "{}: {path} belonged to another account; your secret replaced it with a file \
+             only you can read (0600)",
+            route.workspace
+        ));
+    }
+    let (name, report) = (who.name.clone(), Arc::new(report));
+    let recorded = ctx
+        .vault
+        .call(move |v| v.record_files(&name, &place, &there, &report))
+        .await;
+    if let Err(e) = recorded {
+        warn!(user = %who.name, error = %e, "cannot record files written upstream");
+    }
+    notices
+}
+
+/// An SFTP session on a channel of its own.
+async fn open(upstream: &Upstream) -> Result<RawSftpSession, String> {
+    let mut channel = upstream
+        .handle
+        .channel_open_session()
+        .await
+        .map_err(|e| format!("no channel for SFTP: {e}"))?;
+    channel
+        .request_subsystem(true, "sftp")
+        .await
+        .map_err(|e| e.to_string())?;
+    loop {
+        match channel.wait().await {
+            Some(ChannelMsg::Success) => break,
+            Some(ChannelMsg::Failure) => return Err("the sshd has no sftp subsystem".into()),
+            Some(ChannelMsg::Close) | None => return Err("the sshd closed the SFTP channel".into()),
+            Some(_) => {}
+        }
+    }
+    let sftp = RawSftpSession::new(channel.into_stream());
+    let version = sftp.init().await.map_err(|e| format!("SFTP: {e}"))?;
+    if version.extensions.get(POSIX_RENAME).is_none() {
+        return Err(format!("the sshd's SFTP server lacks {POSIX_RENAME}"));
+    }
+    Ok(sftp)
+}
+
+const POSIX_RENAME: &str = "posix-rename@openssh.com";
+/// Bytes per SFTP write (OpenSSH's sftp-server takes up to 256 KiB; every server 32 KiB).
+const CHUNK: usize = 32 * 1024;
+
+/// Carries out `plan` over SFTP; `owner` is the login's uid (its home's owner).
+async fn apply(sftp: &RawSftpSession, plan: &Plan, owner: Option<u32>) -> Report {
+    let mut report = Report::default();
+    for wanted in &plan.write {
+        let content = wanted.content.expose();
+        let hash = sha256_hex(content);
+        let existing = sftp.lstat(wanted.path.clone()).await.ok().map(|a| a.attrs);
+        let own = existing
+            .as_ref()
+            .is_some_and(|a| regular(a) && a.uid.is_some() && a.uid == owner);
+        if own
+            && read_small(sftp, &wanted.path)
+                .await
+                .is_some_and(|c| sha256_hex(&c) == hash)
+        {
+            report.unchanged.push((wanted.path.clone(), hash));
+            continue;
+        }
+        let (mode, narrowed) = match &existing {
+            Some(a) if regular(a) && own => (a.permissions.unwrap_or(0o600) & 0o7777, false),
+            Some(a) if regular(a) => (0o600, true),
+            _ => (0o600, false),
+        };
+        match write_atomic(sftp, &wanted.path, content, mode).await {
+            Ok(()) => {
+                if narrowed {
+                    report.narrowed.push(wanted.path.clone());
+                }
+                report.written.push((wanted.path.clone(), hash));
+            }
+            Err(e) => report.failed.push((wanted.path.clone(), e)),
+        }
+    }
+    for stale in &plan.remove {
+        match sftp.lstat(stale.path.clone()).await {
+            Err(russh_sftp::client::error::Error::Status(s))
+                if s.status_code == StatusCode::NoSuchFile =>
+            {
+                report.missing.push(stale.path.clone());
+            }
+            Err(e) => report.failed.push((stale.path.clone(), e.to_string())),
+            Ok(a) if !regular(&a.attrs) => report.kept_changed.push(stale.path.clone()),
+            Ok(_) => match read_small(sftp, &stale.path).await {
+                Some(content) if sha256_hex(&content) == stale.sha256 => {
+                    match sftp.remove(stale.path.clone()).await {
+                        Ok(_) => report.removed.push(stale.path.clone()),
+                        Err(e) => report.failed.push((stale.path.clone(), e.to_string())),
+                    }
+                }
+                _ => report.kept_changed.push(stale.path.clone()),
+            },
+        }
+    }
+    report
+}
+
+/// Whether the attributes are a regular file's: the whole S_IFMT field compared (a link's
+/// type bits contain S_IFREG's), from lstat, so a link is a link, not what it points at.
+fn regular(attrs: &FileAttributes) -> bool {
+    attrs
+        .permissions
+        .is_some_and(|p| p & 0o170_000 == 0o100_000)
+}
+
+/// A file's content, if it is no longer than a value may be.
+async fn read_small(sftp: &RawSftpSession, path: &str) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+    let handle = sftp
+        .open(path, OpenFlags::READ, FileAttributes::empty())
+        .await
+        .ok()?
+        .handle;
+    let mut content = zeroize::Zeroizing::new(Vec::new());
+    let cap = MAX_VALUE_BYTES as u64 + 1;
+    let ok = loop {
+        let offset = content.len() as u64;
+        if offset >= cap {
+            break false;
+        }
+        match sftp.read(handle.clone(), offset, CHUNK as u32).await {
+            Ok(data) if data.data.is_empty() => break true,
+            Ok(data) => content.extend_from_slice(&data.data),
+            Err(russh_sftp::client::error::Error::Status(s))
+                if s.status_code == StatusCode::Eof =>
+            {
+                break true;
+            }
+            Err(_) => break false,
+        }
+    };
+    let _ = sftp.close(handle).await;
+    (ok && content.len() <= MAX_VALUE_BYTES).then_some(content)
+}
+
+/// Writes `content` to `path` through a fresh 0600 temp file beside it, fsync, rename.
+async fn write_atomic(
+    sftp: &RawSftpSession,
+    path: &str,
+    content: &[u8],
+    mode: u32,
+) -> Result<(), String> {
+    let (dir, name) = path
+        .rsplit_once('/')
+        .ok_or_else(|| "not an absolute path".to_string())?;
+    make_dirs(sftp, dir).await?;
+    let mut nonce = [0u8; 8];
+    getrandom::fill(&mut nonce).map_err(|_| "random number generator failed".to_string())?;
+    let tmp = format!("{dir}/.{name}.keyport-{}", keyport_keys::seal::hex(&nonce));
+    let attrs = FileAttributes {
+        permissions: Some(0o600),
+        ..FileAttributes::empty()
+    };
+    let flags = OpenFlags::CREATE | OpenFlags::EXCLUDE | OpenFlags::WRITE;
+    let handle = sftp
+        .open(tmp.clone(), flags, attrs)
+        .await
+        .map_err(|e| e.to_string())?
+        .handle;
+    let written = async {
+        for (i, chunk) in content.chunks(CHUNK).enumerate() {
+            let offset = (i * CHUNK) as u64;
+            sftp.write(handle.clone(), offset, chunk.to_vec()).await?;
+        }
+        let mode = FileAttributes {
+            permissions: Some(mode),
+            ..FileAttributes::empty()
+        };
+        sftp.fsetstat(handle.clone(), mode).await?;
+        // Not every server has it; the rename is still atomic without it.
+        if let Err(e) = sftp.fsync(handle.clone()).await {
+            debug!(error = %e, "no fsync over SFTP");
+        }
+        Ok::<(), russh_sftp::client::error::Error>(())
+    }
+    .await;
+    let closed = sftp.close(handle).await;
+    let renamed = match (written, closed) {
+        (Ok(()), Ok(_)) => rename(sftp, &tmp, path).await,
+        (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
+    };
+    if renamed.is_err() {
+        let _ = sftp.remove(tmp).await;
+    }
+    renamed
+}
+
+/// `posix-rename@openssh.com`: replaces the target atomically, as rename(2).
+async fn rename(sftp: &RawSftpSession, from: &str, to: &str) -> Result<(), String> {
+    let mut data = Vec::with_capacity(from.len() + to.len() + 8);
+    for s in [from, to] {
+        data.extend_from_slice(&u32::try_from(s.len()).unwrap_or(0).to_be_bytes());
+        data.extend_from_slice(s.as_bytes());
+    }
+    match sftp.extended(POSIX_RENAME, data).await {
+        Ok(Packet::Status(s)) if s.status_code == StatusCode::Ok => Ok(()),
+        Ok(Packet::Status(s)) => Err(format!("{}: {}", s.status_code, s.error_message)),
+        Ok(_) => Err("unexpected answer to posix-rename".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Creates the missing directories of `dir` (absolute), each 0700.
+async fn make_dirs(sftp: &RawSftpSession, dir: &str) -> Result<(), String> {
+    let mut at = String::new();
+    for part in dir.split('/').filter(|p| !p.is_empty()) {
+        at.push('/');
+        at.push_str(part);
+        if sftp.stat(at.clone()).await.is_ok() {
+            continue;
+        }
+        let attrs = FileAttributes {
+            permissions: Some(0o700),
+            ..FileAttributes::empty()
+        };
+        sftp.mkdir(at.clone(), attrs)
+            .await
+            .map_err(|e| format!("cannot create {at}: {e}"))?;
+    }
+    Ok(())
+}

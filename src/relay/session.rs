@@ -1,0 +1,458 @@
+//! One relayed session channel: the client's channel on keyport, one channel on the
+//! workspace's sshd, 1:1.
+//!
+//! Set-up, before the program: the user's secrets as they are now, file secrets written
+//! upstream (`files.rs`), then on the upstream channel the session env as `env` requests,
+//! the pty, agent forwarding and the program — all with want-reply, pipelined: OpenSSH
+//! answers a channel's requests in order, so the replies are counted back in order
+//! (notes/relay.md §1.6) and every env name the sshd refused is told to the client with the
+//! `AcceptEnv` line that would admit it.
+//!
+//! Then two pumps, one per direction, each taking one message and awaiting its delivery on
+//! the other leg before taking the next: with both legs' windows gated on consumption
+//! (vendor/russh/README.md), a slow reader on either side slows the sender through the SSH
+//! windows, and nothing waits in keyport but the one message in hand.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use russh::server::{Handle, Msg};
+use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tracing::{debug, info};
+
+use super::upstream::{self, Upstream};
+use super::{Link, Linked, RelayError};
+use crate::agent::{SessionAgent, SignLimit};
+use crate::secrets::env::{EnvInputs, compose_env};
+use crate::ssh::{Asked, Control, Login, PtyRequest, SshContext};
+use crate::vault::{Actor, Route};
+
+/// A session channel whose program runs on the workspace.
+pub struct Start {
+    /// The client's channel.
+    pub channel: Channel<Msg>,
+    /// The client's connection.
+    pub handle: Handle,
+    /// The daemon.
+    pub ctx: Arc<SshContext>,
+    /// Who logged in.
+    pub login: Arc<Login>,
+    /// The connection's way to its workspace.
+    pub link: Arc<Link>,
+    /// The client's pty request, if any.
+    pub pty: Option<PtyRequest>,
+    /// Client env keyport accepted.
+    pub client_env: Vec<(String, String)>,
+    /// Whether the client forwarded its agent on this channel (`ssh -A`).
+    pub agent_forward: bool,
+    /// The program asked for.
+    pub program: Asked,
+    /// `break` and `eow@openssh.com`, which russh leaves to the handler.
+    pub control: mpsc::Receiver<Control>,
+}
+
+/// Runs one relayed session channel to its end.
+pub async fn run(start: Start) {
+    let session = start.ctx.next_session_id();
+    let id = start.channel.id();
+    let (rx, tx) = start.channel.split();
+    let ctx = start.ctx.clone();
+    let ready = set_up(
+        &start.ctx,
+        &start.login,
+        &start.link,
+        session,
+        Asks {
+            pty: start.pty.as_ref(),
+            client_env: &start.client_env,
+            agent_forward: start.agent_forward.then(|| start.handle.clone()),
+            program: &start.program,
+        },
+    )
+    .await;
+    let (up, notices) = match ready {
+        Ok(ready) => ready,
+        Err(e) => {
+            fail(
+                &ctx,
+                &start.login,
+                &start.link.workspace,
+                &tx,
+                &e,
+                start.pty.is_some(),
+            )
+            .await;
+            return;
+        }
+    };
+    ctx.metrics.relay_sessions.fetch_add(1, Ordering::Relaxed);
+    let eol = if start.pty.is_some() { "\r\n" } else { "\n" };
+    if !notices.is_empty() {
+        let mut err = tx.make_writer_ext(Some(1));
+        for notice in &notices {
+            let _ = err
+                .write_all(format!("keyport: {notice}{eol}").as_bytes())
+                .await;
+        }
+        let _ = err.flush().await;
+    }
+    let (up_rx, up_tx) = up.split();
+    tokio::join!(
+        to_upstream(rx, &up_tx, start.control),
+        to_client(up_rx, &tx, &start.handle, id),
+    );
+    debug!(session, "relayed session ended");
+}
+
+/// What the client asked for, for the upstream channel.
+struct Asks<'a> {
+    pty: Option<&'a PtyRequest>,
+    client_env: &'a [(String, String)],
+    /// The client's connection, when it forwarded its agent.
+    agent_forward: Option<Handle>,
+    program: &'a Asked,
+}
+
+/// Connects (once per client connection), writes file secrets, and starts the program
+/// upstream. Returns the upstream channel and what to tell the client first.
+async fn set_up(
+    ctx: &Arc<SshContext>,
+    login: &Arc<Login>,
+    link: &Link,
+    session: u64,
+    asks: Asks<'_>,
+) -> Result<(Channel<russh::client::Msg>, Vec<String>), RelayError> {
+    let (route, upstream) = linked(ctx, login, link).await?;
+    let who = login.session_user();
+    let reader = who.clone();
+    let (secrets, names) = ctx
+        .vault
+        .call(move |v| {
+            v.session_user(&reader)?;
+            v.session_secrets(&reader.name)
+        })
+        .await
+        .map_err(|e| RelayError::Other(format!("cannot read your secrets: {e}")))?;
+    let channel =
+        upstream.handle.channel_open_session().await.map_err(|e| {
+            RelayError::Other(format!("the workspace's sshd refused a session: {e}"))
+        })?;
+    let mut notices = super::files::write(ctx, &upstream, &route, &who, &secrets).await;
+
+    let keyport = vec![
+        ("KEYPORT_USER".to_string(), login.user.clone()),
+        ("KEYPORT_WORKSPACE".to_string(), route.workspace.clone()),
+    ];
+    let env = compose_env(&EnvInputs {
+        base: Vec::new(),
+        operator: Some(&ctx.operator_env),
+        client: asks.client_env,
+        accept: &ctx.accept_env,
+        secrets: &secrets.env,
+        keyport,
+    });
+    // Every request wants a reply; the replies come back in this order.
+    let mut sent: Vec<String> = Vec::new();
+    let mut unsendable = Vec::new();
+    for name in env.names() {
+        let value = env.get(name).unwrap_or_default();
+        // An env request carries a string; a value that is not UTF-8 would be changed on the
+        // way, so it is not sent and the client is told.
+        let Ok(value) = std::str::from_utf8(value) else {
+            unsendable.push(name.to_string());
+            continue;
+        };
+        channel
+            .set_env(true, name, value)
+            .await
+            .map_err(|e| lost(&e))?;
+        sent.push(name.to_string());
+    }
+    if let Some(pty) = asks.pty {
+        channel
+            .request_pty(
+                true,
+                &pty.term,
+                pty.cols.into(),
+                pty.rows.into(),
+                0,
+                0,
+                &pty.modes,
+            )
+            .await
+            .map_err(|e| lost(&e))?;
+    }
+    // Always: the workspace's git and ssh get the user's key from keyport's memory.
+    let agent = SessionAgent {
+        vault: ctx.vault.clone(),
+        metrics: ctx.metrics.clone(),
+        user: who.clone(),
+        session,
+        forward: asks.agent_forward,
+        limit: SignLimit::new(ctx.signatures_per_minute),
+    };
+    upstream.agent.allow(|| agent);
+    channel.agent_forward(true).await.map_err(|e| lost(&e))?;
+    match asks.program {
+        Asked::Shell => channel.request_shell(true).await,
+        Asked::Exec(command) => channel.exec(true, command.clone()).await,
+        Asked::Subsystem(name) => channel.request_subsystem(true, name.as_str()).await,
+    }
+    .map_err(|e| lost(&e))?;
+
+    let mut channel = channel;
+    let mut refused = Vec::new();
+    let mut pending = sent.len() + usize::from(asks.pty.is_some()) + 2;
+    let mut index = 0;
+    while pending > 0 {
+        let ok = match channel.wait().await {
+            Some(ChannelMsg::Success) => true,
+            Some(ChannelMsg::Failure) => false,
+            Some(ChannelMsg::Close) | None => {
+                return Err(RelayError::Other(
+                    "the workspace's sshd closed the session before it started".into(),
+                ));
+            }
+            // Window adjusts, and nothing else before the program's reply.
+            Some(_) => continue,
+        };
+        pending -= 1;
+        let step = index;
+        index += 1;
+        if step < sent.len() {
+            if !ok {
+                refused.push(sent[step].clone());
+            }
+        } else if step == sent.len() && asks.pty.is_some() {
+            if !ok {
+                return Err(RelayError::Other(
+                    "the workspace's sshd refused a terminal (pty)".into(),
+                ));
+            }
+        } else if pending == 0 && !ok {
+            return Err(RelayError::Other(match asks.program {
+                Asked::Subsystem(name) => format!("the workspace's sshd has no {name} subsystem"),
+                _ => "the workspace's sshd refused to start the program".into(),
+            }));
+        } else if pending == 1 && !ok {
+            // Agent forwarding refused (`AllowAgentForwarding no`): the session goes on.
+            notices.push(format!(
+                "{}'s sshd refused agent forwarding: git inside gets no keyport key \
+                 (AllowAgentForwarding yes there)",
+                route.workspace
+            ));
+        }
+    }
+    if !refused.is_empty() {
+        notices.push(format!(
+            "{}'s sshd refused {}; add to its sshd_config: AcceptEnv {}",
+            route.workspace,
+            refused.join(", "),
+            refused.join(" ")
+        ));
+    }
+    if !unsendable.is_empty() {
+        notices.push(format!(
+            "not sent (not UTF-8, which an SSH env request cannot carry): {}",
+            unsendable.join(", ")
+        ));
+    }
+    let kind = match asks.program {
+        Asked::Shell => "shell",
+        Asked::Exec(_) => "exec",
+        Asked::Subsystem(_) => "subsystem",
+    };
+    info!(session, user = %login.user, workspace = %route.workspace, kind, secrets = names.len(), "relayed session start");
+    if !names.is_empty() {
+        ctx.metrics.injections.fetch_add(1, Ordering::Relaxed);
+    }
+    let detail = json!({
+        "session": session, "source": login.peer.to_string(), "kind": kind,
+        "workspace": route.workspace, "upstream": route.address, "login": route.os_user,
+        "host_key": upstream.host_key, "secrets": names, "refused_env": refused,
+        "refused_client_env": env.refused,
+    });
+    audit(ctx, &login.user, "relay.start", detail);
+    Ok((channel, notices))
+}
+
+/// The link's route and upstream connection: connects on first use, unless the user's
+/// upstream keeps failing lately.
+async fn linked(
+    ctx: &Arc<SshContext>,
+    login: &Arc<Login>,
+    link: &Link,
+) -> Result<(Route, Arc<Upstream>), RelayError> {
+    let mut state = link.state.lock().await;
+    if let Some(linked) = state.as_ref() {
+        return Ok((linked.route.clone(), linked.upstream.clone()));
+    }
+    let (user_id, name) = (login.user_id, link.workspace.clone());
+    let route = ctx
+        .vault
+        .call(move |v| v.workspace_route(user_id, &name))
+        .await
+        .map_err(|e| RelayError::Other(format!("cannot look up the workspace: {e}")))?
+        .ok_or_else(|| RelayError::NoWorkspace {
+            workspace: link.workspace.clone(),
+            user: login.user.clone(),
+        })?;
+    let relay = &ctx.relay;
+    let key = (login.user_id, route.workspace_id);
+    if let Some(held) = relay.holds.held(key, &relay.settings) {
+        return Err(held);
+    }
+    let who = login.session_user();
+    let dial = upstream::Dial {
+        vault: &ctx.vault,
+        route: &route,
+        user: &who,
+        timeout: std::time::Duration::from_secs(relay.settings.connect_timeout_secs),
+        keepalive: (relay.settings.keepalive_secs > 0)
+            .then(|| std::time::Duration::from_secs(relay.settings.keepalive_secs)),
+        window: ctx.channel_window,
+    };
+    let (upstream, announced) = match upstream::connect(dial).await {
+        Ok(connected) => connected,
+        Err(e) => {
+            relay.holds.failed(key, &e);
+            return Err(e);
+        }
+    };
+    relay.holds.succeeded(key);
+    let upstream = Arc::new(upstream);
+    ctx.tasks.spawn(upstream::learn_host_keys(
+        upstream.clone(),
+        announced,
+        ctx.vault.clone(),
+        route.workspace_id,
+    ));
+    *state = Some(Linked {
+        route: route.clone(),
+        upstream: upstream.clone(),
+    });
+    Ok((route, upstream))
+}
+
+fn lost(e: &russh::Error) -> RelayError {
+    RelayError::Other(format!("the workspace's sshd connection was lost: {e}"))
+}
+
+/// Tells the client why, audits the failure, and ends the channel with 255 (as `ssh` exits
+/// when it cannot connect).
+async fn fail(
+    ctx: &Arc<SshContext>,
+    login: &Login,
+    workspace: &str,
+    tx: &ChannelWriteHalf<Msg>,
+    e: &RelayError,
+    pty: bool,
+) {
+    let kind = e.kind();
+    debug!(user = %login.user, workspace, kind, "relay failed");
+    ctx.metrics.count_relay_failure(kind);
+    // An unknown workspace is the user's typo (or probe), not an upstream failure.
+    if !matches!(e, RelayError::NoWorkspace { .. }) {
+        let detail = json!({ "workspace": workspace, "kind": kind, "error": e.to_string() });
+        audit(ctx, &login.user, "relay.failed", detail);
+    }
+    let mut line = format!("keyport: {workspace}: {e}\n");
+    if pty {
+        line = line.replace('\n', "\r\n");
+    }
+    let mut err = tx.make_writer_ext(Some(1));
+    let _ = err.write_all(line.as_bytes()).await;
+    let _ = err.flush().await;
+    let _ = tx.exit_status(255).await;
+    let _ = tx.eof().await;
+    let _ = tx.close().await;
+}
+
+fn audit(ctx: &Arc<SshContext>, user: &str, action: &'static str, detail: serde_json::Value) {
+    let (vault, user) = (ctx.vault.clone(), user.to_string());
+    ctx.tasks.spawn(async move {
+        let actor = Actor::User(user.clone());
+        let _ = vault
+            .call(move |v| v.record_use(&actor, &user, action, detail.clone()))
+            .await;
+    });
+}
+
+/// Client → workspace: data, EOF, window changes, signals, breaks, close — in order, each
+/// delivered (the upstream window permitting) before the next is taken.
+async fn to_upstream(
+    mut rx: ChannelReadHalf,
+    up: &russh::ChannelWriteHalf<russh::client::Msg>,
+    mut control: mpsc::Receiver<Control>,
+) {
+    loop {
+        tokio::select! {
+            msg = rx.wait() => {
+                let delivered = match msg {
+                    Some(ChannelMsg::Data { data }) => up.data_bytes(data).await,
+                    Some(ChannelMsg::ExtendedData { data, ext }) => {
+                        up.extended_data_bytes(ext, data).await
+                    }
+                    Some(ChannelMsg::Eof) => up.eof().await,
+                    Some(ChannelMsg::WindowChange { col_width, row_height, pix_width, pix_height }) => {
+                        up.window_change(col_width, row_height, pix_width, pix_height).await
+                    }
+                    Some(ChannelMsg::Signal { signal }) => up.signal(signal).await,
+                    Some(ChannelMsg::Close) | None => {
+                        let _ = up.close().await;
+                        return;
+                    }
+                    Some(_) => Ok(()),
+                };
+                if delivered.is_err() {
+                    // The upstream channel is gone; its end reaches the client the other way.
+                    return;
+                }
+            }
+            Some(request) = control.recv() => {
+                let (name, data) = match request {
+                    Control::Break => ("break", 0u32.to_be_bytes().to_vec()),
+                    Control::EndOfWrite => ("eow@openssh.com", Vec::new()),
+                };
+                let _ = up.request(name, false, data).await;
+            }
+        }
+    }
+}
+
+/// Workspace → client: output, stderr, EOF, exit status or signal, then close.
+async fn to_client(
+    mut up: ChannelReadHalf,
+    tx: &ChannelWriteHalf<Msg>,
+    handle: &Handle,
+    id: ChannelId,
+) {
+    loop {
+        let delivered = match up.wait().await {
+            Some(ChannelMsg::Data { data }) => tx.data_bytes(data).await,
+            Some(ChannelMsg::ExtendedData { data, ext }) => tx.extended_data_bytes(ext, data).await,
+            Some(ChannelMsg::Eof) => tx.eof().await,
+            Some(ChannelMsg::ExitStatus { exit_status }) => tx.exit_status(exit_status).await,
+            Some(ChannelMsg::ExitSignal {
+                signal_name,
+                core_dumped,
+                error_message,
+                lang_tag,
+            }) => {
+                let _ = handle
+                    .exit_signal_request(id, signal_name, core_dumped, error_message, lang_tag)
+                    .await;
+                Ok(())
+            }
+            Some(ChannelMsg::Close) | None => break,
+            Some(_) => Ok(()),
+        };
+        if delivered.is_err() {
+            break;
+        }
+    }
+    let _ = tx.close().await;
+}
