@@ -50,7 +50,7 @@ pub enum RelayError {
     /// The sshd presented a host key that is not pinned.
     #[error(
         "HOST KEY MISMATCH: the workspace's sshd presented {offered}, pinned is {}; nothing \
-         was run. If the workspace was rebuilt, an admin re-pins it (keyport workspace add \
+         was run. If the workspace was rebuilt, an admin checks the new key and pins it (keyport workspace pin \
          --scan)",
         pinned.join(", ")
     )]
@@ -184,6 +184,25 @@ pub struct Link {
 struct Linked {
     route: Route,
     upstream: Arc<Upstream>,
+}
+
+impl Drop for Link {
+    /// The client connection is gone: so is its upstream connection (its agent channels and
+    /// any channel still open there would otherwise keep it alive).
+    fn drop(&mut self) {
+        let Some(linked) = self.state.get_mut().take() else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = linked
+                    .upstream
+                    .handle
+                    .disconnect(russh::Disconnect::ByApplication, "client left", "en")
+                    .await;
+            });
+        }
+    }
 }
 
 impl Link {

@@ -325,7 +325,7 @@ async fn linked(
     relay.holds.succeeded(key);
     let upstream = Arc::new(upstream);
     ctx.tasks.spawn(upstream::learn_host_keys(
-        upstream.clone(),
+        Arc::downgrade(&upstream),
         announced,
         ctx.vault.clone(),
         route.workspace_id,

@@ -276,13 +276,18 @@ pub async fn connect(dial: Dial<'_>) -> Result<(Upstream, Announced), RelayError
 }
 
 /// Proves and pins the host keys the sshd announces, for as long as the connection lives.
+///
+/// Holds the connection weakly: it must not keep alive a connection its client has left.
 pub async fn learn_host_keys(
-    upstream: Arc<Upstream>,
+    upstream: std::sync::Weak<Upstream>,
     mut proofs: Announced,
     vault: VaultHandle,
     workspace_id: i64,
 ) {
     while let Some(keys) = proofs.recv().await {
+        let Some(upstream) = upstream.upgrade() else {
+            return;
+        };
         if let Err(e) = upstream.handle.hostkeys_prove(keys.clone()).await {
             debug!(workspace_id, error = %e, "announced host keys not proved: not pinned");
             continue;
