@@ -7,7 +7,8 @@
 //! # Layout
 //! - `error.rs`: errors → status and body (the one place), extractors that use it.
 //! - `auth.rs`: the bearer token's caller and the access rules.
-//! - `secrets.rs`, `keys.rs`, `tokens.rs`, `users.rs`, `audit.rs`: one file per resource.
+//! - `secrets.rs`, `keys.rs`, `tokens.rs`, `users.rs`, `workspaces.rs`, `audit.rs`: one file
+//!   per resource.
 //! - `meta.rs`: healthz, metrics, the OpenAPI document.
 //! - `listen.rs`: the TCP listener: header and idle timeouts, the connection cap.
 
@@ -20,6 +21,7 @@ mod meta;
 mod secrets;
 pub mod tokens;
 mod users;
+mod workspaces;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -90,6 +92,9 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(tokens::revoke))
         .routes(routes!(users::list, users::create))
         .routes(routes!(users::get, users::remove))
+        .routes(routes!(workspaces::list, workspaces::create))
+        .routes(routes!(workspaces::get, workspaces::remove))
+        .routes(routes!(workspaces::grant, workspaces::revoke))
         .routes(routes!(audit::list))
         .routes(routes!(meta::healthz))
         .routes(routes!(meta::metrics))
