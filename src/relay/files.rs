@@ -143,7 +143,7 @@ async fn open(upstream: &Upstream) -> Result<RawSftpSession, String> {
     }
     let sftp = RawSftpSession::new(channel.into_stream());
     let version = sftp.init().await.map_err(|e| format!("SFTP: {e}"))?;
-    if version.extensions.get(POSIX_RENAME).is_none() {
+    if !version.extensions.contains_key(POSIX_RENAME) {
         return Err(format!("the sshd's SFTP server lacks {POSIX_RENAME}"));
     }
     Ok(sftp)

@@ -214,3 +214,74 @@ impl Link {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(before: u32, hold: u64) -> RelaySettings {
+        RelaySettings {
+            failures_before_hold: before,
+            failure_hold_secs: hold,
+            ..RelaySettings::default()
+        }
+    }
+
+    #[test]
+    fn an_upstream_is_held_only_after_failures_in_a_row_and_a_success_clears_it() {
+        let holds = Holds::default();
+        let s = settings(2, 30);
+        let e = RelayError::Other("boom".into());
+        holds.failed((1, 7), &e);
+        assert!(holds.held((1, 7), &s).is_none(), "one failure is retried");
+        holds.failed((1, 7), &e);
+        let held = holds.held((1, 7), &s).expect("held after two");
+        assert_eq!(held.kind(), "held");
+        assert!(
+            held.to_string().starts_with("boom (not tried again for "),
+            "{held}"
+        );
+        // Per (user, workspace): another user of the same workspace is not held.
+        assert!(holds.held((2, 7), &s).is_none());
+        holds.succeeded((1, 7));
+        assert!(holds.held((1, 7), &s).is_none());
+    }
+
+    #[test]
+    fn a_hold_of_zero_seconds_never_holds() {
+        let holds = Holds::default();
+        let e = RelayError::Other("boom".into());
+        for _ in 0..5 {
+            holds.failed((1, 1), &e);
+        }
+        assert!(holds.held((1, 1), &settings(1, 0)).is_none());
+    }
+
+    #[test]
+    fn messages_say_what_to_do() {
+        let refused = RelayError::Refused {
+            login: "dev".into(),
+            address: "10.0.0.5:22".into(),
+            key_line: "ssh-ed25519 AAAA keyport:alice".into(),
+        };
+        let text = refused.to_string();
+        assert!(text.contains("~dev/.ssh/authorized_keys"), "{text}");
+        assert!(text.ends_with("\nssh-ed25519 AAAA keyport:alice"), "{text}");
+        let changed = RelayError::HostKey {
+            pinned: vec!["SHA256:old".into()],
+            offered: "SHA256:new".into(),
+        };
+        let text = changed.to_string();
+        assert!(
+            text.contains("SHA256:old") && text.contains("SHA256:new"),
+            "{text}"
+        );
+        // Unknown and not granted are one message.
+        let none = RelayError::NoWorkspace {
+            workspace: "dev1".into(),
+            user: "bob".into(),
+        };
+        assert_eq!(none.kind(), "no-workspace");
+        assert!(!none.to_string().contains("grant"));
+    }
+}
