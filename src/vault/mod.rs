@@ -1,4 +1,4 @@
-//! The vault: keyport's operations on users, keys and secrets, on top of the [`Store`].
+//! The vault: keyport's operations on users, keys, secrets and workspaces, on top of the [`Store`].
 //!
 //! It owns the store and the master key, applies the validation rules, seals values before they
 //! reach the store and opens them only for the daemon's own use, and writes an audit event with
