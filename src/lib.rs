@@ -8,10 +8,12 @@
 //! - [`store`]: the SQLite store behind one narrow interface; migrations.
 //! - [`secrets`]: secret specs, patches, metadata, and the validation rules.
 //! - [`ssh`]: the SSH server: logins, session channels, processes with secrets injected.
+//! - [`relay`]: relay mode: `user:workspace` sessions run on the workspace's own sshd.
 //! - [`agent`]: the in-memory ssh-agent behind each session's `SSH_AUTH_SOCK`.
 //! - [`metrics`]: daemon-wide counters.
 //! - [`shared`]: the daemon's one vault, shared by its listeners.
-//! - [`vault`]: the operations (users, keys, secrets, tokens, rotation) with rules and audit.
+//! - [`vault`]: the operations (users, keys, secrets, tokens, workspaces, rotation) with rules
+//!   and audit.
 //! - [`api`]: the HTTP API (axum), its auth rules and its OpenAPI document.
 //! - [`client`]: the CLI's HTTP client for the API.
 //! - [`bootstrap`]: what `keyport serve` does on start-up (host key, first admin user).
@@ -32,9 +34,9 @@ pub mod datadir;
 pub mod keyring;
 pub mod metrics;
 pub mod osuser;
+pub mod relay;
 pub mod secrets;
 pub mod shared;
-pub mod relay;
 pub mod ssh;
 pub mod store;
 pub mod tap;
