@@ -49,11 +49,19 @@ fn each_channel_gets_its_own_directory_with_only_the_public_key() {
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        let want: BTreeSet<String> = ["agent.sock", "api.sock", "id.pub"]
+        let want: BTreeSet<String> = ["agent.sock", "api.sock", "bin", "id.pub"]
             .iter()
             .map(|s| s.to_string())
             .collect();
         assert_eq!(names, want, "{}", dir.display());
+        // bin/ holds only keyport: a link to the daemon's own binary.
+        let bin: Vec<_> = std::fs::read_dir(dir.join("bin")).unwrap().collect();
+        assert_eq!(bin.len(), 1, "{}", dir.display());
+        let link = std::fs::read_link(dir.join("bin/keyport")).unwrap();
+        assert_eq!(
+            std::fs::canonicalize(&link).unwrap(),
+            std::fs::canonicalize(env!("CARGO_BIN_EXE_keyport")).unwrap()
+        );
         let id = std::fs::read(dir.join("id.pub")).unwrap();
         assert_eq!(String::from_utf8_lossy(&id).trim(), public_line);
         assert_eq!(custody.found_in(&id), None);
@@ -69,6 +77,31 @@ fn each_channel_gets_its_own_directory_with_only_the_public_key() {
         let _ = child.wait();
     }
     wait_gone(&dirs[1]);
+}
+
+#[test]
+fn the_in_session_cli_is_on_any_path_with_no_login() {
+    // The operator forces a PATH that holds no keyport, as a stock system's would not.
+    let config = tempfile::tempdir().unwrap();
+    let file = config.path().join("keyport.toml");
+    std::fs::write(&file, "[env]\nPATH = \"/usr/bin:/bin\"\n").unwrap();
+    let (sb, daemon, key, _api) = common::ssh_daemon(&[("KEYPORT_CONFIG", file.to_str().unwrap())]);
+    let out = daemon
+        .ssh(&me().name, &key)
+        .arg("echo \"PATH=$PATH\"; command -v keyport; keyport key show && keyport secret list")
+        .env_remove("KEYPORT_URL")
+        .env_remove("KEYPORT_TOKEN")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", common::output::stderr(&out));
+    let path = stdout.lines().next().unwrap();
+    // The account's shell start-up files may put more in front; the bin dir is last.
+    assert!(path.contains("/usr/bin:/bin:/tmp/keyport-"), "{path}");
+    assert!(path.ends_with("/bin"), "{path}");
+    let public = sb.ok(&["key", "show", "--user", &me().name]);
+    let line = public.lines().next().unwrap();
+    assert!(stdout.contains(line), "key show in the session: {stdout}");
 }
 
 #[test]

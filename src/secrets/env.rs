@@ -65,6 +65,22 @@ impl SessionEnv {
         self.vars.get(name).map(|v| v.as_slice())
     }
 
+    /// Appends `dir` to `PATH` (whatever earlier levels made it; `dir` alone if unset), so
+    /// what it holds is found last: a program the session's own `PATH` names wins.
+    pub fn append_path(&mut self, dir: &str) {
+        let path = match self.vars.get("PATH") {
+            Some(path) if !path.is_empty() => {
+                let mut joined = path.to_vec();
+                joined.push(b':');
+                joined.extend_from_slice(dir.as_bytes());
+                joined
+            }
+            _ => dir.as_bytes().to_vec(),
+        };
+        self.vars
+            .insert("PATH".into(), zeroize::Zeroizing::new(path));
+    }
+
     /// The names set, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.vars.keys().map(String::as_str)
@@ -136,6 +152,26 @@ mod tests {
 
     fn s(v: &str) -> String {
         v.to_string()
+    }
+
+    #[test]
+    fn the_session_bin_dir_goes_last_on_any_path() {
+        let mut env = compose_env(&EnvInputs {
+            base: vec![(s("PATH"), s("/usr/local/bin:/usr/bin"))],
+            operator: None,
+            client: &[],
+            accept: &[],
+            secrets: &[],
+            keyport: vec![],
+        });
+        env.append_path("/tmp/keyport-x/bin");
+        assert_eq!(
+            env.get("PATH"),
+            Some(&b"/usr/local/bin:/usr/bin:/tmp/keyport-x/bin"[..])
+        );
+        let mut bare = SessionEnv::default();
+        bare.append_path("/tmp/keyport-x/bin");
+        assert_eq!(bare.get("PATH"), Some(&b"/tmp/keyport-x/bin"[..]));
     }
 
     #[test]

@@ -97,7 +97,7 @@ pub(super) async fn prepare(
         ("KEYPORT_USER".into(), login.user.clone()),
     ];
     keyport.extend(dir.iter().flat_map(|d| d.env(&ctx.keyport_binary)));
-    let env = compose_env(&EnvInputs {
+    let mut env = compose_env(&EnvInputs {
         base,
         operator: Some(&ctx.operator_env),
         client: client_env,
@@ -105,6 +105,10 @@ pub(super) async fn prepare(
         secrets: &secrets.env,
         keyport,
     });
+    // After every level: an operator or client PATH still finds the in-session CLI.
+    if let Some(dir) = &dir {
+        env.append_path(&dir.bin().display().to_string());
+    }
     if !names.is_empty() {
         ctx.metrics.injections.fetch_add(1, Ordering::Relaxed);
     }

@@ -14,7 +14,7 @@
 //! `SO_PEERCRED` on every connection; each holds at most [`MAX_CONNECTIONS`] connections, and
 //! every one of them reads end-of-file once the session is over, whatever state it is in.
 
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -41,6 +41,9 @@ pub const AGENT_SOCKET: &str = "agent.sock";
 pub const API_SOCKET: &str = "api.sock";
 /// The user key's public half (the only key material in the directory).
 pub const PUBLIC_KEY: &str = "id.pub";
+/// The directory, appended to the session's `PATH`, that holds `keyport` (a link to the
+/// daemon's own binary), so the in-session CLI works whatever `PATH` the session has.
+pub const BIN_DIR: &str = "bin";
 /// The variable naming the directory in a session.
 pub const SESSION_DIR_ENV: &str = "KEYPORT_SESSION_DIR";
 /// Most connections one session socket holds at once.
@@ -99,9 +102,19 @@ impl SessionDir {
             .and_then(|mut f| {
                 std::io::Write::write_all(&mut f, format!("{public}\n").as_bytes())
             })?;
+        let bin = dir.path.join(BIN_DIR);
+        std::fs::DirBuilder::new().mode(0o700).create(&bin)?;
+        std::os::unix::fs::symlink(&ctx.keyport_binary, bin.join("keyport"))?;
         let os = &identity.os;
         if identity.switch.is_some() {
-            for entry in [AGENT_SOCKET, API_SOCKET, PUBLIC_KEY, "."] {
+            for entry in [
+                AGENT_SOCKET,
+                API_SOCKET,
+                PUBLIC_KEY,
+                "bin/keyport",
+                BIN_DIR,
+                ".",
+            ] {
                 nix::unistd::fchownat(
                     nix::fcntl::AT_FDCWD,
                     &dir.path.join(entry),
@@ -147,6 +160,11 @@ impl SessionDir {
     /// The directory.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The directory holding `keyport`, for the session's `PATH`.
+    pub fn bin(&self) -> PathBuf {
+        self.path.join(BIN_DIR)
     }
 
     /// What the session's environment gets: `SSH_AUTH_SOCK`, `GIT_SSH_COMMAND` (running
