@@ -94,7 +94,11 @@ fn the_in_session_cli_is_on_any_path_with_no_login() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", common::output::stderr(&out));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        common::output::stderr(&out)
+    );
     let path = stdout.lines().next().unwrap();
     // The account's shell start-up files may put more in front; the bin dir is last.
     assert!(path.contains("/usr/bin:/bin:/tmp/keyport-"), "{path}");

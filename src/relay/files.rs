@@ -21,9 +21,9 @@ use russh_sftp::protocol::{FileAttributes, OpenFlags, Packet, StatusCode};
 use tracing::{debug, warn};
 
 use super::upstream::Upstream;
-use crate::secrets::files::{Plan, Report, sha256_hex};
+use crate::secrets::files::{Plan, Report, edited, saved_names, sha256_hex};
 use crate::secrets::validate::{MAX_VALUE_BYTES, resolve_file_path};
-use crate::ssh::SshContext;
+use crate::ssh::{Delivery, SshContext};
 use crate::vault::{Route, SessionSecrets, SessionUser};
 
 /// The ledger's place for a workspace login: never an OS account's name (`:` cannot be in
@@ -94,20 +94,15 @@ pub async fn write(
     let owner = sftp.stat(home.clone()).await.ok().and_then(|a| a.attrs.uid);
     let report = apply(&sftp, &plan, owner).await;
     let _ = sftp.close_session();
-    let mut notices = Vec::new();
+    let mut notices: Vec<String> = Delivery::of(&report, &there)
+        .notices()
+        .into_iter()
+        .map(|line| format!("{}: {line}", route.workspace))
+        .collect();
     for path in &report.kept_changed {
         notices.push(format!(
-            "{}: {path} was changed there since keyport wrote it: left as it is",
-            route.workspace
-        ));
-    }
-    for (path, why) in &report.failed {
-        notices.push(format!("{}: {path} not written: {why}", route.workspace));
-    }
-    for path in &report.narrowed {
-        notices.push(format!(
-            "{}: {path} belonged to another account; your secret replaced it with a file \
-             only you can read (0600)",
+            "{}: {path} was changed there since keyport wrote it, and no secret wants it \
+             any more: left as it is",
             route.workspace
         ));
     }
@@ -163,13 +158,25 @@ async fn apply(sftp: &RawSftpSession, plan: &Plan, owner: Option<u32>) -> Report
         let own = existing
             .as_ref()
             .is_some_and(|a| regular(a) && a.uid.is_some() && a.uid == owner);
-        if own
-            && read_small(sftp, &wanted.path)
-                .await
-                .is_some_and(|c| sha256_hex(&c) == hash)
-        {
+        let current = if own {
+            read_small(sftp, &wanted.path).await
+        } else {
+            None
+        };
+        if current.as_ref().is_some_and(|c| sha256_hex(c) == hash) {
             report.unchanged.push((wanted.path.clone(), hash));
             continue;
+        }
+        // The login's own version (an edit there, or a file from before keyport): kept.
+        if let Some(current) = current.filter(|c| edited(c, &hash, wanted.previous.as_deref())) {
+            match save_beside(sftp, &wanted.path, &current).await {
+                Ok(saved) => report.saved.push((wanted.path.clone(), saved)),
+                Err(e) => {
+                    let why = format!("your version could not be saved first: {e}");
+                    report.failed.push((wanted.path.clone(), why));
+                    continue;
+                }
+            }
         }
         let (mode, narrowed) = match &existing {
             Some(a) if regular(a) && own => (a.permissions.unwrap_or(0o600) & 0o7777, false),
@@ -296,6 +303,18 @@ async fn write_atomic(
         let _ = sftp.remove(tmp).await;
     }
     renamed
+}
+
+/// Saves the login's own version of `path` beside it (0600, never over another file).
+async fn save_beside(sftp: &RawSftpSession, path: &str, content: &[u8]) -> Result<String, String> {
+    for name in saved_names(path) {
+        if sftp.lstat(name.clone()).await.is_ok() {
+            continue;
+        }
+        write_atomic(sftp, &name, content, 0o600).await?;
+        return Ok(name);
+    }
+    Err("every .keyport-saved name is taken".into())
 }
 
 /// `posix-rename@openssh.com`: replaces the target atomically, as rename(2).

@@ -15,6 +15,10 @@
 //! - Writes are atomic: a temp file in the same directory, fsync, rename, fsync the directory.
 //! - A file to remove is removed only if it still holds what keyport wrote; a file the user
 //!   changed is left where it is and reported.
+//! - A file to write that holds neither the new value nor what keyport last wrote there (the
+//!   user edited it, or it was there before keyport) is never lost: the user's version is
+//!   saved beside it as `FILE.keyport-saved` (0600; `.keyport-saved.N` if that name is
+//!   taken) before the new value goes in, and reported.
 
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::{self, Write};
@@ -38,6 +42,8 @@ pub struct Wanted {
     pub path: String,
     /// The value.
     pub content: keyport_keys::SecretBytes,
+    /// Hex SHA-256 of what keyport last wrote there (from the ledger), if it did.
+    pub previous: Option<String>,
 }
 
 impl std::fmt::Debug for Wanted {
@@ -72,6 +78,8 @@ pub struct Report {
     pub kept_changed: Vec<String>,
     /// Written 0600 in place of a file another account owned (its mode was not kept).
     pub narrowed: Vec<String>,
+    /// Written after saving the user's own version: (path, where the user's version went).
+    pub saved: Vec<(String, String)>,
     /// Could not be written or removed: (path, why).
     pub failed: Vec<(String, String)>,
 }
@@ -94,6 +102,20 @@ pub fn apply(plan: &Plan) -> Report {
         {
             report.unchanged.push((wanted.path.clone(), hash));
             continue;
+        }
+        if let Existing::File(existing) = read_existing(path)
+            && owner(path) == Some(file_uid())
+            && edited(&existing, &hash, wanted.previous.as_deref())
+        {
+            match save_beside(path, &existing) {
+                Ok(saved) => report.saved.push((wanted.path.clone(), saved)),
+                Err(e) => {
+                    // Not written: the user's version must not be lost.
+                    let why = format!("your version could not be saved first: {e}");
+                    report.failed.push((wanted.path.clone(), why));
+                    continue;
+                }
+            }
         }
         match write_atomic(path, content) {
             Ok(narrowed) => {
@@ -121,6 +143,33 @@ pub fn apply(plan: &Plan) -> Report {
         }
     }
     report
+}
+
+/// Whether `existing` is a version of the user's: neither the value about to be written
+/// (`hash`) nor what keyport last wrote there (`previous`).
+pub fn edited(existing: &[u8], hash: &str, previous: Option<&str>) -> bool {
+    let found = sha256_hex(existing);
+    found != hash && previous != Some(found.as_str())
+}
+
+/// The first free name beside `path` for the user's version: `.keyport-saved`, then
+/// `.keyport-saved.1` … `.keyport-saved.99`.
+pub fn saved_names(path: &str) -> impl Iterator<Item = String> + '_ {
+    std::iter::once(format!("{path}.keyport-saved"))
+        .chain((1..100).map(move |n| format!("{path}.keyport-saved.{n}")))
+}
+
+/// Saves the user's version of `path` beside it (0600, never over another file).
+fn save_beside(path: &Path, content: &[u8]) -> io::Result<String> {
+    let path = path.display().to_string();
+    for name in saved_names(&path) {
+        if fs::symlink_metadata(&name).is_ok() {
+            continue;
+        }
+        write_atomic(Path::new(&name), content)?;
+        return Ok(name);
+    }
+    Err(io::Error::other("every .keyport-saved name is taken"))
 }
 
 /// What is at a path keyport manages.
@@ -239,6 +288,7 @@ mod tests {
         Wanted {
             path: path.display().to_string(),
             content: keyport_keys::SecretBytes::new(content.to_vec()),
+            previous: None,
         }
     }
 
@@ -284,6 +334,51 @@ mod tests {
         });
         assert_eq!(fs::read(&file).unwrap(), b"new");
         assert_eq!(mode(&file), 0o640);
+    }
+
+    #[test]
+    fn a_version_the_user_edited_is_saved_beside_before_the_new_value_goes_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("npmrc");
+        fs::write(&file, "user edit").unwrap();
+        let mut want = wanted(&file, b"v2");
+        want.previous = Some(sha256_hex(b"v1"));
+        let plan = Plan {
+            write: vec![want],
+            remove: vec![],
+        };
+        let report = apply(&plan);
+        let saved = format!("{}.keyport-saved", file.display());
+        assert_eq!(report.saved, [(file.display().to_string(), saved.clone())]);
+        assert_eq!(fs::read(&file).unwrap(), b"v2");
+        assert_eq!(fs::read(&saved).unwrap(), b"user edit");
+        assert_eq!(mode(Path::new(&saved)), 0o600);
+        // A second edit does not replace the first saved one.
+        fs::write(&file, "second edit").unwrap();
+        let mut want = wanted(&file, b"v3");
+        want.previous = Some(sha256_hex(b"v2"));
+        let report = apply(&Plan {
+            write: vec![want],
+            remove: vec![],
+        });
+        assert_eq!(report.saved[0].1, format!("{saved}.1"));
+        assert_eq!(fs::read(&saved).unwrap(), b"user edit");
+    }
+
+    #[test]
+    fn what_keyport_wrote_is_replaced_without_a_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        fs::write(&file, "v1").unwrap();
+        let mut want = wanted(&file, b"v2");
+        want.previous = Some(sha256_hex(b"v1"));
+        let report = apply(&Plan {
+            write: vec![want],
+            remove: vec![],
+        });
+        assert!(report.saved.is_empty(), "{report:?}");
+        assert_eq!(fs::read(&file).unwrap(), b"v2");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

@@ -157,6 +157,37 @@ pub struct SecretMeta {
     pub created_at: i64,
     /// Last change, ms since the epoch.
     pub updated_at: i64,
+    /// A file secret's last delivery, per place it was delivered to (listings only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deliveries: Vec<DeliveryMeta>,
+}
+
+/// Where a file secret last went, and how that went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct DeliveryMeta {
+    /// The OS account, or `workspace:<id>:<login>` for a workspace login.
+    pub place: String,
+    /// The file there.
+    pub path: String,
+    /// `written`, `unchanged` or `failed`.
+    pub outcome: String,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When, ms since the epoch.
+    pub at: i64,
+}
+
+impl From<crate::store::DeliveryRecord> for DeliveryMeta {
+    fn from(d: crate::store::DeliveryRecord) -> Self {
+        Self {
+            place: d.place,
+            path: d.path,
+            outcome: d.outcome,
+            reason: d.reason,
+            at: d.at,
+        }
+    }
 }
 
 impl From<SecretRecord> for SecretMeta {
@@ -169,6 +200,7 @@ impl From<SecretRecord> for SecretMeta {
             enabled: r.enabled,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            deliveries: Vec::new(),
         }
     }
 }

@@ -19,22 +19,78 @@ use super::process::Identity;
 use crate::secrets::files;
 use crate::vault::{SessionSecrets, SessionUser};
 
-/// Writes `user`'s file secrets and removes the ones no longer wanted. Failures are logged
-/// and audited; they do not stop the session. Returns the files written in place of another
-/// account's (for a notice in interactive sessions).
+/// What a pass did that the session's user should hear of.
+#[derive(Debug, Default)]
+pub struct Delivery {
+    /// Written 0600 in place of another account's file.
+    pub narrowed: Vec<String>,
+    /// Written after the user's own version was saved: (path, where it went).
+    pub saved: Vec<(String, String)>,
+    /// Not written: (secret, path, why).
+    pub failed: Vec<(String, String, String)>,
+}
+
+impl Delivery {
+    /// What `report`, a pass over `secrets`' files, has to tell.
+    pub fn of(report: &files::Report, secrets: &SessionSecrets) -> Self {
+        let secret_of = |path: &str| {
+            secrets
+                .files
+                .iter()
+                .find(|(_, p, _)| p == path)
+                .map(|(name, _, _)| name.clone())
+                .unwrap_or_default()
+        };
+        Self {
+            narrowed: report.narrowed.clone(),
+            saved: report.saved.clone(),
+            failed: report
+                .failed
+                .iter()
+                .map(|(path, why)| (secret_of(path), path.clone(), why.clone()))
+                .collect(),
+        }
+    }
+
+    /// One line per thing to tell (without the `keyport: ` prefix).
+    pub fn notices(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for path in &self.narrowed {
+            lines.push(format!(
+                "{path} belonged to another account; your secret replaced it with a file only \
+                 you can read (0600)"
+            ));
+        }
+        for (path, kept) in &self.saved {
+            lines.push(format!(
+                "{path} had changes of yours: kept as {kept}; the secret's value is in place"
+            ));
+        }
+        for (secret, path, why) in &self.failed {
+            lines.push(format!(
+                "file secret {secret} was not written to {path}: {why} (keyport secret check)"
+            ));
+        }
+        lines
+    }
+}
+
+/// Writes `user`'s file secrets and removes the ones no longer wanted. Failures are logged,
+/// audited and recorded as the secret's delivery; they do not stop the session. Returns what
+/// the user should be told.
 pub async fn materialize(
     ctx: &Arc<SshContext>,
     identity: &Identity,
     who: &SessionUser,
     secrets: Arc<SessionSecrets>,
-) -> Vec<String> {
+) -> Delivery {
     let user = who.name.as_str();
     let os_user = identity.os.name.clone();
     // By id: a later user given a removed user's name starts with nothing remembered.
     let key = (who.id, os_user.clone());
     let wanted_now = wanted(&secrets);
     if !wanted_now.is_empty() && ctx.applied.unchanged(&key, &wanted_now) {
-        return Vec::new();
+        return Delivery::default();
     }
     ctx.applied.forget(&key);
     let (name, os, wanted) = (user.to_string(), os_user.clone(), secrets.clone());
@@ -45,12 +101,12 @@ pub async fn materialize(
     {
         Ok(plan) if plan.write.is_empty() && plan.remove.is_empty() => {
             ctx.applied.remember(key, &wanted_now);
-            return Vec::new();
+            return Delivery::default();
         }
         Ok(plan) => plan,
         Err(e) => {
             warn!(user, error = %e, "cannot plan file secrets");
-            return Vec::new();
+            return Delivery::default();
         }
     };
     let switch = identity.switch.clone();
@@ -63,7 +119,7 @@ pub async fn materialize(
     .flatten();
     let Some(report) = report else {
         warn!(user, "file secrets were not applied");
-        return Vec::new();
+        return Delivery::default();
     };
     for (path, why) in &report.failed {
         warn!(user, path, error = %why, "file secret not written");
@@ -75,7 +131,7 @@ pub async fn materialize(
             "left files the user changed"
         );
     }
-    let narrowed = report.narrowed.clone();
+    let delivery = Delivery::of(&report, &secrets);
     // Only a pass that did everything it planned may be skipped next time.
     let clean = report.failed.is_empty() && report.kept_changed.is_empty();
     let name = user.to_string();
@@ -89,7 +145,7 @@ pub async fn materialize(
         Ok(()) if clean => ctx.applied.remember(key, &wanted_now),
         Ok(()) => {}
     }
-    narrowed
+    delivery
 }
 
 /// Each wanted file's path and content hash, sorted.

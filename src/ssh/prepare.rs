@@ -80,8 +80,11 @@ pub(super) async fn prepare(
     }
     let secrets = Arc::new(secrets);
     // Files first: the program may read them as soon as it starts.
-    let replaced =
+    let delivery =
         super::files::materialize(ctx, &identity, &login.session_user(), secrets.clone()).await;
+    // Only what reached the session counts as received.
+    let failed: Vec<&String> = delivery.failed.iter().map(|(name, _, _)| name).collect();
+    let names: Vec<String> = names.into_iter().filter(|n| !failed.contains(&n)).collect();
 
     // Shells and commands get the key service; sftp-server has no use for it.
     let dir = match program {
@@ -120,7 +123,7 @@ pub(super) async fn prepare(
     info!(session, user = %login.user, source = %peer, kind, secrets = names.len(), "session start");
     let detail = json!({
         "session": session, "source": peer.to_string(), "kind": kind,
-        "secrets": names, "refused_env": env.refused,
+        "secrets": names, "refused_env": env.refused, "failed_files": failed,
     });
     let (vault, user) = (ctx.vault.clone(), login.user.clone());
     ctx.tasks.spawn(async move {
@@ -129,14 +132,10 @@ pub(super) async fn prepare(
             .call(move |v| v.record_use(&actor, &user, "session.start", detail.clone()))
             .await;
     });
-    let notices = replaced
-        .iter()
-        .map(|path| {
-            format!(
-                "keyport: {path} belonged to another account; your secret replaced it with a \
-                 file only you can read (0600)"
-            )
-        })
+    let notices = delivery
+        .notices()
+        .into_iter()
+        .map(|line| format!("keyport: {line}"))
         .collect();
     Ok(Prepared {
         identity,

@@ -1,9 +1,9 @@
-//! Audit events, and the ledger of files keyport wrote.
+//! Audit events, the ledger of files keyport wrote, and each file secret's last delivery.
 
 use rusqlite::{Connection, params};
 
 use super::{Result, Store, now_ms};
-use crate::store::{AuditEvent, AuditRecord, FileRecord};
+use crate::store::{AuditEvent, AuditRecord, DeliveryRecord, FileRecord};
 
 impl Store {
     /// Records an event that is not part of a change (a use: an injection, a signature).
@@ -21,11 +21,14 @@ impl Store {
             })?)
     }
 
-    /// (OS user, keyport user) of ledger entries whose keyport user no longer exists.
+    /// (OS user, keyport user) of ledger entries on this host whose keyport user no longer
+    /// exists. Files on workspaces (`workspace:…` places) are not among them: reaching them
+    /// needs a login of the removed user.
     pub fn orphaned_files(&self) -> Result<Vec<(String, String)>> {
         let mut stmt = self.conn.prepare(
             "SELECT DISTINCT os_user, user_name FROM secret_files
-             WHERE user_name NOT IN (SELECT name FROM users) ORDER BY os_user, user_name",
+             WHERE user_name NOT IN (SELECT name FROM users) AND os_user NOT LIKE 'workspace:%'
+             ORDER BY os_user, user_name",
         )?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -90,16 +93,56 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Records and forgets ledger entries of `os_user`, with their audit events, in one
-    /// transaction.
+    /// The last delivery of each of `user_id`'s file secrets, per place, by secret name.
+    pub fn deliveries(&self, user_id: i64) -> Result<Vec<DeliveryRecord>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT s.name, d.place, d.path, d.outcome, d.reason, d.at
+             FROM secret_deliveries d JOIN secrets s ON s.id = d.secret_id
+             WHERE s.user_id = ?1 ORDER BY s.name, d.place",
+        )?;
+        let rows = stmt.query_map([user_id], |r| {
+            Ok(DeliveryRecord {
+                secret_name: r.get(0)?,
+                place: r.get(1)?,
+                path: r.get(2)?,
+                outcome: r.get(3)?,
+                reason: r.get(4)?,
+                at: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records and forgets ledger entries of `os_user`, records `user_id`'s deliveries there,
+    /// with their audit events, in one transaction.
     pub fn update_ledger(
         &mut self,
         os_user: &str,
         record: &[FileRecord],
         forget: &[String],
+        deliveries: (i64, &[DeliveryRecord]),
         audits: &[AuditEvent],
     ) -> Result<()> {
         let tx = self.write_sealed()?;
+        let (user_id, deliveries) = deliveries;
+        for d in deliveries {
+            // By name: a secret deleted meanwhile has no row to attach it to, and needs none.
+            tx.execute(
+                "INSERT INTO secret_deliveries (secret_id, place, path, outcome, reason, at)
+                 SELECT id, ?3, ?4, ?5, ?6, ?7 FROM secrets WHERE user_id = ?1 AND name = ?2
+                 ON CONFLICT (secret_id, place) DO UPDATE SET path = excluded.path,
+                     outcome = excluded.outcome, reason = excluded.reason, at = excluded.at",
+                params![
+                    user_id,
+                    d.secret_name,
+                    d.place,
+                    d.path,
+                    d.outcome,
+                    d.reason,
+                    d.at
+                ],
+            )?;
+        }
         for file in record {
             tx.execute(
                 "INSERT INTO secret_files (os_user, path, user_name, secret_name, hash_sealed, written_at)

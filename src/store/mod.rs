@@ -41,6 +41,7 @@ pub use records::*;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_init.sql")),
     (2, include_str!("migrations/0002_workspaces.sql")),
+    (3, include_str!("migrations/0003_deliveries.sql")),
 ];
 
 /// The `meta` key holding the id of the master key every sealed value is sealed under.

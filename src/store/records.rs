@@ -229,6 +229,23 @@ pub struct FileRecord {
     pub written_at: i64,
 }
 
+/// A file secret's last delivery to one place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    /// The secret's name.
+    pub secret_name: String,
+    /// The OS account, or `workspace:<id>:<login>` for a workspace login.
+    pub place: String,
+    /// Where it was to be written there.
+    pub path: String,
+    /// `written`, `unchanged` or `failed`.
+    pub outcome: String,
+    /// Why it failed.
+    pub reason: Option<String>,
+    /// When, ms since the epoch.
+    pub at: i64,
+}
+
 /// The kinds of sealed column, each with what its blobs are bound to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SealedKind {

@@ -265,11 +265,20 @@ impl Vault {
     /// The user's secrets' metadata, sorted by name.
     pub fn secrets(&self, user: &str) -> Result<Vec<SecretMeta>, VaultError> {
         let owner = self.store.user(user)?;
+        let mut deliveries = self.store.deliveries(owner.id)?;
         Ok(self
             .store
             .secrets(owner.id)?
             .into_iter()
-            .map(SecretMeta::from)
+            .map(|record| {
+                let mut meta = SecretMeta::from(record);
+                let (mine, rest): (Vec<_>, Vec<_>) = deliveries
+                    .drain(..)
+                    .partition(|d| d.secret_name == meta.name);
+                deliveries = rest;
+                meta.deliveries = mine.into_iter().map(Into::into).collect();
+                meta
+            })
             .collect())
     }
 

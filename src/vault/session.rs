@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::{Actor, Vault, VaultError, secret_binding};
 use crate::secrets::files::{Plan, Report, Stale, Wanted};
-use crate::store::{FileRecord, SealedKind, UserRecord, now_ms};
+use crate::store::{DeliveryRecord, FileRecord, SealedKind, UserRecord, now_ms};
 
 /// The secrets a new session gets.
 #[derive(Debug, Default)]
@@ -152,22 +152,31 @@ impl Vault {
         secrets: &SessionSecrets,
     ) -> Result<Plan, VaultError> {
         let mut plan = Plan::default();
+        let ledger = self.store.files(os_user)?;
+        let written = |path: &str| -> Result<Option<String>, VaultError> {
+            let Some(file) = ledger.iter().find(|f| f.path == path) else {
+                return Ok(None);
+            };
+            let hash = self
+                .master()
+                .unseal(file_binding(os_user, path), &file.hash_sealed)?;
+            Ok(Some(String::from_utf8_lossy(hash.expose()).into_owned()))
+        };
         for (_, path, value) in &secrets.files {
             plan.write.push(Wanted {
                 path: path.clone(),
                 content: value.clone(),
+                // Whoever keyport wrote it for: a file still holding it is no one's edit.
+                previous: written(path)?,
             });
         }
-        for file in self.store.files(os_user)? {
+        for file in &ledger {
             if file.user_name != user || secrets.files.iter().any(|(_, p, _)| *p == file.path) {
                 continue;
             }
-            let hash = self
-                .master()
-                .unseal(file_binding(os_user, &file.path), &file.hash_sealed)?;
             plan.remove.push(Stale {
-                path: file.path,
-                sha256: String::from_utf8_lossy(hash.expose()).into_owned(),
+                path: file.path.clone(),
+                sha256: written(&file.path)?.unwrap_or_default(),
             });
         }
         Ok(plan)
@@ -215,6 +224,48 @@ impl Vault {
                 written_at: now_ms(),
             });
         }
+        let place = os_user;
+        let at = now_ms();
+        let name_of = |path: &str| {
+            secrets
+                .files
+                .iter()
+                .find(|(_, p, _)| p == path)
+                .map(|(name, _, _)| name.clone())
+        };
+        let delivered = |path: &String, outcome: &str, reason: Option<String>| {
+            name_of(path).map(|secret_name| DeliveryRecord {
+                secret_name,
+                place: place.to_string(),
+                path: path.clone(),
+                outcome: outcome.to_string(),
+                reason,
+                at,
+            })
+        };
+        let deliveries: Vec<DeliveryRecord> = report
+            .written
+            .iter()
+            .filter_map(|(p, _)| delivered(p, "written", None))
+            .chain(
+                report
+                    .unchanged
+                    .iter()
+                    .filter_map(|(p, _)| delivered(p, "unchanged", None)),
+            )
+            .chain(
+                report
+                    .failed
+                    .iter()
+                    .filter_map(|(p, why)| delivered(p, "failed", Some(why.clone()))),
+            )
+            .collect();
+        // A removed user's files are still cleaned up; only their deliveries have no owner.
+        let (user_id, deliveries) = match self.store.user(user) {
+            Ok(owner) => (owner.id, deliveries),
+            Err(crate::store::StoreError::NotFound { .. }) => (0, Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
         let forget: Vec<String> = report
             .removed
             .iter()
@@ -251,6 +302,20 @@ impl Vault {
                 json!({ "paths": report.narrowed }),
             ));
         }
+        if !report.saved.is_empty() {
+            let saved: Vec<_> = report
+                .saved
+                .iter()
+                .map(|(path, kept)| json!({ "path": path, "saved_as": kept }))
+                .collect();
+            audits.push(Self::audit(
+                &actor,
+                user,
+                "file.saved-edit",
+                None,
+                json!({ "files": saved }),
+            ));
+        }
         if !report.failed.is_empty() {
             let paths: Vec<&String> = report.failed.iter().map(|(p, _)| p).collect();
             audits.push(Self::audit(
@@ -261,11 +326,11 @@ impl Vault {
                 json!({ "paths": paths }),
             ));
         }
-        if record.is_empty() && forget.is_empty() && audits.is_empty() {
+        if record.is_empty() && forget.is_empty() && audits.is_empty() && deliveries.is_empty() {
             return Ok(());
         }
         Ok(self
             .store
-            .update_ledger(os_user, &record, &forget, &audits)?)
+            .update_ledger(os_user, &record, &forget, (user_id, &deliveries), &audits)?)
     }
 }
