@@ -1,7 +1,7 @@
 //! What `keyport serve` does before it listens: make sure the host key exists, and on the very
 //! first start create an admin user for the OS user running it, with their `~/.ssh/*.pub` keys
-//! as login keys and CLI credentials written 0600, so `ssh -p 2222 localhost` and
-//! `keyport secret create …` work right after.
+//! as login keys and CLI credentials written 0600, so the `ssh -p PORT USER@HOST` that serve
+//! prints and `keyport secret create …` work right after.
 
 use std::path::PathBuf;
 

@@ -16,11 +16,14 @@ pub const LOCK_FILE: &str = "lock";
 /// Marks keyport's temp files: `.<name>.tmp-<random>`.
 const TEMP_MARK: &str = ".tmp-";
 
+/// The data dir of a daemon run as root when nothing names one: the whole host's.
+pub const SYSTEM_DATA_DIR: &str = "/var/lib/keyport";
+
 /// Where the data dir is when nothing names one: `$XDG_DATA_HOME/keyport`, else
 /// `~/.local/share/keyport`, and `/var/lib/keyport` for root.
 pub fn default_data_dir() -> PathBuf {
     if crate::osuser::is_root() {
-        return PathBuf::from("/var/lib/keyport");
+        return PathBuf::from(SYSTEM_DATA_DIR);
     }
     if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(xdg).join("keyport");

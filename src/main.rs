@@ -2,12 +2,11 @@
 
 use std::io::{self, IsTerminal, Write};
 
-use clap::Parser;
-use keyport::cli::{self, Opts};
+use keyport::cli;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
-    let opts = Opts::parse();
+    let opts = cli::parse();
     if !matches!(opts.command, cli::Command::Serve(_)) {
         restore_sigpipe();
     }

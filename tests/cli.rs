@@ -289,19 +289,46 @@ fn serve_first_start_creates_the_data_dir_and_an_admin_then_restarts_cleanly() {
     let sb = Sandbox::new();
     let key = client_key(&sb, "id_ed25519");
     std::fs::write(sb.home().join(".ssh/broken.pub"), "not a key\n").unwrap();
-    // A free port of its own (7070 may be taken on the machine running the tests).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let first = serve_until_ready(&sb, port);
+    // Port 0 for both listeners: a keyport already running on 2222 and 7070 (the README's
+    // first command) must not fail this test.
+    let first = serve_until_ready(&sb);
     assert!(first.contains("host key fingerprint: SHA256:"), "{first}");
     let os = me().name;
     assert!(
         first.contains(&format!(
             "created admin user {os} with 1 login key from ~/.ssh"
         )),
+        "{first}"
+    );
+    // It says how to connect, with the address it really listens on, and where the CLI's
+    // credentials went.
+    let listening = |what: &str| {
+        first
+            .lines()
+            .find_map(|l| l.strip_prefix(what))
+            .unwrap_or_else(|| panic!("no '{what}' line: {first}"))
+            .trim()
+            .to_string()
+    };
+    let ssh_port = listening("ssh listening on ")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let api_url = listening("api listening on ");
+    assert!(
+        first.contains(&format!("connect: ssh -p {ssh_port} {os}@127.0.0.1\n")),
+        "{first}"
+    );
+    let creds = sb.home().join(".config/keyport/cli.toml");
+    assert!(
+        first.contains(&format!("uses the credentials in {}", creds.display())),
+        "{first}"
+    );
+    // Root is told what that means: every user's data in one dir, sessions as their accounts.
+    assert_eq!(
+        first.contains("running as root:") && first.contains("their own OS account"),
+        keyport::osuser::is_root(),
         "{first}"
     );
     assert_eq!(mode(&sb.data()), 0o700);
@@ -316,13 +343,11 @@ fn serve_first_start_creates_the_data_dir_and_an_admin_then_restarts_cleanly() {
     for file in &files {
         assert_eq!(mode(file), 0o600, "{}", file.display());
     }
-    let creds = sb.home().join(".config/keyport/cli.toml");
     assert_eq!(mode(&creds), 0o600);
     assert_eq!(mode(creds.parent().unwrap()), 0o700);
     let text = std::fs::read_to_string(&creds).unwrap();
     assert!(
-        text.contains(&format!("url = \"http://127.0.0.1:{port}\""))
-            && text.contains("token = \"kpt_"),
+        text.contains(&format!("url = \"{api_url}\"")) && text.contains("token = \"kpt_"),
         "{text}"
     );
     // The host key is stored sealed: no key file in the data dir.
@@ -343,7 +368,7 @@ fn serve_first_start_creates_the_data_dir_and_an_admin_then_restarts_cleanly() {
     let keys = sb.ok(&["login-key", "list", "--user", &os]);
     assert!(keys.contains(&ssh_keygen_fingerprint(&sb, &key)), "{keys}");
 
-    let second = serve_until_ready(&sb, port);
+    let second = serve_until_ready(&sb);
     let fp = |s: &str| {
         s.lines()
             .find(|l| l.contains("host key fingerprint"))
@@ -354,9 +379,9 @@ fn serve_first_start_creates_the_data_dir_and_an_admin_then_restarts_cleanly() {
     assert!(!second.contains("created admin user"), "{second}");
 }
 
-/// Starts `keyport serve` on free-ish ports, waits for its ready log line, stops it with
-/// SIGTERM and returns its stdout. Checks it exits 0.
-fn serve_until_ready(sb: &Sandbox, api_port: u16) -> String {
+/// Starts `keyport serve` on ports the kernel picks, waits for its ready log line, stops it
+/// with SIGTERM and returns its stdout. Checks it exits 0.
+fn serve_until_ready(sb: &Sandbox) -> String {
     let mut child = sb
         .keyport()
         .args([
@@ -364,7 +389,7 @@ fn serve_until_ready(sb: &Sandbox, api_port: u16) -> String {
             "--ssh-listen",
             "127.0.0.1:0",
             "--api-listen",
-            &format!("127.0.0.1:{api_port}"),
+            "127.0.0.1:0",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -461,6 +486,19 @@ fn config_precedence_is_flag_over_env_over_file_over_default() {
         .success()
     );
     assert!(dir("from-flag/keyport.db").exists());
+    // After the subcommand too (where `--help` shows it), beating one before it.
+    let mut cmd = sb.keyport();
+    cmd.env("KEYPORT_DATA_DIR", dir("from-env"));
+    let after = dir("after-subcommand");
+    let args = ["--data-dir", flag.to_str().unwrap(), "user", "add", "h"];
+    assert!(
+        cmd.args(args)
+            .args(["--os-user", &os, "--data-dir", after.to_str().unwrap()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(after.join("keyport.db").exists());
 
     std::fs::write(&config, "no_such_setting = 1\n").unwrap();
     let out = sb

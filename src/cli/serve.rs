@@ -3,6 +3,7 @@
 //! wait for their tasks.
 
 use std::net::SocketAddr;
+use std::path::Path;
 
 use clap::Args;
 use tokio::net::TcpListener;
@@ -11,8 +12,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
-use crate::config::Config;
 use std::sync::Arc;
+
+use crate::bootstrap::FirstUser;
+use crate::config::Config;
 
 use crate::metrics::DaemonMetrics;
 use crate::shared::VaultHandle;
@@ -21,6 +24,9 @@ use crate::{api, bootstrap, ssh};
 /// `keyport serve`
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// `--config`, `--data-dir`.
+    #[command(flatten)]
+    pub data: super::DataDirArgs,
     /// SSH listen address.
     #[arg(long, env = "KEYPORT_SSH_LISTEN", value_name = "ADDR")]
     pub ssh_listen: Option<SocketAddr>,
@@ -56,7 +62,13 @@ pub fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     let startup = bootstrap::prepare(&mut vault, &format!("http://{api_addr}"))?;
     let host_key = vault.host_key()?.private().clone();
     let data_dir = vault.data_dir().to_path_buf();
+    // Tests and scripts parse "host key fingerprint:", "created admin user", "ssh listening on"
+    // and "api listening on": those lines keep their words.
     println!("keyport data dir: {}", vault.data_dir().display());
+    let root = crate::osuser::is_root();
+    if root {
+        println!("{}", root_notice(&data_dir));
+    }
     println!("host key fingerprint: {}", startup.host_fingerprint);
     if let Some(first) = &startup.first_user {
         println!(
@@ -69,6 +81,9 @@ pub fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     }
     println!("ssh listening on {ssh_addr}");
     println!("api listening on http://{api_addr}");
+    for line in connect_hints(ssh_addr, startup.first_user.as_ref(), root) {
+        println!("{line}");
+    }
     runtime.block_on(async move {
         // Handlers first, then "ready": a SIGTERM right after the ready line must be caught.
         let mut term = signal(SignalKind::terminate())?;
@@ -131,4 +146,106 @@ pub fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(())
+}
+
+/// What running as root means, said once at start: the issue this answers is a root daemon
+/// that quietly went system-wide.
+fn root_notice(data_dir: &Path) -> String {
+    let which = if data_dir == Path::new(crate::datadir::SYSTEM_DATA_DIR) {
+        "the system data dir"
+    } else {
+        "data dir"
+    };
+    format!(
+        "running as root: {which} {} serves every user of this host; each user's sessions run \
+         as their own OS account (`keyport user add NAME --os-user ACCOUNT`)",
+        data_dir.display()
+    )
+}
+
+/// How to connect, with the real listen address: `ssh -p PORT USER@HOST`, naming the admin
+/// the first start created (or `USER`), and what the CLI uses.
+fn connect_hints(ssh: SocketAddr, first: Option<&FirstUser>, root: bool) -> Vec<String> {
+    // A wildcard listener is reached on loopback too; `ssh` takes a bare IPv6 address.
+    let host = if ssh.ip().is_unspecified() {
+        "localhost".to_string()
+    } else {
+        ssh.ip().to_string()
+    };
+    let port = ssh.port();
+    let Some(first) = first else {
+        return vec![format!(
+            "connect: ssh -p {port} USER@{host} (USER: a keyport user with a login key; \
+             `keyport user list`)"
+        )];
+    };
+    let mut lines = vec![format!("connect: ssh -p {port} {}@{host}", first.name)];
+    if first.login_keys == 0 {
+        lines.push(format!(
+            "no public key in ~/.ssh: give {0} one before connecting, with \
+             `keyport login-key add --user {0} \"$(cat KEY.pub)\"`",
+            first.name
+        ));
+    }
+    if root {
+        lines.push(format!(
+            "{0}'s sessions run as OS account {0}: add each person as their own user",
+            first.name
+        ));
+    }
+    lines.push(format!(
+        "the CLI (`keyport whoami`, `keyport secret …`) uses the credentials in {}",
+        first.credentials.display()
+    ));
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn first(login_keys: usize) -> FirstUser {
+        FirstUser {
+            name: "alice".into(),
+            login_keys,
+            credentials: "/home/alice/.config/keyport/cli.toml".into(),
+        }
+    }
+
+    #[test]
+    fn connect_hints_name_the_real_address_and_the_first_user() {
+        let addr: SocketAddr = "127.0.0.1:40222".parse().unwrap();
+        let lines = connect_hints(addr, Some(&first(1)), false);
+        assert_eq!(lines[0], "connect: ssh -p 40222 alice@127.0.0.1");
+        assert!(
+            lines[1].contains("/home/alice/.config/keyport/cli.toml"),
+            "{lines:?}"
+        );
+        assert_eq!(lines.len(), 2, "{lines:?}");
+
+        let wildcard: SocketAddr = "0.0.0.0:2222".parse().unwrap();
+        let lines = connect_hints(wildcard, Some(&first(0)), true);
+        assert_eq!(lines[0], "connect: ssh -p 2222 alice@localhost");
+        assert!(lines[1].contains("login-key add --user alice"), "{lines:?}");
+        assert!(lines[2].contains("run as OS account alice"), "{lines:?}");
+
+        let v6: SocketAddr = "[::1]:2222".parse().unwrap();
+        let lines = connect_hints(v6, None, false);
+        assert!(
+            lines[0].starts_with("connect: ssh -p 2222 USER@::1 "),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn the_root_notice_says_system_wide_and_per_user_accounts() {
+        let system = root_notice(Path::new("/var/lib/keyport"));
+        assert!(
+            system.contains("the system data dir /var/lib/keyport"),
+            "{system}"
+        );
+        assert!(system.contains("own OS account"), "{system}");
+        let other = root_notice(Path::new("/srv/kp"));
+        assert!(other.contains("data dir /srv/kp"), "{other}");
+    }
 }
