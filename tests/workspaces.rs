@@ -3,68 +3,24 @@
 //! real OpenSSH sshd (nothing pinned without a yes; the fingerprint `ssh-keygen -l` prints), and
 //! `/api/v1/workspaces` (admin CRUD; a user sees only what is granted to them, and a workspace
 //! not granted is the same 404 as one that does not exist; every status answered is declared in
-//! the OpenAPI document). Every change leaves its audit event.
+//! the OpenAPI document). Every change leaves its audit event. Re-pinning a rebuilt
+//! workspace's host keys is tested in tests/workspace_pin.rs.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+#[path = "workspaces/support.rs"]
+mod support;
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use common::output::{error_line, stderr};
 use common::sshd::Sshd;
-use common::{Http, Sandbox, add_user, dump, me, require_tool};
+use common::{Http, Sandbox, dump, me};
 use serde_json::{Value, json};
-
-/// `ssh-keygen -l -f FILE`'s fingerprint (`SHA256:…`).
-fn keygen_fingerprint(path: &std::path::Path) -> String {
-    require_tool("ssh-keygen");
-    let out = Command::new("ssh-keygen")
-        .arg("-lf")
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    // "256 SHA256:… comment (ED25519)"
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .to_string()
-}
-
-/// A key pair standing in for a workspace's host key: its public line and fingerprint.
-fn host_key(sb: &Sandbox, name: &str) -> (String, String) {
-    let path = sb.client_key(name).with_extension("pub");
-    let line = std::fs::read_to_string(&path).unwrap().trim().to_string();
-    (line, keygen_fingerprint(&path))
-}
-
-/// A sandbox with users alice, bob and carol (no daemon, so the CLI works on the data dir).
-fn sandbox() -> Sandbox {
-    let sb = Sandbox::new();
-    let mut vault = sb.vault();
-    for name in ["alice", "bob", "carol"] {
-        add_user(&mut vault, name);
-    }
-    sb
-}
-
-/// The workspace events in the audit log: (action, actor, user, detail).
-fn workspace_events(sb: &Sandbox) -> Vec<(String, String, String, Value)> {
-    sb.vault()
-        .audit_events(None, 0)
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.action.starts_with("workspace."))
-        .map(|e| (e.action, e.actor, e.user_name, e.detail))
-        .collect()
-}
-
-fn show_json(sb: &Sandbox, name: &str) -> Value {
-    serde_json::from_str(&sb.ok(&["workspace", "show", name, "-o", "json"])).unwrap()
-}
+use support::{
+    api_user, host_key, keygen_fingerprint, on_a_terminal, piped, sandbox, show_json,
+    workspace_events,
+};
 
 fn grant_of<'a>(info: &'a Value, user: &str) -> &'a Value {
     info["grants"]
@@ -261,42 +217,6 @@ fn cli_bad_input_names_the_field_and_changes_nothing() {
     assert_eq!(dump(&sb.db()), before);
 }
 
-/// `keyport ARGS` on a terminal (through `script`), typing `answer`.
-fn on_a_terminal(sb: &Sandbox, args: &[&str], answer: &str) -> Output {
-    require_tool("script");
-    let template = sb.keyport();
-    let mut cmd = Command::new("script");
-    cmd.env_clear();
-    for (key, value) in template.get_envs() {
-        if let Some(value) = value {
-            cmd.env(key, value);
-        }
-    }
-    // Arguments here are plain words: quoting each in '' is enough for sh.
-    let line: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_keyport"))
-        .chain(args.iter().copied())
-        .map(|a| format!("'{a}'"))
-        .collect();
-    piped(
-        cmd.args(["-qec", &line.join(" "), "/dev/null"]),
-        &format!("{answer}\n"),
-    )
-}
-
-/// Runs `cmd` with `input` on its stdin (then end of file), collecting its output.
-fn piped(cmd: &mut Command, input: &str) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(input.as_bytes()).unwrap();
-    drop(stdin);
-    child.wait_with_output().unwrap()
-}
-
 #[test]
 fn scan_pins_the_sshd_host_key_only_after_yes() {
     if !keyport::testing::needs_root("a real sshd") {
@@ -358,18 +278,6 @@ fn scan_pins_the_sshd_host_key_only_after_yes() {
         added.iter().all(|(_, _, _, d)| d["source"] == "scan"),
         "{added:?}"
     );
-}
-
-/// A keyport user on the daemon (running as this OS user) and their API client.
-fn api_user(sb: &Sandbox, daemon: &common::Daemon, admin: &Http, name: &str) -> Http {
-    let r = admin.send(
-        "POST",
-        "users",
-        &json!({"name": name, "os_user": me().name}),
-    );
-    assert_eq!(r.status, 201, "{}", r.body);
-    let token = sb.ok(&["token", "create", "t", "--user", name]);
-    Http::new(&daemon.url, Some(token.trim()))
 }
 
 #[test]
@@ -546,6 +454,7 @@ fn api_answers_only_declared_statuses() {
         "owners": [admin_name], "host_keys": [line],
     })
     .to_string();
+    let pin = json!({ "host_keys": [line] }).to_string();
     let routes = [
         ("GET", "workspaces", "/api/v1/workspaces"),
         ("POST", "workspaces", "/api/v1/workspaces"),
@@ -576,15 +485,26 @@ fn api_answers_only_declared_statuses() {
             "workspaces/dev1/grants/me",
             "/api/v1/workspaces/{name}/grants/{user}",
         ),
+        (
+            "PUT",
+            "workspaces/dev1/host-keys",
+            "/api/v1/workspaces/{name}/host-keys",
+        ),
+        (
+            "PUT",
+            "workspaces/nope/host-keys",
+            "/api/v1/workspaces/{name}/host-keys",
+        ),
         ("DELETE", "workspaces/dev1", "/api/v1/workspaces/{name}"),
         ("DELETE", "workspaces/nope", "/api/v1/workspaces/{name}"),
     ];
-    let bodies: [(Option<&[u8]>, Option<&str>); 6] = [
+    let bodies: [(Option<&[u8]>, Option<&str>); 7] = [
         (None, None),
         (Some(b"{"), None),
         (Some(b"{}"), None),
         (Some(b"{\"os_user\": 7}"), None),
         (Some(create.as_bytes()), None),
+        (Some(pin.as_bytes()), None),
         (Some(b"x"), Some("text/plain")),
     ];
     let mut answered = std::collections::BTreeSet::new();

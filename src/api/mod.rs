@@ -94,6 +94,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(users::get, users::remove))
         .routes(routes!(workspaces::list, workspaces::create))
         .routes(routes!(workspaces::get, workspaces::remove))
+        .routes(routes!(workspaces::pin))
         .routes(routes!(workspaces::grant, workspaces::revoke))
         .routes(routes!(audit::list))
         .routes(routes!(meta::healthz))

@@ -1,6 +1,7 @@
-//! `/api/v1/workspaces`: relay-mode workspaces. Admins register, read, remove and grant them;
-//! a user reads only the ones granted to them — without their addresses or anyone else's
-//! grant — and a workspace not granted to them is answered exactly as one that does not exist.
+//! `/api/v1/workspaces`: relay-mode workspaces. Admins register, read, remove and grant them,
+//! and re-pin their host keys; a user reads only the ones granted to them — without their
+//! addresses or anyone else's grant — and a workspace not granted to them is answered exactly
+//! as one that does not exist.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -33,6 +34,17 @@ pub struct CreateWorkspace {
     #[schema(min_items = 1)]
     owners: Vec<String>,
     /// Its host keys, OpenSSH public key lines (`ssh-ed25519 AAAA…`).
+    #[schema(min_items = 1)]
+    host_keys: Vec<String>,
+}
+
+/// Body of `PUT /workspaces/{name}/host-keys`: the keys to pin instead of the ones pinned now.
+/// Given, never scanned, for the same reason as at `POST /workspaces`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PinHostKeys {
+    /// The workspace's host keys now, OpenSSH public key lines (`ssh-ed25519 AAAA…`); they
+    /// replace every key pinned before.
     #[schema(min_items = 1)]
     host_keys: Vec<String>,
 }
@@ -192,6 +204,39 @@ pub async fn remove(
         .vault(move |v| v.remove_workspace(&actor, &name))
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Replace a workspace's pinned host keys, after its sshd was rebuilt (admins only). The relay
+/// trusts only the new keys from then on.
+#[utoipa::path(
+    put,
+    operation_id = "workspaces_pin_host_keys",
+    path = "/api/v1/workspaces/{name}/host-keys",
+    tag = "workspaces",
+    params(("name" = String, Path, description = "workspace name")),
+    request_body = PinHostKeys,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "OK", body = WorkspaceInfo),
+        (status = 400, description = "Invalid input; each broken rule is named", body = ErrorBody),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "Not the caller's to touch", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+    ))]
+pub async fn pin(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(body): ApiJson<PinHostKeys>,
+) -> Result<Json<WorkspaceInfo>, ApiError> {
+    caller.admin()?;
+    let actor = caller.actor();
+    let change = state
+        .vault(move |v| {
+            v.pin_workspace_host_keys(&actor, &name, &body.host_keys, HostKeySource::Pinned)
+        })
+        .await?;
+    Ok(Json(change.workspace))
 }
 
 /// Let a user use a workspace, or change their grant; without `os_user` they use the

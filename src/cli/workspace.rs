@@ -1,9 +1,9 @@
-//! `keyport workspace add|list|show|remove|grant|revoke`: relay-mode workspaces.
+//! `keyport workspace add|list|show|pin|remove|grant|revoke`: relay-mode workspaces.
 //!
 //! The admin commands work on the data dir, like `keyport user`. `list` goes over the API when
 //! a login is configured (a user sees the workspaces granted to them) and reads the data dir
-//! otherwise. `add --scan` reads the sshd's host key once and pins it only after an explicit
-//! yes, as a first `ssh` to a host asks before it trusts the key.
+//! otherwise. `add --scan` and `pin --scan` read the sshd's host key once and pin it only after
+//! an explicit yes, as a first `ssh` to a host asks before it trusts the key.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;
@@ -41,6 +41,9 @@ pub enum WorkspaceCommand {
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
         output: Format,
     },
+    /// Re-pin a workspace whose sshd was rebuilt: its pinned host keys are replaced by the
+    /// given ones, or by the key its sshd shows now (--scan, once you confirm) (admin; data dir).
+    Pin(PinArgs),
     /// Remove a workspace with its host keys and grants (admin; data dir).
     Remove {
         /// Workspace name.
@@ -100,6 +103,25 @@ pub struct AddArgs {
     pub yes: bool,
 }
 
+/// `keyport workspace pin`
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("key").args(["host_key", "scan"]).required(true)))]
+pub struct PinArgs {
+    /// Workspace name.
+    pub name: String,
+    /// Its host key now, as in the sshd's /etc/ssh/ssh_host_*_key.pub (repeatable); the keys
+    /// given replace every key pinned before.
+    #[arg(long, value_name = "KEY")]
+    pub host_key: Vec<String>,
+    /// Read the host key from the workspace's sshd now, show its fingerprint beside the ones
+    /// pinned, and pin it instead of them once you confirm.
+    #[arg(long)]
+    pub scan: bool,
+    /// With --scan: pin the key without asking (check the fingerprint printed).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+}
+
 /// Runs a `workspace` subcommand.
 pub fn run(config: &Config, cmd: WorkspaceCommand) -> anyhow::Result<()> {
     if let WorkspaceCommand::List { output } = cmd {
@@ -110,6 +132,7 @@ pub fn run(config: &Config, cmd: WorkspaceCommand) -> anyhow::Result<()> {
     match cmd {
         WorkspaceCommand::Add(args) => add(&mut vault, &actor, args)?,
         WorkspaceCommand::List { .. } => {}
+        WorkspaceCommand::Pin(args) => pin(&mut vault, &actor, args)?,
         WorkspaceCommand::Show { name, output } => {
             let info = vault.workspace(&name)?;
             match output {
@@ -161,17 +184,8 @@ fn add(vault: &mut crate::vault::Vault, actor: &Actor, args: AddArgs) -> anyhow:
     if args.scan {
         // Everything else first: no question about a key for a workspace that cannot be added.
         vault.check_new_workspace(&spec)?;
-        let key = scan(&spec.address)?;
-        println!(
-            "The host key of {} is {} {}",
-            spec.address,
-            kind(&key),
-            crate::relay::scan::fingerprint(&key)
-        );
-        confirm_pin(&spec.name, args.yes)?;
-        let mut line = key.clone();
-        line.set_comment("");
-        spec.host_keys = vec![line.to_openssh()?];
+        let question = format!("Pin this key for workspace {}?", spec.name);
+        spec.host_keys = vec![scan_and_confirm(&spec.address, &question, args.yes)?];
         spec.host_key_source = HostKeySource::Scan;
     }
     let info = vault.add_workspace(actor, &spec)?;
@@ -189,6 +203,56 @@ fn add(vault: &mut crate::vault::Vault, actor: &Actor, args: AddArgs) -> anyhow:
     Ok(())
 }
 
+/// `workspace pin`: the keys given, or the one scanned and confirmed, replace those pinned.
+fn pin(vault: &mut crate::vault::Vault, actor: &Actor, args: PinArgs) -> anyhow::Result<()> {
+    let (lines, source) = if args.scan {
+        // Looked up first: no connection and no question for a workspace that does not exist.
+        let current = vault.workspace(&args.name)?;
+        let address = current
+            .address
+            .ok_or_else(|| anyhow::anyhow!("workspace {} has no address", args.name))?;
+        // What the key would replace, shown before the question, so the admin sees the change.
+        for key in &current.host_keys {
+            println!(
+                "Workspace {} has pinned {} ({})",
+                args.name, key.fingerprint, key.source
+            );
+        }
+        let question = format!(
+            "Replace the host keys pinned for workspace {} with this key?",
+            args.name
+        );
+        let line = scan_and_confirm(&address, &question, args.yes)?;
+        (vec![line], HostKeySource::Scan)
+    } else {
+        (args.host_key, HostKeySource::Pinned)
+    };
+    let change = vault.pin_workspace_host_keys(actor, &args.name, &lines, source)?;
+    for key in &change.replaced {
+        println!("unpinned host key {} ({})", key.fingerprint, key.source);
+    }
+    for key in &change.workspace.host_keys {
+        println!("pinned host key {} ({})", key.fingerprint, key.source);
+    }
+    println!("re-pinned workspace {}", change.workspace.name);
+    Ok(())
+}
+
+/// Reads the key `address` presents, prints its fingerprint as a first `ssh` does, and returns
+/// its line (no comment) once the admin says yes to `question` (see [`confirm_pin`]).
+fn scan_and_confirm(address: &str, question: &str, yes: bool) -> anyhow::Result<String> {
+    let key = scan(address)?;
+    println!(
+        "The host key of {address} is {} {}",
+        kind(&key),
+        crate::relay::scan::fingerprint(&key)
+    );
+    confirm_pin(question, yes)?;
+    let mut line = key;
+    line.set_comment("");
+    Ok(line.to_openssh()?)
+}
+
 /// The key `address` presents, read on a small runtime of its own (the CLI is synchronous).
 fn scan(address: &str) -> anyhow::Result<PublicKey> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -202,7 +266,7 @@ fn scan(address: &str) -> anyhow::Result<PublicKey> {
 
 /// `-y`, or `yes` typed on a terminal, as `ssh` wants it typed before trusting a new host.
 /// Anything else pins nothing.
-fn confirm_pin(name: &str, yes: bool) -> anyhow::Result<()> {
+fn confirm_pin(question: &str, yes: bool) -> anyhow::Result<()> {
     if yes {
         return Ok(());
     }
@@ -216,7 +280,7 @@ fn confirm_pin(name: &str, yes: bool) -> anyhow::Result<()> {
     if !std::io::stdin().is_terminal() {
         return Err(refused("stdin is not a terminal to confirm on"));
     }
-    eprint!("Pin this key for workspace {name}? (yes/no) ");
+    eprint!("{question} (yes/no) ");
     std::io::stderr().flush()?;
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;

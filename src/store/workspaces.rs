@@ -264,6 +264,35 @@ impl Store {
         tx.commit()?;
         Ok(added)
     }
+
+    /// Replaces the workspace's pinned host keys with `keys` (its sshd was rebuilt), in one
+    /// transaction with the audit event `audit` makes from the keys replaced. Those are read
+    /// under the write lock, so the event names exactly what was pinned when the change landed
+    /// — the relay may pin an announced key in between. Returns the workspace and the keys
+    /// replaced.
+    pub fn replace_workspace_host_keys(
+        &mut self,
+        name: &str,
+        keys: &[NewWorkspaceHostKey],
+        audit: impl FnOnce(&[WorkspaceHostKeyRecord]) -> AuditEvent,
+    ) -> Result<(WorkspaceRecord, Vec<WorkspaceHostKeyRecord>)> {
+        let tx = self.write()?;
+        let workspace = query_workspace(&tx, name)?;
+        let replaced = query_host_keys(&tx, workspace.id)?;
+        let now = now_ms();
+        tx.execute(
+            "DELETE FROM workspace_host_keys WHERE workspace_id = ?1",
+            [workspace.id],
+        )?;
+        for key in keys {
+            insert_host_key(&tx, workspace.id, key, now)?;
+        }
+        touch(&tx, workspace.id, now)?;
+        insert_audit(&tx, &audit(&replaced))?;
+        let record = query_workspace(&tx, name)?;
+        tx.commit()?;
+        Ok((record, replaced))
+    }
 }
 
 /// Marks the workspace changed (its keys or grants changed).

@@ -26,7 +26,8 @@ pub use rotate::Rotation;
 pub use session::{SessionSecrets, SessionUser};
 pub use users::{NewUserSpec, TokenIssued, UserKeyInfo};
 pub use workspaces::{
-    GrantSpec, HostKeySource, Route, WorkspaceGrant, WorkspaceInfo, WorkspaceSpec, parse_host_key,
+    GrantSpec, HostKeyChange, HostKeySource, Route, WorkspaceGrant, WorkspaceInfo, WorkspaceSpec,
+    parse_host_key,
 };
 
 /// Why a vault operation failed. Each variant maps to one exit code and one HTTP status.

@@ -1,5 +1,6 @@
 //! Relay-mode workspaces: the rules for their names, addresses, logins and host keys, the
-//! admin operations on them (each audited, names only), what a user may see of them, and the
+//! admin operations on them (each audited, names and fingerprints only; re-pinning replaces the
+//! host keys of a workspace whose sshd was rebuilt), what a user may see of them, and the
 //! [`Route`] the relay follows for `ssh alice:dev1@gateway`.
 //!
 //! A workspace the user has no grant for is reported exactly like one that does not exist, so
@@ -114,6 +115,15 @@ pub struct WorkspaceInfo {
     pub updated_at: i64,
 }
 
+/// What re-pinning a workspace's host keys changed.
+#[derive(Debug, Clone)]
+pub struct HostKeyChange {
+    /// The workspace as it is now, with only the new keys pinned.
+    pub workspace: WorkspaceInfo,
+    /// The keys pinned before, which it no longer trusts.
+    pub replaced: Vec<WorkspaceHostKeyRecord>,
+}
+
 /// A change to one user's grant.
 #[derive(Debug, Clone, Default)]
 pub struct GrantSpec {
@@ -183,27 +193,10 @@ impl Vault {
         invalid.extend(check_workspace_name(&spec.name).err());
         invalid.extend(check_address(&spec.address).err());
         invalid.extend(check_login(&spec.os_user).err());
-        let mut keys: Vec<NewWorkspaceHostKey> = Vec::new();
         if keys_required && spec.host_keys.is_empty() {
-            invalid.push(Violation::new(
-                "host-key",
-                "at least one host key is required (pin it, or scan it and confirm)",
-            ));
+            invalid.push(no_host_key());
         }
-        for line in &spec.host_keys {
-            match parse_host_key(line) {
-                Ok((public_key, fingerprint)) => {
-                    if !keys.iter().any(|k| k.fingerprint == fingerprint) {
-                        keys.push(NewWorkspaceHostKey {
-                            public_key,
-                            fingerprint,
-                            source: spec.host_key_source.as_str().into(),
-                        });
-                    }
-                }
-                Err(v) => invalid.push(v),
-            }
-        }
+        let keys = new_host_keys(&spec.host_keys, spec.host_key_source, &mut invalid);
         if spec.owners.is_empty() {
             invalid.push(Violation::new(
                 "owner",
@@ -226,6 +219,44 @@ impl Vault {
         } else {
             Err(VaultError::Invalid(invalid))
         }
+    }
+
+    /// Replaces a workspace's pinned host keys with `host_keys` — its sshd was rebuilt and
+    /// presents new ones — audited as `workspace.pinned` with the old and the new fingerprints.
+    /// `source` says how the admin got them (`Pinned` or `Scan`). The keys are checked first:
+    /// nothing changes unless every line is a public key.
+    #[instrument(skip_all, fields(workspace = %name))]
+    pub fn pin_workspace_host_keys(
+        &mut self,
+        actor: &Actor,
+        name: &str,
+        host_keys: &[String],
+        source: HostKeySource,
+    ) -> Result<HostKeyChange, VaultError> {
+        let mut invalid = Vec::new();
+        if host_keys.is_empty() {
+            invalid.push(no_host_key());
+        }
+        let keys = new_host_keys(host_keys, source, &mut invalid);
+        if !invalid.is_empty() {
+            return Err(VaultError::Invalid(invalid));
+        }
+        let new: Vec<&str> = keys.iter().map(|k| k.fingerprint.as_str()).collect();
+        let (record, replaced) = self.store.replace_workspace_host_keys(name, &keys, |old| {
+            let old: Vec<&str> = old.iter().map(|k| k.fingerprint.as_str()).collect();
+            Self::audit(
+                actor,
+                "",
+                "workspace.pinned",
+                None,
+                json!({ "workspace": name, "old_host_keys": old, "new_host_keys": new,
+                        "source": source.as_str() }),
+            )
+        })?;
+        Ok(HostKeyChange {
+            workspace: self.workspace_info(record)?,
+            replaced,
+        })
     }
 
     /// Every workspace with its host keys and grants, sorted by name (admins).
@@ -408,6 +439,39 @@ impl Vault {
             updated_at: record.updated_at,
         })
     }
+}
+
+/// A workspace must keep at least one pinned key: without one the relay could trust nothing.
+fn no_host_key() -> Violation {
+    Violation::new(
+        "host-key",
+        "at least one host key is required (pin it, or scan it and confirm)",
+    )
+}
+
+/// The keys `lines` give, canonical and deduplicated by fingerprint, to pin with `source`; each
+/// line that is not a public key adds its violation to `invalid`.
+fn new_host_keys(
+    lines: &[String],
+    source: HostKeySource,
+    invalid: &mut Vec<Violation>,
+) -> Vec<NewWorkspaceHostKey> {
+    let mut keys: Vec<NewWorkspaceHostKey> = Vec::new();
+    for line in lines {
+        match parse_host_key(line) {
+            Ok((public_key, fingerprint)) => {
+                if !keys.iter().any(|k| k.fingerprint == fingerprint) {
+                    keys.push(NewWorkspaceHostKey {
+                        public_key,
+                        fingerprint,
+                        source: source.as_str().into(),
+                    });
+                }
+            }
+            Err(v) => invalid.push(v),
+        }
+    }
+    keys
 }
 
 fn grant_view(grant: &WorkspaceGrantRecord, workspace_login: &str) -> WorkspaceGrant {

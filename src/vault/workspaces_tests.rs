@@ -291,3 +291,74 @@ fn announced_keys_are_added_once_and_audited() {
         ]
     );
 }
+
+#[test]
+fn pinning_replaces_every_key_in_one_audited_change() {
+    let (_dir, mut vault) = vault();
+    let actor = Actor::System;
+    vault
+        .add_workspace(&actor, &spec("dev1", &["alice"]))
+        .expect("add");
+    let ws = vault.store().workspace("dev1").expect("ws").id;
+    assert!(vault.add_workspace_host_key(ws, KEY2).expect("announced"));
+    let before = vault.workspace("dev1").expect("show");
+
+    // Bad input, or no workspace: nothing changes, and the field is named.
+    for (keys, field) in [
+        (vec![], "host-key"),
+        (
+            vec![KEY1.to_string(), "ssh-ed25519 AAAA".into()],
+            "host-key",
+        ),
+    ] {
+        let got = vault.pin_workspace_host_keys(&actor, "dev1", &keys, HostKeySource::Pinned);
+        let Err(VaultError::Invalid(v)) = got else {
+            panic!("invalid expected: {got:?}");
+        };
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].field, field);
+    }
+    let unknown =
+        vault.pin_workspace_host_keys(&actor, "nope", &[KEY1.into()], HostKeySource::Pinned);
+    assert!(
+        matches!(unknown, Err(VaultError::NotFound { .. })),
+        "{unknown:?}"
+    );
+    assert_eq!(vault.workspace("dev1").expect("show"), before);
+
+    // The key given twice is pinned once; the announced one is gone with the old one.
+    let keys = [KEY2.to_string(), KEY2.to_string()];
+    let change = vault
+        .pin_workspace_host_keys(&actor, "dev1", &keys, HostKeySource::Scan)
+        .expect("pin");
+    let replaced: Vec<&str> = change
+        .replaced
+        .iter()
+        .map(|k| k.fingerprint.as_str())
+        .collect();
+    assert_eq!(replaced, [FP1, FP2]);
+    let now: Vec<(&str, &str)> = change
+        .workspace
+        .host_keys
+        .iter()
+        .map(|k| (k.fingerprint.as_str(), k.source.as_str()))
+        .collect();
+    assert_eq!(now, [(FP2, "scan")]);
+    assert_eq!(vault.workspace("dev1").expect("show"), change.workspace);
+    let alice = id(&vault, "alice");
+    let route = vault.workspace_route(alice, "dev1").expect("route");
+    let key2 = parse_host_key(KEY2).expect("key").0;
+    assert_eq!(route.expect("granted").host_keys, vec![key2]);
+
+    let events = vault.audit_events(None, 0).expect("audit");
+    let pinned: Vec<_> = events
+        .iter()
+        .filter(|e| e.action == "workspace.pinned")
+        .collect();
+    assert_eq!(pinned.len(), 1, "one event, for the change that landed");
+    assert_eq!(
+        pinned[0].detail,
+        json!({ "workspace": "dev1", "old_host_keys": [FP1, FP2], "new_host_keys": [FP2],
+                "source": "scan" })
+    );
+}

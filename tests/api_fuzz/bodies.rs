@@ -66,6 +66,27 @@ const USERS: &[Field] = &[
     field("login_keys", Kind::StrList, false, false),
     field("key_type", Kind::Str, true, false),
 ];
+const WORKSPACE: &[Field] = &[
+    field("name", Kind::Str, false, true),
+    field("address", Kind::Str, false, true),
+    field("os_user", Kind::Str, false, true),
+    field("owners", Kind::StrList, false, true),
+    field("host_keys", Kind::StrList, false, true),
+];
+const GRANT: &[Field] = &[
+    field("os_user", Kind::Str, true, false),
+    field("owner", Kind::Bool, false, false),
+];
+const HOST_KEYS: &[Field] = &[field("host_keys", Kind::StrList, false, true)];
+
+/// `base` with the fields of `patch` set as `patch` has them.
+fn with(base: &Value, patch: Value) -> Value {
+    let mut out = base.clone();
+    if let (Some(o), Value::Object(p)) = (out.as_object_mut(), patch) {
+        o.extend(p);
+    }
+    out
+}
 
 /// A route that takes a JSON body, a body that would succeed there (so it is only ever sent
 /// broken, unauthorized or to the wrong place), and bodies that break a rule of the route.
@@ -84,6 +105,21 @@ pub(crate) struct BodyRoute {
 pub(crate) fn body_routes(w: &World) -> Vec<BodyRoute> {
     let me_os = me().name;
     let long = |n: usize| "x".repeat(n);
+    let workspace = json!({"name": "fz-new", "address": "127.0.0.1:22", "os_user": "dev",
+                           "owners": [w.admin_name], "host_keys": [w.fresh_line]});
+    let private_key = format!(
+        "-----BEGIN OPENSSH PRIVATE KEY-----\n{CANARY}\n-----END OPENSSH PRIVATE KEY-----\n"
+    );
+    // Host key lists that are not keys, for the workspace routes that take them.
+    let bad_host_keys = [
+        json!([]),
+        json!([""]),
+        json!(["ssh-ed25519 AAAA"]),
+        json!([CANARY]),
+        json!([private_key]),
+        json!([w.fresh_line, "nope"]),
+        json!([format!("fz.internal {}", w.fresh_line)]),
+    ];
     vec![
         BodyRoute {
             method: "POST",
@@ -270,6 +306,76 @@ pub(crate) fn body_routes(w: &World) -> Vec<BodyRoute> {
                 json!({"name": "fresh-user", "os_user": me_os, "login_keys": [w.fresh_line, "garbage"]}),
                 json!({"name": "fresh-user", "os_user": me_os, "login_keys": [""]}),
             ],
+        },
+        BodyRoute {
+            method: "POST",
+            path: "workspaces".into(),
+            fields: WORKSPACE,
+            ident: "name",
+            invalid: [
+                json!({"name": ""}),
+                json!({"name": "a:b"}),
+                json!({"name": "-lead"}),
+                json!({"name": "a".repeat(65)}),
+                json!({"name": "fz-dev"}),
+                json!({"address": ""}),
+                json!({"address": "nohost"}),
+                json!({"address": "h:0"}),
+                json!({"address": "h:70000"}),
+                json!({"address": "h:22a"}),
+                json!({"address": "::1:22"}),
+                json!({"address": "[nope]:22"}),
+                json!({"address": "-x:22"}),
+                json!({"address": format!("{}:22", long(300))}),
+                json!({"os_user": ""}),
+                json!({"os_user": "-oProxyCommand"}),
+                json!({"os_user": "1000"}),
+                json!({"os_user": "a b"}),
+                json!({"os_user": long(33)}),
+                json!({"owners": []}),
+                json!({"owners": [""]}),
+                json!({"owners": ["nobody-here"]}),
+            ]
+            .into_iter()
+            .chain(bad_host_keys.iter().map(|k| json!({ "host_keys": k })))
+            .map(|patch| with(&workspace, patch))
+            .collect(),
+            base: workspace,
+            all_null_valid: false,
+        },
+        // No body at all is a valid grant (the workspace's login), and the mutations can make
+        // an empty one: the user named does not exist, so a valid body is a 404 here and only
+        // a broken one is a 400 — nothing is granted either way.
+        BodyRoute {
+            method: "PUT",
+            path: "workspaces/fz-dev/grants/nobody-here".into(),
+            fields: GRANT,
+            ident: "os_user",
+            base: json!({"os_user": "fz-login", "owner": false}),
+            all_null_valid: false,
+            invalid: vec![
+                json!({"os_user": ""}),
+                json!({"os_user": "-x"}),
+                json!({"os_user": "1000"}),
+                json!({"os_user": "a:b"}),
+                json!({"os_user": long(33)}),
+                json!({"owner": null}),
+                json!({"owner": "yes"}),
+                json!({"login": "fz-login"}),
+            ],
+        },
+        BodyRoute {
+            method: "PUT",
+            path: "workspaces/fz-dev/host-keys".into(),
+            fields: HOST_KEYS,
+            // Any string there is invalid: the field is a list.
+            ident: "host_keys",
+            base: json!({"host_keys": [w.fresh_line]}),
+            all_null_valid: false,
+            invalid: bad_host_keys
+                .iter()
+                .map(|k| json!({ "host_keys": k }))
+                .collect(),
         },
     ]
 }

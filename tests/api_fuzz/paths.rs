@@ -164,6 +164,7 @@ pub(crate) fn odd_segment_requests(w: &World, bases: &Bases) -> Vec<Req> {
         "bob-secret",
         "fuzz-second",
         "bob-laptop",
+        "fz-dev",
         w.boot_token_name.as_str(),
     ]
     .iter()
@@ -237,6 +238,26 @@ pub(crate) fn odd_segment_requests(w: &World, bases: &Bases) -> Vec<Req> {
         ),
         ("GET", "users/{}".into(), None, Expect::Any),
         ("DELETE", "users/{}".into(), None, Expect::Fail),
+        ("GET", "workspaces/{}".into(), None, Expect::Any),
+        ("DELETE", "workspaces/{}".into(), None, Expect::Fail),
+        (
+            "PUT",
+            "workspaces/{}/host-keys".into(),
+            Some(bases.host_keys.clone()),
+            Expect::Fail,
+        ),
+        (
+            "PUT",
+            "workspaces/fz-dev/grants/{}".into(),
+            Some(bases.grant.clone()),
+            Expect::Fail,
+        ),
+        (
+            "DELETE",
+            "workspaces/fz-dev/grants/{}".into(),
+            None,
+            Expect::Fail,
+        ),
         ("GET", "audit?user={}".into(), None, Expect::Any),
         ("GET", "audit?since={}".into(), None, Expect::Any),
     ];

@@ -31,6 +31,9 @@ pub(crate) struct Bases {
     pub(crate) login: Vec<u8>,
     pub(crate) token: Vec<u8>,
     pub(crate) user: Vec<u8>,
+    pub(crate) workspace: Vec<u8>,
+    pub(crate) grant: Vec<u8>,
+    pub(crate) host_keys: Vec<u8>,
 }
 
 /// Builds every request of the fuzzing run. None of them may change anything.
@@ -50,6 +53,9 @@ pub(crate) fn requests(w: &World, rng: &mut Rng) -> Vec<Req> {
         login: base_of("POST", "users/me/login-keys").unwrap(),
         token: base_of("POST", "users/me/tokens").unwrap(),
         user: base_of("POST", "users").unwrap(),
+        workspace: base_of("POST", "workspaces").unwrap(),
+        grant: base_of("PUT", "workspaces/fz-dev/grants/nobody-here").unwrap(),
+        host_keys: base_of("PUT", "workspaces/fz-dev/host-keys").unwrap(),
     };
 
     let mut out = method_sweep(w);
@@ -154,6 +160,21 @@ fn bad_tokens(w: &World, bases: &Bases) -> Vec<Req> {
         ("POST", "users".into(), Some(bases.user.clone())),
         ("GET", "users/bob".into(), None),
         ("DELETE", "users/bob".into(), None),
+        ("GET", "workspaces".into(), None),
+        ("POST", "workspaces".into(), Some(bases.workspace.clone())),
+        ("GET", "workspaces/fz-dev".into(), None),
+        (
+            "PUT",
+            "workspaces/fz-dev/host-keys".into(),
+            Some(bases.host_keys.clone()),
+        ),
+        (
+            "PUT",
+            "workspaces/fz-dev/grants/bob".into(),
+            Some(bases.grant.clone()),
+        ),
+        ("DELETE", "workspaces/fz-dev/grants/bob".into(), None),
+        ("DELETE", "workspaces/fz-dev".into(), None),
         ("GET", "audit".into(), None),
         ("GET", "healthz".into(), None),
         ("GET", "metrics".into(), None),
@@ -259,8 +280,9 @@ fn bad_tokens(w: &World, bases: &Bases) -> Vec<Req> {
     out
 }
 
-/// Valid requests by the wrong user: bob on the admin's things and on admin-only routes, the
-/// admin on bob's secrets, key and tokens. All 403.
+/// Valid requests by the wrong user: bob on the admin's things and on admin-only routes (the
+/// workspace changes among them, on the one granted to him too), the admin on bob's secrets,
+/// key and tokens. All 403.
 fn wrong_user(w: &World, bases: &Bases) -> Vec<Req> {
     let mut out = Vec::new();
     let a = &w.admin_name;
@@ -340,6 +362,37 @@ fn wrong_user(w: &World, bases: &Bases) -> Vec<Req> {
             None,
         ),
         (w.bob.as_str(), "GET", format!("audit?user={a}"), None),
+        (
+            w.bob.as_str(),
+            "POST",
+            "workspaces".into(),
+            Some(bases.workspace.clone()),
+        ),
+        (
+            w.bob.as_str(),
+            "PUT",
+            "workspaces/fz-dev/host-keys".into(),
+            Some(bases.host_keys.clone()),
+        ),
+        (
+            w.bob.as_str(),
+            "PUT",
+            "workspaces/fz-dev/grants/bob".into(),
+            Some(bases.grant.clone()),
+        ),
+        (
+            w.bob.as_str(),
+            "PUT",
+            "workspaces/fz-dev/grants/me".into(),
+            Some(bases.grant.clone()),
+        ),
+        (
+            w.bob.as_str(),
+            "DELETE",
+            format!("workspaces/fz-dev/grants/{a}"),
+            None,
+        ),
+        (w.bob.as_str(), "DELETE", "workspaces/fz-dev".into(), None),
         (w.admin.as_str(), "GET", "users/bob/secrets".into(), None),
         (
             w.admin.as_str(),

@@ -157,6 +157,7 @@ pub fn require_tool(name: &str) {
 
 /// Every route the API serves: (method, path under `/api/v1/`).
 pub const API_ROUTES: &[(&str, &str)] = &[
+    ("PUT", "workspaces/{name}/host-keys"),
     ("GET", "users/{user}/secrets"),
     ("POST", "users/{user}/secrets"),
     ("GET", "users/{user}/secrets/{name}"),
