@@ -89,6 +89,10 @@ mod materialise {
                 .map(|i| Wanted {
                     path: dir.join(format!("cfg/secret-{i}")).display().to_string(),
                     content: value(i, round),
+                    // What the previous round wrote: replaced, not saved as the user's edit.
+                    previous: round
+                        .checked_sub(1)
+                        .map(|r| keyport::secrets::files::sha256_hex(value(i, r).expose())),
                 })
                 .collect(),
             remove: vec![],

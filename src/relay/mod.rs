@@ -50,11 +50,13 @@ pub enum RelayError {
     /// The sshd presented a host key that is not pinned.
     #[error(
         "HOST KEY MISMATCH: the workspace's sshd presented {offered}, pinned is {}; nothing \
-         was run. If the workspace was rebuilt, an admin checks the new key and pins it (keyport workspace pin \
-         --scan)",
+         was run. If {workspace} was rebuilt, an admin checks the new key and pins it: \
+         keyport workspace pin {workspace} --scan",
         pinned.join(", ")
     )]
     HostKey {
+        /// The workspace.
+        workspace: String,
         /// Fingerprints pinned.
         pinned: Vec<String>,
         /// Fingerprint offered.
@@ -113,6 +115,8 @@ struct Failing {
     count: u32,
     last: String,
     at: Instant,
+    /// The host keys pinned then: a re-pin (after a rebuild) is tried at once.
+    pins: Vec<String>,
 }
 
 impl Holds {
@@ -122,11 +126,17 @@ impl Holds {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The failure to answer with instead of connecting, while `key` is held.
-    fn held(&self, key: (i64, i64), settings: &RelaySettings) -> Option<RelayError> {
+    /// The failure to answer with instead of connecting, while `key` is held and its
+    /// workspace still has the host keys `pins`.
+    fn held(
+        &self,
+        key: (i64, i64),
+        pins: &[String],
+        settings: &RelaySettings,
+    ) -> Option<RelayError> {
         let hold = Duration::from_secs(settings.failure_hold_secs);
         let map = self.lock();
-        let failing = map.get(&key)?;
+        let failing = map.get(&key).filter(|f| f.pins == pins)?;
         let since = failing.at.elapsed();
         (failing.count >= settings.failures_before_hold && since < hold).then(|| RelayError::Held {
             last: failing.last.clone(),
@@ -135,7 +145,7 @@ impl Holds {
         })
     }
 
-    fn failed(&self, key: (i64, i64), error: &RelayError) {
+    fn failed(&self, key: (i64, i64), pins: &[String], error: &RelayError) {
         let mut map = self.lock();
         // Old entries go when any failure is recorded: the map stays as small as what fails.
         map.retain(|_, f| f.at.elapsed() < Duration::from_secs(86_400));
@@ -143,7 +153,11 @@ impl Holds {
             count: 0,
             last: String::new(),
             at: Instant::now(),
+            pins: pins.to_vec(),
         });
+        if failing.pins != pins {
+            (failing.count, failing.pins) = (0, pins.to_vec());
+        }
         failing.count += 1;
         failing.last = error.to_string();
         failing.at = Instant::now();
@@ -232,19 +246,29 @@ mod tests {
         let holds = Holds::default();
         let s = settings(2, 30);
         let e = RelayError::Other("boom".into());
-        holds.failed((1, 7), &e);
-        assert!(holds.held((1, 7), &s).is_none(), "one failure is retried");
-        holds.failed((1, 7), &e);
-        let held = holds.held((1, 7), &s).expect("held after two");
+        let pins = vec!["ssh-ed25519 AAAA".to_string()];
+        holds.failed((1, 7), &pins, &e);
+        assert!(
+            holds.held((1, 7), &pins, &s).is_none(),
+            "one failure is retried"
+        );
+        holds.failed((1, 7), &pins, &e);
+        let held = holds.held((1, 7), &pins, &s).expect("held after two");
         assert_eq!(held.kind(), "held");
         assert!(
             held.to_string().starts_with("boom (not tried again for "),
             "{held}"
         );
         // Per (user, workspace): another user of the same workspace is not held.
-        assert!(holds.held((2, 7), &s).is_none());
+        assert!(holds.held((2, 7), &pins, &s).is_none());
+        // Re-pinned: tried at once.
+        assert!(
+            holds
+                .held((1, 7), &["ssh-ed25519 BBBB".into()], &s)
+                .is_none()
+        );
         holds.succeeded((1, 7));
-        assert!(holds.held((1, 7), &s).is_none());
+        assert!(holds.held((1, 7), &pins, &s).is_none());
     }
 
     #[test]
@@ -252,9 +276,9 @@ mod tests {
         let holds = Holds::default();
         let e = RelayError::Other("boom".into());
         for _ in 0..5 {
-            holds.failed((1, 1), &e);
+            holds.failed((1, 1), &[], &e);
         }
-        assert!(holds.held((1, 1), &settings(1, 0)).is_none());
+        assert!(holds.held((1, 1), &[], &settings(1, 0)).is_none());
     }
 
     #[test]
@@ -268,6 +292,7 @@ mod tests {
         assert!(text.contains("~dev/.ssh/authorized_keys"), "{text}");
         assert!(text.ends_with("\nssh-ed25519 AAAA keyport:alice"), "{text}");
         let changed = RelayError::HostKey {
+            workspace: "dev1".into(),
             pinned: vec!["SHA256:old".into()],
             offered: "SHA256:new".into(),
         };

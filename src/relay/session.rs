@@ -302,7 +302,7 @@ async fn linked(
         })?;
     let relay = &ctx.relay;
     let key = (login.user_id, route.workspace_id);
-    if let Some(held) = relay.holds.held(key, &relay.settings) {
+    if let Some(held) = relay.holds.held(key, &route.host_keys, &relay.settings) {
         return Err(held);
     }
     let who = login.session_user();
@@ -318,7 +318,7 @@ async fn linked(
     let (upstream, announced) = match upstream::connect(dial).await {
         Ok(connected) => connected,
         Err(e) => {
-            relay.holds.failed(key, &e);
+            relay.holds.failed(key, &route.host_keys, &e);
             return Err(e);
         }
     };

@@ -238,7 +238,11 @@ pub async fn connect(dial: Dial<'_>) -> Result<(Upstream, Announced), RelayError
                 .ok()
                 .and_then(|k| k.as_ref().map(super::scan::fingerprint))
                 .unwrap_or_else(|| "a host certificate".into());
-            return Err(RelayError::HostKey { pinned, offered });
+            return Err(RelayError::HostKey {
+                workspace: route.workspace.clone(),
+                pinned,
+                offered,
+            });
         }
         Ok(Err(e)) => return Err(unreachable(e.to_string())),
     };

@@ -304,7 +304,8 @@ pub(crate) fn body_routes(w: &World) -> Vec<BodyRoute> {
                 json!({"name": "fresh-user", "os_user": me_os, "key_type": ""}),
                 json!({"name": "fresh-user", "os_user": me_os, "login_keys": [CANARY]}),
                 json!({"name": "fresh-user", "os_user": me_os, "login_keys": [w.fresh_line, "garbage"]}),
-                json!({"name": "fresh-user", "os_user": me_os, "login_keys": [""]}),
+                // A key type with no key (a blank line would be skipped, as authorized_keys does).
+                json!({"name": "fresh-user", "os_user": me_os, "login_keys": ["ssh-ed25519"]}),
             ],
         },
         BodyRoute {

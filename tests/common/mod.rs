@@ -157,6 +157,12 @@ pub fn require_tool(name: &str) {
 
 /// Every route the API serves: (method, path under `/api/v1/`).
 pub const API_ROUTES: &[(&str, &str)] = &[
+    ("GET", "workspaces"),
+    ("POST", "workspaces"),
+    ("GET", "workspaces/{name}"),
+    ("DELETE", "workspaces/{name}"),
+    ("PUT", "workspaces/{name}/grants/{user}"),
+    ("DELETE", "workspaces/{name}/grants/{user}"),
     ("PUT", "workspaces/{name}/host-keys"),
     ("GET", "users/{user}/secrets"),
     ("POST", "users/{user}/secrets"),
