@@ -153,13 +153,28 @@ fn secrets_routes_answer_with_the_contracts_status_codes() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["env"], "GH_TOKEN");
     assert_eq!(r.json()["description"], "GitHub");
-    let r = h.send("PATCH", "users/me/secrets/gh", &json!({"env": ""}));
+    // Clearing the last target keeps the secret, disabled (Coder's "stored, but not
+    // injected"); asking for it enabled without a target is still refused.
+    let r = h.send(
+        "PATCH",
+        "users/me/secrets/gh",
+        &json!({"env": "", "enabled": true}),
+    );
     assert_eq!(
         (r.status, fields(&r)),
         (400, vec!["enabled".to_string()]),
         "{}",
         r.body
     );
+    let r = h.send("PATCH", "users/me/secrets/gh", &json!({"env": ""}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["enabled"], false, "{}", r.body);
+    let r = h.send(
+        "PATCH",
+        "users/me/secrets/gh",
+        &json!({"env": "GH_TOKEN", "enabled": true}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
     let r = h.send(
         "PATCH",
         "users/me/secrets/gh",

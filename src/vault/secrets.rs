@@ -205,6 +205,18 @@ impl Vault {
             if let Err(v) = value_check {
                 return Err(VaultError::Invalid(vec![v]));
             }
+            let file_path = merge(&now.file_path, &patch.file);
+            // Clearing a secret's last target keeps it, not injected (Coder's "stored, but
+            // not injected"), unless the same patch asks for it enabled.
+            let cleared = [&patch.env, &patch.file]
+                .iter()
+                .any(|f| f.as_deref() == Some(""));
+            let untargeted = cleared && env.is_none() && file_path.is_none();
+            let enabled = match patch.enabled {
+                Some(enabled) => enabled,
+                None if untargeted => false,
+                None => now.enabled,
+            };
             let row = SecretRow {
                 name: name.to_string(),
                 description: patch
@@ -212,12 +224,12 @@ impl Vault {
                     .clone()
                     .unwrap_or_else(|| now.description.clone()),
                 env_name: env,
-                file_path: merge(&now.file_path, &patch.file),
+                file_path,
                 file_resolved: match &patch.file {
                     None => now.file_resolved.clone(),
                     Some(_) => file_resolved.clone().flatten(),
                 },
-                enabled: patch.enabled.unwrap_or(now.enabled),
+                enabled,
                 value_sealed: value_sealed.clone(),
                 value_len: patch.value.as_ref().map(|v| len_i64(v.len())),
             };
