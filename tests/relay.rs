@@ -470,4 +470,26 @@ fn file_secrets_upstream_follow_the_ledger() {
         r.gw.audit("alice", "file.kept-changed").len() > kept_before,
         "no file.kept-changed event"
     );
+
+    // Edited upstream, then a new value: the new value, the user's version kept beside it.
+    r.alice
+        .secret(json!({"name": "saved", "value": "saved-v1", "file": "~/.kp/saved"}));
+    session("true");
+    let saved = home.join(".kp/saved");
+    std::fs::write(&saved, "user-version").unwrap();
+    let patched = r.alice.api.send(
+        "PATCH",
+        "users/me/secrets/saved",
+        &json!({"value": "saved-v2"}),
+    );
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    session("true");
+    assert_eq!(std::fs::read_to_string(&saved).unwrap(), "saved-v2");
+    let beside = home.join(".kp/saved.keyport-saved");
+    assert_eq!(
+        std::fs::read_to_string(&beside).unwrap_or_default(),
+        "user-version",
+        "the user's version was not kept as {}",
+        beside.display()
+    );
 }
