@@ -148,7 +148,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ),
     (
         "gitssh",
-        "  GIT_SSH_COMMAND='keyport gitssh' git clone git@github.com:org/repo.git   # a session sets this
+        "  GIT_SSH_COMMAND='keyport gitssh' git clone git@github.com:org/repo.git   # a session sets it, with the full path
   keyport gitssh -T git@github.com       # which account GitHub sees for your keyport key",
     ),
     (
