@@ -10,8 +10,9 @@ E2E_TRANSFER_REPS (2), E2E_PARALLEL (16), E2E_PARALLEL_SECONDS (10), E2E_IDLE_SE
 E2E_SECRETS (100), E2E_GIT_RUNS (10), E2E_MICRO (a file with `cargo bench` output to include),
 E2E_SLOW_READER (100000000, bytes into a program that starts reading after 3 s),
 E2E_KEEP (1: keep the temp dir), E2E_KEYPORT (another keyport binary, e.g. to compare a change),
-E2E_STEPS (a comma-separated subset of: latency, session_start, git_clone, throughput,
-slow_reader, sessions_per_second, idle_sessions, after_idle), E2E_RESULTS (where the report goes; by default
+E2E_RELAY_TRANSFER (200M, bytes each way in the relay step), E2E_STEPS (a comma-separated
+subset of: latency, session_start, git_clone, throughput, slow_reader, relay,
+sessions_per_second, idle_sessions, after_idle), E2E_RESULTS (where the report goes; by default
 benches/RESULTS.md, or target/keyport-e2e-partial.md when E2E_STEPS or E2E_KEYPORT is set).
 """
 
@@ -52,9 +53,12 @@ IDLE_SESSIONS = int(os.environ.get("E2E_IDLE_SESSIONS", "1000"))
 SECRETS = int(os.environ.get("E2E_SECRETS", "100"))
 GIT_RUNS = int(os.environ.get("E2E_GIT_RUNS", "10"))
 SLOW_READER = os.environ.get("E2E_SLOW_READER", "100000000")
+RELAY_TRANSFER = os.environ.get("E2E_RELAY_TRANSFER", "200M")
 KEX = "curve25519-sha256"
 # aes256-gcm is not asked for by the issue; it is the AES-GCM that keyport offers by default.
 CIPHERS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com"]
+# The client's cipher on its leg in the relay step (keyport picks the upstream leg's own).
+RELAY_CIPHERS = ["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"]
 
 STARTED = time.monotonic()
 
@@ -299,6 +303,9 @@ class Bench:
             "UseDNS no",
             "PrintMotd no",
             "AcceptEnv LANG LC_* COLORTERM",
+            # What keyport sends a workspace's sshd in the relay step (else it reports the
+            # refused names on every relayed session's stderr).
+            "AcceptEnv KEYPORT_*",
             "Subsystem sftp internal-sftp",
             "LogLevel ERROR",
             # 16 parallel clients and 1,000 sessions opened 50 at a time: never drop a
@@ -423,6 +430,74 @@ class Bench:
             got = int(out.stdout) if out.stdout.strip().isdigit() else 0
             self.results[f"lost.{d.name}"] = size - got
             log(f"slow reader {d.name}: {got} of {size} bytes (exit {out.returncode})")
+
+    def relay(self):
+        """Relay mode: keyport user `bench0` through workspace `bench` (the sshd above, its
+        host key pinned, bench0's keyport key in its authorized_keys, sessions as the bench
+        account) against the same client straight to that sshd. `ssh true` latency and bulk
+        throughput both ways, the two interleaved; the rows are relayed ÷ direct."""
+        with open(self.path("sshd", "host_ed25519.pub")) as f:
+            host_key = f.read().strip()
+        self.keyport_cli(
+            "workspace", "add", "bench", "--address", f"127.0.0.1:{self.sshd.port}",
+            "--os-user", self.os_user, "--owner", "bench0", "--host-key", host_key,
+        )  # fmt: skip
+        relayed = Daemon("relayed", self.keyport.proc, self.keyport.port, "bench0:bench", self.client_key)
+        direct = Daemon("direct", self.sshd.proc, self.sshd.port, self.os_user, self.client_key)
+        # Relayed for real: it runs as the workspace login, with nothing to report.
+        out = subprocess.run(relayed.ssh('id -un; echo "$KEYPORT_WORKSPACE"'), env=self.env, stdin=subprocess.DEVNULL, capture_output=True)
+        if out.returncode != 0 or out.stdout.decode().split() != [self.os_user, "bench"]:
+            raise RuntimeError(f"relayed session: exit {out.returncode}: {out.stdout.decode()}{out.stderr.decode()}")
+        if out.stderr:
+            self.notes.append(f"relayed sessions printed on stderr: {out.stderr.decode().strip()}")
+        times = {"relayed": [], "direct": []}
+        for d in (relayed, direct):
+            for _ in range(3):
+                self.time_ssh(d.ssh("true"))
+        for _ in range(LATENCY_RUNS):
+            for d in (relayed, direct):
+                times[d.name].append(self.time_ssh(d.ssh("true")))
+        for name, t in times.items():
+            self.results[f"relay.lat50.{name}"] = statistics.median(t)
+            self.results[f"relay.lat95.{name}"] = percentile(t, 95)
+            log(f"relay latency {name}: p50 {statistics.median(t):.1f} ms, p95 {percentile(t, 95):.1f} ms")
+        size = transfer_bytes(RELAY_TRANSFER)
+        tick = os.sysconf("SC_CLK_TCK")
+
+        def cpu_seconds(pid):
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+
+        busy = wall = 0.0
+        for cipher in RELAY_CIPHERS:
+            for direction in ("up", "down"):
+                rates = {"relayed": [], "direct": []}
+                for _ in range(TRANSFER_REPS):
+                    for d in (relayed, direct):
+                        if direction == "up":
+                            ssh = shlex.join(d.ssh("cat > /dev/null", extra=("-c", cipher)))
+                            cmd = f"head -c {RELAY_TRANSFER} /dev/zero | {ssh}"
+                        else:
+                            ssh = shlex.join(d.ssh(f"head -c {RELAY_TRANSFER} /dev/zero", extra=("-c", cipher)))
+                            cmd = f"{ssh} | wc -c"
+                        cpu0, t0 = cpu_seconds(self.keyport.proc.pid), time.perf_counter()
+                        out = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], env=self.env, capture_output=True)
+                        elapsed = time.perf_counter() - t0
+                        if d is relayed:
+                            busy += cpu_seconds(self.keyport.proc.pid) - cpu0
+                            wall += elapsed
+                        if out.returncode != 0:
+                            raise RuntimeError(f"{cmd}: {out.stderr.decode()}")
+                        if direction == "down" and int(out.stdout) != size:
+                            raise RuntimeError(f"{cmd}: got {out.stdout.decode().strip()} bytes")
+                        rates[d.name].append(size / elapsed / 1e6)
+                for name, r in rates.items():
+                    self.results[f"relay.{direction}.{cipher}.{name}"] = max(r)
+                    log(f"relay {direction} {cipher} {name}: {', '.join(f'{x:.0f}' for x in r)} MB/s")
+        # Both legs' crypto in one process: how much of a core keyport took while relaying.
+        self.results["relay.cpu"] = 100 * busy / wall
+        log(f"keyport CPU during relayed transfers: {100 * busy / wall:.0f}% of one core")
 
     def sessions_per_second(self):
         for d in (self.keyport, self.sshd):
@@ -660,8 +735,8 @@ def main():
         bench.start_sshd()
         # The idle sessions grow the daemons' memory: they come last, then what that costs.
         steps = (bench.latency, bench.session_start, bench.git_clone, bench.throughput,
-                 bench.slow_reader, bench.sessions_per_second, bench.idle_sessions,
-                 bench.after_idle)  # fmt: skip
+                 bench.slow_reader, bench.relay, bench.sessions_per_second,
+                 bench.idle_sessions, bench.after_idle)  # fmt: skip
         chosen = os.environ.get("E2E_STEPS")
         for step in steps:
             if chosen and step.__name__ not in chosen.split(","):

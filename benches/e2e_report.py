@@ -33,6 +33,14 @@ def render(r, notes, cfg, micro_output):
         "",
         method(r, cfg),
     ]
+    if any(k.startswith("relay.") for k in r):
+        body += [
+            "## Relay mode: through keyport vs straight to the workspace's sshd",
+            "",
+            relay_table(r, cfg),
+            "",
+            relay_method(cfg),
+        ]
     micro = micro_section(micro_output) if micro_output else None
     if micro:
         body += ["## Micro benchmarks (`cargo bench --bench micro`, divan)", "", micro, ""]
@@ -136,6 +144,56 @@ def table(r, cfg):
     return "\n".join(lines)
 
 
+def relay_table(r, cfg):
+    """Rows of the relay step: relayed (client → keyport → sshd) ÷ direct (client → sshd)."""
+
+    def row(metric, key, target, limit=None, lower_better=False, fmt="{:.1f}"):
+        rel, direct = r.get(f"relay.{key}.relayed"), r.get(f"relay.{key}.direct")
+        rt = fmt.format(rel) if rel is not None else "n/a"
+        dt = fmt.format(direct) if direct is not None else "n/a"
+        ratio = f"{rel / direct:.2f}×" if rel is not None and direct else "—"
+        met = "—"
+        if limit is not None and rel is not None and direct:
+            ok = rel / direct <= limit if lower_better else rel / direct >= limit
+            met = "yes" if ok else "**no**"
+        return f"| {metric} | {rt} | {dt} | {ratio} | {target} | {met} |"
+
+    lines = [
+        "| metric | relayed | direct | ratio (relayed ÷ direct) | design target | met? |",
+        "|---|---:|---:|---:|---|---|",
+        row("`ssh HOST true` p50, ms", "lat50", "reported"),
+        row("`ssh HOST true` p95, ms", "lat95", "reported"),
+    ]
+    for cipher in cfg.RELAY_CIPHERS:
+        short = cipher.split("@")[0]
+        for direction, word in (("up", "upload"), ("down", "download")):
+            lines.append(
+                row(f"{word} {cfg.RELAY_TRANSFER}iB, client {short}, MB/s", f"{direction}.{cipher}",
+                    "≥ 0.9× direct", 0.9, fmt="{:.0f}")
+            )  # fmt: skip
+    if "relay.cpu" in r:
+        lines.append(
+            f"| keyport's CPU while relaying those transfers, % of one core (of {os.cpu_count()}) | "
+            f"{r['relay.cpu']:.0f} | — | — | reported | — |"
+        )
+    return "\n".join(lines)
+
+
+def relay_method(cfg):
+    return f"""\
+How it was measured: the sshd and the bench account above; workspace `bench` registered with
+`keyport workspace add bench --address 127.0.0.1:PORT --os-user ACCOUNT --owner bench0
+--host-key "$(cat host_ed25519.pub)"`, bench0's keyport key in the sshd's authorized_keys.
+Relayed: `ssh … bench0:bench@127.0.0.1 -p KEYPORT_PORT`; direct: `ssh … ACCOUNT@127.0.0.1 -p
+SSHD_PORT`, the same client key and options as above, interleaved. Latency: {cfg.LATENCY_RUNS}
+runs each after 3 warm-up runs (a relayed login is keyport's login plus keyport's own
+connection and login upstream). Throughput: `head -c {cfg.RELAY_TRANSFER} /dev/zero | ssh -c
+CIPHER HOST 'cat > /dev/null'` and `ssh -c CIPHER HOST 'head -c {cfg.RELAY_TRANSFER} /dev/zero' |
+wc -c`, best of {cfg.TRANSFER_REPS}, MB = 10^6 bytes; the cipher is the client's on its own leg,
+the upstream leg uses what keyport and sshd negotiate.
+"""
+
+
 def method(r, cfg):
     idle_k = r.get("idle_procs.keyport", (0, 0))
     idle_s = r.get("idle_procs.sshd", (0, 0))
@@ -173,7 +231,8 @@ How it was measured (all in one run, same OpenSSH client for both daemons):
   process), PSS from `/proc/PID/smaps_rollup` (shared pages split between the processes
   sharing them). Per session = (after − before) ÷ {cfg.IDLE_SESSIONS}. RSS before → after:
   keyport {rss_k[0]} → {rss_k[1]} KiB, sshd {rss_s[0]} → {rss_s[1]} KiB.
-- Order: latency, sessions on an open connection, git, throughput, sessions/s, idle sessions,
+- Order: latency, sessions on an open connection, git, throughput, slow reader, relay,
+  sessions/s, idle sessions,
   and last the sessions on an open connection again (keyport's RSS then:
   {r.get('rss_after.keyport', '?')} KiB), because the idle sessions leave a daemon larger.
 - Session on an open connection: one OpenSSH `ControlMaster` connection per case, then
