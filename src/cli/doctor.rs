@@ -76,13 +76,6 @@ impl Check {
 #[error("{0} of keyport doctor's checks failed")]
 pub struct DoctorFailed(pub usize);
 
-/// Where Debian's and Fedora's OpenSSH keep their sftp server: the list `src/ssh/process.rs`
-/// serves the `sftp` subsystem from. It is private to `crate::ssh`, so it is repeated here.
-const SFTP_SERVERS: &[&str] = &[
-    "/usr/lib/openssh/sftp-server",
-    "/usr/libexec/openssh/sftp-server",
-];
-
 /// Runs every check, prints a line for each, and fails if any failed.
 pub fn run(config: &Config) -> anyhow::Result<()> {
     let checks = checks(config);
@@ -314,7 +307,7 @@ fn master_key_check(dir: &Path, vault: &Vault) -> Check {
 
 /// `sftp-server`: what the `sftp` subsystem (and `scp`, which speaks sftp today) runs.
 fn sftp_check() -> Check {
-    match SFTP_SERVERS.iter().map(Path::new).find(|p| p.is_file()) {
+    match crate::ssh::sftp_server() {
         Some(path) => Check::new("sftp-server", Outcome::Ok, path.display().to_string()),
         None => Check::new(
             "sftp-server",
@@ -322,7 +315,7 @@ fn sftp_check() -> Check {
             format!(
                 "none of {} is installed: sftp and scp fail (Debian: apt-get install \
                  openssh-sftp-server)",
-                SFTP_SERVERS.join(", ")
+                crate::ssh::SFTP_SERVERS.join(", ")
             ),
         ),
     }

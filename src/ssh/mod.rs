@@ -39,7 +39,7 @@ pub mod sessiondir;
 mod terminal;
 
 pub use listen::run;
-pub use process::remember_limits;
+pub use process::{SFTP_SERVERS, remember_limits, sftp_server};
 
 pub use channel::{Asked, Control, Login, PtyRequest};
 pub use files::{Applied, Delivery, materialize, materialize_owner};

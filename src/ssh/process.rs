@@ -11,7 +11,7 @@ use russh::Sig;
 use crate::osuser::{self, OsUser, OsUserError};
 
 /// Where Debian's OpenSSH keeps its sftp server.
-const SFTP_SERVERS: &[&str] = &[
+pub const SFTP_SERVERS: &[&str] = &[
     "/usr/lib/openssh/sftp-server",
     "/usr/libexec/openssh/sftp-server",
 ];
