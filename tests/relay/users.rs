@@ -147,9 +147,12 @@ fn forty_concurrent_relayed_sessions_each_get_only_their_own_secrets() {
     let bob_login = r.others[0].name.clone();
     r.gw.grant("dev1", "bob", Some(&bob_login));
     r.sshd.authorize(&[&r.alice.public, &bob.public]);
+    // Each user's first sessions all create the same new directories upstream at once.
     for (member, who) in [(&r.alice, "alice"), (&bob, "bob")] {
         member.secret(json!({"name": "t", "value": format!("{who}-value"), "env": "GITHUB_TOKEN"}));
-        member.secret(json!({"name": "f", "value": format!("{who}-file"), "file": "~/.kp/t"}));
+        member.secret(
+            json!({"name": "f", "value": format!("{who}-file"), "file": "~/.kp/deep/er/t"}),
+        );
     }
     let gw = &r.gw;
     let (alice_login, ws_name) = (r.alice.login.clone(), r.ws.name.clone());
@@ -163,7 +166,7 @@ fn forty_concurrent_relayed_sessions_each_get_only_their_own_secrets() {
                 };
                 scope.spawn(move || {
                     let ran = run(gw.ssh(user, "dev1", &key).arg(
-                        "id -un; echo \"$KEYPORT_USER\"; echo \"$GITHUB_TOKEN\"; cat ~/.kp/t",
+                        "id -un; echo \"$KEYPORT_USER\"; echo \"$GITHUB_TOKEN\"; cat ~/.kp/deep/er/t",
                     ));
                     (user, login, ran)
                 })
