@@ -47,7 +47,11 @@ fn an_unwritable_target_is_told_recorded_and_not_counted_as_received() {
         return;
     }
     require_tool("useradd");
-    let (sb, daemon, _key, admin) = common::ssh_daemon(&[]);
+    // Served from a binary every account can run: the session uses the in-session CLI.
+    let sb = common::Sandbox::new();
+    sb.client_key("id_ed25519");
+    let daemon = sb.serve_public(&[]);
+    let admin = common::Http::new(&daemon.url, Some(&sb.bootstrap_token()));
     let account = OsAccount::create("kpd");
     let (login, api) = keyport_user(&sb, &daemon, &admin, "nf", &account);
     // A directory only root could create: the account's own permissions say no.
@@ -79,6 +83,30 @@ fn an_unwritable_target_is_told_recorded_and_not_counted_as_received() {
             .contains("ermission denied"),
         "{delivery}"
     );
+    // The in-session CLI, with no login: the table and `secret check` say what failed.
+    let out = daemon
+        .ssh("nf", &login)
+        .arg("keyport secret list; keyport secret check; echo rc=$?")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        common::output::stderr(&out)
+    );
+    assert!(
+        said.contains("FAILED (") && said.contains("DELIVERED"),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!(
+            "blocked: not written to {target} (account {}",
+            account.name
+        )),
+        "{said}"
+    );
+    assert!(said.contains("rc=1"), "{said}");
     let starts = admin.audit_rows("session.start");
     let start = starts
         .iter()

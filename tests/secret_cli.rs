@@ -321,9 +321,9 @@ fn each_kind_of_failure_has_its_exit_code() {
     );
     assert_eq!(code(&["secret", "delete", "zz", "-y"]), Some(3));
     assert_eq!(
-        code(&["secret", "delete", "a"]),
-        Some(2),
-        "not confirmed without a terminal"
+        code(&["secret", "delete", "zz"]),
+        Some(3),
+        "no terminal, no question"
     );
     assert_eq!(code(&["secret", "bogus"]), Some(2), "usage");
     let with_env = |k: &str, v: &str, args: &[&str]| {
@@ -482,4 +482,62 @@ fn login_tokens_and_keys_through_the_cli() {
     let now = ok(&sb, &["key", "show", "-o", "json"], None);
     assert_ne!(before, now);
     assert!(now.contains("ecdsa-p256"));
+}
+
+#[test]
+fn coder_habits_work_as_coders_docs_write_them() {
+    let (sb, _daemon) = started();
+    for name in ["api-key", "other", "x"] {
+        ok(
+            &sb,
+            &[
+                "secret",
+                "create",
+                name,
+                "--env",
+                &name.to_uppercase().replace('-', "_"),
+            ],
+            Some(b"v"),
+        );
+    }
+    // `coder secret delete NAME` in a script: no terminal, no question; a "y" piped is fine.
+    ok(&sb, &["secret", "delete", "api-key"], Some(b"y\n"));
+    ok(&sb, &["secret", "delete", "other"], None);
+    let listed = ok(&sb, &["secret", "list"], None);
+    assert!(
+        !listed.contains("api-key") && !listed.contains("other"),
+        "{listed}"
+    );
+    // Clearing the last target: stored, not injected, and said so.
+    let out = cli(&sb, &["secret", "update", "x", "--env", ""], None);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("stored, but not injected") && text(&out).contains("disabled"),
+        "{}",
+        text(&out)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&sb, &["secret", "list", "x", "-o", "json"], None)).unwrap();
+    assert_eq!(json[0]["enabled"], false, "{json}");
+    // Timestamps as the table shows them, RFC 3339.
+    let updated = json[0]["updated_at"].as_str().unwrap();
+    assert!(
+        updated.len() >= 20 && updated.ends_with('Z') && updated.contains('T'),
+        "{updated}"
+    );
+    // Errors name the CLI's flags, not the API's fields.
+    let out = cli(&sb, &["secret", "update", "x"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let said = text(&out);
+    assert!(
+        said.contains("--value") && said.contains("--enable"),
+        "{said}"
+    );
+    assert!(!said.contains("body:"), "{said}");
+    let out = cli(&sb, &["secret", "update", "x", "--enable"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("--enable: "), "{}", text(&out));
+    // Nothing failed to deliver: check says so.
+    let out = ok(&sb, &["secret", "check"], None);
+    assert!(out.contains("every file secret was delivered"), "{out}");
 }

@@ -90,17 +90,22 @@ const EXAMPLES: &[(&str, &str)] = &[
     (
         "secret update",
         "  keyport secret update gh --value ghp_yyy        # the next session sees it
-  keyport secret update gh --env \"\" --disable        # \"\" clears a target
+  keyport secret update gh --env \"\"                  # \"\" clears; the last one: stored, disabled
   keyport secret update npmrc --file ~/.config/npmrc",
     ),
     (
         "secret list",
-        "  keyport secret list                    # NAME ENV FILE ENABLED UPDATED DESCRIPTION
+        "  keyport secret list                    # NAME ENV FILE ENABLED DELIVERED UPDATED DESCRIPTION
   keyport secret list gh -o json         # one secret's metadata; never its value",
     ),
     (
         "secret delete",
-        "  keyport secret delete npmrc -y         # ~/.npmrc goes at the next session",
+        "  keyport secret delete npmrc            # asks on a terminal; scripts need no -y
+  keyport secret delete npmrc -y         # ~/.npmrc goes at the next session",
+    ),
+    (
+        "secret check",
+        "  keyport secret check                   # file secrets that could not be written, and why",
     ),
     (
         "secret import",

@@ -64,9 +64,34 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
 }
 
 /// Prints `value` as pretty JSON.
+///
+/// Timestamps (`at` and `*_at` fields, ms since the epoch in the API) are printed as RFC 3339,
+/// as the tables show them: `"updated_at": "2026-12-02T01:02:25.123Z"`.
 pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    let mut value = serde_json::to_value(value)?;
+    rfc3339_times(&mut value);
+    println!("{}", serde_json::to_string_pretty(&value)?);
     Ok(())
+}
+
+/// Rewrites every timestamp field in `value` (any depth) from ms to RFC 3339.
+fn rfc3339_times(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, field) in map.iter_mut() {
+                let stamp = key == "at" || key.ends_with("_at");
+                match field.as_i64() {
+                    Some(ms) if stamp => {
+                        let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+                        *field = humantime::format_rfc3339_millis(t).to_string().into();
+                    }
+                    _ => rfc3339_times(field),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(rfc3339_times),
+        _ => {}
+    }
 }
 
 /// A timestamp (ms since the epoch) as RFC 3339, to the second.
@@ -99,6 +124,19 @@ pub fn confirm(question: &str, yes: bool) -> anyhow::Result<()> {
         ))
         .into());
     }
+    ask(question)
+}
+
+/// Asks on a terminal; without one (a script, a pipe) goes ahead, as `coder secret delete`
+/// does — `-y` still skips the question.
+pub fn confirm_if_terminal(question: &str, yes: bool) -> anyhow::Result<()> {
+    if yes || !std::io::stdin().is_terminal() {
+        return Ok(());
+    }
+    ask(question)
+}
+
+fn ask(question: &str) -> anyhow::Result<()> {
     eprint!("{question} [y/N] ");
     std::io::stderr().flush()?;
     let mut answer = String::new();

@@ -1,5 +1,6 @@
-//! `keyport secret create|update|list|delete|import`: the user's secrets, over the API.
-//! Values go in verbatim (from `--value` or stdin) and never come back out.
+//! `keyport secret create|update|list|delete|import|check`: the user's secrets, over the API.
+//! Values go in verbatim (from `--value` or stdin) and never come back out. Errors name this
+//! command's flags (`--value`, `--enable`), not the API's field names.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -29,7 +30,8 @@ pub enum SecretCommand {
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
         output: Format,
     },
-    /// Delete a secret (its files are removed at the next session if unchanged).
+    /// Delete a secret (its files are removed at the next session if unchanged). Asks on a
+    /// terminal; without one it goes ahead.
     Delete {
         /// Secret name.
         name: String,
@@ -37,6 +39,8 @@ pub enum SecretCommand {
         #[arg(short = 'y', long)]
         yes: bool,
     },
+    /// List file secrets whose last delivery failed, with the reason (exit 1 if any).
+    Check,
     /// Import a dotenv or JSON file: checked here first, then all secrets created or none.
     Import {
         /// The file, or - for stdin.
@@ -112,11 +116,14 @@ pub fn run(cmd: SecretCommand) -> anyhow::Result<()> {
         SecretCommand::List { name, output } => list(name, output),
         SecretCommand::Delete { name, yes } => {
             let client = Client::from_env()?;
-            output::confirm(&format!("delete secret {name}?"), yes)?;
-            client.delete(&format!("users/me/secrets/{}", segment(&name)))?;
+            output::confirm_if_terminal(&format!("delete secret {name}?"), yes)?;
+            client
+                .delete(&format!("users/me/secrets/{}", segment(&name)))
+                .map_err(flagged)?;
             println!("deleted secret {name}");
             Ok(())
         }
+        SecretCommand::Check => check(),
         SecretCommand::Import { file, format } => import_file(&file, format),
     }
 }
@@ -142,7 +149,9 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
         "file": spec.file,
         "enabled": spec.enabled,
     });
-    let meta: SecretMeta = client.send("POST", "users/me/secrets", &body)?;
+    let meta: SecretMeta = client
+        .send("POST", "users/me/secrets", &body)
+        .map_err(flagged)?;
     println!("created secret {}", describe(&meta));
     Ok(())
 }
@@ -184,9 +193,18 @@ fn update(args: UpdateArgs) -> anyhow::Result<()> {
         body.insert("enabled".into(), enabled.into());
     }
     let path = format!("users/me/secrets/{}", segment(&args.name));
-    let meta: SecretMeta = client.send("PATCH", &path, &body)?;
+    let meta: SecretMeta = client.send("PATCH", &path, &body).map_err(flagged)?;
     println!("updated secret {}", describe(&meta));
-    if !meta.enabled && (meta.env.is_some() || meta.file.is_some()) {
+    let cleared = [&args.env, &args.file]
+        .iter()
+        .any(|f| f.as_deref() == Some(""));
+    if cleared && meta.env.is_none() && meta.file.is_none() {
+        eprintln!(
+            "note: secret {} is stored, but not injected: it has no target now and is \
+             disabled (give --env or --file, and --enable)",
+            meta.name
+        );
+    } else if !meta.enabled && (meta.env.is_some() || meta.file.is_some()) {
         eprintln!(
             "note: secret {} is disabled; --enable to inject it",
             meta.name
@@ -198,15 +216,34 @@ fn update(args: UpdateArgs) -> anyhow::Result<()> {
 fn list(name: Option<String>, output: Format) -> anyhow::Result<()> {
     let client = Client::from_env()?;
     let secrets: Vec<SecretMeta> = match &name {
-        Some(name) => vec![client.get(&format!("users/me/secrets/{}", segment(name)))?],
-        None => client.get("users/me/secrets")?,
+        // The listing carries deliveries; one secret is picked from it.
+        Some(name) => {
+            let all: Vec<SecretMeta> = client.get("users/me/secrets").map_err(flagged)?;
+            match all.into_iter().find(|s| s.name == *name) {
+                Some(one) => vec![one],
+                None => vec![
+                    client
+                        .get(&format!("users/me/secrets/{}", segment(name)))
+                        .map_err(flagged)?,
+                ],
+            }
+        }
+        None => client.get("users/me/secrets").map_err(flagged)?,
     };
     match output {
         Format::Json => output::print_json(&secrets),
         Format::Table => {
             let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
             output::print_table(
-                &["NAME", "ENV", "FILE", "ENABLED", "UPDATED", "DESCRIPTION"],
+                &[
+                    "NAME",
+                    "ENV",
+                    "FILE",
+                    "ENABLED",
+                    "DELIVERED",
+                    "UPDATED",
+                    "DESCRIPTION",
+                ],
                 &secrets
                     .iter()
                     .map(|s| {
@@ -215,6 +252,7 @@ fn list(name: Option<String>, output: Format) -> anyhow::Result<()> {
                             dash(&s.env),
                             dash(&s.file),
                             if s.enabled { "yes" } else { "no" }.into(),
+                            delivered(s),
                             output::time(s.updated_at),
                             s.description.clone(),
                         ]
@@ -223,6 +261,104 @@ fn list(name: Option<String>, output: Format) -> anyhow::Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+/// A file secret's last delivery, for the table: `written`, `FAILED (why)`, per place when
+/// there are several; `-` for a secret never delivered as a file.
+fn delivered(secret: &SecretMeta) -> String {
+    let one = |d: &crate::secrets::DeliveryMeta| match (&*d.outcome, &d.reason) {
+        ("failed", Some(why)) => format!("FAILED ({why})"),
+        ("failed", None) => "FAILED".to_string(),
+        (outcome, _) => outcome.to_string(),
+    };
+    match secret.deliveries.as_slice() {
+        [] => "-".into(),
+        [only] => one(only),
+        many => many
+            .iter()
+            .map(|d| format!("{}: {}", d.place, one(d)))
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
+}
+
+/// `secret check`: the file secrets whose last delivery failed.
+fn check() -> anyhow::Result<()> {
+    let client = Client::from_env()?;
+    let secrets: Vec<SecretMeta> = client.get("users/me/secrets").map_err(flagged)?;
+    let mut failed = 0;
+    for secret in &secrets {
+        for d in secret.deliveries.iter().filter(|d| d.outcome == "failed") {
+            failed += 1;
+            println!(
+                "{}: not written to {} (account {}, {}): {}",
+                secret.name,
+                d.path,
+                d.place,
+                output::time(d.at),
+                d.reason.as_deref().unwrap_or("unknown reason")
+            );
+        }
+    }
+    if failed == 0 {
+        println!("every file secret was delivered at its last session");
+        return Ok(());
+    }
+    Err(anyhow::anyhow!(
+        "{failed} file secret deliveries failed (fix the target, or --file elsewhere)"
+    ))
+}
+
+/// The API's field names in an error, as this command's flags.
+fn flag(field: &str) -> String {
+    match field {
+        "value" | "value_base64" => "--value".into(),
+        "description" => "--description".into(),
+        "env" => "--env".into(),
+        "file" => "--file".into(),
+        "enabled" => "--enable".into(),
+        "name" => "NAME".into(),
+        "body" => "flags".into(),
+        other => other.into(),
+    }
+}
+
+/// A rule, in the CLI's words.
+fn in_cli_words(v: Violation) -> Violation {
+    let detail = v.detail.replace(
+        "give at least one of value, description, env, file, enabled",
+        "give at least one of --value (or stdin), --description, --env, --file, --enable, \
+         --disable",
+    );
+    Violation {
+        field: flag(&v.field).into(),
+        detail,
+    }
+}
+
+/// An API error, its rules named by this command's flags.
+fn flagged(e: crate::client::ClientError) -> anyhow::Error {
+    match e {
+        crate::client::ClientError::Api {
+            status,
+            validations,
+            ..
+        } if !validations.is_empty() => {
+            let validations: Vec<Violation> = validations.into_iter().map(in_cli_words).collect();
+            let message = validations
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            crate::client::ClientError::Api {
+                status,
+                message,
+                validations,
+            }
+            .into()
+        }
+        other => other.into(),
     }
 }
 
@@ -256,6 +392,7 @@ fn local_check(problems: Vec<Violation>) -> anyhow::Result<()> {
     if problems.is_empty() {
         Ok(())
     } else {
+        let problems = problems.into_iter().map(in_cli_words).collect();
         Err(VaultError::Invalid(problems).into())
     }
 }

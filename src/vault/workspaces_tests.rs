@@ -251,12 +251,17 @@ fn announced_keys_are_added_once_and_audited() {
     assert!(vault.add_workspace_host_key(ws, KEY2).expect("new"));
     assert!(!vault.add_workspace_host_key(ws, KEY2).expect("again"));
     let info = vault.workspace("dev1").expect("show");
-    let keys: Vec<(&str, &str)> = info
+    // Listed by when they were added, then by fingerprint: within one millisecond the order
+    // is the fingerprints'.
+    let mut keys: Vec<(&str, &str)> = info
         .host_keys
         .iter()
         .map(|k| (k.fingerprint.as_str(), k.source.as_str()))
         .collect();
-    assert_eq!(keys, [(FP1, "pinned"), (FP2, "announced")]);
+    keys.sort_unstable();
+    let mut want = [(FP1, "pinned"), (FP2, "announced")];
+    want.sort_unstable();
+    assert_eq!(keys, want);
     let events = vault.audit_events(None, 0).expect("audit");
     let added: Vec<_> = events
         .iter()
@@ -331,12 +336,15 @@ fn pinning_replaces_every_key_in_one_audited_change() {
     let change = vault
         .pin_workspace_host_keys(&actor, "dev1", &keys, HostKeySource::Scan)
         .expect("pin");
-    let replaced: Vec<&str> = change
+    let mut replaced: Vec<&str> = change
         .replaced
         .iter()
         .map(|k| k.fingerprint.as_str())
         .collect();
-    assert_eq!(replaced, [FP1, FP2]);
+    replaced.sort_unstable();
+    let mut want = [FP1, FP2];
+    want.sort_unstable();
+    assert_eq!(replaced, want);
     let now: Vec<(&str, &str)> = change
         .workspace
         .host_keys
@@ -356,9 +364,14 @@ fn pinning_replaces_every_key_in_one_audited_change() {
         .filter(|e| e.action == "workspace.pinned")
         .collect();
     assert_eq!(pinned.len(), 1, "one event, for the change that landed");
+    let mut detail = pinned[0].detail.clone();
+    let old = detail["old_host_keys"].as_array_mut().expect("old keys");
+    old.sort_unstable_by(|a, b| a.as_str().cmp(&b.as_str()));
+    let mut want_old = [FP1, FP2];
+    want_old.sort_unstable();
     assert_eq!(
-        pinned[0].detail,
-        json!({ "workspace": "dev1", "old_host_keys": [FP1, FP2], "new_host_keys": [FP2],
+        detail,
+        json!({ "workspace": "dev1", "old_host_keys": want_old, "new_host_keys": [FP2],
                 "source": "scan" })
     );
 }
