@@ -345,9 +345,17 @@ async fn make_dirs(sftp: &RawSftpSession, dir: &str) -> Result<(), String> {
             permissions: Some(0o700),
             ..FileAttributes::empty()
         };
-        sftp.mkdir(at.clone(), attrs)
-            .await
-            .map_err(|e| format!("cannot create {at}: {e}"))?;
+        if let Err(e) = sftp.mkdir(at.clone(), attrs).await {
+            // Another session of the same login may have made it meanwhile.
+            let made = sftp.stat(at.clone()).await.ok();
+            if !made.is_some_and(|a| {
+                a.attrs
+                    .permissions
+                    .is_some_and(|p| p & 0o170_000 == 0o040_000)
+            }) {
+                return Err(format!("cannot create {at}: {e}"));
+            }
+        }
     }
     Ok(())
 }

@@ -6,26 +6,27 @@
 //! runs: an upstream channel instead of a local process.
 //!
 //! # Layout
-//! - `mod.rs`: the connection's link to its workspace, upstream failures and their hold.
+//! - `mod.rs`: upstream failures, their messages and their hold.
+//! - `link.rs`: a client connection's link to its workspace; each channel's upstream open.
 //! - `upstream.rs`: the russh client leg: host key pins, login signed in the vault, agent.
 //! - `session.rs`: one relayed session channel: env, pty, agent, program, then both pumps.
 //! - `files.rs`: file secrets written upstream over SFTP, with the local ledger's rules.
 //! - `scan.rs`: reading a workspace's host key once, for an admin to pin.
 
 mod files;
+mod link;
 pub mod scan;
 mod session;
 mod upstream;
 
+pub use link::{Link, Opened, open};
 pub use session::{Start, run};
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::config::RelaySettings;
-use crate::vault::Route;
-use upstream::Upstream;
 
 /// Why a relayed session could not reach its workspace; `Display` is the line the client's
 /// stderr gets (after `keyport: `).
@@ -183,48 +184,6 @@ impl Relay {
         Self {
             settings,
             holds: Holds::default(),
-        }
-    }
-}
-
-/// A client connection's way to its workspace: the route, once looked up, and the one
-/// upstream connection its channels share.
-pub struct Link {
-    /// What the user typed after `:`.
-    pub workspace: String,
-    state: tokio::sync::Mutex<Option<Linked>>,
-}
-
-struct Linked {
-    route: Route,
-    upstream: Arc<Upstream>,
-}
-
-impl Drop for Link {
-    /// The client connection is gone: so is its upstream connection (its agent channels and
-    /// any channel still open there would otherwise keep it alive).
-    fn drop(&mut self) {
-        let Some(linked) = self.state.get_mut().take() else {
-            return;
-        };
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = linked
-                    .upstream
-                    .handle
-                    .disconnect(russh::Disconnect::ByApplication, "client left", "en")
-                    .await;
-            });
-        }
-    }
-}
-
-impl Link {
-    /// A link to `workspace`, not connected yet (the first session channel connects).
-    pub fn new(workspace: String) -> Self {
-        Self {
-            workspace,
-            state: tokio::sync::Mutex::new(None),
         }
     }
 }

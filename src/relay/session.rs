@@ -23,12 +23,12 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
-use super::upstream::{self, Upstream};
-use super::{Link, Linked, RelayError};
+use super::RelayError;
+use super::link::{Link, Opened, Ready};
 use crate::agent::{SessionAgent, SignLimit};
 use crate::secrets::env::{EnvInputs, compose_env};
 use crate::ssh::{Asked, Control, Login, PtyRequest, SshContext};
-use crate::vault::{Actor, Route};
+use crate::vault::Actor;
 
 /// A session channel whose program runs on the workspace.
 pub struct Start {
@@ -42,6 +42,8 @@ pub struct Start {
     pub login: Arc<Login>,
     /// The connection's way to its workspace.
     pub link: Arc<Link>,
+    /// The upstream channel opened for this one before the client's open was answered.
+    pub opened: Opened,
     /// The client's pty request, if any.
     pub pty: Option<PtyRequest>,
     /// Client env keyport accepted.
@@ -60,19 +62,18 @@ pub async fn run(start: Start) {
     let id = start.channel.id();
     let (rx, tx) = start.channel.split();
     let ctx = start.ctx.clone();
-    let ready = set_up(
-        &start.ctx,
-        &start.login,
-        &start.link,
-        session,
-        Asks {
-            pty: start.pty.as_ref(),
-            client_env: &start.client_env,
-            agent_forward: start.agent_forward.then(|| start.handle.clone()),
-            program: &start.program,
-        },
-    )
-    .await;
+    let asks = Asks {
+        pty: start.pty.as_ref(),
+        client_env: &start.client_env,
+        agent_forward: start.agent_forward.then(|| start.handle.clone()),
+        program: &start.program,
+    };
+    let ready = match start.opened {
+        Opened::Ready(ready) => set_up(&start.ctx, &start.login, *ready, session, asks).await,
+        Opened::Failed(e) => Err(e),
+        // The client's open was refused: there is no channel to run.
+        Opened::Refused(_) => return,
+    };
     let (up, notices) = match ready {
         Ok(ready) => ready,
         Err(e) => {
@@ -121,11 +122,15 @@ struct Asks<'a> {
 async fn set_up(
     ctx: &Arc<SshContext>,
     login: &Arc<Login>,
-    link: &Link,
+    ready: Ready,
     session: u64,
     asks: Asks<'_>,
 ) -> Result<(Channel<russh::client::Msg>, Vec<String>), RelayError> {
-    let (route, upstream) = linked(ctx, login, link).await?;
+    let Ready {
+        route,
+        upstream,
+        channel,
+    } = ready;
     let who = login.session_user();
     let reader = who.clone();
     let (secrets, names) = ctx
@@ -136,10 +141,6 @@ async fn set_up(
         })
         .await
         .map_err(|e| RelayError::Other(format!("cannot read your secrets: {e}")))?;
-    let channel =
-        upstream.handle.channel_open_session().await.map_err(|e| {
-            RelayError::Other(format!("the workspace's sshd refused a session: {e}"))
-        })?;
     let mut notices = super::files::write(ctx, &upstream, &route, &who, &secrets).await;
 
     let keyport = vec![
@@ -277,64 +278,6 @@ async fn set_up(
     });
     audit(ctx, &login.user, "relay.start", detail);
     Ok((channel, notices))
-}
-
-/// The link's route and upstream connection: connects on first use, unless the user's
-/// upstream keeps failing lately.
-async fn linked(
-    ctx: &Arc<SshContext>,
-    login: &Arc<Login>,
-    link: &Link,
-) -> Result<(Route, Arc<Upstream>), RelayError> {
-    let mut state = link.state.lock().await;
-    if let Some(linked) = state.as_ref() {
-        return Ok((linked.route.clone(), linked.upstream.clone()));
-    }
-    let (user_id, name) = (login.user_id, link.workspace.clone());
-    let route = ctx
-        .vault
-        .call(move |v| v.workspace_route(user_id, &name))
-        .await
-        .map_err(|e| RelayError::Other(format!("cannot look up the workspace: {e}")))?
-        .ok_or_else(|| RelayError::NoWorkspace {
-            workspace: link.workspace.clone(),
-            user: login.user.clone(),
-        })?;
-    let relay = &ctx.relay;
-    let key = (login.user_id, route.workspace_id);
-    if let Some(held) = relay.holds.held(key, &route.host_keys, &relay.settings) {
-        return Err(held);
-    }
-    let who = login.session_user();
-    let dial = upstream::Dial {
-        vault: &ctx.vault,
-        route: &route,
-        user: &who,
-        timeout: std::time::Duration::from_secs(relay.settings.connect_timeout_secs),
-        keepalive: (relay.settings.keepalive_secs > 0)
-            .then(|| std::time::Duration::from_secs(relay.settings.keepalive_secs)),
-        window: ctx.channel_window,
-    };
-    let (upstream, announced) = match upstream::connect(dial).await {
-        Ok(connected) => connected,
-        Err(e) => {
-            relay.holds.failed(key, &route.host_keys, &e);
-            return Err(e);
-        }
-    };
-    relay.holds.succeeded(key);
-    let upstream = Arc::new(upstream);
-    ctx.tasks.spawn(upstream::learn_host_keys(
-        Arc::downgrade(&upstream),
-        announced,
-        ctx.vault.clone(),
-        route.workspace_id,
-    ));
-    *state = Some(Linked {
-        route: route.clone(),
-        upstream: upstream.clone(),
-    });
-    Ok((route, upstream))
 }
 
 fn lost(e: &russh::Error) -> RelayError {

@@ -101,14 +101,15 @@ impl Drop for ActiveSession {
     }
 }
 
-/// Runs one session channel to its end: here, or on the login's workspace (`link`).
+/// Runs one session channel to its end: here, or on the login's workspace (`relayed`: its
+/// link, and the upstream channel opened for this one).
 pub async fn run(
     mut channel: Channel<Msg>,
     handle: Handle,
     ctx: Arc<SshContext>,
     login: Arc<Login>,
     control: mpsc::Receiver<Control>,
-    link: Option<Arc<crate::relay::Link>>,
+    relayed: Option<(Arc<crate::relay::Link>, crate::relay::Opened)>,
 ) {
     let mut pty = None;
     let mut client_env = Vec::new();
@@ -159,7 +160,7 @@ pub async fn run(
             Some(ChannelMsg::RequestShell { .. }) => break Asked::Shell,
             // A workspace's sshd decides which subsystems it has.
             Some(ChannelMsg::RequestSubsystem { name, .. })
-                if link.is_some() || (name == "sftp" && process::sftp_server().is_some()) =>
+                if relayed.is_some() || (name == "sftp" && process::sftp_server().is_some()) =>
             {
                 break Asked::Subsystem(name);
             }
@@ -167,13 +168,14 @@ pub async fn run(
             Some(_) => {}
         }
     };
-    if let Some(link) = link {
+    if let Some((link, opened)) = relayed {
         let start = crate::relay::Start {
             channel,
             handle,
             ctx,
             login,
             link,
+            opened,
             pty,
             client_env,
             agent_forward,

@@ -238,6 +238,8 @@ impl russh::server::Handler for Connection {
         let Some(login) = self.login.clone() else {
             return Ok(()); // dropping `reply` refuses the channel
         };
+        // A relayed channel whose upstream open was refused never ran: it does not count.
+        self.channels.retain(|_, c| !c.control.is_closed());
         if self.channels.len() >= self.ctx.max_sessions {
             // sshd's MaxSessions: the open is refused, the connection goes on.
             debug!(
@@ -256,7 +258,6 @@ impl russh::server::Handler for Connection {
             return Ok(());
         }
         let id = channel.id();
-        reply.accept().await;
         let (control, requests) = mpsc::channel(CONTROL_QUEUE);
         self.channels.insert(
             id,
@@ -271,14 +272,25 @@ impl russh::server::Handler for Connection {
         );
         let handle = session.handle();
         let ctx = self.ctx.clone();
-        self.ctx.tasks.spawn(channel::run(
-            channel,
-            handle,
-            ctx,
-            login,
-            requests,
-            self.link.clone(),
-        ));
+        let Some(link) = self.link.clone() else {
+            reply.accept().await;
+            self.ctx
+                .tasks
+                .spawn(channel::run(channel, handle, ctx, login, requests, None));
+            return Ok(());
+        };
+        // The upstream channel first (in the channel's task: the callback must not wait on
+        // the network); the client's open is answered as the workspace's sshd answered.
+        self.ctx.tasks.spawn(async move {
+            let opened = crate::relay::open(&ctx, &login, &link).await;
+            if let crate::relay::Opened::Refused(reason) = opened {
+                debug!(user = %login.user, workspace = %link.workspace, ?reason, "the workspace refused a session channel");
+                reply.reject(reason).await;
+                return;
+            }
+            reply.accept().await;
+            channel::run(channel, handle, ctx, login, requests, Some((link, opened))).await;
+        });
         Ok(())
     }
 

@@ -1,0 +1,150 @@
+//! A client connection's way to its workspace: the route, looked up once, and the one
+//! upstream connection its channels share; and, for each session channel, the upstream
+//! channel opened *before* the client's open is answered, so an sshd that refuses a session
+//! (`MaxSessions`) refuses the client's too — OpenSSH's mux client then opens a connection of
+//! its own, as it does against sshd.
+
+use std::sync::Arc;
+
+use russh::{Channel, ChannelOpenFailure};
+
+use super::RelayError;
+use super::upstream::{self, Upstream};
+use crate::ssh::{Login, SshContext};
+use crate::vault::Route;
+
+/// A client connection's way to its workspace: the route, once looked up, and the one
+/// upstream connection its channels share.
+pub struct Link {
+    /// What the user typed after `:`.
+    pub workspace: String,
+    state: tokio::sync::Mutex<Option<Linked>>,
+}
+
+struct Linked {
+    route: Route,
+    upstream: Arc<Upstream>,
+}
+
+impl Drop for Link {
+    /// The client connection is gone: so is its upstream connection (its agent channels and
+    /// any channel still open there would otherwise keep it alive).
+    fn drop(&mut self) {
+        let Some(linked) = self.state.get_mut().take() else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = linked
+                    .upstream
+                    .handle
+                    .disconnect(russh::Disconnect::ByApplication, "client left", "en")
+                    .await;
+            });
+        }
+    }
+}
+
+impl Link {
+    /// A link to `workspace`, not connected yet (the first session channel connects).
+    pub fn new(workspace: String) -> Self {
+        Self {
+            workspace,
+            state: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+/// A session channel's upstream side, before the client is answered.
+pub enum Opened {
+    /// The upstream channel is open.
+    Ready(Box<Ready>),
+    /// The workspace could not be reached: the client's channel is accepted, to be told why.
+    Failed(RelayError),
+    /// The workspace's sshd refused the channel: the client's open is refused alike.
+    Refused(ChannelOpenFailure),
+}
+
+/// An open upstream channel, and what it runs on.
+pub struct Ready {
+    pub(super) route: Route,
+    pub(super) upstream: Arc<Upstream>,
+    pub(super) channel: Channel<russh::client::Msg>,
+}
+
+/// Connects the link if it is not yet, and opens an upstream session channel.
+pub async fn open(ctx: &Arc<SshContext>, login: &Arc<Login>, link: &Link) -> Opened {
+    let (route, upstream) = match linked(ctx, login, link).await {
+        Ok(linked) => linked,
+        Err(e) => return Opened::Failed(e),
+    };
+    match upstream.handle.channel_open_session().await {
+        Ok(channel) => Opened::Ready(Box::new(Ready {
+            route,
+            upstream,
+            channel,
+        })),
+        Err(russh::Error::ChannelOpenFailure(reason)) => Opened::Refused(reason),
+        Err(e) => Opened::Failed(RelayError::Other(format!(
+            "the workspace's sshd connection was lost: {e}"
+        ))),
+    }
+}
+
+/// The link's route and upstream connection: connects on first use, unless the user's
+/// upstream keeps failing lately.
+async fn linked(
+    ctx: &Arc<SshContext>,
+    login: &Arc<Login>,
+    link: &Link,
+) -> Result<(Route, Arc<Upstream>), RelayError> {
+    let mut state = link.state.lock().await;
+    if let Some(linked) = state.as_ref() {
+        return Ok((linked.route.clone(), linked.upstream.clone()));
+    }
+    let (user_id, name) = (login.user_id, link.workspace.clone());
+    let route = ctx
+        .vault
+        .call(move |v| v.workspace_route(user_id, &name))
+        .await
+        .map_err(|e| RelayError::Other(format!("cannot look up the workspace: {e}")))?
+        .ok_or_else(|| RelayError::NoWorkspace {
+            workspace: link.workspace.clone(),
+            user: login.user.clone(),
+        })?;
+    let relay = &ctx.relay;
+    let key = (login.user_id, route.workspace_id);
+    if let Some(held) = relay.holds.held(key, &route.host_keys, &relay.settings) {
+        return Err(held);
+    }
+    let who = login.session_user();
+    let dial = upstream::Dial {
+        vault: &ctx.vault,
+        route: &route,
+        user: &who,
+        timeout: std::time::Duration::from_secs(relay.settings.connect_timeout_secs),
+        keepalive: (relay.settings.keepalive_secs > 0)
+            .then(|| std::time::Duration::from_secs(relay.settings.keepalive_secs)),
+        window: ctx.channel_window,
+    };
+    let (upstream, announced) = match upstream::connect(dial).await {
+        Ok(connected) => connected,
+        Err(e) => {
+            relay.holds.failed(key, &route.host_keys, &e);
+            return Err(e);
+        }
+    };
+    relay.holds.succeeded(key);
+    let upstream = Arc::new(upstream);
+    ctx.tasks.spawn(upstream::learn_host_keys(
+        Arc::downgrade(&upstream),
+        announced,
+        ctx.vault.clone(),
+        route.workspace_id,
+    ));
+    *state = Some(Linked {
+        route: route.clone(),
+        upstream: upstream.clone(),
+    });
+    Ok((route, upstream))
+}
