@@ -469,7 +469,14 @@ class Bench:
                 fields = f.read().rsplit(")", 1)[1].split()
             return (int(fields[11]) + int(fields[12])) / tick  # utime + stime
 
+        def machine_busy():
+            # All CPUs' busy and total jiffies (/proc/stat's first line): idle + iowait are idle.
+            with open("/proc/stat") as f:
+                v = [int(x) for x in f.readline().split()[1:]]
+            return sum(v) - v[3] - v[4], sum(v)
+
         busy = wall = 0.0
+        machine = {"relayed": [0, 0], "direct": [0, 0]}
         for cipher in RELAY_CIPHERS:
             for direction in ("up", "down"):
                 rates = {"relayed": [], "direct": []}
@@ -482,8 +489,12 @@ class Bench:
                             ssh = shlex.join(d.ssh(f"head -c {RELAY_TRANSFER} /dev/zero", extra=("-c", cipher)))
                             cmd = f"{ssh} | wc -c"
                         cpu0, t0 = cpu_seconds(self.keyport.proc.pid), time.perf_counter()
+                        m0 = machine_busy()
                         out = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], env=self.env, capture_output=True)
                         elapsed = time.perf_counter() - t0
+                        m1 = machine_busy()
+                        machine[d.name][0] += m1[0] - m0[0]
+                        machine[d.name][1] += m1[1] - m0[1]
                         if d is relayed:
                             busy += cpu_seconds(self.keyport.proc.pid) - cpu0
                             wall += elapsed
@@ -497,6 +508,10 @@ class Bench:
                     log(f"relay {direction} {cipher} {name}: {', '.join(f'{x:.0f}' for x in r)} MB/s")
         # Both legs' crypto in one process: how much of a core keyport took while relaying.
         self.results["relay.cpu"] = 100 * busy / wall
+        # Whether the machine itself was the limit: client, keyport and sshd share its cores.
+        for name, (b, total) in machine.items():
+            self.results[f"relay.machine.{name}"] = 100 * b / max(total, 1)
+            log(f"machine busy during {name} transfers: {100 * b / max(total, 1):.0f}% of all cores")
         log(f"keyport CPU during relayed transfers: {100 * busy / wall:.0f}% of one core")
 
     def sessions_per_second(self):

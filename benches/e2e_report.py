@@ -176,6 +176,11 @@ def relay_table(r, cfg):
             f"| keyport's CPU while relaying those transfers, % of one core (of {os.cpu_count()}) | "
             f"{r['relay.cpu']:.0f} | — | — | reported | — |"
         )
+    if "relay.machine.relayed" in r:
+        lines.append(
+            f"| the whole machine's CPU during the transfers, % of all {os.cpu_count()} cores | "
+            f"{r['relay.machine.relayed']:.0f} | {r['relay.machine.direct']:.0f} | — | reported | — |"
+        )
     return "\n".join(lines)
 
 
