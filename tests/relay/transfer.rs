@@ -361,3 +361,34 @@ fn an_upstream_refusing_a_session_is_refused_to_the_client_as_sshd_refuses_it() 
         "the refusal was not passed on as a channel-open failure: {relayed:?}"
     );
 }
+
+/// `tests/clients/probe.py CASE` (paramiko: requests OpenSSH's client cannot send) against
+/// the server on `port`, as `user` with `key`.
+fn probe(case: &str, port: u16, user: &str, key: &std::path::Path) -> serde_json::Value {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/probe.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .args([case, &port.to_string(), user])
+        .arg(key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "probe.py {case} on port {port}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn end_of_write_and_break_reach_the_workspace_as_sent_to_its_sshd() {
+    let Some(r) = Relay::start() else { return };
+    require_tool("python3");
+    // eow@openssh.com: the upstream sshd closes the program's stdout and it ends (exit 7);
+    // without it passed on, its output would never stop.
+    for case in ["eow", "break"] {
+        let direct = probe(case, r.sshd.port, &r.ws.name, &r.direct);
+        let relayed = probe(case, r.gw.daemon.ssh_port, "alice:dev1", &r.alice.login);
+        assert_eq!(relayed, direct, "{case}: relayed (left) vs direct (right)");
+    }
+}
