@@ -154,7 +154,8 @@ fn patch_clears_with_empty_string_and_checks_the_result() {
     assert_eq!(cleared.description, "");
     assert_eq!(cleared.file.as_deref(), Some("~/.npmrc"));
 
-    // Clearing the last target of an enabled secret breaks "enabled ⇒ target".
+    // Clearing the last target of an enabled secret while asking for it enabled breaks
+    // "enabled ⇒ target", and changes nothing.
     let before = dump(&sb.db());
     let err = v
         .update_secret(
@@ -163,6 +164,7 @@ fn patch_clears_with_empty_string_and_checks_the_result() {
             "npm",
             &SecretPatch {
                 file: Some(String::new()),
+                enabled: Some(true),
                 ..SecretPatch::default()
             },
         )
