@@ -279,16 +279,26 @@ fn as_root_each_os_user_gets_only_their_own_secrets_and_files() {
         !planted,
         "keyport wrote into a root-owned directory through alice's symlink"
     );
+    // The link itself is alice's (a dotfiles manager's, say): left as it is, and the secret's
+    // delivery says why it was not written.
     let link = alice.home.join(".kp-link");
     let meta = std::fs::symlink_metadata(&link).unwrap();
+    assert!(meta.file_type().is_symlink(), "the link is left as it is");
+    let listed = alice_api.get("users/me/secrets").json();
+    let delivery = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "link")
+        .map(|s| s["deliveries"][0].clone())
+        .unwrap();
+    assert_eq!(delivery["outcome"], "failed", "{listed}");
     assert!(
-        meta.file_type().is_file() && meta.uid() == alice.uid,
-        "the link was replaced by alice's own file"
-    );
-    assert_eq!(
-        meta.mode() & 0o777,
-        0o600,
-        "private, not the link target's mode"
+        delivery["reason"]
+            .as_str()
+            .unwrap()
+            .contains("symbolic link"),
+        "{delivery}"
     );
     let _ = sb;
 }

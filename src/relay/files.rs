@@ -21,9 +21,9 @@ use russh_sftp::protocol::{FileAttributes, OpenFlags, Packet, StatusCode};
 use tracing::{debug, warn};
 
 use super::upstream::Upstream;
-use crate::secrets::files::{Plan, Report, edited, saved_names, sha256_hex};
+use crate::secrets::files::{Delivery, Plan, Report, edited, saved_names, sha256_hex};
 use crate::secrets::validate::{MAX_VALUE_BYTES, resolve_file_path};
-use crate::ssh::{Delivery, SshContext};
+use crate::ssh::SshContext;
 use crate::vault::{Route, SessionSecrets, SessionUser};
 
 /// The ledger's place for a workspace login: never an OS account's name (`:` cannot be in
@@ -32,16 +32,26 @@ pub fn place(route: &Route) -> String {
     format!("workspace:{}:{}", route.workspace_id, route.os_user)
 }
 
-/// Writes `who`'s file secrets on the workspace and removes the ones no longer wanted.
-/// Returns what the client should be told (files kept because they were edited there,
-/// files that could not be written, an sshd without SFTP).
+/// What writing a session's files upstream has to tell.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// For every session: why no file could be written (no SFTP there, say).
+    pub always: Vec<String>,
+    /// For interactive sessions: saved edits, failures, files kept because they were edited.
+    pub interactive: Vec<String>,
+    /// Secrets whose file was not written (not counted as received).
+    pub failed: Vec<String>,
+}
+
+/// Writes `who`'s file secrets on the workspace and removes the ones no longer wanted. Every
+/// file's outcome is recorded as its delivery, failures included.
 pub async fn write(
     ctx: &Arc<SshContext>,
     upstream: &Upstream,
     route: &Route,
     who: &SessionUser,
     secrets: &SessionSecrets,
-) -> Vec<String> {
+) -> Written {
     let place = place(route);
     let (name, at) = (who.name.clone(), place.clone());
     // Nothing wanted and nothing written before: no SFTP channel at all (the common case).
@@ -51,27 +61,20 @@ pub async fn write(
             .call(move |v| v.file_plan(&name, &at, &SessionSecrets::default()))
             .await;
         if earlier.is_ok_and(|plan| plan.remove.is_empty()) {
-            return Vec::new();
+            return Written::default();
         }
     }
     let sftp = match open(upstream).await {
         Ok(sftp) => sftp,
-        Err(why) => {
-            return vec![format!(
-                "{}: file secrets not written ({why}); env secrets were sent",
-                route.workspace
-            )];
-        }
+        Err(why) => return not_written(ctx, route, who, secrets, &why).await,
     };
     let home = match sftp.realpath(".").await {
         Ok(name) => name.files.first().map(|f| f.filename.clone()),
         Err(_) => None,
     };
     let Some(home) = home else {
-        return vec![format!(
-            "{}: file secrets not written (the sshd did not say where the home is)",
-            route.workspace
-        )];
+        let why = "the sshd did not say where the home is";
+        return not_written(ctx, route, who, secrets, why).await;
     };
     let mut there = SessionSecrets::default();
     for ((secret, _, value), typed) in secrets.files.iter().zip(&secrets.file_paths) {
@@ -88,24 +91,78 @@ pub async fn write(
         Ok(plan) => plan,
         Err(e) => {
             warn!(user = %who.name, error = %e, "cannot plan file secrets upstream");
-            return Vec::new();
+            let why = format!("cannot plan them: {e}");
+            return not_written(ctx, route, who, secrets, &why).await;
         }
     };
     let owner = sftp.stat(home.clone()).await.ok().and_then(|a| a.attrs.uid);
     let report = apply(&sftp, &plan, owner).await;
     let _ = sftp.close_session();
-    let mut notices: Vec<String> = Delivery::of(&report, &there)
-        .notices()
-        .into_iter()
-        .map(|line| format!("{}: {line}", route.workspace))
-        .collect();
+    let delivery = Delivery::of(&report, &there.files);
+    let mut written = Written {
+        failed: delivery
+            .failed
+            .iter()
+            .map(|(name, _, _)| name.clone())
+            .collect(),
+        interactive: delivery
+            .notices()
+            .into_iter()
+            .map(|line| format!("{}: {line}", route.workspace))
+            .collect(),
+        ..Written::default()
+    };
     for path in &report.kept_changed {
-        notices.push(format!(
+        written.interactive.push(format!(
             "{}: {path} was changed there since keyport wrote it, and no secret wants it \
              any more: left as it is",
             route.workspace
         ));
     }
+    record(ctx, who, place, there, report).await;
+    written
+}
+
+/// No file could be written: each one's delivery is recorded as failed, with `why`.
+async fn not_written(
+    ctx: &Arc<SshContext>,
+    route: &Route,
+    who: &SessionUser,
+    secrets: &SessionSecrets,
+    why: &str,
+) -> Written {
+    let mut there = SessionSecrets::default();
+    let mut report = Report::default();
+    for ((secret, _, value), typed) in secrets.files.iter().zip(&secrets.file_paths) {
+        there
+            .files
+            .push((secret.clone(), typed.clone(), value.clone()));
+        report.failed.push((typed.clone(), why.to_string()));
+    }
+    let failed = secrets
+        .files
+        .iter()
+        .map(|(name, _, _)| name.clone())
+        .collect();
+    record(ctx, who, place(route), Arc::new(there), report).await;
+    Written {
+        always: vec![format!(
+            "{}: file secrets not written ({why}); env secrets were sent",
+            route.workspace
+        )],
+        failed,
+        ..Written::default()
+    }
+}
+
+/// The ledger and each file's delivery, brought up to date with `report`.
+async fn record(
+    ctx: &Arc<SshContext>,
+    who: &SessionUser,
+    place: String,
+    there: Arc<SessionSecrets>,
+    report: Report,
+) {
     let (name, report) = (who.name.clone(), Arc::new(report));
     let recorded = ctx
         .vault
@@ -114,7 +171,6 @@ pub async fn write(
     if let Err(e) = recorded {
         warn!(user = %who.name, error = %e, "cannot record files written upstream");
     }
-    notices
 }
 
 /// An SFTP session on a channel of its own.
@@ -129,12 +185,15 @@ async fn open(upstream: &Upstream) -> Result<RawSftpSession, String> {
         .await
         .map_err(|e| e.to_string())?;
     loop {
-        match channel.wait().await {
+        let why = match channel.wait().await {
             Some(ChannelMsg::Success) => break,
-            Some(ChannelMsg::Failure) => return Err("the sshd has no sftp subsystem".into()),
-            Some(ChannelMsg::Close) | None => return Err("the sshd closed the SFTP channel".into()),
-            Some(_) => {}
-        }
+            Some(ChannelMsg::Failure) => "the sshd has no sftp subsystem",
+            Some(ChannelMsg::Close) | None => "the sshd closed the SFTP channel",
+            Some(_) => continue,
+        };
+        // Not left open on the sshd (it would count against its MaxSessions).
+        let _ = channel.close().await;
+        return Err(why.into());
     }
     let sftp = RawSftpSession::new(channel.into_stream());
     let version = sftp.init().await.map_err(|e| format!("SFTP: {e}"))?;
@@ -158,12 +217,35 @@ async fn apply(sftp: &RawSftpSession, plan: &Plan, owner: Option<u32>) -> Report
         let own = existing
             .as_ref()
             .is_some_and(|a| regular(a) && a.uid.is_some() && a.uid == owner);
-        let current = if own {
-            read_small(sftp, &wanted.path).await
+        // The local rules (secrets::files::apply): a link or directory is not replaced, nor a
+        // file that cannot be compared; a version of the user's is saved beside first.
+        let kind = existing
+            .as_ref()
+            .and_then(|a| a.permissions)
+            .map(|p| p & 0o170_000);
+        if let Some(why) = match kind {
+            Some(0o120_000) => {
+                Some("it is a symbolic link: not replaced (point --file at the file itself)")
+            }
+            Some(0o040_000) => Some("it is a directory: not replaced"),
+            _ => None,
+        } {
+            report.failed.push((wanted.path.clone(), why.into()));
+            continue;
+        }
+        let current = if existing.as_ref().is_some_and(regular) {
+            match read_small(sftp, &wanted.path).await {
+                Some(current) => Some(current),
+                None => {
+                    let why = "it cannot be read, or is larger than a secret can be: not replaced";
+                    report.failed.push((wanted.path.clone(), why.into()));
+                    continue;
+                }
+            }
         } else {
             None
         };
-        if current.as_ref().is_some_and(|c| sha256_hex(c) == hash) {
+        if own && current.as_ref().is_some_and(|c| sha256_hex(c) == hash) {
             report.unchanged.push((wanted.path.clone(), hash));
             continue;
         }

@@ -19,6 +19,8 @@ pub struct Link {
     /// What the user typed after `:`.
     pub workspace: String,
     state: tokio::sync::Mutex<Option<Linked>>,
+    /// The daemon's tasks: the upstream's end is one of them.
+    tasks: tokio_util::task::TaskTracker,
 }
 
 struct Linked {
@@ -26,31 +28,36 @@ struct Linked {
     upstream: Arc<Upstream>,
 }
 
+impl Linked {
+    /// Ends the upstream connection (its agent channels and any channel still open there
+    /// would otherwise keep it alive), in a task the daemon waits for at shutdown.
+    fn disconnect(self, tasks: &tokio_util::task::TaskTracker) {
+        tasks.spawn(async move {
+            let _ = self
+                .upstream
+                .handle
+                .disconnect(russh::Disconnect::ByApplication, "client left", "en")
+                .await;
+        });
+    }
+}
+
 impl Drop for Link {
-    /// The client connection is gone: so is its upstream connection (its agent channels and
-    /// any channel still open there would otherwise keep it alive).
+    /// The client connection is gone: so is its upstream connection.
     fn drop(&mut self) {
-        let Some(linked) = self.state.get_mut().take() else {
-            return;
-        };
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = linked
-                    .upstream
-                    .handle
-                    .disconnect(russh::Disconnect::ByApplication, "client left", "en")
-                    .await;
-            });
+        if let Some(linked) = self.state.get_mut().take() {
+            linked.disconnect(&self.tasks);
         }
     }
 }
 
 impl Link {
     /// A link to `workspace`, not connected yet (the first session channel connects).
-    pub fn new(workspace: String) -> Self {
+    pub fn new(workspace: String, tasks: tokio_util::task::TaskTracker) -> Self {
         Self {
             workspace,
             state: tokio::sync::Mutex::new(None),
+            tasks,
         }
     }
 }
@@ -63,6 +70,16 @@ pub enum Opened {
     Failed(RelayError),
     /// The workspace's sshd refused the channel: the client's open is refused alike.
     Refused(ChannelOpenFailure),
+}
+
+impl Opened {
+    /// Closes the upstream channel, if one was opened: a channel dropped unclosed stays open
+    /// on the sshd, counted against its `MaxSessions`.
+    pub async fn close(self) {
+        if let Opened::Ready(ready) = self {
+            let _ = ready.channel.close().await;
+        }
+    }
 }
 
 /// An open upstream channel, and what it runs on.
@@ -99,19 +116,33 @@ async fn linked(
     link: &Link,
 ) -> Result<(Route, Arc<Upstream>), RelayError> {
     let mut state = link.state.lock().await;
-    if let Some(linked) = state.as_ref() {
-        return Ok((linked.route.clone(), linked.upstream.clone()));
-    }
+    // Looked up for every channel (one indexed read): a grant revoked, a workspace removed or
+    // re-pinned since the connection's first session counts for its next one.
     let (user_id, name) = (login.user_id, link.workspace.clone());
     let route = ctx
         .vault
         .call(move |v| v.workspace_route(user_id, &name))
         .await
-        .map_err(|e| RelayError::Other(format!("cannot look up the workspace: {e}")))?
-        .ok_or_else(|| RelayError::NoWorkspace {
+        .map_err(|e| RelayError::Other(format!("cannot look up the workspace: {e}")))?;
+    let Some(route) = route else {
+        // Whatever was connected is this user's no longer.
+        if let Some(gone) = state.take() {
+            gone.disconnect(&ctx.tasks);
+        }
+        return Err(RelayError::NoWorkspace {
             workspace: link.workspace.clone(),
             user: login.user.clone(),
-        })?;
+        });
+    };
+    if let Some(linked) = state.take() {
+        // The same workspace, as it was, over a connection that is still up: reused.
+        if linked.route == route && !linked.upstream.handle.is_closed() {
+            let upstream = linked.upstream.clone();
+            *state = Some(linked);
+            return Ok((route, upstream));
+        }
+        linked.disconnect(&ctx.tasks);
+    }
     let relay = &ctx.relay;
     let key = (login.user_id, route.workspace_id);
     if let Some(held) = relay.holds.held(key, &route.host_keys, &relay.settings) {
@@ -126,6 +157,7 @@ async fn linked(
         keepalive: (relay.settings.keepalive_secs > 0)
             .then(|| std::time::Duration::from_secs(relay.settings.keepalive_secs)),
         window: ctx.channel_window,
+        tasks: ctx.tasks.clone(),
     };
     let (upstream, announced) = match upstream::connect(dial).await {
         Ok(connected) => connected,

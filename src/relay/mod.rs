@@ -9,12 +9,14 @@
 //! - `mod.rs`: upstream failures, their messages and their hold.
 //! - `link.rs`: a client connection's link to its workspace; each channel's upstream open.
 //! - `upstream.rs`: the russh client leg: host key pins, login signed in the vault, agent.
-//! - `session.rs`: one relayed session channel: env, pty, agent, program, then both pumps.
+//! - `session.rs`: one relayed session channel: what it gets, then both pumps.
+//! - `requests.rs`: its env, pty, agent and program requests upstream, replies counted.
 //! - `files.rs`: file secrets written upstream over SFTP, with the local ledger's rules.
 //! - `scan.rs`: reading a workspace's host key once, for an admin to pin.
 
 mod files;
 mod link;
+mod requests;
 pub mod scan;
 mod session;
 mod upstream;

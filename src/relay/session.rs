@@ -25,10 +25,11 @@ use tracing::{debug, info};
 
 use super::RelayError;
 use super::link::{Link, Opened, Ready};
+use super::upstream::Upstream;
 use crate::agent::{SessionAgent, SignLimit};
 use crate::secrets::env::{EnvInputs, compose_env};
 use crate::ssh::{Asked, Control, Login, PtyRequest, SshContext};
-use crate::vault::Actor;
+use crate::vault::{Actor, Route};
 
 /// A session channel whose program runs on the workspace.
 pub struct Start {
@@ -74,8 +75,12 @@ pub async fn run(start: Start) {
         // The client's open was refused: there is no channel to run.
         Opened::Refused(_) => return,
     };
-    let (up, notices) = match ready {
-        Ok(ready) => ready,
+    let Started {
+        channel: up,
+        notices,
+        early,
+    } = match ready {
+        Ok(started) => started,
         Err(e) => {
             fail(
                 &ctx,
@@ -103,7 +108,7 @@ pub async fn run(start: Start) {
     let (up_rx, up_tx) = up.split();
     tokio::join!(
         to_upstream(rx, &up_tx, start.control),
-        to_client(up_rx, &tx, &start.handle, id),
+        to_client(early, up_rx, &tx, &start.handle, id),
     );
     debug!(session, "relayed session ended");
 }
@@ -117,20 +122,53 @@ struct Asks<'a> {
     program: &'a Asked,
 }
 
-/// Connects (once per client connection), writes file secrets, and starts the program
-/// upstream. Returns the upstream channel and what to tell the client first.
+/// A relayed program, started: its channel, what the client is told first, and whatever
+/// the sshd sent before its last reply (passed on first, so nothing is lost).
+struct Started {
+    channel: Channel<russh::client::Msg>,
+    notices: Vec<String>,
+    early: Vec<ChannelMsg>,
+}
+
+/// Writes file secrets and starts the program upstream; the upstream channel is closed if
+/// it does not start (an unclosed channel stays open on the sshd, against its MaxSessions).
 async fn set_up(
     ctx: &Arc<SshContext>,
     login: &Arc<Login>,
     ready: Ready,
     session: u64,
     asks: Asks<'_>,
-) -> Result<(Channel<russh::client::Msg>, Vec<String>), RelayError> {
+) -> Result<Started, RelayError> {
     let Ready {
         route,
         upstream,
-        channel,
+        mut channel,
     } = ready;
+    match start(ctx, login, &route, &upstream, &mut channel, session, asks).await {
+        Ok((notices, early)) => Ok(Started {
+            channel,
+            notices,
+            early,
+        }),
+        Err(e) => {
+            let _ = channel.close().await;
+            Err(e)
+        }
+    }
+}
+
+/// The session's secrets as they are now, its files written upstream, then its env, pty,
+/// agent forwarding and program as pipelined requests whose replies are counted in order.
+#[allow(clippy::too_many_arguments)]
+async fn start(
+    ctx: &Arc<SshContext>,
+    login: &Arc<Login>,
+    route: &Route,
+    upstream: &Upstream,
+    channel: &mut Channel<russh::client::Msg>,
+    session: u64,
+    asks: Asks<'_>,
+) -> Result<(Vec<String>, Vec<ChannelMsg>), RelayError> {
     let who = login.session_user();
     let reader = who.clone();
     let (secrets, names) = ctx
@@ -141,7 +179,18 @@ async fn set_up(
         })
         .await
         .map_err(|e| RelayError::Other(format!("cannot read your secrets: {e}")))?;
-    let mut notices = super::files::write(ctx, &upstream, &route, &who, &secrets).await;
+    let files = super::files::write(ctx, upstream, route, &who, &secrets).await;
+    // As in local sessions: what happened to files is told to interactive sessions only
+    // (git, scp and scripts see clean stderr); a workspace without SFTP is told to all.
+    let mut notices = files.always;
+    if asks.pty.is_some() {
+        notices.extend(files.interactive);
+    }
+    // Only what reached the workspace counts as received.
+    let names: Vec<String> = names
+        .into_iter()
+        .filter(|n| !files.failed.contains(n))
+        .collect();
 
     let keyport = vec![
         ("KEYPORT_USER".to_string(), login.user.clone()),
@@ -155,37 +204,6 @@ async fn set_up(
         secrets: &secrets.env,
         keyport,
     });
-    // Every request wants a reply; the replies come back in this order.
-    let mut sent: Vec<String> = Vec::new();
-    let mut unsendable = Vec::new();
-    for name in env.names() {
-        let value = env.get(name).unwrap_or_default();
-        // An env request carries a string; a value that is not UTF-8 would be changed on the
-        // way, so it is not sent and the client is told.
-        let Ok(value) = std::str::from_utf8(value) else {
-            unsendable.push(name.to_string());
-            continue;
-        };
-        channel
-            .set_env(true, name, value)
-            .await
-            .map_err(|e| lost(&e))?;
-        sent.push(name.to_string());
-    }
-    if let Some(pty) = asks.pty {
-        channel
-            .request_pty(
-                true,
-                &pty.term,
-                pty.cols.into(),
-                pty.rows.into(),
-                0,
-                0,
-                &pty.modes,
-            )
-            .await
-            .map_err(|e| lost(&e))?;
-    }
     // Always: the workspace's git and ssh get the user's key from keyport's memory.
     let agent = SessionAgent {
         vault: ctx.vault.clone(),
@@ -196,69 +214,27 @@ async fn set_up(
         limit: SignLimit::new(ctx.signatures_per_minute),
     };
     upstream.agent.allow(|| agent);
-    channel.agent_forward(true).await.map_err(|e| lost(&e))?;
-    match asks.program {
-        Asked::Shell => channel.request_shell(true).await,
-        Asked::Exec(command) => channel.exec(true, command.clone()).await,
-        Asked::Subsystem(name) => channel.request_subsystem(true, name.as_str()).await,
+    let replies = super::requests::send(channel, &env, asks.pty, asks.program).await?;
+    if replies.agent_refused {
+        // `AllowAgentForwarding no` there: the session goes on.
+        notices.push(format!(
+            "{}'s sshd refused agent forwarding: git inside gets no keyport key \
+             (AllowAgentForwarding yes there)",
+            route.workspace
+        ));
     }
-    .map_err(|e| lost(&e))?;
-
-    let mut channel = channel;
-    let mut refused = Vec::new();
-    let mut pending = sent.len() + usize::from(asks.pty.is_some()) + 2;
-    let mut index = 0;
-    while pending > 0 {
-        let ok = match channel.wait().await {
-            Some(ChannelMsg::Success) => true,
-            Some(ChannelMsg::Failure) => false,
-            Some(ChannelMsg::Close) | None => {
-                return Err(RelayError::Other(
-                    "the workspace's sshd closed the session before it started".into(),
-                ));
-            }
-            // Window adjusts, and nothing else before the program's reply.
-            Some(_) => continue,
-        };
-        pending -= 1;
-        let step = index;
-        index += 1;
-        if step < sent.len() {
-            if !ok {
-                refused.push(sent[step].clone());
-            }
-        } else if step == sent.len() && asks.pty.is_some() {
-            if !ok {
-                return Err(RelayError::Other(
-                    "the workspace's sshd refused a terminal (pty)".into(),
-                ));
-            }
-        } else if pending == 0 && !ok {
-            return Err(RelayError::Other(match asks.program {
-                Asked::Subsystem(name) => format!("the workspace's sshd has no {name} subsystem"),
-                _ => "the workspace's sshd refused to start the program".into(),
-            }));
-        } else if pending == 1 && !ok {
-            // Agent forwarding refused (`AllowAgentForwarding no`): the session goes on.
-            notices.push(format!(
-                "{}'s sshd refused agent forwarding: git inside gets no keyport key \
-                 (AllowAgentForwarding yes there)",
-                route.workspace
-            ));
-        }
-    }
-    if !refused.is_empty() {
+    if !replies.refused.is_empty() {
         notices.push(format!(
             "{}'s sshd refused {}; add to its sshd_config: AcceptEnv {}",
             route.workspace,
-            refused.join(", "),
-            refused.join(" ")
+            replies.refused.join(", "),
+            replies.refused.join(" ")
         ));
     }
-    if !unsendable.is_empty() {
+    if !replies.unsendable.is_empty() {
         notices.push(format!(
             "not sent (not UTF-8, which an SSH env request cannot carry): {}",
-            unsendable.join(", ")
+            replies.unsendable.join(", ")
         ));
     }
     let kind = match asks.program {
@@ -273,15 +249,11 @@ async fn set_up(
     let detail = json!({
         "session": session, "source": login.peer.to_string(), "kind": kind,
         "workspace": route.workspace, "upstream": route.address, "login": route.os_user,
-        "host_key": upstream.host_key, "secrets": names, "refused_env": refused,
-        "refused_client_env": env.refused,
+        "host_key": upstream.host_key, "secrets": names, "refused_env": replies.refused,
+        "refused_client_env": env.refused, "failed_files": files.failed,
     });
     audit(ctx, &login.user, "relay.start", detail);
-    Ok((channel, notices))
-}
-
-fn lost(e: &russh::Error) -> RelayError {
-    RelayError::Other(format!("the workspace's sshd connection was lost: {e}"))
+    Ok((notices, replies.early))
 }
 
 /// Tells the client why, audits the failure, and ends the channel with 255 (as `ssh` exits
@@ -368,13 +340,19 @@ async fn to_upstream(
 
 /// Workspace → client: output, stderr, EOF, exit status or signal, then close.
 async fn to_client(
+    early: Vec<ChannelMsg>,
     mut up: ChannelReadHalf,
     tx: &ChannelWriteHalf<Msg>,
     handle: &Handle,
     id: ChannelId,
 ) {
+    let mut early = early.into_iter();
     loop {
-        let delivered = match up.wait().await {
+        let next = match early.next() {
+            Some(msg) => Some(msg),
+            None => up.wait().await,
+        };
+        let delivered = match next {
             Some(ChannelMsg::Data { data }) => tx.data_bytes(data).await,
             Some(ChannelMsg::ExtendedData { data, ext }) => tx.extended_data_bytes(ext, data).await,
             Some(ChannelMsg::Eof) => tx.eof().await,

@@ -58,6 +58,8 @@ pub struct Leg {
     announced: mpsc::Sender<Vec<PublicKey>>,
     agent: Arc<AgentGate>,
     workspace: String,
+    /// The daemon's tasks: each agent channel is one.
+    tasks: tokio_util::task::TaskTracker,
 }
 
 impl client::Handler for Leg {
@@ -119,7 +121,8 @@ impl client::Handler for Leg {
             ..Peer::default()
         };
         // One task per agent channel (russh.md §6: never inside the callback).
-        tokio::spawn(async move { agent.serve_stream((channel.into_stream(), peer)).await });
+        self.tasks
+            .spawn(async move { agent.serve_stream((channel.into_stream(), peer)).await });
         Ok(())
     }
 }
@@ -175,6 +178,7 @@ pub struct Dial<'a> {
     pub timeout: Duration,
     pub keepalive: Option<Duration>,
     pub window: u32,
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 /// Host keys the sshd announced that are not pinned yet, for [`learn_host_keys`].
@@ -189,6 +193,7 @@ pub async fn connect(dial: Dial<'_>) -> Result<(Upstream, Announced), RelayError
         timeout,
         keepalive,
         window,
+        tasks,
     } = dial;
     let pins: Vec<PublicKey> = route
         .host_keys
@@ -216,6 +221,7 @@ pub async fn connect(dial: Dial<'_>) -> Result<(Upstream, Announced), RelayError
         announced,
         agent: agent.clone(),
         workspace: route.workspace.clone(),
+        tasks,
     };
     let config = Arc::new(client::Config {
         // Consumption-gated on both legs (vendor/russh/README.md): the client's window is
@@ -310,8 +316,9 @@ pub async fn learn_host_keys(
         }
         for key in keys {
             let Ok(line) = key.to_openssh() else { continue };
+            let vouched_by = upstream.host_key.clone();
             let added = vault
-                .call(move |v| v.add_workspace_host_key(workspace_id, &line))
+                .call(move |v| v.add_workspace_host_key(workspace_id, &line, &vouched_by))
                 .await;
             if let Ok(true) = added {
                 info!(workspace_id, fingerprint = %super::scan::fingerprint(&key), "pinned a proved host key");

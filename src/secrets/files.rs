@@ -84,6 +84,61 @@ pub struct Report {
     pub failed: Vec<(String, String)>,
 }
 
+/// What a pass did that the session's user should hear of.
+#[derive(Debug, Default)]
+pub struct Delivery {
+    /// Written 0600 in place of another account's file.
+    pub narrowed: Vec<String>,
+    /// Written after the user's own version was saved: (path, where it went).
+    pub saved: Vec<(String, String)>,
+    /// Not written: (secret, path, why).
+    pub failed: Vec<(String, String, String)>,
+}
+
+impl Delivery {
+    /// What `report`, a pass over `files` (secret name, path, value), has to tell.
+    pub fn of(report: &Report, files: &[(String, String, keyport_keys::SecretBytes)]) -> Self {
+        let secret_of = |path: &str| {
+            files
+                .iter()
+                .find(|(_, p, _)| p == path)
+                .map(|(name, _, _)| name.clone())
+                .unwrap_or_default()
+        };
+        Self {
+            narrowed: report.narrowed.clone(),
+            saved: report.saved.clone(),
+            failed: report
+                .failed
+                .iter()
+                .map(|(path, why)| (secret_of(path), path.clone(), why.clone()))
+                .collect(),
+        }
+    }
+
+    /// One line per thing to tell (without the `keyport: ` prefix).
+    pub fn notices(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for path in &self.narrowed {
+            lines.push(format!(
+                "{path} belonged to another account; your secret replaced it with a file only \
+                 you can read (0600)"
+            ));
+        }
+        for (path, kept) in &self.saved {
+            lines.push(format!(
+                "{path} had changes of yours: kept as {kept}; the secret's value is in place"
+            ));
+        }
+        for (secret, path, why) in &self.failed {
+            lines.push(format!(
+                "file secret {secret} was not written to {path}: {why} (keyport secret check)"
+            ));
+        }
+        lines
+    }
+}
+
 /// Hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     keyport_keys::seal::hex(&Sha256::digest(bytes))
@@ -96,26 +151,37 @@ pub fn apply(plan: &Plan) -> Report {
         let path = Path::new(&wanted.path);
         let content = wanted.content.expose();
         let hash = sha256_hex(content);
-        if let Existing::File(existing) = read_existing(path)
-            && sha256_hex(&existing) == hash
-            && owner(path) == Some(file_uid())
-        {
-            report.unchanged.push((wanted.path.clone(), hash));
-            continue;
-        }
-        if let Existing::File(existing) = read_existing(path)
-            && owner(path) == Some(file_uid())
-            && edited(&existing, &hash, wanted.previous.as_deref())
-        {
-            match save_beside(path, &existing) {
-                Ok(saved) => report.saved.push((wanted.path.clone(), saved)),
-                Err(e) => {
-                    // Not written: the user's version must not be lost.
-                    let why = format!("your version could not be saved first: {e}");
-                    report.failed.push((wanted.path.clone(), why));
+        match read_existing(path) {
+            Existing::File(existing) => {
+                if sha256_hex(&existing) == hash && owner(path) == Some(file_uid()) {
+                    report.unchanged.push((wanted.path.clone(), hash));
+                    continue;
+                }
+                // Whoever owns it: its content is what the user had there (and could read).
+                if edited(&existing, &hash, wanted.previous.as_deref()) {
+                    match save_beside(path, &existing) {
+                        Ok(saved) => report.saved.push((wanted.path.clone(), saved)),
+                        Err(e) => {
+                            // Not written: the user's version must not be lost.
+                            let why = format!("your version could not be saved first: {e}");
+                            report.failed.push((wanted.path.clone(), why));
+                            continue;
+                        }
+                    }
+                }
+            }
+            Existing::Other => {
+                if let Some(why) = not_replaceable(path) {
+                    report.failed.push((wanted.path.clone(), why.into()));
                     continue;
                 }
             }
+            Existing::Unreadable(e) => {
+                let why = format!("cannot read what is there ({e}): not replaced");
+                report.failed.push((wanted.path.clone(), why));
+                continue;
+            }
+            Existing::Missing => {}
         }
         match write_atomic(path, content) {
             Ok(narrowed) => {
@@ -170,6 +236,23 @@ fn save_beside(path: &Path, content: &[u8]) -> io::Result<String> {
         return Ok(name);
     }
     Err(io::Error::other("every .keyport-saved name is taken"))
+}
+
+/// Why what is at `path` (not a regular file keyport could read) must not be replaced: a
+/// link (a dotfiles manager's, say: the link is the user's) or a directory, or a file too
+/// large to be a value, which could not be saved beside it; `None` for a FIFO or a device,
+/// which hold nothing to lose.
+fn not_replaceable(path: &Path) -> Option<&'static str> {
+    let kind = fs::symlink_metadata(path).ok()?.file_type();
+    if kind.is_symlink() {
+        Some("it is a symbolic link: not replaced (point --file at the file itself)")
+    } else if kind.is_dir() {
+        Some("it is a directory: not replaced")
+    } else if kind.is_file() {
+        Some("it is a file larger than a secret can be: not replaced")
+    } else {
+        None
+    }
 }
 
 /// What is at a path keyport manages.
@@ -433,10 +516,17 @@ mod tests {
             write: vec![wanted(&fifo, b"v"), wanted(&link, b"v")],
             remove: vec![],
         });
-        assert_eq!(report.written.len(), 2, "{report:?}");
+        assert_eq!(report.written.len(), 1, "{report:?}");
         assert_eq!(fs::read(&fifo).unwrap(), b"v");
-        // The link is replaced by a private file; its target keeps its content and mode.
-        assert_eq!(mode(&link), 0o600);
+        // A link is the user's: left as it is, reported; its target keeps content and mode.
+        assert_eq!(report.failed.len(), 1, "{report:?}");
+        assert!(report.failed[0].1.contains("symbolic link"), "{report:?}");
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
         assert_eq!(fs::read(&target).unwrap(), b"x");
         assert_eq!(mode(&target), 0o644);
     }

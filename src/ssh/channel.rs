@@ -164,7 +164,12 @@ pub async fn run(
             {
                 break Asked::Subsystem(name);
             }
-            Some(ChannelMsg::Close) | None => return,
+            Some(ChannelMsg::Close) | None => {
+                if let Some((_, opened)) = relayed {
+                    opened.close().await;
+                }
+                return;
+            }
             Some(_) => {}
         }
     };

@@ -16,64 +16,8 @@ use tracing::{debug, warn};
 
 use super::SshContext;
 use super::process::Identity;
-use crate::secrets::files;
+use crate::secrets::files::{self, Delivery};
 use crate::vault::{SessionSecrets, SessionUser};
-
-/// What a pass did that the session's user should hear of.
-#[derive(Debug, Default)]
-pub struct Delivery {
-    /// Written 0600 in place of another account's file.
-    pub narrowed: Vec<String>,
-    /// Written after the user's own version was saved: (path, where it went).
-    pub saved: Vec<(String, String)>,
-    /// Not written: (secret, path, why).
-    pub failed: Vec<(String, String, String)>,
-}
-
-impl Delivery {
-    /// What `report`, a pass over `secrets`' files, has to tell.
-    pub fn of(report: &files::Report, secrets: &SessionSecrets) -> Self {
-        let secret_of = |path: &str| {
-            secrets
-                .files
-                .iter()
-                .find(|(_, p, _)| p == path)
-                .map(|(name, _, _)| name.clone())
-                .unwrap_or_default()
-        };
-        Self {
-            narrowed: report.narrowed.clone(),
-            saved: report.saved.clone(),
-            failed: report
-                .failed
-                .iter()
-                .map(|(path, why)| (secret_of(path), path.clone(), why.clone()))
-                .collect(),
-        }
-    }
-
-    /// One line per thing to tell (without the `keyport: ` prefix).
-    pub fn notices(&self) -> Vec<String> {
-        let mut lines = Vec::new();
-        for path in &self.narrowed {
-            lines.push(format!(
-                "{path} belonged to another account; your secret replaced it with a file only \
-                 you can read (0600)"
-            ));
-        }
-        for (path, kept) in &self.saved {
-            lines.push(format!(
-                "{path} had changes of yours: kept as {kept}; the secret's value is in place"
-            ));
-        }
-        for (secret, path, why) in &self.failed {
-            lines.push(format!(
-                "file secret {secret} was not written to {path}: {why} (keyport secret check)"
-            ));
-        }
-        lines
-    }
-}
 
 /// Writes `user`'s file secrets and removes the ones no longer wanted. Failures are logged,
 /// audited and recorded as the secret's delivery; they do not stop the session. Returns what
@@ -131,7 +75,7 @@ pub async fn materialize(
             "left files the user changed"
         );
     }
-    let delivery = Delivery::of(&report, &secrets);
+    let delivery = Delivery::of(&report, &secrets.files);
     // Only a pass that did everything it planned may be skipped next time.
     let clean = report.failed.is_empty() && report.kept_changed.is_empty();
     let name = user.to_string();

@@ -205,7 +205,12 @@ impl russh::server::Handler for Connection {
         .unwrap_or(false);
         // Whether the workspace exists and is theirs is told at the first session: a login
         // is about the key, and an unknown workspace must look like one they may not use.
-        self.link = workspace.map(|w| Arc::new(crate::relay::Link::new(w.to_string())));
+        self.link = workspace.map(|w| {
+            Arc::new(crate::relay::Link::new(
+                w.to_string(),
+                self.ctx.tasks.clone(),
+            ))
+        });
         self.login = Some(Arc::new(Login {
             user: record.name,
             user_id: record.id,

@@ -42,7 +42,7 @@ pub use listen::run;
 pub use process::{SFTP_SERVERS, remember_limits, sftp_server};
 
 pub use channel::{Asked, Control, Login, PtyRequest};
-pub use files::{Applied, Delivery, materialize, materialize_owner};
+pub use files::{Applied, materialize, materialize_owner};
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

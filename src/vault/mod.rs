@@ -9,6 +9,7 @@ mod rotate;
 mod secrets;
 mod session;
 mod users;
+mod workspace_rules;
 mod workspaces;
 
 use std::fmt;

@@ -3,6 +3,7 @@
 use super::*;
 use crate::secrets::Limits;
 use crate::vault::NewUserSpec;
+use crate::vault::workspace_rules::MAX_LOGIN_LEN;
 
 const KEY1: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAlaqXRzxlPxHzGYpr8aP5erxYYqDHLXqJ0uxdVAF6GN c1";
@@ -247,9 +248,9 @@ fn announced_keys_are_added_once_and_audited() {
         .expect("add");
     assert_eq!(info.grants.len(), 1, "one owner named twice is one grant");
     let ws = vault.store().workspace("dev1").expect("ws").id;
-    assert!(!vault.add_workspace_host_key(ws, KEY1).expect("known"));
-    assert!(vault.add_workspace_host_key(ws, KEY2).expect("new"));
-    assert!(!vault.add_workspace_host_key(ws, KEY2).expect("again"));
+    assert!(!vault.add_workspace_host_key(ws, KEY1, FP1).expect("known"));
+    assert!(vault.add_workspace_host_key(ws, KEY2, FP1).expect("new"));
+    assert!(!vault.add_workspace_host_key(ws, KEY2, FP1).expect("again"));
     let info = vault.workspace("dev1").expect("show");
     // Listed by when they were added, then by fingerprint: within one millisecond the order
     // is the fingerprints'.
@@ -273,7 +274,7 @@ fn announced_keys_are_added_once_and_audited() {
         added[0].detail,
         json!({ "workspace": "dev1", "fingerprint": FP2, "source": "announced" })
     );
-    assert!(vault.add_workspace_host_key(ws + 100, KEY2).is_err());
+    assert!(vault.add_workspace_host_key(ws + 100, KEY2, FP1).is_err());
 
     vault.remove_workspace(&Actor::System, "dev1").expect("rm");
     assert!(matches!(
@@ -305,7 +306,11 @@ fn pinning_replaces_every_key_in_one_audited_change() {
         .add_workspace(&actor, &spec("dev1", &["alice"]))
         .expect("add");
     let ws = vault.store().workspace("dev1").expect("ws").id;
-    assert!(vault.add_workspace_host_key(ws, KEY2).expect("announced"));
+    assert!(
+        vault
+            .add_workspace_host_key(ws, KEY2, FP1)
+            .expect("announced")
+    );
     let before = vault.workspace("dev1").expect("show");
 
     // Bad input, or no workspace: nothing changes, and the field is named.
