@@ -392,3 +392,35 @@ fn end_of_write_and_break_reach_the_workspace_as_sent_to_its_sshd() {
         assert_eq!(relayed, direct, "{case}: relayed (left) vs direct (right)");
     }
 }
+
+#[test]
+fn a_workspace_without_sftp_runs_every_session_and_says_why_files_are_missing() {
+    // No sftp subsystem there, and room for 3 sessions per connection: 8 sessions in a row on
+    // one multiplexed connection all run (nothing set up for them lingers upstream), each is
+    // told that its file secret was not written, and the delivery records the failure.
+    let Some(r) = Relay::start_with(&[], 0, |b| b.without_sftp().config("MaxSessions 3")) else {
+        return;
+    };
+    r.alice
+        .secret(serde_json::json!({"name": "f", "value": "v", "file": "~/.kp-never"}));
+    let master = Master::start(
+        &r.gw.daemon,
+        "alice:dev1",
+        &r.alice.login,
+        r.gw.sb.dir.path().join("mux-nosftp"),
+        &[],
+    );
+    for i in 0..8 {
+        let out = master.ssh(&r.gw.daemon, "echo ran").output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "session {i}: {err}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "ran\n", "session {i}");
+        assert!(
+            err.contains("file secrets not written"),
+            "session {i}: {err}"
+        );
+    }
+    // And the delivery says so.
+    let listed = r.alice.api.get("users/me/secrets").json();
+    assert_eq!(listed[0]["deliveries"][0]["outcome"], "failed", "{listed}");
+}
