@@ -21,7 +21,7 @@ use russh_sftp::protocol::{FileAttributes, OpenFlags, Packet, StatusCode};
 use tracing::{debug, warn};
 
 use super::upstream::Upstream;
-use crate::secrets::files::{Delivery, Plan, Report, edited, saved_names, sha256_hex};
+use crate::secrets::files::{Delivery, Found, Plan, Report, Step, saved_names, sha256_hex, step};
 use crate::secrets::validate::{MAX_VALUE_BYTES, resolve_file_path};
 use crate::ssh::SshContext;
 use crate::vault::{Route, SessionSecrets, SessionUser};
@@ -211,52 +211,51 @@ const CHUNK: usize = 32 * 1024;
 async fn apply(sftp: &RawSftpSession, plan: &Plan, owner: Option<u32>) -> Report {
     let mut report = Report::default();
     for wanted in &plan.write {
-        let content = wanted.content.expose();
-        let hash = sha256_hex(content);
+        let value = wanted.content.expose();
+        let hash = sha256_hex(value);
         let existing = sftp.lstat(wanted.path.clone()).await.ok().map(|a| a.attrs);
         let own = existing
             .as_ref()
             .is_some_and(|a| regular(a) && a.uid.is_some() && a.uid == owner);
-        // The local rules (secrets::files::apply): a link or directory is not replaced, nor a
-        // file that cannot be compared; a version of the user's is saved beside first.
         let kind = existing
             .as_ref()
             .and_then(|a| a.permissions)
             .map(|p| p & 0o170_000);
-        if let Some(why) = match kind {
-            Some(0o120_000) => {
-                Some("it is a symbolic link: not replaced (point --file at the file itself)")
-            }
-            Some(0o040_000) => Some("it is a directory: not replaced"),
-            _ => None,
-        } {
-            report.failed.push((wanted.path.clone(), why.into()));
-            continue;
-        }
-        let current = if existing.as_ref().is_some_and(regular) {
-            match read_small(sftp, &wanted.path).await {
-                Some(current) => Some(current),
-                None => {
-                    let why = "it cannot be read, or is larger than a secret can be: not replaced";
-                    report.failed.push((wanted.path.clone(), why.into()));
-                    continue;
-                }
-            }
+        let content = if existing.as_ref().is_some_and(regular) {
+            read_small(sftp, &wanted.path).await
         } else {
             None
         };
-        if own && current.as_ref().is_some_and(|c| sha256_hex(c) == hash) {
-            report.unchanged.push((wanted.path.clone(), hash));
-            continue;
-        }
-        // The login's own version (an edit there, or a file from before keyport): kept.
-        if let Some(current) = current.filter(|c| edited(c, &hash, wanted.previous.as_deref())) {
-            match save_beside(sftp, &wanted.path, &current).await {
-                Ok(saved) => report.saved.push((wanted.path.clone(), saved)),
-                Err(e) => {
-                    let why = format!("your version could not be saved first: {e}");
-                    report.failed.push((wanted.path.clone(), why));
-                    continue;
+        let found = match (kind, &content) {
+            (None, _) => Found::Missing,
+            (Some(0o120_000), _) => Found::Link,
+            (Some(0o040_000), _) => Found::Dir,
+            (Some(0o100_000), Some(content)) => Found::File { content, own },
+            (Some(0o100_000), None) => {
+                Found::Uncomparable("it cannot be read, or is larger than a value".into())
+            }
+            _ => Found::Special,
+        };
+        // The local rules, for the same cases (secrets::files::step).
+        match step(&found, &hash, wanted.previous.as_deref()) {
+            Step::Unchanged => {
+                report.unchanged.push((wanted.path.clone(), hash));
+                continue;
+            }
+            Step::Refuse(why) => {
+                report.failed.push((wanted.path.clone(), why));
+                continue;
+            }
+            Step::Write { save_first: false } => {}
+            Step::Write { save_first: true } => {
+                let Some(content) = &content else { continue };
+                match save_beside(sftp, &wanted.path, content).await {
+                    Ok(saved) => report.saved.push((wanted.path.clone(), saved)),
+                    Err(e) => {
+                        let why = format!("your version could not be saved first: {e}");
+                        report.failed.push((wanted.path.clone(), why));
+                        continue;
+                    }
                 }
             }
         }
@@ -265,7 +264,7 @@ async fn apply(sftp: &RawSftpSession, plan: &Plan, owner: Option<u32>) -> Report
             Some(a) if regular(a) => (0o600, true),
             _ => (0o600, false),
         };
-        match write_atomic(sftp, &wanted.path, content, mode).await {
+        match write_atomic(sftp, &wanted.path, value, mode).await {
             Ok(()) => {
                 if narrowed {
                     report.narrowed.push(wanted.path.clone());

@@ -28,8 +28,8 @@ use super::link::{Link, Opened, Ready};
 use super::upstream::Upstream;
 use crate::agent::{SessionAgent, SignLimit};
 use crate::secrets::env::{EnvInputs, compose_env};
-use crate::ssh::{Asked, Control, Login, PtyRequest, SshContext};
-use crate::vault::{Actor, Route};
+use crate::ssh::{Asked, Control, Login, PtyRequest, SshContext, prepare};
+use crate::vault::Route;
 
 /// A session channel whose program runs on the workspace.
 pub struct Start {
@@ -170,15 +170,9 @@ async fn start(
     asks: Asks<'_>,
 ) -> Result<(Vec<String>, Vec<ChannelMsg>), RelayError> {
     let who = login.session_user();
-    let reader = who.clone();
-    let (secrets, names) = ctx
-        .vault
-        .call(move |v| {
-            v.session_user(&reader)?;
-            v.session_secrets(&reader.name)
-        })
+    let (secrets, names) = prepare::session_secrets(ctx, login)
         .await
-        .map_err(|e| RelayError::Other(format!("cannot read your secrets: {e}")))?;
+        .map_err(RelayError::Other)?;
     let files = super::files::write(ctx, upstream, route, &who, &secrets).await;
     // As in local sessions: what happened to files is told to interactive sessions only
     // (git, scp and scripts see clean stderr); a workspace without SFTP is told to all.
@@ -243,16 +237,13 @@ async fn start(
         Asked::Subsystem(_) => "subsystem",
     };
     info!(session, user = %login.user, workspace = %route.workspace, kind, secrets = names.len(), "relayed session start");
-    if !names.is_empty() {
-        ctx.metrics.injections.fetch_add(1, Ordering::Relaxed);
-    }
     let detail = json!({
         "session": session, "source": login.peer.to_string(), "kind": kind,
         "workspace": route.workspace, "upstream": route.address, "login": route.os_user,
         "host_key": upstream.host_key, "secrets": names, "refused_env": replies.refused,
         "refused_client_env": env.refused, "failed_files": files.failed,
     });
-    audit(ctx, &login.user, "relay.start", detail);
+    prepare::record_start(ctx, login, "relay.start", &names, detail);
     Ok((notices, replies.early))
 }
 
@@ -272,7 +263,7 @@ async fn fail(
     // An unknown workspace is the user's typo (or probe), not an upstream failure.
     if !matches!(e, RelayError::NoWorkspace { .. }) {
         let detail = json!({ "workspace": workspace, "kind": kind, "error": e.to_string() });
-        audit(ctx, &login.user, "relay.failed", detail);
+        prepare::record_use(ctx, login, "relay.failed", detail);
     }
     let mut line = format!("keyport: {workspace}: {e}\n");
     if pty {
@@ -284,16 +275,6 @@ async fn fail(
     let _ = tx.exit_status(255).await;
     let _ = tx.eof().await;
     let _ = tx.close().await;
-}
-
-fn audit(ctx: &Arc<SshContext>, user: &str, action: &'static str, detail: serde_json::Value) {
-    let (vault, user) = (ctx.vault.clone(), user.to_string());
-    ctx.tasks.spawn(async move {
-        let actor = Actor::User(user.clone());
-        let _ = vault
-            .call(move |v| v.record_use(&actor, &user, action, detail.clone()))
-            .await;
-    });
 }
 
 /// Client → workspace: data, EOF, window changes, signals, breaks, close — in order, each

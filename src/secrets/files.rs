@@ -151,37 +151,47 @@ pub fn apply(plan: &Plan) -> Report {
         let path = Path::new(&wanted.path);
         let content = wanted.content.expose();
         let hash = sha256_hex(content);
-        match read_existing(path) {
-            Existing::File(existing) => {
-                if sha256_hex(&existing) == hash && owner(path) == Some(file_uid()) {
-                    report.unchanged.push((wanted.path.clone(), hash));
-                    continue;
+        let existing = read_existing(path);
+        let found = match &existing {
+            Existing::Missing => Found::Missing,
+            Existing::File(content) => Found::File {
+                content,
+                own: owner(path) == Some(file_uid()),
+            },
+            Existing::Other => match fs::symlink_metadata(path).map(|m| m.file_type()) {
+                Ok(kind) if kind.is_symlink() => Found::Link,
+                Ok(kind) if kind.is_dir() => Found::Dir,
+                Ok(kind) if kind.is_file() => {
+                    Found::Uncomparable("it is larger than a value".into())
                 }
-                // Whoever owns it: its content is what the user had there (and could read).
-                if edited(&existing, &hash, wanted.previous.as_deref()) {
-                    match save_beside(path, &existing) {
-                        Ok(saved) => report.saved.push((wanted.path.clone(), saved)),
-                        Err(e) => {
-                            // Not written: the user's version must not be lost.
-                            let why = format!("your version could not be saved first: {e}");
-                            report.failed.push((wanted.path.clone(), why));
-                            continue;
-                        }
-                    }
-                }
+                _ => Found::Special,
+            },
+            Existing::Unreadable(e) => Found::Uncomparable(format!("it cannot be read ({e})")),
+        };
+        match step(&found, &hash, wanted.previous.as_deref()) {
+            Step::Unchanged => {
+                report.unchanged.push((wanted.path.clone(), hash));
+                continue;
             }
-            Existing::Other => {
-                if let Some(why) = not_replaceable(path) {
-                    report.failed.push((wanted.path.clone(), why.into()));
-                    continue;
-                }
-            }
-            Existing::Unreadable(e) => {
-                let why = format!("cannot read what is there ({e}): not replaced");
+            Step::Refuse(why) => {
                 report.failed.push((wanted.path.clone(), why));
                 continue;
             }
-            Existing::Missing => {}
+            Step::Write { save_first: false } => {}
+            Step::Write { save_first: true } => {
+                let Found::File { content, .. } = found else {
+                    continue;
+                };
+                match save_beside(path, content) {
+                    Ok(saved) => report.saved.push((wanted.path.clone(), saved)),
+                    Err(e) => {
+                        // Not written: the user's version must not be lost.
+                        let why = format!("your version could not be saved first: {e}");
+                        report.failed.push((wanted.path.clone(), why));
+                        continue;
+                    }
+                }
+            }
         }
         match write_atomic(path, content) {
             Ok(narrowed) => {
@@ -213,7 +223,7 @@ pub fn apply(plan: &Plan) -> Report {
 
 /// Whether `existing` is a version of the user's: neither the value about to be written
 /// (`hash`) nor what keyport last wrote there (`previous`).
-pub fn edited(existing: &[u8], hash: &str, previous: Option<&str>) -> bool {
+fn edited(existing: &[u8], hash: &str, previous: Option<&str>) -> bool {
     let found = sha256_hex(existing);
     found != hash && previous != Some(found.as_str())
 }
@@ -238,20 +248,56 @@ fn save_beside(path: &Path, content: &[u8]) -> io::Result<String> {
     Err(io::Error::other("every .keyport-saved name is taken"))
 }
 
-/// Why what is at `path` (not a regular file keyport could read) must not be replaced: a
-/// link (a dotfiles manager's, say: the link is the user's) or a directory, or a file too
-/// large to be a value, which could not be saved beside it; `None` for a FIFO or a device,
-/// which hold nothing to lose.
-fn not_replaceable(path: &Path) -> Option<&'static str> {
-    let kind = fs::symlink_metadata(path).ok()?.file_type();
-    if kind.is_symlink() {
-        Some("it is a symbolic link: not replaced (point --file at the file itself)")
-    } else if kind.is_dir() {
-        Some("it is a directory: not replaced")
-    } else if kind.is_file() {
-        Some("it is a file larger than a secret can be: not replaced")
-    } else {
-        None
+/// What is at a wanted file's path, as the side that writes it (here, or over SFTP on a
+/// workspace) found it without following a link.
+pub enum Found<'a> {
+    /// Nothing.
+    Missing,
+    /// A regular file it read: its content, and whether it belongs to the writing account.
+    File {
+        /// What it holds.
+        content: &'a [u8],
+        /// The writing account's own.
+        own: bool,
+    },
+    /// A symbolic link: the link is the user's (a dotfiles manager's, say).
+    Link,
+    /// A directory.
+    Dir,
+    /// A regular file it could not compare (why).
+    Uncomparable(String),
+    /// A FIFO, socket or device: nothing to lose.
+    Special,
+}
+
+/// What to do at a wanted file's path.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// It already holds the value, and is the writer's own: left untouched.
+    Unchanged,
+    /// Write the value, after saving what is there beside it when `save_first`.
+    Write {
+        /// What is there is a version of the user's.
+        save_first: bool,
+    },
+    /// Leave it, for this reason.
+    Refuse(String),
+}
+
+/// The one rule both writers follow: never lose a version of the user's, never replace what
+/// cannot be compared, never rewrite what already holds the value.
+pub fn step(found: &Found<'_>, hash: &str, previous: Option<&str>) -> Step {
+    match found {
+        Found::Missing | Found::Special => Step::Write { save_first: false },
+        Found::File { content, own } if *own && sha256_hex(content) == hash => Step::Unchanged,
+        Found::File { content, .. } => Step::Write {
+            save_first: edited(content, hash, previous),
+        },
+        Found::Link => Step::Refuse(
+            "it is a symbolic link: not replaced (point --file at the file itself)".into(),
+        ),
+        Found::Dir => Step::Refuse("it is a directory: not replaced".into()),
+        Found::Uncomparable(why) => Step::Refuse(format!("{why}: not replaced")),
     }
 }
 
@@ -363,171 +409,5 @@ fn write_atomic(path: &Path, content: &[u8]) -> io::Result<bool> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::symlink;
-
-    fn wanted(path: &Path, content: &[u8]) -> Wanted {
-        Wanted {
-            path: path.display().to_string(),
-            content: keyport_keys::SecretBytes::new(content.to_vec()),
-            previous: None,
-        }
-    }
-
-    fn mode(path: &Path) -> u32 {
-        fs::metadata(path).unwrap().permissions().mode() & 0o777
-    }
-
-    #[test]
-    fn writes_new_files_private_and_leaves_unchanged_ones_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("a/b/secret");
-        let plan = Plan {
-            write: vec![wanted(&file, b"v1\0bin")],
-            remove: vec![],
-        };
-        let report = apply(&plan);
-        assert_eq!(report.written.len(), 1, "{report:?}");
-        assert_eq!(fs::read(&file).unwrap(), b"v1\0bin");
-        assert_eq!(mode(&file), 0o600);
-        assert_eq!(mode(&dir.path().join("a")), 0o700);
-        assert_eq!(mode(&dir.path().join("a/b")), 0o700);
-        let before = fs::metadata(&file).unwrap().modified().unwrap();
-        let again = apply(&plan);
-        assert_eq!(again.unchanged.len(), 1, "{again:?}");
-        assert!(again.written.is_empty());
-        assert_eq!(
-            fs::metadata(&file).unwrap().modified().unwrap(),
-            before,
-            "not rewritten"
-        );
-        assert_eq!(again.unchanged[0].1, report.written[0].1, "same hash");
-    }
-
-    #[test]
-    fn an_existing_files_mode_is_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("cfg");
-        fs::write(&file, "old").unwrap();
-        fs::set_permissions(&file, fs::Permissions::from_mode(0o640)).unwrap();
-        apply(&Plan {
-            write: vec![wanted(&file, b"new")],
-            remove: vec![],
-        });
-        assert_eq!(fs::read(&file).unwrap(), b"new");
-        assert_eq!(mode(&file), 0o640);
-    }
-
-    #[test]
-    fn a_version_the_user_edited_is_saved_beside_before_the_new_value_goes_in() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("npmrc");
-        fs::write(&file, "user edit").unwrap();
-        let mut want = wanted(&file, b"v2");
-        want.previous = Some(sha256_hex(b"v1"));
-        let plan = Plan {
-            write: vec![want],
-            remove: vec![],
-        };
-        let report = apply(&plan);
-        let saved = format!("{}.keyport-saved", file.display());
-        assert_eq!(report.saved, [(file.display().to_string(), saved.clone())]);
-        assert_eq!(fs::read(&file).unwrap(), b"v2");
-        assert_eq!(fs::read(&saved).unwrap(), b"user edit");
-        assert_eq!(mode(Path::new(&saved)), 0o600);
-        // A second edit does not replace the first saved one.
-        fs::write(&file, "second edit").unwrap();
-        let mut want = wanted(&file, b"v3");
-        want.previous = Some(sha256_hex(b"v2"));
-        let report = apply(&Plan {
-            write: vec![want],
-            remove: vec![],
-        });
-        assert_eq!(report.saved[0].1, format!("{saved}.1"));
-        assert_eq!(fs::read(&saved).unwrap(), b"user edit");
-    }
-
-    #[test]
-    fn what_keyport_wrote_is_replaced_without_a_copy() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("token");
-        fs::write(&file, "v1").unwrap();
-        let mut want = wanted(&file, b"v2");
-        want.previous = Some(sha256_hex(b"v1"));
-        let report = apply(&Plan {
-            write: vec![want],
-            remove: vec![],
-        });
-        assert!(report.saved.is_empty(), "{report:?}");
-        assert_eq!(fs::read(&file).unwrap(), b"v2");
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
-    }
-
-    #[test]
-    fn removes_only_what_still_holds_keyports_content() {
-        let dir = tempfile::tempdir().unwrap();
-        let (ours, changed, gone, link) = (
-            dir.path().join("ours"),
-            dir.path().join("changed"),
-            dir.path().join("gone"),
-            dir.path().join("link"),
-        );
-        fs::write(&ours, "written").unwrap();
-        fs::write(&changed, "user edited").unwrap();
-        let target = dir.path().join("target");
-        fs::write(&target, "written").unwrap();
-        symlink(&target, &link).unwrap();
-        let stale = |p: &Path| Stale {
-            path: p.display().to_string(),
-            sha256: sha256_hex(b"written"),
-        };
-        let report = apply(&Plan {
-            write: vec![],
-            remove: vec![stale(&ours), stale(&changed), stale(&gone), stale(&link)],
-        });
-        assert_eq!(report.removed, [ours.display().to_string()]);
-        assert_eq!(report.missing, [gone.display().to_string()]);
-        assert_eq!(
-            report.kept_changed,
-            [changed.display().to_string(), link.display().to_string()]
-        );
-        assert!(!ours.exists() && changed.exists() && link.exists() && target.exists());
-    }
-
-    #[test]
-    fn debug_never_shows_content() {
-        let w = wanted(Path::new("/x"), b"topsecret");
-        assert!(!format!("{w:?}").contains("topsecret"));
-    }
-
-    #[test]
-    fn fifos_and_links_are_never_followed_or_waited_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("fifo");
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        let target = dir.path().join("public");
-        fs::write(&target, "x").unwrap();
-        fs::set_permissions(&target, fs::Permissions::from_mode(0o644)).unwrap();
-        let link = dir.path().join("link");
-        symlink(&target, &link).unwrap();
-        // A FIFO where a secret goes is replaced, not read (reading would block forever).
-        let report = apply(&Plan {
-            write: vec![wanted(&fifo, b"v"), wanted(&link, b"v")],
-            remove: vec![],
-        });
-        assert_eq!(report.written.len(), 1, "{report:?}");
-        assert_eq!(fs::read(&fifo).unwrap(), b"v");
-        // A link is the user's: left as it is, reported; its target keeps content and mode.
-        assert_eq!(report.failed.len(), 1, "{report:?}");
-        assert!(report.failed[0].1.contains("symbolic link"), "{report:?}");
-        assert!(
-            fs::symlink_metadata(&link)
-                .unwrap()
-                .file_type()
-                .is_symlink()
-        );
-        assert_eq!(fs::read(&target).unwrap(), b"x");
-        assert_eq!(mode(&target), 0o644);
-    }
-}
+#[path = "files_tests.rs"]
+mod tests;

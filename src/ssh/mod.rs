@@ -30,7 +30,7 @@ mod handler;
 mod input;
 mod listen;
 mod logins;
-mod prepare;
+pub(crate) mod prepare;
 mod process;
 mod quickack;
 pub mod reaper;

@@ -15,7 +15,7 @@ use super::channel::{Login, PtyRequest};
 use super::process::{self, Identity, Program};
 use super::sessiondir::SessionDir;
 use crate::secrets::env::{EnvInputs, SessionEnv, compose_env};
-use crate::vault::Actor;
+use crate::vault::{Actor, SessionSecrets};
 
 /// What the client asked for, once it asked for a program.
 pub(super) struct Start<'a> {
@@ -42,15 +42,7 @@ pub(super) async fn prepare(
         forward,
     } = start;
     let identity = process::identity(&login.os_user).map_err(|e| e.to_string())?;
-    let who = login.session_user();
-    let (secrets, names) = ctx
-        .vault
-        .call(move |v| {
-            v.session_user(&who)?;
-            v.session_secrets(&who.name)
-        })
-        .await
-        .map_err(|e| format!("cannot read your secrets: {e}"))?;
+    let (secrets, names) = session_secrets(ctx, login).await?;
     let os = &identity.os;
     let peer = login.peer;
     let local = login.local.unwrap_or(peer);
@@ -112,9 +104,6 @@ pub(super) async fn prepare(
     if let Some(dir) = &dir {
         env.append_path(&dir.bin().display().to_string());
     }
-    if !names.is_empty() {
-        ctx.metrics.injections.fetch_add(1, Ordering::Relaxed);
-    }
     let kind = match program {
         Program::Shell => "shell",
         Program::Exec(_) => "exec",
@@ -125,13 +114,7 @@ pub(super) async fn prepare(
         "session": session, "source": peer.to_string(), "kind": kind,
         "secrets": names, "refused_env": env.refused, "failed_files": failed,
     });
-    let (vault, user) = (ctx.vault.clone(), login.user.clone());
-    ctx.tasks.spawn(async move {
-        let actor = Actor::User(user.clone());
-        let _ = vault
-            .call(move |v| v.record_use(&actor, &user, "session.start", detail.clone()))
-            .await;
-    });
+    record_start(ctx, login, "session.start", &names, detail);
     let notices = delivery
         .notices()
         .into_iter()
@@ -143,6 +126,53 @@ pub(super) async fn prepare(
         dir,
         notices,
     })
+}
+
+/// The user's secrets as they are now, if the login's user is still the same account (local
+/// and relayed sessions alike).
+pub(crate) async fn session_secrets(
+    ctx: &Arc<SshContext>,
+    login: &Login,
+) -> Result<(SessionSecrets, Vec<String>), String> {
+    let who = login.session_user();
+    ctx.vault
+        .call(move |v| {
+            v.session_user(&who)?;
+            v.session_secrets(&who.name)
+        })
+        .await
+        .map_err(|e| format!("cannot read your secrets: {e}"))
+}
+
+/// Counts and audits a session start (`action`: `session.start`, `relay.start`) with the
+/// secret names it received (`detail` says which, and what failed).
+pub(crate) fn record_start(
+    ctx: &Arc<SshContext>,
+    login: &Login,
+    action: &'static str,
+    received: &[String],
+    detail: serde_json::Value,
+) {
+    if !received.is_empty() {
+        ctx.metrics.injections.fetch_add(1, Ordering::Relaxed);
+    }
+    record_use(ctx, login, action, detail);
+}
+
+/// Audits a use by the login's user (`detail`: names, never values), off the session's way.
+pub(crate) fn record_use(
+    ctx: &Arc<SshContext>,
+    login: &Login,
+    action: &'static str,
+    detail: serde_json::Value,
+) {
+    let (vault, user) = (ctx.vault.clone(), login.user.clone());
+    ctx.tasks.spawn(async move {
+        let actor = Actor::User(user.clone());
+        let _ = vault
+            .call(move |v| v.record_use(&actor, &user, action, detail.clone()))
+            .await;
+    });
 }
 
 /// What a session gets, decided before its program starts.
