@@ -19,7 +19,7 @@ use common::client_agent::{ClientAgent, wait_gone};
 use common::custody::{
     Custody, assert_no_answer_holds, assert_no_process_holds, assert_nowhere, live_session,
 };
-use common::sshd::{Sshd, chown_tree};
+use common::sshd::{Sshd, bare_repo};
 use common::{Daemon, Http, OsAccount, Sandbox, keyport_user, metric, require_tool};
 use keyport_keys::KeyPair;
 use serde_json::json;
@@ -93,33 +93,6 @@ fn held_session(daemon: &Daemon, user: &str, key: &Path, var: &str) -> (Killed, 
         .read_line(&mut line)
         .unwrap();
     (child, line.trim().to_string())
-}
-
-/// A bare repository with one commit in `account`'s home.
-fn bare_repo(sb: &Sandbox, account: &OsAccount) -> PathBuf {
-    let work = sb.dir.path().join("seed");
-    let git = |args: &[&str], dir: &Path| {
-        let out = Command::new("git")
-            .args(["-c", "user.name=seed", "-c", "user.email=seed@example.com"])
-            .args(["-c", "init.defaultBranch=main"])
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}: {out:?}");
-    };
-    std::fs::create_dir_all(&work).unwrap();
-    git(&["init", "-q"], &work);
-    std::fs::write(work.join("README"), "seed\n").unwrap();
-    git(&["add", "README"], &work);
-    git(&["commit", "-q", "-m", "seed"], &work);
-    let repo = account.home.join("repo.git");
-    git(
-        &["clone", "-q", "--bare", ".", repo.to_str().unwrap()],
-        &work,
-    );
-    chown_tree(&repo, account);
-    repo
 }
 
 fn sign_events(api: &Http) -> Vec<serde_json::Value> {

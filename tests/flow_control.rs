@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -47,20 +46,7 @@ fn sha256_hex(data: &[u8]) -> String {
 
 /// Runs `command` through keyport with `input` on its stdin; returns its stdout.
 fn feed(daemon: &Daemon, key: &Path, command: &str, input: Arc<Vec<u8>>) -> String {
-    let mut child = daemon
-        .ssh(&me().name, key)
-        .arg(command)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
+    let out = procs::output_with_input(daemon.ssh(&me().name, key).arg(command), input);
     assert!(
         out.status.success(),
         "{command}: {:?} {}",

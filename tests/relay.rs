@@ -23,11 +23,10 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use common::custody::{Custody, assert_nowhere, live_session};
-use common::relay::{
-    Account, Ran, Relay, argv, bare_repo, names, pty_sizes, run, run_with_input, russh_exec,
-};
+use common::pty::pty_sizes;
+use common::relay::{Account, Ran, Relay, argv, names, run, run_with_input, russh_exec};
 use common::require_tool;
-use common::sshd::Sshd;
+use common::sshd::{Sshd, bare_repo};
 use serde_json::json;
 
 /// `path`'s owner and permission bits.

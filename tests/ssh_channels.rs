@@ -8,7 +8,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,45 +35,10 @@ fn ssh_argv(daemon: &Daemon, key: &Path) -> Vec<String> {
 fn a_window_change_reaches_the_pty() {
     require_tool("python3");
     let (_sb, daemon, key) = started();
-    // python's pty module plays the terminal: 30x100 at start, then 40x120 and SIGWINCH,
-    // which makes ssh send window-change.
-    let driver = r#"
-import fcntl, json, os, pty, select, signal, struct, sys, termios, time
-argv = json.loads(sys.argv[1])
-pid, fd = pty.fork()
-if pid == 0:
-    os.execvp(argv[0], argv)
-fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
-out = b""
-def read_for(seconds, until=None):
-    global out
-    end = time.time() + seconds
-    while time.time() < end:
-        r, _, _ = select.select([fd], [], [], 0.05)
-        if r:
-            try:
-                data = os.read(fd, 4096)
-            except OSError:
-                return
-            if not data:
-                return
-            out += data
-            if until and until in out:
-                return
-read_for(10, b"first")
-fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-os.kill(pid, signal.SIGWINCH)
-read_for(10, b"done")
-sys.stdout.write(out.decode(errors="replace"))
-"#;
     let mut argv = ssh_argv(&daemon, &key);
     argv.insert(1, "-tt".into());
     argv.push("stty size; echo first; sleep 1; stty size; echo done".into());
-    let out = Command::new("python3")
-        .args(["-c", driver, &serde_json::to_string(&argv).unwrap()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = common::pty::pty_sizes(&argv);
     assert!(text.contains("30 100"), "initial size: {text}");
     assert!(
         text.contains("40 120"),

@@ -14,6 +14,7 @@ pub mod custody;
 pub mod mux;
 pub mod output;
 pub mod procs;
+pub mod pty;
 pub mod relay;
 pub mod sshd;
 pub mod state;

@@ -125,3 +125,26 @@ pub fn wait_for(what: &str, within: std::time::Duration, mut done: impl FnMut() 
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Runs `cmd` with `input` on its stdin (written from a thread, so a command that writes
+/// before it reads cannot deadlock; then end of file), collecting its output.
+pub fn output_with_input(
+    cmd: &mut std::process::Command,
+    input: std::sync::Arc<Vec<u8>>,
+) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}

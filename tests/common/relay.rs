@@ -3,7 +3,7 @@
 //! `keyport workspace` CLI, and the same command run through keyport (`alice:dev1@`) and
 //! directly against the sshd, so tests can insist both answer alike.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::sshd::{Sshd, SshdBuilder, chown_tree};
+use super::sshd::{Sshd, SshdBuilder};
 use super::{Daemon, Http, OsAccount, Sandbox, keyport_user, require_tool, ssh_options};
 
 /// The `AcceptEnv` line a workspace sshd needs for the secrets the tests give.
@@ -55,19 +55,7 @@ pub fn run(cmd: &mut Command) -> Ran {
 
 /// Runs `cmd` with `input` on its stdin (written from a thread).
 pub fn run_with_input(cmd: &mut Command, input: Arc<Vec<u8>>) -> Ran {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    Ran::of(&out)
+    Ran::of(&super::procs::output_with_input(cmd, input))
 }
 
 /// An OS account made for one relay test: a name no earlier account of this test run had
@@ -417,47 +405,6 @@ pub fn argv(cmd: &Command) -> Vec<String> {
         .collect()
 }
 
-/// Python's pty module plays the terminal for `argv` (an `ssh -tt … 'stty size; echo
-/// first; sleep 1; stty size; echo done'`): 30x100 at start, then 40x120 and SIGWINCH, which
-/// makes ssh send window-change. Returns what the terminal showed.
-pub fn pty_sizes(argv: &[String]) -> String {
-    require_tool("python3");
-    let driver = r#"
-import fcntl, json, os, pty, select, signal, struct, sys, termios, time
-argv = json.loads(sys.argv[1])
-pid, fd = pty.fork()
-if pid == 0:
-    os.execvp(argv[0], argv)
-fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
-out = b""
-def read_for(seconds, until=None):
-    global out
-    end = time.time() + seconds
-    while time.time() < end:
-        r, _, _ = select.select([fd], [], [], 0.05)
-        if r:
-            try:
-                data = os.read(fd, 4096)
-            except OSError:
-                return
-            if not data:
-                return
-            out += data
-            if until and until in out:
-                return
-read_for(15, b"first")
-fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-os.kill(pid, signal.SIGWINCH)
-read_for(15, b"done")
-sys.stdout.write(out.decode(errors="replace"))
-"#;
-    let out = Command::new("python3")
-        .args(["-c", driver, &serde_json::to_string(argv).unwrap()])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).replace('\r', "")
-}
-
 /// `n` bytes that do not compress and do not repeat.
 pub fn payload(n: usize) -> Vec<u8> {
     let mut data = Vec::with_capacity(n + 8);
@@ -496,34 +443,6 @@ pub fn sha256_file(path: &Path) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// A bare repository with one commit in `account`'s home, owned by it.
-pub fn bare_repo(sb: &Sandbox, account: &OsAccount) -> PathBuf {
-    require_tool("git");
-    let work = sb.dir.path().join("seed");
-    let git = |args: &[&str], dir: &Path| {
-        let out = Command::new("git")
-            .args(["-c", "user.name=seed", "-c", "user.email=seed@example.com"])
-            .args(["-c", "init.defaultBranch=main"])
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}: {out:?}");
-    };
-    std::fs::create_dir_all(&work).unwrap();
-    git(&["init", "-q"], &work);
-    std::fs::write(work.join("README"), "seed\n").unwrap();
-    git(&["add", "README"], &work);
-    git(&["commit", "-q", "-m", "seed"], &work);
-    let repo = account.home.join("repo.git");
-    git(
-        &["clone", "-q", "--bare", ".", repo.to_str().unwrap()],
-        &work,
-    );
-    chown_tree(&repo, account);
-    repo
 }
 
 /// Names in an audit detail field: a JSON array of strings, or one string of names

@@ -300,3 +300,31 @@ pub fn chown_tree(path: &Path, account: &OsAccount) {
         .unwrap();
     assert!(status.success());
 }
+
+/// A bare repository with one commit in `account`'s home, owned by it.
+pub fn bare_repo(sb: &Sandbox, account: &OsAccount) -> PathBuf {
+    require_tool("git");
+    let work = sb.dir.path().join("seed");
+    let git = |args: &[&str], dir: &Path| {
+        let out = Command::new("git")
+            .args(["-c", "user.name=seed", "-c", "user.email=seed@example.com"])
+            .args(["-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+    };
+    std::fs::create_dir_all(&work).unwrap();
+    git(&["init", "-q"], &work);
+    std::fs::write(work.join("README"), "seed\n").unwrap();
+    git(&["add", "README"], &work);
+    git(&["commit", "-q", "-m", "seed"], &work);
+    let repo = account.home.join("repo.git");
+    git(
+        &["clone", "-q", "--bare", ".", repo.to_str().unwrap()],
+        &work,
+    );
+    chown_tree(&repo, account);
+    repo
+}

@@ -3,8 +3,7 @@
 //! CLI's `show -o json`, a command fed a given stdin (or run on a terminal, typing an answer),
 //! and API users on a running daemon.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
@@ -64,16 +63,7 @@ pub fn show_json(sb: &Sandbox, name: &str) -> Value {
 
 /// Runs `cmd` with `input` on its stdin (then end of file), collecting its output.
 pub fn piped(cmd: &mut Command, input: &str) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(input.as_bytes()).unwrap();
-    drop(stdin);
-    child.wait_with_output().unwrap()
+    crate::common::procs::output_with_input(cmd, std::sync::Arc::new(input.as_bytes().to_vec()))
 }
 
 /// `keyport ARGS` on a terminal (through `script`), typing `answer`.
