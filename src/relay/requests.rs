@@ -1,5 +1,6 @@
 //! A relayed session's set-up requests on its upstream channel: the session env as `env`
-//! requests, the pty, `auth-agent-req@openssh.com` and the program — all with want-reply and
+//! requests, the pty, `auth-agent-req@openssh.com` (once per connection) and the program —
+//! all with want-reply and
 //! pipelined. OpenSSH answers a channel's requests in order (notes/relay.md §1.6), so the
 //! replies are counted back in order: each env name the sshd refused is known, and nothing
 //! waits a round trip per request.
@@ -29,6 +30,7 @@ pub async fn send(
     channel: &mut Channel<russh::client::Msg>,
     env: &SessionEnv,
     pty: Option<&PtyRequest>,
+    agent: bool,
     program: &Asked,
 ) -> Result<Replies, RelayError> {
     let mut sent: Vec<String> = Vec::new();
@@ -59,7 +61,9 @@ pub async fn send(
             .await
             .map_err(|e| lost(&e))?;
     }
-    channel.agent_forward(true).await.map_err(|e| lost(&e))?;
+    if agent {
+        channel.agent_forward(true).await.map_err(|e| lost(&e))?;
+    }
     match program {
         Asked::Shell => channel.request_shell(true).await,
         Asked::Exec(command) => channel.exec(true, command.clone()).await,
@@ -68,7 +72,7 @@ pub async fn send(
     .map_err(|e| lost(&e))?;
 
     // env × N, then the pty, then the agent, then the program.
-    let total = sent.len() + usize::from(pty.is_some()) + 2;
+    let total = sent.len() + usize::from(pty.is_some()) + usize::from(agent) + 1;
     let mut replies = Replies {
         refused: Vec::new(),
         unsendable,
@@ -106,7 +110,7 @@ pub async fn send(
                 Asked::Subsystem(name) => format!("the workspace's sshd has no {name} subsystem"),
                 _ => "the workspace's sshd refused to start the program".into(),
             }));
-        } else if step + 2 == total && !ok {
+        } else if agent && step + 2 == total && !ok {
             replies.agent_refused = true;
         }
         step += 1;

@@ -207,8 +207,8 @@ async fn start(
         forward: asks.agent_forward,
         limit: SignLimit::new(ctx.signatures_per_minute),
     };
-    upstream.agent.allow(|| agent);
-    let replies = super::requests::send(channel, &env, asks.pty, asks.program).await?;
+    let ask_agent = upstream.agent.allow(|| agent);
+    let replies = super::requests::send(channel, &env, asks.pty, ask_agent, asks.program).await?;
     if replies.agent_refused {
         // `AllowAgentForwarding no` there: the session goes on.
         notices.push(format!(
@@ -328,6 +328,10 @@ async fn to_client(
     id: ChannelId,
 ) {
     let mut early = early.into_iter();
+    // The sshd's EOF is passed on only with (after) the exit status, as sshd and keyport's
+    // local sessions send them: a client that has its EOF and has sent its own closes the
+    // channel at once, and an exit status behind that close would never reach it.
+    let mut eof = false;
     loop {
         let next = match early.next() {
             Some(msg) => Some(msg),
@@ -336,8 +340,14 @@ async fn to_client(
         let delivered = match next {
             Some(ChannelMsg::Data { data }) => tx.data_bytes(data).await,
             Some(ChannelMsg::ExtendedData { data, ext }) => tx.extended_data_bytes(ext, data).await,
-            Some(ChannelMsg::Eof) => tx.eof().await,
-            Some(ChannelMsg::ExitStatus { exit_status }) => tx.exit_status(exit_status).await,
+            Some(ChannelMsg::Eof) => {
+                eof = true;
+                Ok(())
+            }
+            Some(ChannelMsg::ExitStatus { exit_status }) => {
+                let sent = tx.exit_status(exit_status).await;
+                sent.and(end_of_output(tx, &mut eof).await)
+            }
             Some(ChannelMsg::ExitSignal {
                 signal_name,
                 core_dumped,
@@ -347,7 +357,7 @@ async fn to_client(
                 let _ = handle
                     .exit_signal_request(id, signal_name, core_dumped, error_message, lang_tag)
                     .await;
-                Ok(())
+                end_of_output(tx, &mut eof).await
             }
             Some(ChannelMsg::Close) | None => break,
             Some(_) => Ok(()),
@@ -356,5 +366,15 @@ async fn to_client(
             break;
         }
     }
+    let _ = end_of_output(tx, &mut eof).await;
     let _ = tx.close().await;
+}
+
+/// Sends the EOF held back, if there is one.
+async fn end_of_output(tx: &ChannelWriteHalf<Msg>, eof: &mut bool) -> Result<(), russh::Error> {
+    if std::mem::take(eof) {
+        tx.eof().await
+    } else {
+        Ok(())
+    }
 }

@@ -43,9 +43,12 @@ pub struct AgentGate {
 
 impl AgentGate {
     /// Agent channels may now be opened; `make` gives the agent that serves them (used once).
-    pub fn allow(&self, make: impl FnOnce() -> SessionAgent) {
+    /// Returns whether forwarding is still to be asked for on this connection: OpenSSH's sshd
+    /// takes `auth-agent-req@openssh.com` once per connection (session.c) and refuses it
+    /// after, while every later session of the connection gets the same `SSH_AUTH_SOCK`.
+    pub fn allow(&self, make: impl FnOnce() -> SessionAgent) -> bool {
         let _ = self.agent.get_or_init(|| Arc::new(make()));
-        self.requested.store(true, Ordering::Release);
+        !self.requested.swap(true, Ordering::AcqRel)
     }
 }
 
