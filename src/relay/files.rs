@@ -214,24 +214,23 @@ async fn apply(sftp: &RawSftpSession, plan: &Plan, owner: Option<u32>) -> Report
         let value = wanted.content.expose();
         let hash = sha256_hex(value);
         let existing = sftp.lstat(wanted.path.clone()).await.ok().map(|a| a.attrs);
-        let own = existing
-            .as_ref()
-            .is_some_and(|a| regular(a) && a.uid.is_some() && a.uid == owner);
-        let kind = existing
-            .as_ref()
-            .and_then(|a| a.permissions)
-            .map(|p| p & 0o170_000);
-        let content = if existing.as_ref().is_some_and(regular) {
+        let kind = existing.as_ref().map(file_type);
+        let regular = kind == Some(Some(S_IFREG));
+        let own = regular
+            && existing
+                .as_ref()
+                .is_some_and(|a| a.uid.is_some() && a.uid == owner);
+        let content = if regular {
             read_small(sftp, &wanted.path).await
         } else {
             None
         };
         let found = match (kind, &content) {
             (None, _) => Found::Missing,
-            (Some(0o120_000), _) => Found::Link,
-            (Some(0o040_000), _) => Found::Dir,
-            (Some(0o100_000), Some(content)) => Found::File { content, own },
-            (Some(0o100_000), None) => {
+            (Some(Some(S_IFLNK)), _) => Found::Link,
+            (Some(Some(S_IFDIR)), _) => Found::Dir,
+            (Some(Some(S_IFREG)), Some(content)) => Found::File { content, own },
+            (Some(Some(S_IFREG)), None) => {
                 Found::Uncomparable("it cannot be read, or is larger than a value".into())
             }
             _ => Found::Special,
@@ -260,8 +259,8 @@ async fn apply(sftp: &RawSftpSession, plan: &Plan, owner: Option<u32>) -> Report
             }
         }
         let (mode, narrowed) = match &existing {
-            Some(a) if regular(a) && own => (a.permissions.unwrap_or(0o600) & 0o7777, false),
-            Some(a) if regular(a) => (0o600, true),
+            Some(a) if own => (a.permissions.unwrap_or(0o600) & 0o7777, false),
+            Some(_) if regular => (0o600, true),
             _ => (0o600, false),
         };
         match write_atomic(sftp, &wanted.path, value, mode).await {
@@ -282,7 +281,9 @@ async fn apply(sftp: &RawSftpSession, plan: &Plan, owner: Option<u32>) -> Report
                 report.missing.push(stale.path.clone());
             }
             Err(e) => report.failed.push((stale.path.clone(), e.to_string())),
-            Ok(a) if !regular(&a.attrs) => report.kept_changed.push(stale.path.clone()),
+            Ok(a) if file_type(&a.attrs) != Some(S_IFREG) => {
+                report.kept_changed.push(stale.path.clone());
+            }
             Ok(_) => match read_small(sftp, &stale.path).await {
                 Some(content) if sha256_hex(&content) == stale.sha256 => {
                     match sftp.remove(stale.path.clone()).await {
@@ -297,12 +298,16 @@ async fn apply(sftp: &RawSftpSession, plan: &Plan, owner: Option<u32>) -> Report
     report
 }
 
-/// Whether the attributes are a regular file's: the whole S_IFMT field compared (a link's
-/// type bits contain S_IFREG's), from lstat, so a link is a link, not what it points at.
-fn regular(attrs: &FileAttributes) -> bool {
-    attrs
-        .permissions
-        .is_some_and(|p| p & 0o170_000 == 0o100_000)
+/// `st_mode`'s file-type field and its values (POSIX; SFTP v3 carries `st_mode` as is).
+const S_IFMT: u32 = 0o170_000;
+const S_IFREG: u32 = 0o100_000;
+const S_IFDIR: u32 = 0o040_000;
+const S_IFLNK: u32 = 0o120_000;
+
+/// The file type the attributes give, the whole S_IFMT field compared (a link's type bits
+/// contain S_IFREG's); from lstat, so a link is a link, not what it points at.
+fn file_type(attrs: &FileAttributes) -> Option<u32> {
+    attrs.permissions.map(|p| p & S_IFMT)
 }
 
 /// A file's content, if it is no longer than a value may be.
@@ -429,11 +434,7 @@ async fn make_dirs(sftp: &RawSftpSession, dir: &str) -> Result<(), String> {
         if let Err(e) = sftp.mkdir(at.clone(), attrs).await {
             // Another session of the same login may have made it meanwhile.
             let made = sftp.stat(at.clone()).await.ok();
-            if !made.is_some_and(|a| {
-                a.attrs
-                    .permissions
-                    .is_some_and(|p| p & 0o170_000 == 0o040_000)
-            }) {
+            if made.is_none_or(|a| file_type(&a.attrs) != Some(S_IFDIR)) {
                 return Err(format!("cannot create {at}: {e}"));
             }
         }

@@ -198,16 +198,16 @@ async fn start(
         secrets: &secrets.env,
         keyport,
     });
-    // Always: the workspace's git and ssh get the user's key from keyport's memory.
-    let agent = SessionAgent {
+    // Always: the workspace's git and ssh get the user's key from keyport's memory. The agent
+    // is made for the connection's first relayed session only.
+    let ask_agent = upstream.agent.allow(|| SessionAgent {
         vault: ctx.vault.clone(),
         metrics: ctx.metrics.clone(),
         user: who.clone(),
         session,
         forward: asks.agent_forward,
         limit: SignLimit::new(ctx.signatures_per_minute),
-    };
-    let ask_agent = upstream.agent.allow(|| agent);
+    });
     let replies = super::requests::send(channel, &env, asks.pty, ask_agent, asks.program).await?;
     if replies.agent_refused {
         // `AllowAgentForwarding no` there: the session goes on.
