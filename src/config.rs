@@ -14,10 +14,12 @@ use serde::{Deserialize, Serialize};
 use crate::datadir;
 use crate::secrets::Limits;
 
+mod ca;
 mod forwarding;
 mod http;
 mod relay;
 mod ssh;
+pub use ca::CaSettings;
 pub use forwarding::{Forwarding, LocalTarget, RemotePorts};
 pub use http::HttpSettings;
 pub use relay::RelaySettings;
@@ -81,6 +83,8 @@ pub struct Config {
     pub http: HttpSettings,
     /// Relay mode's upstream leg.
     pub relay: RelaySettings,
+    /// The certificates keyport signs as the workspaces' user CA.
+    pub ca: CaSettings,
 }
 
 impl Default for Config {
@@ -97,6 +101,7 @@ impl Default for Config {
             forwarding: Forwarding::default(),
             http: HttpSettings::default(),
             relay: RelaySettings::default(),
+            ca: CaSettings::default(),
         }
     }
 }
@@ -214,6 +219,19 @@ keepalive_secs = 30
 failures_before_hold = 2
 # 0 to 86400.
 failure_hold_secs = 30
+
+# keyport as the workspaces' SSH user CA (workspaces added with --auth ca).
+[ca]
+# Certificates are valid from now minus this to now plus this: the clock skew tolerated
+# between keyport and a workspace (sshd allows none). 60 to 1800.
+validity_skew_secs = 300
+# CIDRs the workspaces see keyport connect from. When set, every certificate carries them
+# as its source-address critical option (a certificate copied off keyport is then useless
+# elsewhere). NAT makes this site-specific, so it is empty by default.
+source_address = []
+# The gateway's name in certificate key ids (keyport:<gateway>:<user>:<workspace>:<conn>),
+# which the workspace's sshd logs. Default: the host name.
+# gateway = "gw1"
 "#;
 
 impl Config {
@@ -240,6 +258,7 @@ impl Config {
             .and_then(|()| config.forwarding.check())
             .and_then(|()| config.http.check())
             .and_then(|()| config.relay.check())
+            .and_then(|()| config.ca.check())
             .map_err(|(field, rule)| ConfigError::Invalid { path, field, rule })?;
         Ok(config)
     }

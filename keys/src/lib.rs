@@ -9,10 +9,12 @@
 //! - [`userkey`]: generating key pairs (ed25519, ECDSA P-256) for users and the host, OpenSSH public key lines and
 //!   `SHA256:` fingerprints, parsing public keys users log in with.
 //! - [`agent`]: the ssh-agent protocol's messages, parsed from and encoded to bytes, both sides.
+//! - [`cert`]: OpenSSH user certificates signed as the workspaces' user CA (relay `--auth ca`).
 //! - [`seal`]: AES-256-GCM sealing under a 32-byte master key, with the key's id in the blob and
 //!   associated data that binds a blob to its owner and purpose.
 
 pub mod agent;
+pub mod cert;
 pub mod seal;
 pub mod secret;
 pub mod userkey;

@@ -132,6 +132,11 @@ impl KeyPair {
         self.private.fingerprint(HashAlg::Sha256).to_string()
     }
 
+    /// The private key, for a login that needs it whole (a per-connection certificate key).
+    pub fn into_private(self) -> PrivateKey {
+        self.private
+    }
+
     /// The private key, for signing inside the daemon.
     pub fn private(&self) -> &PrivateKey {
         &self.private

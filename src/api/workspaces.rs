@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 
 use super::{ApiError, ApiJson, ApiPath, AppState, Caller, ErrorBody};
-use crate::vault::{GrantSpec, HostKeySource, WorkspaceInfo, WorkspaceSpec};
+use crate::vault::{GrantSpec, HostKeySource, WorkspaceAuth, WorkspaceInfo, WorkspaceSpec};
 
 /// Body of `POST /workspaces`. Host keys are given, never scanned: the API does not reach out
 /// to an address it is handed (use `keyport workspace add --scan` on the gateway for that).
@@ -36,6 +36,10 @@ pub struct CreateWorkspace {
     /// Its host keys, OpenSSH public key lines (`ssh-ed25519 AAAA…`).
     #[schema(min_items = 1)]
     host_keys: Vec<String>,
+    /// How keyport logs in there: `key` (default; each user's keyport key in the login's
+    /// authorized_keys) or `ca` (certificates from keyport's user CA, made if none exists).
+    #[serde(default)]
+    auth: WorkspaceAuth,
 }
 
 /// Body of `PUT /workspaces/{name}/host-keys`: the keys to pin instead of the ones pinned now.
@@ -145,6 +149,7 @@ pub async fn create(
         owners: body.owners,
         host_keys: body.host_keys,
         host_key_source: HostKeySource::Pinned,
+        auth: body.auth,
     };
     let actor = caller.actor();
     let info = state.vault(move |v| v.add_workspace(&actor, &spec)).await?;

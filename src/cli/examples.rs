@@ -167,7 +167,14 @@ const EXAMPLES: &[(&str, &str)] = &[
         "workspace add",
         "  keyport workspace add dev1 --address dev1.internal:22 --os-user dev --owner alice \\
       --host-key \"$(cat dev1_ssh_host_ed25519_key.pub)\"
-  keyport workspace add dev2 --address 10.0.0.7:22 --os-user dev --owner bob --scan",
+  keyport workspace add dev2 --address 10.0.0.7:22 --os-user dev --owner bob --scan
+  keyport workspace add dev3 --address 10.0.0.8:22 --os-user dev --owner bob --scan \\
+      --auth ca                        # trusts keyport's user CA: no authorized_keys",
+    ),
+    (
+        "workspace set",
+        "  keyport workspace set dev1 --auth ca   # certificates from now on; prints the sshd snippet
+  keyport workspace set dev1 --auth key  # back to each user's key in authorized_keys",
     ),
     (
         "workspace list",
@@ -195,6 +202,39 @@ const EXAMPLES: &[(&str, &str)] = &[
   keyport workspace grant dev1 carol --owner",
     ),
     ("workspace revoke", "  keyport workspace revoke dev1 bob"),
+    (
+        "ca",
+        "  keyport ca show > keyport_user_ca.pub  # the TrustedUserCAKeys line(s) for workspaces
+  keyport ca rotate && keyport ca promote && keyport ca status && keyport ca retire",
+    ),
+    (
+        "ca init",
+        "  keyport ca init                        # ed25519
+  keyport ca init --type ecdsa-p256      # for FIPS hosts that refuse ed25519",
+    ),
+    (
+        "ca show",
+        "  keyport ca show
+  keyport ca show | ssh root@dev1 'cat > /etc/ssh/keyport_user_ca.pub'",
+    ),
+    (
+        "ca rotate",
+        "  keyport ca rotate                      # then install both lines everywhere",
+    ),
+    (
+        "ca promote",
+        "  keyport ca promote                     # the new CA signs; the old one is the fallback",
+    ),
+    (
+        "ca status",
+        "  keyport ca status                      # which workspaces still accept only the old CA
+  keyport ca status -o json",
+    ),
+    (
+        "ca retire",
+        "  keyport ca retire -y                   # drop the previous CA
+  keyport ca retire ca3                  # abandon a rotation: drop the next CA",
+    ),
     (
         "admin",
         "  keyport admin rotate-master-key",

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod ca;
 pub mod doctor;
 pub mod examples;
 pub mod exit;
@@ -111,9 +112,12 @@ pub enum Command {
     /// Started by `serve`: ends live sessions if the daemon is killed (not for users).
     #[command(hide = true)]
     SessionReaper,
-    /// Relay-mode workspaces: add, list, show, pin, remove, grant, revoke (admin on the data
+    /// Relay-mode workspaces: add, list, show, set, pin, remove, grant, revoke (admin on the data
     /// dir; `list` over the API when logged in).
     Workspace(OnDataDir<workspace::WorkspaceCommand>),
+    /// keyport as the workspaces' SSH user CA: init, show, rotate, promote, status, retire
+    /// (admin on the data dir).
+    Ca(OnDataDir<ca::CaCommand>),
     /// Operator tasks on the data dir.
     Admin(OnDataDir<admin::AdminCommand>),
     /// Configuration.
@@ -177,6 +181,7 @@ pub fn run(opts: Opts) -> anyhow::Result<()> {
         Command::Token(cmd) => token::run(&load_config(top, &DataDirArgs::default())?, cmd),
         Command::Audit(args) => audit::run(args),
         Command::Workspace(on) => workspace::run(&load_config(top, &on.data)?, on.command),
+        Command::Ca(on) => ca::run(&load_config(top, &on.data)?, on.command),
         Command::Admin(on) => admin::run(&load_config(top, &on.data)?, on.command),
         Command::Config(ConfigCommand::PrintDefault) => {
             print!("{DEFAULT_CONFIG_TOML}");

@@ -1,4 +1,4 @@
-//! `keyport workspace add|list|show|pin|remove|grant|revoke`: relay-mode workspaces.
+//! `keyport workspace add|list|show|set|pin|remove|grant|revoke`: relay-mode workspaces.
 //!
 //! The admin commands work on the data dir, like `keyport user`. `list` goes over the API when
 //! a login is configured (a user sees the workspaces granted to them) and reads the data dir
@@ -14,7 +14,9 @@ use russh::keys::{Algorithm, PublicKey};
 use super::output::{self, Format, UsageError};
 use crate::client::{Client, ClientError};
 use crate::config::Config;
-use crate::vault::{Actor, GrantSpec, HostKeySource, WorkspaceInfo, WorkspaceSpec};
+use std::str::FromStr as _;
+
+use crate::vault::{Actor, GrantSpec, HostKeySource, WorkspaceAuth, WorkspaceInfo, WorkspaceSpec};
 
 /// How long `--scan` waits for the sshd to show its key.
 const SCAN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,6 +42,16 @@ pub enum WorkspaceCommand {
         /// Output format.
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
         output: Format,
+    },
+    /// Change how keyport logs in to a workspace: `--auth ca` (certificates from keyport's user
+    /// CA; prints the sshd snippet) or `--auth key` (each user's keyport key in the login's
+    /// authorized_keys) (admin; data dir).
+    Set {
+        /// Workspace name.
+        name: String,
+        /// `ca` or `key`.
+        #[arg(long, value_name = "ca|key", value_parser = WorkspaceAuth::from_str)]
+        auth: WorkspaceAuth,
     },
     /// Re-pin a workspace whose sshd was rebuilt: its pinned host keys are replaced by the
     /// given ones, or by the key its sshd shows now (--scan, once you confirm) (admin; data dir).
@@ -101,6 +113,11 @@ pub struct AddArgs {
     /// With --scan: pin the key without asking (check the fingerprint printed).
     #[arg(short = 'y', long)]
     pub yes: bool,
+    /// How keyport logs in there: `key` (each user's keyport key, listed in the login's
+    /// authorized_keys) or `ca` (a per-connection certificate from keyport's user CA, which
+    /// the workspace trusts with one TrustedUserCAKeys line; the sshd snippet is printed).
+    #[arg(long, value_name = "key|ca", default_value = "key", value_parser = WorkspaceAuth::from_str)]
+    pub auth: WorkspaceAuth,
 }
 
 /// `keyport workspace pin`
@@ -130,9 +147,16 @@ pub fn run(config: &Config, cmd: WorkspaceCommand) -> anyhow::Result<()> {
     let mut vault = super::open_vault(config)?;
     let actor = Actor::cli();
     match cmd {
-        WorkspaceCommand::Add(args) => add(&mut vault, &actor, args)?,
+        WorkspaceCommand::Add(args) => add(&mut vault, config, &actor, args)?,
         WorkspaceCommand::List { .. } => {}
         WorkspaceCommand::Pin(args) => pin(&mut vault, &actor, args)?,
+        WorkspaceCommand::Set { name, auth } => {
+            let info = vault.set_workspace_auth(&actor, &name, auth)?;
+            println!("workspace {name} now logs in with auth {auth}");
+            if auth == WorkspaceAuth::Ca {
+                super::ca::print_sshd_snippet(&vault, config, &info)?;
+            }
+        }
         WorkspaceCommand::Show { name, output } => {
             let info = vault.workspace(&name)?;
             match output {
@@ -163,6 +187,12 @@ pub fn run(config: &Config, cmd: WorkspaceCommand) -> anyhow::Result<()> {
                 .find(|g| g.user == user)
                 .map_or(info.os_user.as_str(), |g| g.login.as_str());
             println!("granted workspace {name} to {user} (login {login})");
+            if info.auth == WorkspaceAuth::Ca && login != info.os_user {
+                println!(
+                    "{name} trusts keyport's user CA per login: add {login} to the Match User \
+                     line of its sshd snippet (keyport workspace set {name} --auth ca prints it)"
+                );
+            }
         }
         WorkspaceCommand::Revoke { name, user } => {
             vault.revoke_workspace(&actor, &name, &user)?;
@@ -172,7 +202,12 @@ pub fn run(config: &Config, cmd: WorkspaceCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn add(vault: &mut crate::vault::Vault, actor: &Actor, args: AddArgs) -> anyhow::Result<()> {
+fn add(
+    vault: &mut crate::vault::Vault,
+    config: &Config,
+    actor: &Actor,
+    args: AddArgs,
+) -> anyhow::Result<()> {
     let mut spec = WorkspaceSpec {
         name: args.name,
         address: args.address,
@@ -180,6 +215,7 @@ fn add(vault: &mut crate::vault::Vault, actor: &Actor, args: AddArgs) -> anyhow:
         owners: args.owner,
         host_keys: args.host_key,
         host_key_source: HostKeySource::Pinned,
+        auth: args.auth,
     };
     if args.scan {
         // Everything else first: no question about a key for a workspace that cannot be added.
@@ -199,6 +235,9 @@ fn add(vault: &mut crate::vault::Vault, actor: &Actor, args: AddArgs) -> anyhow:
     );
     for key in &info.host_keys {
         println!("pinned host key {} ({})", key.fingerprint, key.source);
+    }
+    if info.auth == WorkspaceAuth::Ca {
+        super::ca::print_sshd_snippet(vault, config, &info)?;
     }
     Ok(())
 }
@@ -321,7 +360,15 @@ fn list(config: &Config, output: Format) -> anyhow::Result<()> {
     };
     if admin_view {
         output::print_table(
-            &["NAME", "ADDRESS", "LOGIN", "USERS", "HOST KEYS", "CREATED"],
+            &[
+                "NAME",
+                "ADDRESS",
+                "LOGIN",
+                "AUTH",
+                "USERS",
+                "HOST KEYS",
+                "CREATED",
+            ],
             &workspaces
                 .iter()
                 .map(|w| {
@@ -330,6 +377,7 @@ fn list(config: &Config, output: Format) -> anyhow::Result<()> {
                         w.name.clone(),
                         w.address.clone().unwrap_or_else(|| "-".into()),
                         w.os_user.clone(),
+                        w.auth.to_string(),
                         users.join(","),
                         fingerprints(w),
                         output::time(w.created_at),
@@ -363,10 +411,19 @@ fn list(config: &Config, output: Format) -> anyhow::Result<()> {
 }
 
 /// `workspace show`: one field per line, then the host keys and the grants as tables.
+/// What `auth` means, for `workspace show`.
+fn auth_words(auth: WorkspaceAuth) -> &'static str {
+    match auth {
+        WorkspaceAuth::Key => "key (each user's keyport key in the login's authorized_keys)",
+        WorkspaceAuth::Ca => "ca (certificates from keyport's user CA; keyport ca show)",
+    }
+}
+
 fn print_details(info: &WorkspaceInfo) {
     println!("name:     {}", info.name);
     println!("address:  {}", info.address.as_deref().unwrap_or("-"));
     println!("login:    {} (unless a grant sets its own)", info.os_user);
+    println!("auth:     {}", auth_words(info.auth));
     println!("created:  {}", output::time(info.created_at));
     println!("updated:  {}", output::time(info.updated_at));
     println!();

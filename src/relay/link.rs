@@ -158,6 +158,7 @@ async fn linked(
             .then(|| std::time::Duration::from_secs(relay.settings.keepalive_secs)),
         window: ctx.channel_window,
         tasks: ctx.tasks.clone(),
+        ca: &relay.ca,
     };
     let (upstream, announced) = match upstream::connect(dial).await {
         Ok(connected) => connected,

@@ -9,11 +9,13 @@
 //! - `mod.rs`: upstream failures, their messages and their hold.
 //! - `link.rs`: a client connection's link to its workspace; each channel's upstream open.
 //! - `upstream.rs`: the russh client leg: host key pins, login signed in the vault, agent.
+//! - `certlogin.rs`: the upstream login with a per-connection certificate (`--auth ca`).
 //! - `session.rs`: one relayed session channel: what it gets, then both pumps.
 //! - `requests.rs`: its env, pty, agent and program requests upstream, replies counted.
 //! - `files.rs`: file secrets written upstream over SFTP, with the local ledger's rules.
 //! - `scan.rs`: reading a workspace's host key once, for an admin to pin.
 
+mod certlogin;
 mod files;
 mod link;
 mod requests;
@@ -28,7 +30,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::config::RelaySettings;
+use crate::config::{CaSettings, RelaySettings};
 
 /// Why a relayed session could not reach its workspace; `Display` is the line the client's
 /// stderr gets (after `keyport: `).
@@ -78,6 +80,32 @@ pub enum RelayError {
         /// The public key line to add.
         key_line: String,
     },
+    /// The sshd refused every certificate keyport's user CAs signed.
+    #[error(
+        "{login}@{address} refused keyport's certificate (principal {login}, signed by {}): \
+         workspace {workspace}'s sshd must trust keyport's user CA for {login} with \
+         TrustedUserCAKeys (keyport ca show prints the lines; keyport workspace set \
+         {workspace} --auth ca the sshd snippet), allow {algorithm} in \
+         PubkeyAcceptedAlgorithms, and keep its clock within {skew_secs}s of keyport's; \
+         its log names the reason for key id {key_id}",
+        tried.join(", then ")
+    )]
+    CertRefused {
+        /// The workspace.
+        workspace: String,
+        /// The workspace login (the certificate's principal).
+        login: String,
+        /// HOST:PORT.
+        address: String,
+        /// The CAs tried, as `ca2 (SHA256:…)`.
+        tried: Vec<String>,
+        /// The certificate type's algorithm name.
+        algorithm: String,
+        /// `[ca] validity_skew_secs`.
+        skew_secs: u64,
+        /// The last certificate's key id (what the sshd logs).
+        key_id: String,
+    },
     /// Anything else on the way (a channel the sshd refused, a vault failure).
     #[error("{0}")]
     Other(String),
@@ -100,7 +128,7 @@ impl RelayError {
             RelayError::NoWorkspace { .. } => "no-workspace",
             RelayError::Unreachable { .. } => "unreachable",
             RelayError::HostKey { .. } => "host-key",
-            RelayError::Refused { .. } => "auth",
+            RelayError::Refused { .. } | RelayError::CertRefused { .. } => "auth",
             RelayError::Other(_) => "other",
             RelayError::Held { .. } => "held",
         }
@@ -176,15 +204,18 @@ impl Holds {
 pub struct Relay {
     /// `[relay]`.
     pub settings: RelaySettings,
+    /// `[ca]`: the certificates signed for `--auth ca` workspaces.
+    pub ca: CaSettings,
     /// Upstreams failing lately.
     holds: Holds,
 }
 
 impl Relay {
-    /// Relay mode with `settings`.
-    pub fn new(settings: RelaySettings) -> Self {
+    /// Relay mode with `settings`, signing certificates with `ca`.
+    pub fn new(settings: RelaySettings, ca: CaSettings) -> Self {
         Self {
             settings,
+            ca,
             holds: Holds::default(),
         }
     }

@@ -1,6 +1,7 @@
 //! The upstream leg: one russh client connection to a workspace's sshd per client
 //! connection, logged in as the workspace login with the user's keyport key (signed inside
-//! the daemon's vault, never handed to the workspace), the host key checked against the pins.
+//! the daemon's vault, never handed to the workspace) or, for an `--auth ca` workspace, with a
+//! per-connection certificate (`certlogin`), the host key checked against the pins.
 //!
 //! Host keys the sshd announces after login (`hostkeys-00@openssh.com`, OpenSSH's
 //! `UpdateHostKeys`) are pinned only once the sshd proved it holds them (`hostkeys-prove`).
@@ -18,9 +19,10 @@ use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 use super::RelayError;
+use super::certlogin::{self, CertLogin};
 use crate::agent::{Peer, SessionAgent};
 use crate::shared::VaultHandle;
-use crate::vault::{Route, SessionUser};
+use crate::vault::{Route, SessionUser, WorkspaceAuth};
 
 /// A logged-in connection to a workspace's sshd.
 pub struct Upstream {
@@ -182,6 +184,7 @@ pub struct Dial<'a> {
     pub keepalive: Option<Duration>,
     pub window: u32,
     pub tasks: tokio_util::task::TaskTracker,
+    pub ca: &'a crate::config::CaSettings,
 }
 
 /// Host keys the sshd announced that are not pinned yet, for [`learn_host_keys`].
@@ -197,6 +200,7 @@ pub async fn connect(dial: Dial<'_>) -> Result<(Upstream, Announced), RelayError
         keepalive,
         window,
         tasks,
+        ca,
     } = dial;
     let pins: Vec<PublicKey> = route
         .host_keys
@@ -272,24 +276,18 @@ pub async fn connect(dial: Dial<'_>) -> Result<(Upstream, Announced), RelayError
         .ok()
         .and_then(|k| k.as_ref().map(super::scan::fingerprint))
         .unwrap_or_default();
-    let (public, line) = user_public_key(vault, user).await?;
-    let mut signer = VaultSigner {
-        vault: vault.clone(),
-        user: user.clone(),
-    };
-    let login =
-        handle.authenticate_publickey_with(route.os_user.clone(), public, None, &mut signer);
-    match tokio::time::timeout_at(deadline, login).await {
-        Err(_) => return Err(unreachable(format!("no login answer within {timeout:?}"))),
-        Ok(Err(e)) => return Err(RelayError::Other(format!("cannot sign the login: {e}"))),
-        Ok(Ok(AuthResult::Success)) => {}
-        Ok(Ok(AuthResult::Failure { .. })) => {
-            return Err(RelayError::Refused {
-                login: route.os_user.clone(),
-                address: route.address.clone(),
-                key_line: line,
-            });
-        }
+    if route.auth == WorkspaceAuth::Ca {
+        let login = CertLogin {
+            vault,
+            route,
+            user,
+            settings: ca,
+        };
+        tokio::time::timeout_at(deadline, certlogin::log_in(&mut handle, login))
+            .await
+            .map_err(|_| unreachable(format!("no login answer within {timeout:?}")))??;
+    } else {
+        key_login(&mut handle, vault, route, user, deadline, timeout).await?;
     }
     info!(user = %user.name, workspace = %route.workspace, upstream = %route.address, "upstream login");
     let upstream = Upstream {
@@ -328,6 +326,41 @@ pub async fn learn_host_keys(
             }
         }
     }
+}
+
+/// Logs `handle` in with the user's keyport key, signed in the vault.
+async fn key_login(
+    handle: &mut client::Handle<Leg>,
+    vault: &VaultHandle,
+    route: &Route,
+    user: &SessionUser,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+) -> Result<(), RelayError> {
+    let unreachable = |why: String| RelayError::Unreachable {
+        address: route.address.clone(),
+        why,
+    };
+    let (public, line) = user_public_key(vault, user).await?;
+    let mut signer = VaultSigner {
+        vault: vault.clone(),
+        user: user.clone(),
+    };
+    let login =
+        handle.authenticate_publickey_with(route.os_user.clone(), public, None, &mut signer);
+    match tokio::time::timeout_at(deadline, login).await {
+        Err(_) => return Err(unreachable(format!("no login answer within {timeout:?}"))),
+        Ok(Err(e)) => return Err(RelayError::Other(format!("cannot sign the login: {e}"))),
+        Ok(Ok(AuthResult::Success)) => {}
+        Ok(Ok(AuthResult::Failure { .. })) => {
+            return Err(RelayError::Refused {
+                login: route.os_user.clone(),
+                address: route.address.clone(),
+                key_line: line,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The user's keyport public key, and its line for an `authorized_keys` file.

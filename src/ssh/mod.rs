@@ -148,7 +148,7 @@ impl SshContext {
             client_env_bytes: settings.client_env_bytes as usize,
             signatures_per_minute: settings.agent_signatures_per_minute,
             channel_window: settings.channel_window,
-            relay: crate::relay::Relay::new(config.relay.clone()),
+            relay: crate::relay::Relay::new(config.relay.clone(), config.ca.clone()),
             next_id: AtomicU64::new(1),
         }
     }

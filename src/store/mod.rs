@@ -17,11 +17,13 @@
 //! - `users.rs`: users, login keys, user key pairs, the host key, API tokens.
 //! - `secrets.rs`: secrets and the read-check-write transaction that changes them.
 //! - `workspaces.rs`: relay-mode workspaces, their pinned host keys and who may use them.
+//! - `cas.rs`: keyport's user CAs (relay `--auth ca`) and which one each workspace accepted.
 //! - `audit.rs`: audit events and the ledger of written files.
 //! - `rotate.rs`: re-sealing every sealed column in one transaction.
 //! - `records.rs`: the typed records.
 
 mod audit;
+mod cas;
 mod records;
 mod rotate;
 mod secrets;
@@ -35,6 +37,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+pub use cas::{NewUserCa, UserCaRecord, WorkspaceCaRecord};
 pub use records::*;
 
 /// Embedded migrations, applied in order; append only.
@@ -42,6 +45,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_init.sql")),
     (2, include_str!("migrations/0002_workspaces.sql")),
     (3, include_str!("migrations/0003_deliveries.sql")),
+    (4, include_str!("migrations/0004_user_ca.sql")),
 ];
 
 /// The `meta` key holding the id of the master key every sealed value is sealed under.

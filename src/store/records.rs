@@ -257,15 +257,18 @@ pub enum SealedKind {
     HostKey,
     /// `secret_files.hash_sealed`: owner = OS user, item = path.
     FileHash,
+    /// `user_cas.private_sealed`: owner `keyport`, item = the CA's fingerprint.
+    UserCa,
 }
 
 impl SealedKind {
     /// Every kind, for rotation.
-    pub const ALL: [SealedKind; 4] = [
+    pub const ALL: [SealedKind; 5] = [
         SealedKind::SecretValue,
         SealedKind::UserKey,
         SealedKind::HostKey,
         SealedKind::FileHash,
+        SealedKind::UserCa,
     ];
 
     /// The seal purpose string this kind is bound to.
@@ -275,6 +278,7 @@ impl SealedKind {
             SealedKind::UserKey => "user-key",
             SealedKind::HostKey => "host-key",
             SealedKind::FileHash => "file-hash",
+            SealedKind::UserCa => "user-ca",
         }
     }
 
@@ -297,6 +301,10 @@ impl SealedKind {
                 "SELECT rowid, os_user, path, hash_sealed FROM secret_files",
                 "UPDATE secret_files SET hash_sealed = ?1 WHERE rowid = ?2",
             ),
+            SealedKind::UserCa => (
+                "SELECT rowid, 'keyport', fingerprint, private_sealed FROM user_cas",
+                "UPDATE user_cas SET private_sealed = ?1 WHERE rowid = ?2",
+            ),
         }
     }
 }
@@ -316,6 +324,8 @@ pub struct WorkspaceRecord {
     pub created_at: i64,
     /// Last change (to it, its host keys or its grants), ms since the epoch.
     pub updated_at: i64,
+    /// How relay mode logs in there: `key` or `ca`.
+    pub auth: String,
 }
 
 /// A workspace to create.
@@ -327,6 +337,8 @@ pub struct NewWorkspace {
     pub address: String,
     /// The login on the workspace.
     pub os_user: String,
+    /// `key` or `ca`.
+    pub auth: String,
 }
 
 /// A host key pinned for a workspace.

@@ -10,7 +10,7 @@ use crate::store::{
     WorkspaceRecord,
 };
 
-const WORKSPACE_COLUMNS: &str = "id, name, address, os_user, created_at, updated_at";
+const WORKSPACE_COLUMNS: &str = "id, name, address, os_user, created_at, updated_at, auth";
 
 impl Store {
     /// Creates a workspace with its host keys and its owners' grants, in one transaction with
@@ -25,9 +25,15 @@ impl Store {
         let tx = self.write()?;
         let now = now_ms();
         tx.execute(
-            "INSERT INTO workspaces (name, address, os_user, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?4)",
-            params![workspace.name, workspace.address, workspace.os_user, now],
+            "INSERT INTO workspaces (name, address, os_user, created_at, updated_at, auth)
+             VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
+            params![
+                workspace.name,
+                workspace.address,
+                workspace.os_user,
+                now,
+                workspace.auth
+            ],
         )
         .map_err(|e| {
             conflict(e, "name", || {
@@ -84,7 +90,7 @@ impl Store {
         user_id: i64,
     ) -> Result<Vec<(WorkspaceRecord, WorkspaceGrantRecord)>> {
         let mut stmt = self.conn.prepare(
-            "SELECT w.id, w.name, w.address, w.os_user, w.created_at, w.updated_at,
+            "SELECT w.id, w.name, w.address, w.os_user, w.created_at, w.updated_at, w.auth,
                     g.user_id, u.name, g.owner, g.os_user, g.created_at
              FROM workspace_grants g
              JOIN workspaces w ON w.id = g.workspace_id
@@ -92,7 +98,7 @@ impl Store {
              WHERE g.user_id = ?1 ORDER BY w.name",
         )?;
         let rows = stmt.query_map([user_id], |r| {
-            Ok((workspace_from_row(r)?, grant_from_row(r, 6)?))
+            Ok((workspace_from_row(r)?, grant_from_row(r, 7)?))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -114,14 +120,14 @@ impl Store {
         let tx = self.conn.unchecked_transaction()?;
         let found = tx
             .query_row(
-                "SELECT w.id, w.name, w.address, w.os_user, w.created_at, w.updated_at,
+                "SELECT w.id, w.name, w.address, w.os_user, w.created_at, w.updated_at, w.auth,
                         g.user_id, u.name, g.owner, g.os_user, g.created_at
                  FROM workspaces w
                  JOIN workspace_grants g ON g.workspace_id = w.id
                  JOIN users u ON u.id = g.user_id
                  WHERE w.name = ?1 AND g.user_id = ?2",
                 params![name, user_id],
-                |r| Ok((workspace_from_row(r)?, grant_from_row(r, 6)?)),
+                |r| Ok((workspace_from_row(r)?, grant_from_row(r, 7)?)),
             )
             .optional()?;
         let Some((workspace, grant)) = found else {
@@ -369,6 +375,7 @@ fn workspace_from_row(r: &Row<'_>) -> rusqlite::Result<WorkspaceRecord> {
         os_user: r.get(3)?,
         created_at: r.get(4)?,
         updated_at: r.get(5)?,
+        auth: r.get(6)?,
     })
 }
 

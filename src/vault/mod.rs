@@ -5,6 +5,7 @@
 //! every change (names of things and fields, never a value). The CLI, the API and the SSH server
 //! all go through it, so they enforce the same rules.
 
+mod ca;
 mod rotate;
 mod secrets;
 mod session;
@@ -23,6 +24,9 @@ use crate::osuser::OsUserError;
 use crate::secrets::{Limits, Violation};
 use crate::store::{AuditEvent, MASTER_KEY_ID, Store, StoreError};
 
+pub use ca::{
+    CaStatus, CertOrder, SignedCert, Signing, UserCaInfo, WorkspaceAuth, WorkspaceCaStatus,
+};
 pub use rotate::Rotation;
 pub use session::{SessionSecrets, SessionUser};
 pub use users::{NewUserSpec, TokenIssued, UserKeyInfo};

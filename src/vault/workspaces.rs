@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::instrument;
 
-use super::{Actor, Vault, VaultError};
+use super::{Actor, Vault, VaultError, WorkspaceAuth};
 use crate::secrets::Violation;
 use crate::store::{
     NewWorkspace, NewWorkspaceHostKey, UserRecord, WorkspaceGrantRecord, WorkspaceHostKeyRecord,
@@ -31,6 +31,8 @@ pub struct Route {
     pub os_user: String,
     /// Pinned host keys, canonical openssh lines ("ssh-ed25519 AAAA…").
     pub host_keys: Vec<String>,
+    /// How keyport logs in there.
+    pub auth: WorkspaceAuth,
 }
 
 /// How a host key came to be pinned, as stored in `workspace_host_keys.source`.
@@ -70,6 +72,8 @@ pub struct WorkspaceSpec {
     pub host_keys: Vec<String>,
     /// Where the host keys came from.
     pub host_key_source: HostKeySource,
+    /// How keyport logs in there.
+    pub auth: WorkspaceAuth,
 }
 
 /// One user's grant, as an admin sees it.
@@ -100,6 +104,9 @@ pub struct WorkspaceInfo {
     pub os_user: String,
     /// Pinned host keys.
     pub host_keys: Vec<WorkspaceHostKeyRecord>,
+    /// How keyport logs in there: `key` (the user's keyport key in its authorized_keys) or
+    /// `ca` (a certificate from keyport's user CA).
+    pub auth: WorkspaceAuth,
     /// Who may use it (for a user: only their own grant).
     pub grants: Vec<WorkspaceGrant>,
     /// Creation time, ms since the epoch.
@@ -136,6 +143,9 @@ impl Vault {
         spec: &WorkspaceSpec,
     ) -> Result<WorkspaceInfo, VaultError> {
         let (keys, owners) = self.check_spec(spec, true)?;
+        if spec.auth == WorkspaceAuth::Ca {
+            self.ensure_user_ca(actor)?;
+        }
         let mut owner_names: Vec<&str> = owners.iter().map(|u| u.name.as_str()).collect();
         owner_names.sort_unstable();
         owner_names.dedup();
@@ -147,12 +157,13 @@ impl Vault {
             None,
             json!({ "workspace": spec.name, "address": spec.address, "os_user": spec.os_user,
                     "owners": owner_names, "host_keys": fingerprints,
-                    "source": spec.host_key_source.as_str() }),
+                    "source": spec.host_key_source.as_str(), "auth": spec.auth.as_str() }),
         );
         let workspace = NewWorkspace {
             name: spec.name.clone(),
             address: spec.address.clone(),
             os_user: spec.os_user.clone(),
+            auth: spec.auth.as_str().into(),
         };
         let owner_ids: Vec<i64> = owners.iter().map(|u| u.id).collect();
         let record = self
@@ -382,6 +393,7 @@ impl Vault {
             workspace: record.name,
             address: record.address,
             host_keys: keys.into_iter().map(|k| k.public_key).collect(),
+            auth: WorkspaceAuth::stored(&record.auth),
         }))
     }
 
@@ -436,6 +448,7 @@ impl Vault {
             address: Some(record.address),
             os_user: record.os_user,
             host_keys,
+            auth: WorkspaceAuth::stored(&record.auth),
             grants,
             created_at: record.created_at,
             updated_at: record.updated_at,
@@ -501,6 +514,7 @@ fn user_view(
         address: None,
         os_user: record.os_user,
         host_keys,
+        auth: WorkspaceAuth::stored(&record.auth),
         created_at: record.created_at,
         updated_at: record.updated_at,
     }

@@ -130,6 +130,7 @@ fn spec(name: &str, owners: &[&str]) -> WorkspaceSpec {
         owners: owners.iter().map(|o| o.to_string()).collect(),
         host_keys: vec![KEY1.into()],
         host_key_source: HostKeySource::Pinned,
+        auth: WorkspaceAuth::Key,
     }
 }
 
@@ -215,6 +216,7 @@ fn bad_specs_name_every_field_and_store_nothing() {
         owners: vec!["zed".into()],
         host_keys: vec!["ssh-ed25519 AAAA".into()],
         host_key_source: HostKeySource::Pinned,
+        auth: WorkspaceAuth::Key,
     };
     let Err(VaultError::Invalid(v)) = vault.add_workspace(&Actor::System, &bad) else {
         panic!("invalid expected");

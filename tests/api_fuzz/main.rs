@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use base64::Engine as _;
 use common::{Http, Sandbox, dump, me};
 use keyport::secrets::SecretSpec;
-use keyport::vault::{Actor, GrantSpec, HostKeySource, WorkspaceSpec};
+use keyport::vault::{Actor, GrantSpec, HostKeySource, WorkspaceAuth, WorkspaceSpec};
 use keyport_keys::{KeyPair, KeyType, SecretBytes};
 use raw::{Expect, pct, send, short};
 use requests::requests;
@@ -136,6 +136,7 @@ fn world(sb: &Sandbox) -> (common::Daemon, World) {
             owners: vec![me().name],
             host_keys: vec![host_key],
             host_key_source: HostKeySource::Pinned,
+            auth: WorkspaceAuth::Key,
         };
         v.add_workspace(&Actor::System, &spec).unwrap();
         v.grant_workspace(&Actor::System, "fz-dev", "bob", &GrantSpec::default())
