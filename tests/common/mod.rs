@@ -9,6 +9,7 @@ use std::process::{Command, Output, Stdio};
 use keyport::secrets::Limits;
 use keyport::vault::{Actor, NewUserSpec, Vault};
 
+pub mod ca;
 pub mod client_agent;
 pub mod custody;
 pub mod mux;
