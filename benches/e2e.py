@@ -10,10 +10,12 @@ E2E_TRANSFER_REPS (2), E2E_PARALLEL (16), E2E_PARALLEL_SECONDS (10), E2E_IDLE_SE
 E2E_SECRETS (100), E2E_GIT_RUNS (10), E2E_MICRO (a file with `cargo bench` output to include),
 E2E_SLOW_READER (100000000, bytes into a program that starts reading after 3 s),
 E2E_KEEP (1: keep the temp dir), E2E_KEYPORT (another keyport binary, e.g. to compare a change),
-E2E_RELAY_TRANSFER (200M, bytes each way in the relay step), E2E_STEPS (a comma-separated
-subset of: latency, session_start, git_clone, throughput, slow_reader, relay,
-sessions_per_second, idle_sessions, after_idle), E2E_RESULTS (where the report goes; by default
-benches/RESULTS.md, or target/keyport-e2e-partial.md when E2E_STEPS or E2E_KEYPORT is set).
+E2E_RELAY_TRANSFER (200M, bytes each way in the relay step), E2E_MASK_TRANSFER (200M, the text
+a pty session prints in the mask step), E2E_MASK_SECRETS (10, masked values in it),
+E2E_STEPS (a comma-separated subset of: latency, session_start, git_clone, throughput,
+slow_reader, relay, mask, sessions_per_second, idle_sessions, after_idle), E2E_RESULTS (where
+the report goes; by default benches/RESULTS.md, or target/keyport-e2e-partial.md when E2E_STEPS
+or E2E_KEYPORT is set).
 """
 
 import json
@@ -54,6 +56,8 @@ SECRETS = int(os.environ.get("E2E_SECRETS", "100"))
 GIT_RUNS = int(os.environ.get("E2E_GIT_RUNS", "10"))
 SLOW_READER = os.environ.get("E2E_SLOW_READER", "100000000")
 RELAY_TRANSFER = os.environ.get("E2E_RELAY_TRANSFER", "200M")
+MASK_TRANSFER = os.environ.get("E2E_MASK_TRANSFER", "200M")
+MASK_SECRETS = int(os.environ.get("E2E_MASK_SECRETS", "10"))
 KEX = "curve25519-sha256"
 # aes256-gcm is not asked for by the issue; it is the AES-GCM that keyport offers by default.
 CIPHERS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com"]
@@ -91,6 +95,13 @@ def transfer_bytes(size):
     if not m:
         sys.exit(f"E2E_TRANSFER={size}: use a number with an optional K, M or G")
     return int(m.group(1)) * units[m.group(2)]
+
+
+def cpu_seconds(pid):
+    """utime + stime of process `pid`, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values, p):
@@ -514,6 +525,73 @@ class Bench:
             log(f"machine busy during {name} transfers: {100 * b / max(total, 1):.0f}% of all cores")
         log(f"keyport CPU during relayed transfers: {100 * busy / wall:.0f}% of one core")
 
+    def mask(self):
+        """pty output with masking on and off: keyport users `benchmask` (MASK_SECRETS token
+        secrets, masked by default) and `benchnomask` (the same secrets with `"mask": false`),
+        the same OS account, env and session otherwise; `ssh -tt HOST 'cat FILE' | wc -c` of a
+        MASK_TRANSFER text file (this README repeated, one of the values every 64 KiB),
+        interleaved, best of TRANSFER_REPS. The row is on ÷ off; keyport's CPU is read too."""
+        size = transfer_bytes(MASK_TRANSFER)
+        # Values as real ones start (their first letters are common in text), 40 bytes each.
+        starts = ["ghp_", "npm_", "sk-", "xoxb-", "AKIA", "glpat-", "pass", "hf_", "dop_v1_", "sq0"]
+        values = [(starts[i % len(starts)] + os.urandom(20).hex())[:40] for i in range(MASK_SECRETS)]
+        with open(os.path.join(ROOT, "README.md"), "rb") as f:
+            text = f.read()
+        path = self.path("mask.txt")
+        with open(path, "wb") as f:
+            written = i = 0
+            while written < size:
+                piece = (text * (1 + 65536 // len(text)))[:65536 - 41] + values[i % len(values)].encode() + b"\n"
+                piece = piece[: size - written]
+                f.write(piece)
+                written, i = written + len(piece), i + 1
+        os.chmod(path, 0o644)
+        cases = {}
+        for name, user, mask in (("on", "benchmask", None), ("off", "benchnomask", False)):
+            key = self.path("keys", user)
+            pub = self.keygen(key, user)
+            self.keyport_cli("user", "add", user, "--os-user", self.os_user, "--login-key", pub)
+            token = self.keyport_cli("token", "create", "e2e", "--user", user).strip().splitlines()[-1].strip()
+            entries = [
+                {"name": f"mask-{i}", "value": v, "env": f"E2E_MASK_{i}", "kind": "token",
+                 **({} if mask is None else {"mask": mask})}
+                for i, v in enumerate(values)
+            ]  # fmt: skip
+            with open(self.path(f"{user}.json"), "w") as f:
+                json.dump(entries, f)
+            self.keyport_cli("secret", "import", self.path(f"{user}.json"), KEYPORT_URL=self.api_url, KEYPORT_TOKEN=token)
+            cases[name] = (key, user)
+        # Masking is really on for one and off for the other.
+        for name, (key, user) in cases.items():
+            out = run(self.keyport.ssh('printf "[%s]" "$E2E_MASK_0"', key=key, user=user, extra=("-tt",)))
+            want = "[***]" if name == "on" else f"[{values[0]}]"
+            if out != want:
+                raise RuntimeError(f"masking {name}: a pty session printed {out!r}, not {want!r}")
+        rates = {"on": [], "off": []}
+        cpu = {"on": [0.0, 0.0], "off": [0.0, 0.0]}
+        for _ in range(TRANSFER_REPS):
+            for name, (key, user) in cases.items():
+                ssh = shlex.join(self.keyport.ssh(f"cat {path}", key=key, user=user, extra=("-tt",)))
+                cmd = f"{ssh} | wc -c"
+                cpu0, t0 = cpu_seconds(self.keyport.proc.pid), time.perf_counter()
+                out = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], env=self.env, stdin=subprocess.DEVNULL, capture_output=True)
+                elapsed = time.perf_counter() - t0
+                cpu[name][0] += cpu_seconds(self.keyport.proc.pid) - cpu0
+                cpu[name][1] += elapsed
+                if out.returncode != 0:
+                    raise RuntimeError(f"{cmd}: {out.stderr.decode()}")
+                got = int(out.stdout)
+                # The pty turns each \n into \r\n; masked values come out as ***.
+                if got < size * 0.9:
+                    raise RuntimeError(f"{cmd}: only {got} of {size} bytes")
+                rates[name].append(size / elapsed / 1e6)
+                self.results[f"mask.bytes.{name}"] = got
+        for name, r in rates.items():
+            self.results[f"mask.{name}"] = max(r)
+            self.results[f"mask.cpu.{name}"] = 100 * cpu[name][0] / cpu[name][1]
+            log(f"pty output, masking {name}: {', '.join(f'{x:.0f}' for x in r)} MB/s, "
+                f"keyport {100 * cpu[name][0] / cpu[name][1]:.0f}% of a core")  # fmt: skip
+
     def sessions_per_second(self):
         for d in (self.keyport, self.sshd):
             done, failed = [0] * PARALLEL, [0] * PARALLEL
@@ -728,6 +806,31 @@ done
         log(f"git clone: {g:.1f} ms through keyport gitssh, {p:.1f} ms with ssh -i keyfile")
 
 
+def mask_section(r):
+    """The mask step's table and how it was measured (RESULTS.md)."""
+    on, off = r["mask.on"], r["mask.off"]
+    ratio = on / off
+    met = "yes" if ratio >= 0.95 else "**no**"
+    return f"""\
+## Masking: pty output with masking on vs off
+
+| metric | masking on | masking off | ratio (on ÷ off) | design target | met? |
+|---|---:|---:|---:|---|---|
+| pty output, `cat` of {MASK_TRANSFER}iB of text, MB/s | {on:.0f} | {off:.0f} | {ratio:.2f}× | ≥ 0.95× off (< 5 % cost) | {met} |
+| keyport's CPU during those transfers, % of one core | {r['mask.cpu.on']:.0f} | {r['mask.cpu.off']:.0f} | — | reported | — |
+
+How it was measured: keyport users `benchmask` ({MASK_SECRETS} token secrets of 40 bytes,
+starting as real ones do: `ghp_`, `npm_`, `sk-`, `xoxb-`, `AKIA`, …; masked by default) and
+`benchnomask` (the same secrets with `"mask": false`), both as the bench account, checked first
+(a pty `printf` of one value shows `***` for the first and the value for the second). Each runs
+`ssh -tt HOST 'cat FILE' | wc -c` of a {MASK_TRANSFER}iB text file (this README repeated, one of
+the values every 64 KiB), interleaved, best of {TRANSFER_REPS}, MB = 10^6 bytes of the file;
+keyport's CPU is its utime + stime over the runs' wall time. Bytes received: on
+{r.get('mask.bytes.on', '?')}, off {r.get('mask.bytes.off', '?')} (the pty's `\\r\\n`, and `***` for
+each value).
+"""
+
+
 def main():
     if os.geteuid() != 0:
         sys.exit("benches/e2e.py: run as root (sshd needs /run/sshd and its own privilege separation)")
@@ -750,7 +853,7 @@ def main():
         bench.start_sshd()
         # The idle sessions grow the daemons' memory: they come last, then what that costs.
         steps = (bench.latency, bench.session_start, bench.git_clone, bench.throughput,
-                 bench.slow_reader, bench.relay, bench.sessions_per_second,
+                 bench.slow_reader, bench.relay, bench.mask, bench.sessions_per_second,
                  bench.idle_sessions, bench.after_idle)  # fmt: skip
         chosen = os.environ.get("E2E_STEPS")
         for step in steps:
@@ -762,6 +865,8 @@ def main():
         bench.stop()
     cfg = types.SimpleNamespace(**{k: v for k, v in globals().items() if k.isupper()})
     report = e2e_report.render(bench.results, bench.notes, cfg, os.environ.get("E2E_MICRO"))
+    if "mask.on" in bench.results:
+        report += "\n" + mask_section(bench.results)
     print(report)
     with open(RESULTS, "w") as f:
         f.write(report)

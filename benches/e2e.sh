@@ -5,6 +5,7 @@
 #
 #   sudo benches/e2e.sh              # everything (under 10 minutes on 2 cores, build included)
 #   sudo benches/e2e.sh --no-micro   # the end-to-end comparison only
+#   sudo E2E_STEPS=mask benches/e2e.sh --no-micro   # one step: pty output, masking on vs off
 #
 # Run as root: sshd needs /run/sshd, and both daemons run the sessions as a fresh OS account
 # that the run creates (and removes at the end).
@@ -16,7 +17,7 @@ micro=1
 for arg in "$@"; do
     case "$arg" in
         --no-micro) micro=0 ;;
-        -h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "e2e.sh: unknown argument $arg (see --help)" >&2; exit 2 ;;
     esac
 done

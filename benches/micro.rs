@@ -222,6 +222,7 @@ mod store {
                 env: Some(format!("SECRET_{i}")),
                 file: Some(dir.path().join(format!("files/s{i}")).display().to_string()),
                 enabled: None,
+                lifecycle: Default::default(),
             };
             vault.create_secret(&Actor::System, "bench", &spec).unwrap();
         }

@@ -17,11 +17,13 @@ use crate::secrets::Limits;
 mod ca;
 mod forwarding;
 mod http;
+mod lifecycle;
 mod relay;
 mod ssh;
 pub use ca::CaSettings;
 pub use forwarding::{Forwarding, LocalTarget, RemotePorts};
 pub use http::HttpSettings;
+pub use lifecycle::{RequiredMode, Requirement, RotationSettings};
 pub use relay::RelaySettings;
 pub use ssh::{SshSettings, Startups};
 
@@ -85,6 +87,10 @@ pub struct Config {
     pub relay: RelaySettings,
     /// The certificates keyport signs as the workspaces' user CA.
     pub ca: CaSettings,
+    /// When each kind of secret is due for rotation.
+    pub rotation: RotationSettings,
+    /// Secrets users must have (`[[required]]`).
+    pub required: Vec<Requirement>,
 }
 
 impl Default for Config {
@@ -102,6 +108,8 @@ impl Default for Config {
             http: HttpSettings::default(),
             relay: RelaySettings::default(),
             ca: CaSettings::default(),
+            rotation: RotationSettings::default(),
+            required: Vec::new(),
         }
     }
 }
@@ -232,6 +240,27 @@ source_address = []
 # The gateway's name in certificate key ids (keyport:<gateway>:<user>:<workspace>:<conn>),
 # which the workspace's sshd logs. Default: the host name.
 # gateway = "gw1"
+
+# How long a secret's value may stay unchanged before it is due for rotation, per kind
+# ("90d", "12h", "never"); a secret's own --rotate-after wins. Overdue secrets are marked in
+# `secret list` and announced before interactive shells. 1h to 10y, or never.
+[rotation]
+token = "90d"
+password = "180d"
+key = "365d"
+certificate = "never"
+config = "never"
+other = "never"
+
+# Secrets users must have, one [[required]] table each: env and/or file (an enabled secret
+# with that env name / file path), a description, optionally users = [...] / groups = [...]
+# (OS groups) it applies to and workspaces = [...] (relayed sessions there only), and
+# mode = "warn" (a notice before interactive sessions; `keyport secret check` fails) or
+# "block" (sessions are refused with the reason). None by default.
+# [[required]]
+# env = "GITHUB_TOKEN"
+# description = "GitHub access for the monorepo"
+# mode = "warn"
 "#;
 
 impl Config {
@@ -259,6 +288,8 @@ impl Config {
             .and_then(|()| config.http.check())
             .and_then(|()| config.relay.check())
             .and_then(|()| config.ca.check())
+            .and_then(|()| config.rotation.check())
+            .and_then(|()| config.required.iter().try_for_each(Requirement::check))
             .map_err(|(field, rule)| ConfigError::Invalid { path, field, rule })?;
         Ok(config)
     }

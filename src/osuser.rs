@@ -59,3 +59,17 @@ pub fn current() -> Result<OsUser, OsUserError> {
 pub fn is_root() -> bool {
     Uid::effective().is_root()
 }
+
+/// The names of the groups `user` is in (its primary group and the supplementary ones), for
+/// requirements scoped to groups. Unknown accounts and unreadable databases give none.
+pub fn group_names(user: &OsUser) -> Vec<String> {
+    let Ok(name) = std::ffi::CString::new(user.name.as_str()) else {
+        return Vec::new();
+    };
+    let gids = nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(user.gid))
+        .unwrap_or_else(|_| vec![nix::unistd::Gid::from_raw(user.gid)]);
+    gids.into_iter()
+        .filter_map(|gid| nix::unistd::Group::from_gid(gid).ok().flatten())
+        .map(|g| g.name)
+        .collect()
+}

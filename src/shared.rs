@@ -13,7 +13,7 @@ use crate::vault::{Vault, VaultError};
 #[derive(Clone)]
 pub struct VaultHandle {
     vault: Arc<Mutex<Vault>>,
-    reopen: Arc<(PathBuf, Limits)>,
+    reopen: Arc<(PathBuf, Limits, crate::vault::Policy)>,
 }
 
 /// Why a call on the shared vault failed.
@@ -30,7 +30,11 @@ pub enum SharedError {
 impl VaultHandle {
     /// Shares `vault`.
     pub fn new(vault: Vault) -> Self {
-        let reopen = Arc::new((vault.data_dir().to_path_buf(), *vault.limits()));
+        let reopen = Arc::new((
+            vault.data_dir().to_path_buf(),
+            *vault.limits(),
+            vault.policy().clone(),
+        ));
         Self {
             vault: Arc::new(Mutex::new(vault)),
             reopen,
@@ -53,7 +57,7 @@ impl VaultHandle {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             match f(&mut guard) {
                 Err(VaultError::Store(StoreError::KeyRotated { .. })) => {
-                    *guard = Vault::open(&reopen.0, reopen.1)?;
+                    *guard = Vault::open(&reopen.0, reopen.1)?.with_policy(reopen.2.clone());
                     f(&mut guard)
                 }
                 other => other,

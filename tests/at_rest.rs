@@ -102,6 +102,7 @@ fn data_dir_holds_no_plaintext_values_tokens_or_private_keys() {
                     env: Some(format!("S{j}")),
                     file: (j % 2 == 0).then(|| format!("~/.s{i}-{j}")),
                     enabled: None,
+                    lifecycle: Default::default(),
                 },
             )
             .unwrap();

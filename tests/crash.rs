@@ -73,6 +73,7 @@ fn kill_9_during_a_burst_loses_no_committed_write() {
                 env: Some(format!("S{slot}")),
                 file: None,
                 enabled: None,
+                lifecycle: Default::default(),
             };
             v.create_secret(&Actor::System, "alice", &spec).unwrap();
         }

@@ -18,6 +18,7 @@ fn spec(name: &str, value: &str, env: Option<&str>, file: Option<&str>) -> Secre
         env: env.map(Into::into),
         file: file.map(Into::into),
         enabled: None,
+        lifecycle: Default::default(),
     }
 }
 

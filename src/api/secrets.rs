@@ -9,8 +9,9 @@ use serde::Deserialize;
 
 use super::{ApiError, ApiJson, ApiPath, AppState, Caller, ErrorBody};
 use crate::secrets::import::{self, Format};
-use crate::secrets::{SecretInput, SecretMeta, SecretPatch, wire_value};
-use crate::vault::VaultError;
+use crate::secrets::lifecycle::SecretKind;
+use crate::secrets::{SecretInput, SecretMeta, SecretPatch, own_rotate_after, wire_value};
+use crate::vault::{RequiredStatus, VaultError};
 
 const WHAT: &str = "secrets";
 
@@ -35,6 +36,12 @@ pub struct UpdateSecret {
     file: Option<String>,
     /// Enable or disable.
     enabled: Option<bool>,
+    /// New kind: `token`, `password`, `key`, `certificate`, `config` or `other`.
+    kind: Option<SecretKind>,
+    /// Its own rotation age (`90d`, `12h`, `never`), or `default` for its kind's.
+    rotate_after: Option<String>,
+    /// Mask its value in pty output (its own choice, kept until changed).
+    mask: Option<bool>,
 }
 
 /// Body of `POST …/secrets:import`.
@@ -45,6 +52,10 @@ pub struct ImportSecrets {
     format: Format,
     /// The file's content.
     content: String,
+}
+
+fn invalid(v: crate::secrets::Violation) -> ApiError {
+    ApiError::from(VaultError::Invalid(vec![v]))
 }
 
 fn value(text: Option<String>, b64: Option<String>) -> Result<Option<SecretBytes>, ApiError> {
@@ -163,6 +174,12 @@ pub async fn update(
         env: body.env,
         file: body.file,
         enabled: body.enabled,
+        kind: body.kind,
+        rotate_after: match body.rotate_after.as_deref() {
+            None => None,
+            Some(text) => Some(own_rotate_after(Some(text)).map_err(invalid)?),
+        },
+        mask: body.mask,
     };
     let actor = caller.actor();
     Ok(Json(
@@ -230,4 +247,28 @@ pub async fn import(
         .vault(move |v| v.import_secrets(&actor, &user, &specs, problems.clone()))
         .await?;
     Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// The secrets the operator requires (`[[required]]`) that apply to the user, and whether an
+/// enabled secret of theirs meets each.
+#[utoipa::path(
+    get,
+    operation_id = "secrets_required",
+    path = "/api/v1/users/{user}/required",
+    tag = "secrets",
+    params(("user" = String, Path, description = "user name or `me`")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "OK", body = [RequiredStatus]),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "Not the caller's to touch", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+    ))]
+pub async fn required(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(user): ApiPath<String>,
+) -> Result<Json<Vec<RequiredStatus>>, ApiError> {
+    let user = caller.own(&user, WHAT)?;
+    Ok(Json(state.vault(move |v| v.required_for(&user)).await?))
 }

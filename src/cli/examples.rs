@@ -85,18 +85,22 @@ const EXAMPLES: &[(&str, &str)] = &[
         "secret create",
         "  printf '%s' \"$GH_TOKEN\" | keyport secret create gh --env GH_TOKEN
   keyport secret create npmrc --file ~/.npmrc < npmrc            # delivered as a file
-  keyport secret create cert --file ~/.cert.der --description TLS < cert.der",
+  keyport secret create cert --file ~/.cert.der --description TLS < cert.der
+  keyport secret create gh --kind token --env GH_TOKEN < t.txt   # due for rotation after 90d",
     ),
     (
         "secret update",
         "  keyport secret update gh --value ghp_yyy        # the next session sees it
   keyport secret update gh --env \"\"                  # \"\" clears; the last one: stored, disabled
-  keyport secret update npmrc --file ~/.config/npmrc",
+  keyport secret update npmrc --file ~/.config/npmrc
+  keyport secret update db --kind password --rotate-after 30d --no-mask",
     ),
     (
         "secret list",
-        "  keyport secret list                    # NAME ENV FILE ENABLED DELIVERED UPDATED DESCRIPTION
-  keyport secret list gh -o json         # one secret's metadata; never its value",
+        "  keyport secret list                    # NAME KIND ENV FILE ENABLED AGE DELIVERED DESCRIPTION
+  keyport secret list --stale            # only those due for rotation
+  keyport secret list --kind token -o json
+  keyport secret list -o json > s.json   # add values, and `secret import s.json` restores them",
     ),
     (
         "secret delete",
@@ -105,7 +109,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ),
     (
         "secret check",
-        "  keyport secret check                   # file secrets that could not be written, and why",
+        "  keyport secret check                   # required secrets you lack, files not written; exit 1",
     ),
     (
         "secret import",

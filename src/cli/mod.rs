@@ -19,6 +19,7 @@ pub mod login;
 pub mod login_key;
 pub mod output;
 pub mod secret;
+mod secret_list;
 pub mod serve;
 pub mod token;
 pub mod user;
@@ -230,5 +231,6 @@ fn disable_core_dumps() {
 
 /// Opens the vault in the configured data dir.
 pub(crate) fn open_vault(config: &Config) -> anyhow::Result<Vault> {
-    Ok(Vault::open(&config.data_dir(), config.limits)?)
+    Ok(Vault::open(&config.data_dir(), config.limits)?
+        .with_policy(crate::vault::Policy::of(config)))
 }

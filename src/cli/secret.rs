@@ -1,4 +1,5 @@
-//! `keyport secret create|update|list|delete|import|check`: the user's secrets, over the API.
+//! `keyport secret create|update|delete|import`: the user's secrets, over the API (`list` and
+//! `check` are in `secret_list`).
 //! Values go in verbatim (from `--value` or stdin) and never come back out. Errors name this
 //! command's flags (`--value`, `--enable`), not the API's field names.
 
@@ -8,11 +9,12 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::input;
-use super::output::{self, Format, SecretArg, UsageError};
+use super::output::{self, SecretArg, UsageError};
 use crate::client::{Client, segment};
 use crate::secrets::import::{self, Format as ImportFormat};
+use crate::secrets::lifecycle::{RotateAfter, SecretKind};
 use crate::secrets::validate::{self, check_spec};
-use crate::secrets::{SecretMeta, SecretPatch, SecretSpec, Violation};
+use crate::secrets::{Lifecycle, SecretMeta, SecretPatch, SecretSpec, Violation, own_rotate_after};
 use crate::vault::VaultError;
 
 /// `keyport secret …`
@@ -22,16 +24,11 @@ pub enum SecretCommand {
     Create(CreateArgs),
     /// Change a secret; absent flags leave fields as they are, --env "" / --file "" clear.
     Update(UpdateArgs),
-    /// List your secrets (metadata only), or show one.
-    List {
-        /// Only this secret.
-        name: Option<String>,
-        /// Output format.
-        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
-        output: Format,
-    },
-    /// Delete a secret (its files are removed at the next session if unchanged). Asks on a
-    /// terminal; without one it goes ahead.
+    /// List your secrets (metadata only), or show one; AGE is the value's, `!` marks one due
+    /// for rotation.
+    List(super::secret_list::ListArgs),
+    /// Delete a secret (its files are removed from live sessions at once, else at the next
+    /// session, if unchanged). Asks on a terminal; without one it goes ahead.
     Delete {
         /// Secret name.
         name: String,
@@ -39,7 +36,8 @@ pub enum SecretCommand {
         #[arg(short = 'y', long)]
         yes: bool,
     },
-    /// List file secrets whose last delivery failed, with the reason (exit 1 if any).
+    /// List what is missing: required secrets you lack, and file secrets whose last delivery
+    /// failed, with the reason (exit 1 if anything is).
     Check,
     /// Import a dotenv or JSON file: checked here first, then all secrets created or none.
     Import {
@@ -81,6 +79,60 @@ pub struct CreateArgs {
     /// Create it disabled (not injected).
     #[arg(long)]
     pub disable: bool,
+    #[command(flatten)]
+    pub lifecycle: LifecycleArgs,
+}
+
+/// `--kind`, `--rotate-after`, `--mask` / `--no-mask` of `secret create` and `update`.
+#[derive(Debug, Args)]
+pub struct LifecycleArgs {
+    /// token, password, key, certificate, config or other (decides the default rotation age
+    /// and masking).
+    #[arg(long, value_name = "KIND")]
+    pub kind: Option<SecretKind>,
+    /// Its own rotation age: 30d, 12h, never, or default (its kind's, from [rotation]).
+    #[arg(long, value_name = "AGE")]
+    pub rotate_after: Option<String>,
+    /// Mask its value in pty output (default for token, password and key).
+    #[arg(long, conflicts_with = "no_mask")]
+    pub mask: bool,
+    /// Never mask it.
+    #[arg(long)]
+    pub no_mask: bool,
+}
+
+impl LifecycleArgs {
+    /// `--mask` / `--no-mask`, if either was given.
+    fn mask(&self) -> Option<bool> {
+        match (self.mask, self.no_mask) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        }
+    }
+
+    /// `--rotate-after`, checked here: `None` when absent, `Some(None)` for `default`.
+    fn rotate_after(&self) -> Result<Option<Option<RotateAfter>>, VaultError> {
+        match &self.rotate_after {
+            None => Ok(None),
+            Some(text) => own_rotate_after(Some(text))
+                .map(Some)
+                .map_err(|v| VaultError::Invalid(vec![in_cli_words(v)])),
+        }
+    }
+
+    /// The flags given, as API body fields.
+    fn insert_into(&self, body: &mut serde_json::Map<String, serde_json::Value>) {
+        if let Some(kind) = self.kind {
+            body.insert("kind".into(), kind.as_str().into());
+        }
+        if let Some(age) = &self.rotate_after {
+            body.insert("rotate_after".into(), age.clone().into());
+        }
+        if let Some(mask) = self.mask() {
+            body.insert("mask".into(), mask.into());
+        }
+    }
 }
 
 /// `keyport secret update`
@@ -106,6 +158,8 @@ pub struct UpdateArgs {
     /// Stop injecting it.
     #[arg(long)]
     pub disable: bool,
+    #[command(flatten)]
+    pub lifecycle: LifecycleArgs,
 }
 
 /// Runs a `secret` subcommand.
@@ -113,7 +167,7 @@ pub fn run(cmd: SecretCommand) -> anyhow::Result<()> {
     match cmd {
         SecretCommand::Create(args) => create(args),
         SecretCommand::Update(args) => update(args),
-        SecretCommand::List { name, output } => list(name, output),
+        SecretCommand::List(args) => super::secret_list::list(args),
         SecretCommand::Delete { name, yes } => {
             let client = Client::from_env()?;
             output::confirm_if_terminal(&format!("delete secret {name}?"), yes)?;
@@ -123,7 +177,7 @@ pub fn run(cmd: SecretCommand) -> anyhow::Result<()> {
             println!("deleted secret {name}");
             Ok(())
         }
-        SecretCommand::Check => check(),
+        SecretCommand::Check => super::secret_list::check(),
         SecretCommand::Import { file, format } => import_file(&file, format),
     }
 }
@@ -139,9 +193,14 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
         env: args.env,
         file: args.file,
         enabled: args.disable.then_some(false),
+        lifecycle: Lifecycle {
+            kind: args.lifecycle.kind.unwrap_or_default(),
+            rotate_after: args.lifecycle.rotate_after()?.flatten(),
+            mask: args.lifecycle.mask(),
+        },
     };
     local_check(check_spec(&spec))?;
-    let body = json!({
+    let mut body = json!({
         "name": spec.name,
         "value_base64": STANDARD.encode(spec.value.expose()),
         "description": spec.description,
@@ -149,6 +208,9 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
         "file": spec.file,
         "enabled": spec.enabled,
     });
+    if let Some(body) = body.as_object_mut() {
+        args.lifecycle.insert_into(body);
+    }
     let meta: SecretMeta = client
         .send("POST", "users/me/secrets", &body)
         .map_err(flagged)?;
@@ -170,6 +232,9 @@ fn update(args: UpdateArgs) -> anyhow::Result<()> {
         env: args.env.clone(),
         file: args.file.clone(),
         enabled,
+        kind: args.lifecycle.kind,
+        rotate_after: args.lifecycle.rotate_after()?,
+        mask: args.lifecycle.mask(),
     };
     let problems = validate::check_patch(&patch);
     local_check(problems)?;
@@ -192,6 +257,7 @@ fn update(args: UpdateArgs) -> anyhow::Result<()> {
     if let Some(enabled) = enabled {
         body.insert("enabled".into(), enabled.into());
     }
+    args.lifecycle.insert_into(&mut body);
     let path = format!("users/me/secrets/{}", segment(&args.name));
     let meta: SecretMeta = client.send("PATCH", &path, &body).map_err(flagged)?;
     println!("updated secret {}", describe(&meta));
@@ -213,103 +279,6 @@ fn update(args: UpdateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn list(name: Option<String>, output: Format) -> anyhow::Result<()> {
-    let client = Client::from_env()?;
-    let secrets: Vec<SecretMeta> = match &name {
-        // The listing carries deliveries; one secret is picked from it.
-        Some(name) => {
-            let all: Vec<SecretMeta> = client.get("users/me/secrets").map_err(flagged)?;
-            match all.into_iter().find(|s| s.name == *name) {
-                Some(one) => vec![one],
-                None => vec![
-                    client
-                        .get(&format!("users/me/secrets/{}", segment(name)))
-                        .map_err(flagged)?,
-                ],
-            }
-        }
-        None => client.get("users/me/secrets").map_err(flagged)?,
-    };
-    match output {
-        Format::Json => output::print_json(&secrets),
-        Format::Table => {
-            let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-            output::print_table(
-                &[
-                    "NAME",
-                    "ENV",
-                    "FILE",
-                    "ENABLED",
-                    "DELIVERED",
-                    "UPDATED",
-                    "DESCRIPTION",
-                ],
-                &secrets
-                    .iter()
-                    .map(|s| {
-                        vec![
-                            s.name.clone(),
-                            dash(&s.env),
-                            dash(&s.file),
-                            if s.enabled { "yes" } else { "no" }.into(),
-                            delivered(s),
-                            output::time(s.updated_at),
-                            s.description.clone(),
-                        ]
-                    })
-                    .collect::<Vec<_>>(),
-            );
-            Ok(())
-        }
-    }
-}
-
-/// A file secret's last delivery, for the table: `written`, `FAILED (why)`, per place when
-/// there are several; `-` for a secret never delivered as a file.
-fn delivered(secret: &SecretMeta) -> String {
-    let one = |d: &crate::secrets::DeliveryMeta| match (&*d.outcome, &d.reason) {
-        ("failed", Some(why)) => format!("FAILED ({why})"),
-        ("failed", None) => "FAILED".to_string(),
-        (outcome, _) => outcome.to_string(),
-    };
-    match secret.deliveries.as_slice() {
-        [] => "-".into(),
-        [only] => one(only),
-        many => many
-            .iter()
-            .map(|d| format!("{}: {}", d.place, one(d)))
-            .collect::<Vec<_>>()
-            .join("; "),
-    }
-}
-
-/// `secret check`: the file secrets whose last delivery failed.
-fn check() -> anyhow::Result<()> {
-    let client = Client::from_env()?;
-    let secrets: Vec<SecretMeta> = client.get("users/me/secrets").map_err(flagged)?;
-    let mut failed = 0;
-    for secret in &secrets {
-        for d in secret.deliveries.iter().filter(|d| d.outcome == "failed") {
-            failed += 1;
-            println!(
-                "{}: not written to {} (account {}, {}): {}",
-                secret.name,
-                d.path,
-                d.place,
-                output::time(d.at),
-                d.reason.as_deref().unwrap_or("unknown reason")
-            );
-        }
-    }
-    if failed == 0 {
-        println!("every file secret was delivered at its last session");
-        return Ok(());
-    }
-    Err(anyhow::anyhow!(
-        "{failed} file secret deliveries failed (fix the target, or --file elsewhere)"
-    ))
-}
-
 /// The API's field names in an error, as this command's flags.
 fn flag(field: &str) -> String {
     match field {
@@ -318,6 +287,9 @@ fn flag(field: &str) -> String {
         "env" => "--env".into(),
         "file" => "--file".into(),
         "enabled" => "--enable".into(),
+        "kind" => "--kind".into(),
+        "rotate_after" => "--rotate-after".into(),
+        "mask" => "--mask".into(),
         "name" => "NAME".into(),
         "body" => "flags".into(),
         other => other.into(),
@@ -327,9 +299,9 @@ fn flag(field: &str) -> String {
 /// A rule, in the CLI's words.
 fn in_cli_words(v: Violation) -> Violation {
     let detail = v.detail.replace(
-        "give at least one of value, description, env, file, enabled",
+        "give at least one of value, description, env, file, enabled, kind, rotate_after, mask",
         "give at least one of --value (or stdin), --description, --env, --file, --enable, \
-         --disable",
+         --disable, --kind, --rotate-after, --mask, --no-mask",
     );
     Violation {
         field: flag(&v.field).into(),
@@ -338,7 +310,7 @@ fn in_cli_words(v: Violation) -> Violation {
 }
 
 /// An API error, its rules named by this command's flags.
-fn flagged(e: crate::client::ClientError) -> anyhow::Error {
+pub(super) fn flagged(e: crate::client::ClientError) -> anyhow::Error {
     match e {
         crate::client::ClientError::Api {
             status,

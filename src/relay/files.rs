@@ -12,6 +12,8 @@
 //!   target exists). Values travel in SFTP write packets only, never in a command line.
 //! - A file no secret wants any more is removed only if it still holds what keyport wrote;
 //!   one the user edited there is kept, reported, and audited.
+//! - A change to the user's file secrets while a relayed connection of theirs is up is
+//!   written there the same way, within a second (`ssh::live`, through `link.rs`).
 
 use std::sync::Arc;
 
@@ -52,6 +54,37 @@ pub async fn write(
     who: &SessionUser,
     secrets: &SessionSecrets,
 ) -> Written {
+    rewrite(ctx, upstream, route, who, secrets).await.0
+}
+
+/// What a pass did there, if it applied anything: the report, and the file secrets with their
+/// paths as resolved there (to name the secrets the report's paths belong to).
+pub type Applied = Option<(Arc<Report>, Arc<SessionSecrets>)>;
+
+/// [`write`], for a session start and for the live watcher (`ssh::live`) alike: one pass at
+/// a time per user and place, which tells the watcher what the files there now hold.
+pub async fn rewrite(
+    ctx: &Arc<SshContext>,
+    upstream: &Upstream,
+    route: &Route,
+    who: &SessionUser,
+    secrets: &SessionSecrets,
+) -> (Written, Applied) {
+    let key = (who.id, place(route));
+    let _turn = ctx.applied.turn(&key).await;
+    let done = pass(ctx, upstream, route, who, secrets).await;
+    ctx.live_files.saw_relayed(key, who, secrets);
+    done
+}
+
+/// Plans, applies over SFTP and records one pass.
+async fn pass(
+    ctx: &Arc<SshContext>,
+    upstream: &Upstream,
+    route: &Route,
+    who: &SessionUser,
+    secrets: &SessionSecrets,
+) -> (Written, Applied) {
     let place = place(route);
     let (name, at) = (who.name.clone(), place.clone());
     // Nothing wanted and nothing written before: no SFTP channel at all (the common case).
@@ -61,7 +94,7 @@ pub async fn write(
             .call(move |v| v.file_plan(&name, &at, &SessionSecrets::default()))
             .await;
         if earlier.is_ok_and(|plan| plan.remove.is_empty()) {
-            return Written::default();
+            return (Written::default(), None);
         }
     }
     let sftp = match open(upstream).await {
@@ -96,7 +129,7 @@ pub async fn write(
         }
     };
     let owner = sftp.stat(home.clone()).await.ok().and_then(|a| a.attrs.uid);
-    let report = apply(&sftp, &plan, owner).await;
+    let report = Arc::new(apply(&sftp, &plan, owner).await);
     let _ = sftp.close_session();
     let delivery = Delivery::of(&report, &there.files);
     let mut written = Written {
@@ -119,8 +152,8 @@ pub async fn write(
             route.workspace
         ));
     }
-    record(ctx, who, place, there, report).await;
-    written
+    record(ctx, who, place, there.clone(), report.clone()).await;
+    (written, Some((report, there)))
 }
 
 /// No file could be written: each one's delivery is recorded as failed, with `why`.
@@ -130,7 +163,7 @@ async fn not_written(
     who: &SessionUser,
     secrets: &SessionSecrets,
     why: &str,
-) -> Written {
+) -> (Written, Applied) {
     let mut there = SessionSecrets::default();
     let mut report = Report::default();
     for ((secret, _, value), typed) in secrets.files.iter().zip(&secrets.file_paths) {
@@ -144,15 +177,17 @@ async fn not_written(
         .iter()
         .map(|(name, _, _)| name.clone())
         .collect();
-    record(ctx, who, place(route), Arc::new(there), report).await;
-    Written {
+    let (report, there) = (Arc::new(report), Arc::new(there));
+    record(ctx, who, place(route), there.clone(), report.clone()).await;
+    let written = Written {
         always: vec![format!(
             "{}: file secrets not written ({why}); env secrets were sent",
             route.workspace
         )],
         failed,
         ..Written::default()
-    }
+    };
+    (written, Some((report, there)))
 }
 
 /// The ledger and each file's delivery, brought up to date with `report`.
@@ -161,9 +196,9 @@ async fn record(
     who: &SessionUser,
     place: String,
     there: Arc<SessionSecrets>,
-    report: Report,
+    report: Arc<Report>,
 ) {
-    let (name, report) = (who.name.clone(), Arc::new(report));
+    let name = who.name.clone();
     let recorded = ctx
         .vault
         .call(move |v| v.record_files(&name, &place, &there, &report))

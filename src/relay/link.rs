@@ -2,16 +2,19 @@
 //! upstream connection its channels share; and, for each session channel, the upstream
 //! channel opened *before* the client's open is answered, so an sshd that refuses a session
 //! (`MaxSessions`) refuses the client's too — OpenSSH's mux client then opens a connection of
-//! its own, as it does against sshd.
+//! its own, as it does against sshd. Each upstream connection is made known to the live
+//! file-secret watcher (`ssh::live`), so a changed file secret is written there at once.
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
 
 use russh::{Channel, ChannelOpenFailure};
 
 use super::RelayError;
 use super::upstream::{self, Upstream};
-use crate::ssh::{Login, SshContext};
-use crate::vault::Route;
+use crate::ssh::{LiveUpstream, Login, Rewritten, SshContext};
+use crate::vault::{Route, SessionSecrets, SessionUser};
 
 /// A client connection's way to its workspace: the route, once looked up, and the one
 /// upstream connection its channels share.
@@ -95,6 +98,12 @@ pub async fn open(ctx: &Arc<SshContext>, login: &Arc<Login>, link: &Link) -> Ope
         Ok(linked) => linked,
         Err(e) => return Opened::Failed(e),
     };
+    let live = Live {
+        upstream: Arc::downgrade(&upstream),
+        route: route.clone(),
+    };
+    let place = (login.user_id, super::files::place(&route));
+    ctx.live_files.upstream(place, Arc::new(live));
     match upstream.handle.channel_open_session().await {
         Ok(channel) => Opened::Ready(Box::new(Ready {
             route,
@@ -180,4 +189,37 @@ async fn linked(
         upstream: upstream.clone(),
     });
     Ok((route, upstream))
+}
+
+/// An upstream connection, as the live file-secret watcher reaches it: held weakly, so the
+/// watcher never keeps a connection up.
+struct Live {
+    upstream: Weak<Upstream>,
+    route: Route,
+}
+
+impl LiveUpstream for Live {
+    fn is_up(&self) -> bool {
+        self.upstream
+            .upgrade()
+            .is_some_and(|upstream| !upstream.handle.is_closed())
+    }
+
+    fn id(&self) -> usize {
+        self.upstream.as_ptr() as usize
+    }
+
+    fn rewrite<'a>(
+        &'a self,
+        ctx: &'a Arc<SshContext>,
+        who: &'a SessionUser,
+        secrets: &'a SessionSecrets,
+    ) -> Pin<Box<dyn Future<Output = Rewritten> + Send + 'a>> {
+        Box::pin(async move {
+            let upstream = self.upstream.upgrade()?;
+            super::files::rewrite(ctx, &upstream, &self.route, who, secrets)
+                .await
+                .1
+        })
+    }
 }

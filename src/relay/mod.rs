@@ -106,6 +106,14 @@ pub enum RelayError {
         /// The last certificate's key id (what the sshd logs).
         key_id: String,
     },
+    /// A required secret is missing and the operator blocks sessions without it.
+    #[error("{reason}")]
+    Blocked {
+        /// What is missing and how to create it.
+        reason: String,
+        /// The `session.blocked` audit detail.
+        detail: serde_json::Value,
+    },
     /// Anything else on the way (a channel the sshd refused, a vault failure).
     #[error("{0}")]
     Other(String),
@@ -130,6 +138,7 @@ impl RelayError {
             RelayError::HostKey { .. } => "host-key",
             RelayError::Refused { .. } | RelayError::CertRefused { .. } => "auth",
             RelayError::Other(_) => "other",
+            RelayError::Blocked { .. } => "blocked",
             RelayError::Held { .. } => "held",
         }
     }

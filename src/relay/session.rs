@@ -16,6 +16,8 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use bytes::Bytes;
+use keyport_keys::SecretBytes;
 use russh::server::{Handle, Msg};
 use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
 use serde_json::json;
@@ -28,6 +30,7 @@ use super::link::{Link, Opened, Ready};
 use super::upstream::Upstream;
 use crate::agent::{SessionAgent, SignLimit};
 use crate::secrets::env::{EnvInputs, compose_env};
+use crate::secrets::mask::Masker;
 use crate::ssh::{Asked, Control, Login, PtyRequest, SshContext, prepare};
 use crate::vault::Route;
 
@@ -79,6 +82,7 @@ pub async fn run(start: Start) {
         channel: up,
         notices,
         early,
+        masker,
     } = match ready {
         Ok(started) => started,
         Err(e) => {
@@ -108,7 +112,7 @@ pub async fn run(start: Start) {
     let (up_rx, up_tx) = up.split();
     tokio::join!(
         to_upstream(rx, &up_tx, start.control),
-        to_client(early, up_rx, &tx, &start.handle, id),
+        to_client(early, up_rx, &tx, &start.handle, id, masker),
     );
     debug!(session, "relayed session ended");
 }
@@ -128,6 +132,8 @@ struct Started {
     channel: Channel<russh::client::Msg>,
     notices: Vec<String>,
     early: Vec<ChannelMsg>,
+    /// A pty session's output masker (`secrets::mask`), when the user has values to mask.
+    masker: Option<Masker>,
 }
 
 /// Writes file secrets and starts the program upstream; the upstream channel is closed if
@@ -145,10 +151,11 @@ async fn set_up(
         mut channel,
     } = ready;
     match start(ctx, login, &route, &upstream, &mut channel, session, asks).await {
-        Ok((notices, early)) => Ok(Started {
+        Ok((notices, early, masker)) => Ok(Started {
             channel,
             notices,
             early,
+            masker,
         }),
         Err(e) => {
             let _ = channel.close().await;
@@ -168,16 +175,27 @@ async fn start(
     channel: &mut Channel<russh::client::Msg>,
     session: u64,
     asks: Asks<'_>,
-) -> Result<(Vec<String>, Vec<ChannelMsg>), RelayError> {
+) -> Result<(Vec<String>, Vec<ChannelMsg>, Option<Masker>), RelayError> {
     let who = login.session_user();
-    let (secrets, names) = prepare::session_secrets(ctx, login)
+    let (secrets, names, checks) = prepare::session_secrets(ctx, login, Some(&route.workspace))
         .await
         .map_err(RelayError::Other)?;
+    if let Some(reason) = checks.blocked() {
+        let kind = match asks.program {
+            Asked::Shell => "shell",
+            Asked::Exec(_) => "exec",
+            Asked::Subsystem(_) => "subsystem",
+        };
+        let mut detail = prepare::blocked_detail(session, kind, &checks);
+        detail["workspace"] = route.workspace.clone().into();
+        return Err(RelayError::Blocked { reason, detail });
+    }
     let files = super::files::write(ctx, upstream, route, &who, &secrets).await;
     // As in local sessions: what happened to files is told to interactive sessions only
     // (git, scp and scripts see clean stderr); a workspace without SFTP is told to all.
     let mut notices = files.always;
     if asks.pty.is_some() {
+        notices.extend(checks.notices());
         notices.extend(files.interactive);
     }
     // Only what reached the workspace counts as received.
@@ -244,7 +262,12 @@ async fn start(
         "refused_client_env": env.refused, "failed_files": files.failed,
     });
     prepare::record_start(ctx, login, "relay.start", &names, detail);
-    Ok((notices, replies.early))
+    // As in local sessions: a pty's output is masked; exec without one, sftp and scp never.
+    let interactive = asks.pty.is_some() && !matches!(asks.program, Asked::Subsystem(_));
+    let masker = interactive
+        .then(|| Masker::new(secrets.masked.iter().map(SecretBytes::expose)))
+        .flatten();
+    Ok((notices, replies.early, masker))
 }
 
 /// Tells the client why, audits the failure, and ends the channel with 255 (as `ssh` exits
@@ -260,10 +283,17 @@ async fn fail(
     let kind = e.kind();
     debug!(user = %login.user, workspace, kind, "relay failed");
     ctx.metrics.count_relay_failure(kind);
-    // An unknown workspace is the user's typo (or probe), not an upstream failure.
-    if !matches!(e, RelayError::NoWorkspace { .. }) {
-        let detail = json!({ "workspace": workspace, "kind": kind, "error": e.to_string() });
-        prepare::record_use(ctx, login, "relay.failed", detail);
+    // An unknown workspace is the user's typo (or probe), not an upstream failure; a
+    // session refused by policy is the user's to fix.
+    match e {
+        RelayError::NoWorkspace { .. } => {}
+        RelayError::Blocked { detail, .. } => {
+            prepare::record_use(ctx, login, "session.blocked", detail.clone());
+        }
+        _ => {
+            let detail = json!({ "workspace": workspace, "kind": kind, "error": e.to_string() });
+            prepare::record_use(ctx, login, "relay.failed", detail);
+        }
     }
     let mut line = format!("keyport: {workspace}: {e}\n");
     if pty {
@@ -272,7 +302,13 @@ async fn fail(
     let mut err = tx.make_writer_ext(Some(1));
     let _ = err.write_all(line.as_bytes()).await;
     let _ = err.flush().await;
-    let _ = tx.exit_status(255).await;
+    // 255 as `ssh` when it cannot connect; 1 for a policy refusal, as a local session's.
+    let status = if matches!(e, RelayError::Blocked { .. }) {
+        1
+    } else {
+        255
+    };
+    let _ = tx.exit_status(status).await;
     let _ = tx.eof().await;
     let _ = tx.close().await;
 }
@@ -319,13 +355,15 @@ async fn to_upstream(
     }
 }
 
-/// Workspace → client: output, stderr, EOF, exit status or signal, then close.
+/// Workspace → client: output, stderr, EOF, exit status or signal, then close; a pty's
+/// output through `masker`, if it has one.
 async fn to_client(
     early: Vec<ChannelMsg>,
     mut up: ChannelReadHalf,
     tx: &ChannelWriteHalf<Msg>,
     handle: &Handle,
     id: ChannelId,
+    mut masker: Option<Masker>,
 ) {
     let mut early = early.into_iter();
     // The sshd's EOF is passed on only with (after) the exit status, as sshd and keyport's
@@ -333,12 +371,42 @@ async fn to_client(
     // channel at once, and an exit status behind that close would never reach it.
     let mut eof = false;
     loop {
-        let next = match early.next() {
-            Some(msg) => Some(msg),
-            None => up.wait().await,
+        let next = match (early.next(), masker.as_ref().and_then(Masker::flush_after)) {
+            (Some(msg), _) => Some(msg),
+            // Held bytes (what may be the start of a value) wait only so long for more.
+            (None, Some(wait)) => match tokio::time::timeout(wait, up.wait()).await {
+                Ok(msg) => msg,
+                Err(_) => {
+                    if send_held(tx, &mut masker).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+            },
+            (None, None) => up.wait().await,
         };
+        // What the masker holds goes before stderr and the end of the output.
+        let ends_output = matches!(
+            next,
+            Some(
+                ChannelMsg::ExtendedData { .. }
+                    | ChannelMsg::Eof
+                    | ChannelMsg::ExitStatus { .. }
+                    | ChannelMsg::ExitSignal { .. }
+                    | ChannelMsg::Close
+            ) | None
+        );
+        if ends_output && send_held(tx, &mut masker).await.is_err() {
+            break;
+        }
         let delivered = match next {
-            Some(ChannelMsg::Data { data }) => tx.data_bytes(data).await,
+            Some(ChannelMsg::Data { data }) => match &mut masker {
+                Some(masker) => match shown(masker, data) {
+                    Some(data) => tx.data_bytes(data).await,
+                    None => Ok(()),
+                },
+                None => tx.data_bytes(data).await,
+            },
             Some(ChannelMsg::ExtendedData { data, ext }) => tx.extended_data_bytes(ext, data).await,
             Some(ChannelMsg::Eof) => {
                 eof = true;
@@ -368,6 +436,29 @@ async fn to_client(
     }
     let _ = end_of_output(tx, &mut eof).await;
     let _ = tx.close().await;
+}
+
+/// What of a pty's output `data` may go now (`None`: nothing): the chunk itself when the
+/// masker had nothing to hide or hold in it.
+fn shown(masker: &mut Masker, data: Bytes) -> Option<Bytes> {
+    let shown = masker.push(&data);
+    let copy = match shown {
+        [] => return None,
+        _ if std::ptr::eq(shown, &data[..]) => None,
+        _ => Some(Bytes::copy_from_slice(shown)),
+    };
+    Some(copy.unwrap_or(data))
+}
+
+/// Sends what the masker holds, as it is.
+async fn send_held(
+    tx: &ChannelWriteHalf<Msg>,
+    masker: &mut Option<Masker>,
+) -> Result<(), russh::Error> {
+    match masker.as_mut().map(Masker::flush) {
+        Some(held) if !held.is_empty() => tx.data_bytes(Bytes::copy_from_slice(held)).await,
+        _ => Ok(()),
+    }
 }
 
 /// Sends the EOF held back, if there is one.

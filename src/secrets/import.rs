@@ -8,7 +8,9 @@
 //!   `"double quoted"` values take `\n \r \t \" \\` escapes, `'single quoted'` ones are literal,
 //!   unquoted ones are trimmed. Each becomes a secret named NAME injected as env NAME.
 //! - JSON: an object `{"NAME": "VALUE", …}` (same meaning), or an array of secret objects
-//!   `[{"name", "value" | "value_base64", "description", "env", "file", "enabled"}, …]`.
+//!   `[{"name", "value" | "value_base64", "description", "env", "file", "enabled", "kind",
+//!   "rotate_after", "mask"}, …]` — what `secret list -o json` prints, once each entry has its
+//!   value again (the read-only fields it also prints are ignored).
 
 use keyport_keys::SecretBytes;
 use serde::Deserialize;
@@ -150,6 +152,7 @@ fn env_spec(name: &str, value: String) -> SecretSpec {
         env: Some(name.to_string()),
         file: None,
         enabled: None,
+        lifecycle: Default::default(),
     }
 }
 
@@ -212,6 +215,18 @@ impl<'de> Deserialize<'de> for Document {
     }
 }
 
+/// Fields of `secret list -o json` an import ignores: times, delivery records and what is
+/// worked out from the others, so a listing (with values added) imports as it was.
+const READ_ONLY: [&str; 7] = [
+    "created_at",
+    "updated_at",
+    "value_updated_at",
+    "rotate_after_effective",
+    "stale",
+    "masked",
+    "deliveries",
+];
+
 fn parse_json(content: &str) -> (Vec<(String, SecretSpec)>, Vec<Violation>) {
     let doc: Document = match serde_json::from_str(content) {
         Ok(doc) => doc,
@@ -236,8 +251,14 @@ fn parse_json(content: &str) -> (Vec<(String, SecretSpec)>, Vec<Violation>) {
             }
         }
         Document::Array(items) => {
-            for (i, item) in items.into_iter().enumerate() {
+            for (i, mut item) in items.into_iter().enumerate() {
                 let place = format!("entry {}", i + 1);
+                // What `secret list -o json` adds that is not the user's to set.
+                if let Some(entry) = item.as_object_mut() {
+                    for key in READ_ONLY {
+                        entry.remove(key);
+                    }
+                }
                 match serde_json::from_value::<SecretInput>(item) {
                     Ok(entry) => match entry.into_spec() {
                         Ok(spec) => specs.push((place, spec)),
@@ -334,5 +355,34 @@ mod tests {
         assert_eq!(err[0].detail, "key 1: the value must be a string");
         assert!(parse(Format::Json, "{").is_err());
         assert!(parse(Format::Json, "\"x\"").is_err());
+    }
+
+    #[test]
+    fn a_listing_with_its_values_imports_as_it_was() {
+        let listed = r#"[{"name": "gh", "description": "GitHub", "env": "GH_TOKEN",
+            "file": null, "enabled": true, "created_at": "2026-01-01T00:00:00Z",
+            "updated_at": "2026-01-01T00:00:00Z", "kind": "token", "rotate_after": "30d",
+            "mask": false, "value_updated_at": "2026-01-01T00:00:00Z",
+            "rotate_after_effective": "30d", "stale": true, "masked": false,
+            "deliveries": [], "value": "ghp_x"}]"#;
+        let specs = parse(Format::Json, listed).expect("imports");
+        let gh = &specs[0];
+        assert_eq!(
+            gh.lifecycle.kind,
+            crate::secrets::lifecycle::SecretKind::Token
+        );
+        assert_eq!(
+            gh.lifecycle.rotate_after,
+            Some(crate::secrets::lifecycle::RotateAfter::Secs(30 * 86_400))
+        );
+        assert_eq!(gh.lifecycle.mask, Some(false));
+        assert_eq!(gh.env.as_deref(), Some("GH_TOKEN"));
+        // An unknown field is still refused, naming it.
+        let err = parse(
+            Format::Json,
+            r#"[{"name": "a", "value": "b", "kidn": "token"}]"#,
+        )
+        .expect_err("refused");
+        assert!(err[0].detail.contains("kidn"), "{:?}", err);
     }
 }

@@ -5,6 +5,8 @@
 pub mod env;
 pub mod files;
 pub mod import;
+pub mod lifecycle;
+pub mod mask;
 pub mod validate;
 
 use keyport_keys::SecretBytes;
@@ -12,6 +14,9 @@ use serde::Serialize;
 
 use crate::store::SecretRecord;
 pub use validate::{Limits, Violation};
+
+/// Values shorter than this are never masked: short ones would blank ordinary output.
+pub const MASK_MIN_LEN: usize = 8;
 
 /// A secret to create.
 #[derive(Debug, Clone)]
@@ -28,6 +33,19 @@ pub struct SecretSpec {
     pub file: Option<String>,
     /// Whether to inject it; default: whether it has a target.
     pub enabled: Option<bool>,
+    /// Its kind, rotation age and masking.
+    pub lifecycle: Lifecycle,
+}
+
+/// A secret's kind, and its own rotation age and masking choice (`None`: the kind's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lifecycle {
+    /// What it is.
+    pub kind: lifecycle::SecretKind,
+    /// Its own rotation age.
+    pub rotate_after: Option<lifecycle::RotateAfter>,
+    /// Its own masking choice.
+    pub mask: Option<bool>,
 }
 
 /// A new secret as it arrives over the wire (the API's create body, a JSON import entry):
@@ -56,6 +74,24 @@ pub struct SecretInput {
     pub file: Option<String>,
     /// Inject it? Default: whether it has a target.
     pub enabled: Option<bool>,
+    /// `token`, `password`, `key`, `certificate`, `config` or `other` (default).
+    pub kind: Option<lifecycle::SecretKind>,
+    /// Its own rotation age (`90d`, `12h`, `never`); absent or `null`: its kind's (config
+    /// `[rotation]`).
+    pub rotate_after: Option<String>,
+    /// Mask its value in pty output? Absent or `null`: yes for token, password and key.
+    pub mask: Option<bool>,
+}
+
+/// `rotate_after` as given on the wire or the command line: `None` for absent, `default`
+/// or empty (the kind's), else a rotation age.
+pub fn own_rotate_after(text: Option<&str>) -> Result<Option<lifecycle::RotateAfter>, Violation> {
+    match text.map(str::trim) {
+        None | Some("" | "default") => Ok(None),
+        Some(text) => lifecycle::RotateAfter::parse(text)
+            .map(Some)
+            .map_err(|rule| Violation::new("rotate_after", rule)),
+    }
 }
 
 impl SecretInput {
@@ -63,6 +99,11 @@ impl SecretInput {
     pub fn into_spec(self) -> Result<SecretSpec, Violation> {
         let value = wire_value(self.value, self.value_base64)?
             .ok_or_else(|| Violation::new("value", "is required (give value or value_base64)"))?;
+        let lifecycle = Lifecycle {
+            kind: self.kind.unwrap_or_default(),
+            rotate_after: own_rotate_after(self.rotate_after.as_deref())?,
+            mask: self.mask,
+        };
         Ok(SecretSpec {
             name: self.name,
             value,
@@ -70,6 +111,7 @@ impl SecretInput {
             env: self.env,
             file: self.file,
             enabled: self.enabled,
+            lifecycle,
         })
     }
 }
@@ -108,6 +150,12 @@ pub struct SecretPatch {
     pub file: Option<String>,
     /// Enable or disable.
     pub enabled: Option<bool>,
+    /// New kind.
+    pub kind: Option<lifecycle::SecretKind>,
+    /// New rotation age of its own; `Some(None)` goes back to its kind's.
+    pub rotate_after: Option<Option<lifecycle::RotateAfter>>,
+    /// New masking choice of its own.
+    pub mask: Option<bool>,
 }
 
 impl SecretPatch {
@@ -118,6 +166,9 @@ impl SecretPatch {
             && self.env.is_none()
             && self.file.is_none()
             && self.enabled.is_none()
+            && self.kind.is_none()
+            && self.rotate_after.is_none()
+            && self.mask.is_none()
     }
 
     /// The names of the fields this patch sets, for the audit log.
@@ -128,6 +179,9 @@ impl SecretPatch {
             ("env", self.env.is_some()),
             ("file", self.file.is_some()),
             ("enabled", self.enabled.is_some()),
+            ("kind", self.kind.is_some()),
+            ("rotate_after", self.rotate_after.is_some()),
+            ("mask", self.mask.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, set)| set.then_some(name))
@@ -157,6 +211,21 @@ pub struct SecretMeta {
     pub created_at: i64,
     /// Last change, ms since the epoch.
     pub updated_at: i64,
+    /// What it is.
+    pub kind: lifecycle::SecretKind,
+    /// Its own rotation age (`90d`, `never`); `null`: its kind's.
+    pub rotate_after: Option<String>,
+    /// Its own masking choice; `null`: its kind's.
+    pub mask: Option<bool>,
+    /// When the value last changed (not its description or targets), ms since the epoch.
+    pub value_updated_at: i64,
+    /// The rotation age in force: its own, else its kind's (read only).
+    pub rotate_after_effective: String,
+    /// Whether the value is older than that (read only).
+    pub stale: bool,
+    /// Whether pty output masks it (read only): its own choice, else its kind's, and only
+    /// values of at least 8 bytes.
+    pub masked: bool,
     /// A file secret's last delivery, per place it was delivered to (listings only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deliveries: Vec<DeliveryMeta>,
@@ -190,8 +259,17 @@ impl From<crate::store::DeliveryRecord> for DeliveryMeta {
     }
 }
 
-impl From<SecretRecord> for SecretMeta {
-    fn from(r: SecretRecord) -> Self {
+impl SecretMeta {
+    /// What users see of `r`, its rotation judged under `policy` at `now_ms`.
+    pub fn new(r: SecretRecord, policy: &crate::config::RotationSettings, now_ms: i64) -> Self {
+        let kind = lifecycle::SecretKind::stored(&r.kind);
+        let rotation = lifecycle::rotation(
+            policy,
+            kind,
+            r.rotate_after_secs,
+            r.value_updated_at,
+            now_ms,
+        );
         Self {
             name: r.name,
             description: r.description,
@@ -200,6 +278,16 @@ impl From<SecretRecord> for SecretMeta {
             enabled: r.enabled,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            kind,
+            rotate_after: r
+                .rotate_after_secs
+                .map(|s| lifecycle::RotateAfter::from_stored(s).to_string()),
+            mask: r.mask,
+            value_updated_at: r.value_updated_at,
+            rotate_after_effective: rotation.after.to_string(),
+            stale: rotation.stale,
+            masked: r.mask.unwrap_or(kind.masked_by_default())
+                && usize::try_from(r.value_len).is_ok_and(|n| n >= MASK_MIN_LEN),
             deliveries: Vec::new(),
         }
     }

@@ -241,7 +241,7 @@ pub fn check_patch(patch: &super::SecretPatch) -> Vec<Violation> {
     if patch.is_empty() {
         return vec![Violation::new(
             "body",
-            "give at least one of value, description, env, file, enabled",
+            "give at least one of value, description, env, file, enabled, kind, rotate_after, mask",
         )];
     }
     let mut found = Vec::new();

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use keyport_keys::SecretBytes;
 use nix::sys::signal::Signal;
 use russh::server::{Handle, Msg};
 use russh::{Channel, ChannelId, ChannelMsg, ChannelWriteHalf};
@@ -22,11 +23,12 @@ use tracing::debug;
 
 use super::SshContext;
 use super::input::InputQueue;
-use super::prepare::{Prepared, Start, prepare};
+use super::prepare::{Prepared, Refused, Start, prepare};
 use super::process::{self, Identity, Launch, Program};
 use super::reaper::Reaper;
 use super::terminal::{self, Terminal};
 use crate::secrets::env::client_env_accepted;
+use crate::secrets::mask::Masker;
 use crate::vault::SessionUser;
 
 /// An authenticated login, shared by the connection's channels.
@@ -213,6 +215,7 @@ pub async fn run(
             env,
             dir: _dir,
             notices,
+            masked,
         }) => {
             let interactive = pty.is_some() && !matches!(program, Program::Sftp);
             if interactive && !notices.is_empty() {
@@ -229,27 +232,29 @@ pub async fn run(
                 control,
                 reaper: ctx.reaper.as_ref(),
             };
-            match &pty {
+            Ok(match &pty {
                 Some(pty) if !matches!(program, Program::Sftp) => {
-                    relay_pty(io, &identity, launch, pty).await
+                    relay_pty(io, &identity, launch, pty, &masked).await
                 }
                 _ => relay_pipes(io, launch).await,
-            }
+            })
         }
-        Err(message) => Err(std::io::Error::other(message)),
+        Err(refused) => Err(refused),
     };
-    match outcome {
-        Ok(status) => finish(&tx, &handle, id, status).await,
-        Err(e) => {
-            debug!(session, error = %e, "session failed to start");
-            let mut err = tx.make_writer_ext(Some(1));
-            let _ = err.write_all(format!("keyport: {e}\r\n").as_bytes()).await;
-            let _ = err.flush().await;
-            let _ = tx.exit_status(127).await;
-            let _ = tx.eof().await;
-            let _ = tx.close().await;
-        }
-    }
+    let refused = match outcome {
+        Ok(Ok(status)) => return finish(&tx, &handle, id, status).await,
+        Ok(Err(e)) => Refused::from(e.to_string()),
+        Err(refused) => refused,
+    };
+    debug!(session, error = %refused.message, "session not started");
+    let mut err = tx.make_writer_ext(Some(1));
+    let _ = err
+        .write_all(format!("keyport: {}\r\n", refused.message).as_bytes())
+        .await;
+    let _ = err.flush().await;
+    let _ = tx.exit_status(refused.exit).await;
+    let _ = tx.eof().await;
+    let _ = tx.close().await;
 }
 
 fn clamp(n: u32) -> u16 {
@@ -430,12 +435,14 @@ where
     }
 }
 
-/// pty shells and commands: one stream, window changes, the line discipline's signals.
+/// pty shells and commands: one stream, window changes, the line discipline's signals; the
+/// output with the `masked` values as `***` (`secrets::mask`).
 async fn relay_pty(
     io: Io<'_>,
     identity: &Identity,
     mut launch: Launch,
     request: &PtyRequest,
+    masked: &[SecretBytes],
 ) -> std::io::Result<ExitStatus> {
     let Io {
         mut rx,
@@ -483,13 +490,29 @@ async fn relay_pty(
     let (mut reader, writer) = pty.into_split();
     let input = InputQueue::spawn(writer, rx.window_credit());
     let mut out = tx.make_writer();
+    let mut masker = Masker::new(masked.iter().map(SecretBytes::expose));
     let pump = async move {
         let mut buf = vec![0u8; 32 * 1024];
-        // EIO once the last process holding the pts exits: that is the end of output.
-        while let Ok(n @ 1..) = reader.read(&mut buf).await {
-            if out.write_all(&buf[..n]).await.is_err() {
+        loop {
+            // Held bytes (what may be the start of a value) wait only so long for more.
+            let read = match masker.as_ref().and_then(Masker::flush_after) {
+                Some(wait) => tokio::time::timeout(wait, reader.read(&mut buf)).await,
+                None => Ok(reader.read(&mut buf).await),
+            };
+            let shown = match (read, &mut masker) {
+                // No more output within that time: the held bytes go as they are.
+                (Err(_), Some(masker)) => masker.flush(),
+                // EIO once the last process holding the pts exits: that is the end of output.
+                (Err(_), None) | (Ok(Ok(0) | Err(_)), _) => break,
+                (Ok(Ok(n)), Some(masker)) => masker.push(&buf[..n]),
+                (Ok(Ok(n)), None) => &buf[..n],
+            };
+            if out.write_all(shown).await.is_err() {
                 break;
             }
+        }
+        if let Some(masker) = &mut masker {
+            let _ = out.write_all(masker.flush()).await;
         }
         let _ = out.flush().await;
     };

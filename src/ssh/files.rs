@@ -7,6 +7,9 @@
 //! inode, size and times, that the last complete pass for this user left, the pass is skipped
 //! ([`Applied`]). Any change to a file (even `touch` or `chmod`) moves its ctime, and any
 //! change of a secret changes what is wanted; either brings the full pass back.
+//!
+//! Passes for one user and OS account run one at a time (a session start and the live
+//! watcher, `live.rs`, may meet), and each tells the watcher which secrets the files now hold.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -16,7 +19,7 @@ use tracing::{debug, warn};
 
 use super::SshContext;
 use super::process::Identity;
-use crate::secrets::files::{self, Delivery};
+use crate::secrets::files::{self, Delivery, Report};
 use crate::vault::{SessionSecrets, SessionUser};
 
 /// Writes `user`'s file secrets and removes the ones no longer wanted. Failures are logged,
@@ -28,15 +31,52 @@ pub async fn materialize(
     who: &SessionUser,
     secrets: Arc<SessionSecrets>,
 ) -> Delivery {
+    pass(ctx, identity, who, secrets).await.delivery
+}
+
+/// What one file-secret pass did.
+#[derive(Debug, Default)]
+pub(super) struct Pass {
+    /// What the session's user should be told.
+    pub(super) delivery: Delivery,
+    /// What applying the plan did; `None` when there was nothing to do (or it failed).
+    pub(super) report: Option<Arc<Report>>,
+}
+
+/// [`materialize`], for the session start and the live watcher (`live.rs`) alike: one pass
+/// at a time per user and OS account, so the last pass to write is also the last to tell the
+/// watcher which secrets the files now hold.
+pub(super) async fn pass(
+    ctx: &Arc<SshContext>,
+    identity: &Identity,
+    who: &SessionUser,
+    secrets: Arc<SessionSecrets>,
+) -> Pass {
+    // By id: a later user given a removed user's name starts with nothing remembered.
+    let key = (who.id, identity.os.name.clone());
+    let _turn = ctx.applied.turn(&key).await;
+    let Some(pass) = apply_plan(ctx, identity, who, &key, secrets.clone()).await else {
+        return Pass::default();
+    };
+    ctx.live_files.saw(key, who, &secrets);
+    pass
+}
+
+/// Plans, applies and records one pass; `None` if it could not be carried out at all.
+async fn apply_plan(
+    ctx: &Arc<SshContext>,
+    identity: &Identity,
+    who: &SessionUser,
+    key: &Owner,
+    secrets: Arc<SessionSecrets>,
+) -> Option<Pass> {
     let user = who.name.as_str();
     let os_user = identity.os.name.clone();
-    // By id: a later user given a removed user's name starts with nothing remembered.
-    let key = (who.id, os_user.clone());
     let wanted_now = wanted(&secrets);
-    if !wanted_now.is_empty() && ctx.applied.unchanged(&key, &wanted_now) {
-        return Delivery::default();
+    if !wanted_now.is_empty() && ctx.applied.unchanged(key, &wanted_now) {
+        return Some(Pass::default());
     }
-    ctx.applied.forget(&key);
+    ctx.applied.forget(key);
     let (name, os, wanted) = (user.to_string(), os_user.clone(), secrets.clone());
     let plan = match ctx
         .vault
@@ -44,13 +84,13 @@ pub async fn materialize(
         .await
     {
         Ok(plan) if plan.write.is_empty() && plan.remove.is_empty() => {
-            ctx.applied.remember(key, &wanted_now);
-            return Delivery::default();
+            ctx.applied.remember(key.clone(), &wanted_now);
+            return Some(Pass::default());
         }
         Ok(plan) => plan,
         Err(e) => {
             warn!(user, error = %e, "cannot plan file secrets");
-            return Delivery::default();
+            return None;
         }
     };
     let switch = identity.switch.clone();
@@ -63,7 +103,7 @@ pub async fn materialize(
     .flatten();
     let Some(report) = report else {
         warn!(user, "file secrets were not applied");
-        return Delivery::default();
+        return None;
     };
     for (path, why) in &report.failed {
         warn!(user, path, error = %why, "file secret not written");
@@ -80,16 +120,20 @@ pub async fn materialize(
     let clean = report.failed.is_empty() && report.kept_changed.is_empty();
     let name = user.to_string();
     let report = Arc::new(report);
+    let recorded = report.clone();
     let result = ctx
         .vault
-        .call(move |v| v.record_files(&name, &os_user, &secrets, &report))
+        .call(move |v| v.record_files(&name, &os_user, &secrets, &recorded))
         .await;
     match result {
         Err(e) => warn!(user, error = %e, "cannot record written files"),
-        Ok(()) if clean => ctx.applied.remember(key, &wanted_now),
+        Ok(()) if clean => ctx.applied.remember(key.clone(), &wanted_now),
         Ok(()) => {}
     }
-    delivery
+    Some(Pass {
+        delivery,
+        report: Some(report),
+    })
 }
 
 /// Each wanted file's path and content hash, sorted.
@@ -128,19 +172,55 @@ impl Stamp {
 }
 
 /// (keyport user id, OS user).
-type Owner = (i64, String);
+pub(super) type Owner = (i64, String);
 /// A file as a pass left it: path, content hash, stamp.
 type Left = (String, String, Stamp);
 
-/// What the last complete, clean pass left, per (keyport user id, OS user).
+/// What the last complete, clean pass left, per (keyport user id, OS user); and whose pass
+/// runs now.
 #[derive(Debug, Default)]
-pub struct Applied(Mutex<HashMap<Owner, Vec<Left>>>);
+pub struct Applied {
+    left: Mutex<HashMap<Owner, Vec<Left>>>,
+    turns: Mutex<HashMap<Owner, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// The one pass running for a (keyport user id, place); the next waits for it to end.
+pub(crate) struct Turn<'a> {
+    applied: &'a Applied,
+    key: Owner,
+    _held: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for Turn<'_> {
+    /// Forgets the lock when no other pass waits for it (the map holds one handle, this
+    /// turn the other).
+    fn drop(&mut self) {
+        let mut turns = super::lock(&self.applied.turns);
+        if turns
+            .get(&self.key)
+            .is_some_and(|m| Arc::strong_count(m) <= 2)
+        {
+            turns.remove(&self.key);
+        }
+    }
+}
 
 impl Applied {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Owner, Vec<Left>>> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        super::lock(&self.left)
+    }
+
+    /// Waits for `key`'s running pass, if any, to end (a relayed place's too: `relay::files`).
+    pub(crate) async fn turn(&self, key: &Owner) -> Turn<'_> {
+        let lock = super::lock(&self.turns)
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        Turn {
+            applied: self,
+            key: key.clone(),
+            _held: lock.lock_owned().await,
+        }
     }
 
     /// Whether `wanted` is what the last pass for `key` wrote, and every file is still as it

@@ -183,6 +183,7 @@ impl russh::server::Handler for Connection {
             user: record.name.clone(),
             user_id: record.id,
             key: key.public_key.clone(),
+            relayed: workspace.is_some(),
             handle: None,
             cut: self.cut.clone(),
         };

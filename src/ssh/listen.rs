@@ -29,6 +29,7 @@ pub async fn run(listener: TcpListener, ctx: Arc<SshContext>, config: server::Co
     let config = Arc::new(config);
     let handles: Arc<Mutex<HashMap<u64, Handle>>> = Arc::default();
     ctx.tasks.spawn(super::revoke::watch(ctx.clone()));
+    ctx.tasks.spawn(super::live::watch(ctx.clone()));
     ctx.tasks.spawn(audit_failures(ctx.clone()));
     let mut reserve = crate::accept::Reserve::new();
     loop {

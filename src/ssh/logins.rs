@@ -2,7 +2,7 @@
 //! whatever the names (so trying a new name each time does not get around the limit), and
 //! audited as one row per address per window with a count, so a flood of wrong keys cannot
 //! flood the audit log. Live ones are registered with their login key and connection, for the
-//! per-user connection cap and for revocation (`revoke.rs`).
+//! per-user connection cap, for revocation (`revoke.rs`) and for live file secrets (`live.rs`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -203,6 +203,8 @@ pub struct Live {
     pub user_id: i64,
     /// The login key it authenticated with.
     pub key: PublicKey,
+    /// Logged in as `user:workspace`: its sessions run on the workspace, not here.
+    pub relayed: bool,
     /// The connection, to tell it why it ends (set once the login completed).
     pub handle: Option<Handle>,
     /// Cuts the connection's stream: the end for a client that does not read.

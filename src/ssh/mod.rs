@@ -15,6 +15,7 @@
 //! - `terminal.rs`: the pty's modes, window size and breaks.
 //! - `forward.rs`: `ssh -L` / `ssh -R`, under the `[forwarding]` policy.
 //! - `files.rs`: writing file secrets (as the OS user) and the ledger of what was written.
+//! - `live.rs`: a changed file secret applied to the user's live sessions within a second.
 //! - `quickack.rs`: prompt TCP ACKs during the handshake.
 //! - `sessiondir.rs`: each session's private directory: agent socket, in-session API socket.
 //! - `reaper.rs`: the companion process that ends live sessions if the daemon is killed.
@@ -29,6 +30,7 @@ mod gate;
 mod handler;
 mod input;
 mod listen;
+mod live;
 mod logins;
 pub(crate) mod prepare;
 mod process;
@@ -43,6 +45,7 @@ pub use process::{SFTP_SERVERS, remember_limits, sftp_server};
 
 pub use channel::{Asked, Control, Login, PtyRequest};
 pub use files::{Applied, materialize, materialize_owner};
+pub use live::{LiveUpstream, Rewritten, Seen};
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -79,6 +82,8 @@ pub struct SshContext {
     pub keyport_binary: String,
     /// What the last file-secret pass per user left (to skip passes that change nothing).
     pub applied: Applied,
+    /// What the last file-secret pass at each live place applied (`live.rs`).
+    pub live_files: Seen,
     /// The umask session programs start with (`[ssh] umask`).
     pub umask: u32,
     /// `[forwarding]`.
@@ -130,6 +135,7 @@ impl SshContext {
             session_api,
             keyport_binary: sessiondir::keyport_binary(),
             applied: Applied::default(),
+            live_files: Seen::default(),
             umask: settings.umask_bits().unwrap_or(0o022),
             forwarding: forward::Policy::new(&config.forwarding),
             session_records: None,

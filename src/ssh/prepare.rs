@@ -15,7 +15,7 @@ use super::channel::{Login, PtyRequest};
 use super::process::{self, Identity, Program};
 use super::sessiondir::SessionDir;
 use crate::secrets::env::{EnvInputs, SessionEnv, compose_env};
-use crate::vault::{Actor, SessionSecrets};
+use crate::vault::{Actor, SessionChecks, SessionSecrets};
 
 /// What the client asked for, once it asked for a program.
 pub(super) struct Start<'a> {
@@ -33,7 +33,7 @@ pub(super) async fn prepare(
     ctx: &Arc<SshContext>,
     login: &Login,
     start: Start<'_>,
-) -> Result<Prepared, String> {
+) -> Result<Prepared, Refused> {
     let Start {
         session,
         program,
@@ -42,7 +42,24 @@ pub(super) async fn prepare(
         forward,
     } = start;
     let identity = process::identity(&login.os_user).map_err(|e| e.to_string())?;
-    let (secrets, names) = session_secrets(ctx, login).await?;
+    let (secrets, names, checks) = session_secrets(ctx, login, None).await?;
+    let kind = match program {
+        Program::Shell => "shell",
+        Program::Exec(_) => "exec",
+        Program::Sftp => "sftp",
+    };
+    if let Some(reason) = checks.blocked() {
+        record_use(
+            ctx,
+            login,
+            "session.blocked",
+            blocked_detail(session, kind, &checks),
+        );
+        return Err(Refused {
+            message: reason,
+            exit: 1,
+        });
+    }
     let os = &identity.os;
     let peer = login.peer;
     let local = login.local.unwrap_or(peer);
@@ -104,20 +121,16 @@ pub(super) async fn prepare(
     if let Some(dir) = &dir {
         env.append_path(&dir.bin().display().to_string());
     }
-    let kind = match program {
-        Program::Shell => "shell",
-        Program::Exec(_) => "exec",
-        Program::Sftp => "sftp",
-    };
     info!(session, user = %login.user, source = %peer, kind, secrets = names.len(), "session start");
     let detail = json!({
         "session": session, "source": peer.to_string(), "kind": kind,
         "secrets": names, "refused_env": env.refused, "failed_files": failed,
     });
     record_start(ctx, login, "session.start", &names, detail);
-    let notices = delivery
+    let notices = checks
         .notices()
         .into_iter()
+        .chain(delivery.notices())
         .map(|line| format!("keyport: {line}"))
         .collect();
     Ok(Prepared {
@@ -125,23 +138,65 @@ pub(super) async fn prepare(
         env,
         dir,
         notices,
+        masked: secrets.masked.clone(),
     })
 }
 
 /// The user's secrets as they are now, if the login's user is still the same account (local
-/// and relayed sessions alike).
+/// and relayed sessions alike), with the names of all of them and what the user is to be told
+/// (or refused for) before a session — relayed to `workspace`, if given.
 pub(crate) async fn session_secrets(
     ctx: &Arc<SshContext>,
     login: &Login,
-) -> Result<(SessionSecrets, Vec<String>), String> {
+    workspace: Option<&str>,
+) -> Result<(SessionSecrets, Vec<String>, SessionChecks), String> {
     let who = login.session_user();
+    let workspace = workspace.map(str::to_string);
     ctx.vault
         .call(move |v| {
             v.session_user(&who)?;
-            v.session_secrets(&who.name)
+            let (secrets, names) = v.session_secrets(&who.name)?;
+            let checks = v.session_checks(&who.name, workspace.as_deref())?;
+            Ok((secrets, names, checks))
         })
         .await
         .map_err(|e| format!("cannot read your secrets: {e}"))
+}
+
+/// The audit detail of a session refused for a missing required secret.
+pub(crate) fn blocked_detail(
+    session: u64,
+    kind: &str,
+    checks: &SessionChecks,
+) -> serde_json::Value {
+    let missing: Vec<String> = checks
+        .missing
+        .iter()
+        .filter(|m| m.mode == crate::config::RequiredMode::Block)
+        .map(|m| {
+            [m.env.as_deref(), m.file.as_deref()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    json!({ "session": session, "kind": kind, "missing": missing })
+}
+
+/// Why a session's program was not started, and the exit status the client gets.
+#[derive(Debug)]
+pub(super) struct Refused {
+    /// The line for the client's stderr (after `keyport: `).
+    pub(super) message: String,
+    /// 1 for a refusal by policy, 127 when the session could not be set up.
+    pub(super) exit: u32,
+}
+
+impl From<String> for Refused {
+    fn from(message: String) -> Self {
+        Self { message, exit: 127 }
+    }
 }
 
 /// Counts and audits a session start (`action`: `session.start`, `relay.start`) with the
@@ -183,4 +238,6 @@ pub(super) struct Prepared {
     pub(super) dir: Option<SessionDir>,
     /// Told on stderr to interactive (pty) sessions before their program starts.
     pub(super) notices: Vec<String>,
+    /// Values a pty session's output shows as `***` (`secrets::mask`), longest first.
+    pub(super) masked: Vec<keyport_keys::SecretBytes>,
 }

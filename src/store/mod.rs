@@ -46,6 +46,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/0002_workspaces.sql")),
     (3, include_str!("migrations/0003_deliveries.sql")),
     (4, include_str!("migrations/0004_user_ca.sql")),
+    (5, include_str!("migrations/0005_lifecycle.sql")),
 ];
 
 /// The `meta` key holding the id of the master key every sealed value is sealed under.

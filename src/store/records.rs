@@ -115,6 +115,14 @@ pub struct SecretRecord {
     pub created_at: i64,
     /// Last change, ms since the epoch.
     pub updated_at: i64,
+    /// `token`, `password`, `key`, `certificate`, `config` or `other`.
+    pub kind: String,
+    /// Its own rotation age in seconds (0: never); `None`: its kind's.
+    pub rotate_after_secs: Option<i64>,
+    /// Its own masking choice; `None`: its kind's.
+    pub mask: Option<bool>,
+    /// When the value last changed, ms since the epoch.
+    pub value_updated_at: i64,
 }
 
 /// The columns of a secret to write.
@@ -136,6 +144,12 @@ pub struct SecretRow {
     pub value_sealed: Option<Vec<u8>>,
     /// Length of the new value; `None` with `value_sealed`.
     pub value_len: Option<i64>,
+    /// The kind's stored word.
+    pub kind: String,
+    /// Its own rotation age in seconds (0: never); `None`: its kind's.
+    pub rotate_after_secs: Option<i64>,
+    /// Its own masking choice; `None`: its kind's.
+    pub mask: Option<bool>,
 }
 
 /// An API token to store: its name and the hash of its text.

@@ -8,7 +8,8 @@ use super::{Result, Store, StoreError, conflict, now_ms};
 use crate::store::{AuditEvent, SecretChange, SecretRecord};
 
 const SECRET_COLUMNS: &str = "id, name, description, env_name, file_path, file_resolved, enabled, \
-                              value_len, created_at, updated_at";
+                              value_len, created_at, updated_at, kind, rotate_after_secs, mask, \
+                              value_updated_at";
 
 impl Store {
     /// The user's secrets (metadata only), sorted by name.
@@ -30,7 +31,7 @@ impl Store {
             "SELECT {SECRET_COLUMNS}, value_sealed FROM secrets \
              WHERE user_id = ?1 AND enabled ORDER BY name"
         ))?;
-        let rows = stmt.query_map([user_id], |r| Ok((secret_from_row(r)?, r.get(10)?)))?;
+        let rows = stmt.query_map([user_id], |r| Ok((secret_from_row(r)?, r.get(14)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -74,8 +75,10 @@ impl Store {
                     tx.execute(
                         "INSERT INTO secrets (user_id, name, description, env_name, env_key,
                              file_path, file_resolved, enabled, value_sealed, value_len,
-                             created_at, updated_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+                             created_at, updated_at, value_updated_at, kind, rotate_after_secs,
+                             mask)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?11, ?12,
+                                 ?13, ?14)",
                         params![
                             user_id,
                             row.name,
@@ -87,7 +90,10 @@ impl Store {
                             row.enabled,
                             row.value_sealed,
                             row.value_len,
-                            now
+                            now,
+                            row.kind,
+                            row.rotate_after_secs,
+                            row.mask
                         ],
                     )
                     .map_err(secret_conflict)?;
@@ -98,7 +104,10 @@ impl Store {
                         "UPDATE secrets SET description = ?2, env_name = ?3, env_key = ?4,
                              file_path = ?5, file_resolved = ?6, enabled = ?7,
                              value_sealed = COALESCE(?8, value_sealed),
-                             value_len = COALESCE(?9, value_len), updated_at = ?10
+                             value_len = COALESCE(?9, value_len), updated_at = ?10,
+                             value_updated_at = CASE WHEN ?8 IS NULL THEN value_updated_at
+                                                     ELSE ?10 END,
+                             kind = ?11, rotate_after_secs = ?12, mask = ?13
                          WHERE id = ?1",
                         params![
                             id,
@@ -110,7 +119,10 @@ impl Store {
                             row.enabled,
                             row.value_sealed,
                             row.value_len,
-                            now
+                            now,
+                            row.kind,
+                            row.rotate_after_secs,
+                            row.mask
                         ],
                     )
                     .map_err(secret_conflict)?;
@@ -146,6 +158,10 @@ fn secret_from_row(r: &Row<'_>) -> rusqlite::Result<SecretRecord> {
         value_len: r.get(7)?,
         created_at: r.get(8)?,
         updated_at: r.get(9)?,
+        kind: r.get(10)?,
+        rotate_after_secs: r.get(11)?,
+        mask: r.get(12)?,
+        value_updated_at: r.get(13)?,
     })
 }
 

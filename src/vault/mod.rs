@@ -6,6 +6,8 @@
 //! all go through it, so they enforce the same rules.
 
 mod ca;
+mod lifecycle;
+mod live;
 mod rotate;
 mod secrets;
 mod session;
@@ -27,6 +29,7 @@ use crate::store::{AuditEvent, MASTER_KEY_ID, Store, StoreError};
 pub use ca::{
     CaStatus, CertOrder, SignedCert, Signing, UserCaInfo, WorkspaceAuth, WorkspaceCaStatus,
 };
+pub use lifecycle::{RequiredStatus, SessionChecks};
 pub use rotate::Rotation;
 pub use session::{SessionSecrets, SessionUser};
 pub use users::{NewUserSpec, TokenIssued, UserKeyInfo};
@@ -153,7 +156,27 @@ pub struct Vault {
     store: Store,
     keyring: Keyring,
     limits: Limits,
+    policy: Policy,
     data_dir: PathBuf,
+}
+
+/// The operator's lifecycle rules: when secrets are due for rotation, and which are required.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// `[rotation]`.
+    pub rotation: crate::config::RotationSettings,
+    /// `[[required]]`.
+    pub required: Vec<crate::config::Requirement>,
+}
+
+impl Policy {
+    /// The policy `config` sets.
+    pub fn of(config: &crate::config::Config) -> Self {
+        Self {
+            rotation: config.rotation.clone(),
+            required: config.required.clone(),
+        }
+    }
 }
 
 impl fmt::Debug for Vault {
@@ -197,8 +220,20 @@ impl Vault {
             store,
             keyring,
             limits,
+            policy: Policy::default(),
             data_dir: data_dir.to_path_buf(),
         })
+    }
+
+    /// The vault, judging rotation and requirements by `policy` (default: the built-in one).
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The lifecycle rules in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     /// The data dir.

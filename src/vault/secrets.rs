@@ -9,9 +9,10 @@ use serde_json::json;
 use tracing::instrument;
 
 use super::{Actor, Vault, VaultError, secret_binding};
+use crate::secrets::lifecycle::RotateAfter;
 use crate::secrets::validate::{self, SecretShape};
 use crate::secrets::{SecretMeta, SecretPatch, SecretSpec, Violation, about, sets};
-use crate::store::{SecretChange, SecretRecord, SecretRow, UserRecord};
+use crate::store::{SecretChange, SecretRecord, SecretRow, UserRecord, now_ms};
 
 impl Vault {
     /// Creates a secret for `user`. Every broken rule is reported at once.
@@ -50,7 +51,7 @@ impl Vault {
             ))?;
             Ok::<_, VaultError>((vec![SecretChange::Insert(row.clone())], vec![audit]))
         })?;
-        first(written, &spec.name)
+        self.first(written, &spec.name)
     }
 
     /// Creates many secrets, all or none. `problems` are those already found in the file
@@ -121,7 +122,7 @@ impl Vault {
                 .collect();
             Ok::<_, VaultError>((changes, audits))
         })?;
-        Ok(written.into_iter().map(SecretMeta::from).collect())
+        Ok(written.into_iter().map(|r| self.meta(r)).collect())
     }
 
     /// The row for a new secret: targets resolved, value sealed, enabled by default when it
@@ -142,6 +143,9 @@ impl Vault {
                     .seal(secret_binding(&uid, &spec.name), spec.value.expose())?,
             ),
             value_len: Some(len_i64(spec.value.len())),
+            kind: spec.lifecycle.kind.as_str().into(),
+            rotate_after_secs: spec.lifecycle.rotate_after.map(RotateAfter::stored),
+            mask: spec.lifecycle.mask,
         })
     }
 
@@ -232,6 +236,14 @@ impl Vault {
                 enabled,
                 value_sealed: value_sealed.clone(),
                 value_len: patch.value.as_ref().map(|v| len_i64(v.len())),
+                kind: patch
+                    .kind
+                    .map_or_else(|| now.kind.clone(), |k| k.as_str().to_string()),
+                rotate_after_secs: match patch.rotate_after {
+                    None => now.rotate_after_secs,
+                    Some(own) => own.map(RotateAfter::stored),
+                },
+                mask: patch.mask.or(now.mask),
             };
             let len = patch
                 .value
@@ -246,7 +258,7 @@ impl Vault {
             audit.detail = json!({ "fields": patch.fields(), "enabled": row.enabled });
             Ok((vec![SecretChange::Update { id: now.id, row }], vec![audit]))
         })?;
-        first(written, name)
+        self.first(written, name)
     }
 
     /// Deletes a secret.
@@ -271,7 +283,7 @@ impl Vault {
     /// One secret's metadata.
     pub fn secret(&self, user: &str, name: &str) -> Result<SecretMeta, VaultError> {
         let owner = self.store.user(user)?;
-        Ok(self.store.secret(owner.id, name)?.into())
+        Ok(self.meta(self.store.secret(owner.id, name)?))
     }
 
     /// The user's secrets' metadata, sorted by name.
@@ -283,7 +295,7 @@ impl Vault {
             .secrets(owner.id)?
             .into_iter()
             .map(|record| {
-                let mut meta = SecretMeta::from(record);
+                let mut meta = self.meta(record);
                 let (mine, rest): (Vec<_>, Vec<_>) = deliveries
                     .drain(..)
                     .partition(|d| d.secret_name == meta.name);
@@ -299,6 +311,19 @@ impl Vault {
     pub fn secret_value(&self, user: &str, name: &str) -> Result<SecretBytes, VaultError> {
         let owner = self.store.user(user)?;
         self.open_secret(&owner, name)
+    }
+
+    /// What users see of `record`, its rotation judged now under the configured policy.
+    fn meta(&self, record: SecretRecord) -> SecretMeta {
+        SecretMeta::new(record, &self.policy.rotation, now_ms())
+    }
+
+    fn first(&self, written: Vec<SecretRecord>, name: &str) -> Result<SecretMeta, VaultError> {
+        written
+            .into_iter()
+            .next()
+            .map(|r| self.meta(r))
+            .ok_or_else(|| VaultError::not_found("secret", name))
     }
 
     fn open_secret(&self, owner: &UserRecord, name: &str) -> Result<SecretBytes, VaultError> {
@@ -362,14 +387,6 @@ fn reject(problems: validate::SetProblems) -> Result<(), VaultError> {
             Err(VaultError::Invalid(all))
         }
     }
-}
-
-fn first(written: Vec<SecretRecord>, name: &str) -> Result<SecretMeta, VaultError> {
-    written
-        .into_iter()
-        .next()
-        .map(SecretMeta::from)
-        .ok_or_else(|| VaultError::not_found("secret", name))
 }
 
 fn len_i64(n: usize) -> i64 {

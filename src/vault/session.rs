@@ -21,6 +21,9 @@ pub struct SessionSecrets {
     /// Each file secret's path as set (`~/…` unresolved), in the order of `files`: a relayed
     /// session resolves it against the workspace login's home.
     pub file_paths: Vec<String>,
+    /// Values a pty session's output must not show (enabled secrets with masking on, at
+    /// least [`crate::secrets::MASK_MIN_LEN`] bytes), longest first.
+    pub masked: Vec<SecretBytes>,
 }
 
 /// The keyport user a running session (or its sockets) acts for: the name and the row id it
@@ -108,6 +111,12 @@ impl Vault {
                 .master()
                 .unseal(secret_binding(&uid, &record.name), &blob)?;
             names.push(record.name.clone());
+            let kind = crate::secrets::lifecycle::SecretKind::stored(&record.kind);
+            if record.mask.unwrap_or(kind.masked_by_default())
+                && value.len() >= crate::secrets::MASK_MIN_LEN
+            {
+                out.masked.push(value.clone());
+            }
             if let Some(env) = &record.env_name {
                 out.env.push((env.clone(), value.clone()));
             }
@@ -116,6 +125,8 @@ impl Vault {
                 out.file_paths.push(typed);
             }
         }
+        // Longest first: a value inside a longer one is masked as part of it.
+        out.masked.sort_by_key(|v| std::cmp::Reverse(v.len()));
         Ok((out, names))
     }
 

@@ -12,7 +12,9 @@ use keyport::vault::{Actor, NewUserSpec, Vault};
 pub mod ca;
 pub mod client_agent;
 pub mod custody;
+pub mod jwt;
 pub mod mux;
+pub mod openbao;
 pub mod output;
 pub mod procs;
 pub mod pty;
@@ -172,6 +174,7 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("PATCH", "users/{user}/secrets/{name}"),
     ("DELETE", "users/{user}/secrets/{name}"),
     ("POST", "users/{user}/secrets:import"),
+    ("GET", "users/{user}/required"),
     ("GET", "users/{user}/key"),
     ("PUT", "users/{user}/key"),
     ("GET", "users/{user}/login-keys"),

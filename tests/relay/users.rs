@@ -183,3 +183,57 @@ fn forty_concurrent_relayed_sessions_each_get_only_their_own_secrets() {
         }
     });
 }
+
+#[test]
+fn a_requirement_scoped_to_a_workspace_warns_or_blocks_only_relayed_sessions_there() {
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        "[[required]]\nenv = \"GITHUB_TOKEN\"\ndescription = \"GitHub on dev1\"\n\
+         workspaces = [\"dev1\"]\nmode = \"block\"\n\
+         [[required]]\nenv = \"NPM_TOKEN\"\nworkspaces = [\"dev1\"]\n",
+    )
+    .unwrap();
+    let env = [("KEYPORT_CONFIG", config.path().to_str().unwrap())];
+    let Some(r) = Relay::start_with(&env, 0, |b| b) else {
+        return;
+    };
+    // Blocked on dev1: the reason, exit 1, nothing run upstream, audited.
+    let refused = run(r.relayed().arg("touch ~/ran"));
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(
+        refused.err.contains(
+            "keyport: dev1: sessions here need a secret you have not set: \
+             GITHUB_TOKEN (GitHub on dev1)"
+        ) && refused
+            .err
+            .contains("keyport secret create github_token --env GITHUB_TOKEN"),
+        "{refused:?}"
+    );
+    assert!(!r.ws.home.join("ran").exists(), "nothing ran upstream");
+    let blocked = r.gw.audit("alice", "session.blocked");
+    assert_eq!(blocked.len(), 1, "{blocked:?}");
+    assert_eq!(blocked[0]["detail"]["workspace"], "dev1");
+    assert_eq!(blocked[0]["detail"]["missing"], json!(["GITHUB_TOKEN"]));
+    // A local session is not dev1's: it runs.
+    let local = run(r.gw.daemon.ssh("alice", &r.alice.login).arg("echo local"));
+    assert_eq!(local.code, Some(0), "{local:?}");
+    // With the blocking one set, dev1 runs; the warning one is told to pty sessions only.
+    r.alice
+        .secret(json!({"name": "github", "value": "ghp-dev1-req", "env": "GITHUB_TOKEN"}));
+    let ran = run(r.relayed().arg("echo ran"));
+    assert_eq!(
+        (ran.code, ran.out.as_str(), ran.err.as_str()),
+        (Some(0), "ran\n", "")
+    );
+    let shell = run(r.relayed().arg("-tt").arg("echo in-shell"));
+    assert!(
+        shell
+            .err
+            .contains("keyport: required secret missing: NPM_TOKEN")
+            || shell
+                .out
+                .contains("keyport: required secret missing: NPM_TOKEN"),
+        "{shell:?}"
+    );
+}
