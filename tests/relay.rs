@@ -24,7 +24,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use common::custody::{Custody, assert_nowhere, live_session};
 use common::pty::pty_sizes;
-use common::relay::{Account, Ran, Relay, argv, names, run, run_with_input, russh_exec};
+use common::relay::{Account, Relay, argv, names, run, run_with_input, russh_exec};
 use common::require_tool;
 use common::sshd::{Sshd, bare_repo};
 use serde_json::json;
@@ -33,22 +33,6 @@ use serde_json::json;
 fn owner_mode(path: &std::path::Path) -> (u32, u32) {
     let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     (meta.uid(), meta.mode() & 0o777)
-}
-
-/// Asserts `ran` is a keyport failure message: exit 255, first stderr line `keyport: `, and
-/// every one of `fragments` somewhere in stderr.
-fn assert_keyport_failure(ran: &Ran, fragments: &[&str], what: &str) {
-    assert_eq!(ran.code, Some(255), "{what}: {ran:?}");
-    assert!(
-        ran.first_err_line().starts_with("keyport: "),
-        "{what}: stderr does not start with `keyport: `: {ran:?}"
-    );
-    for fragment in fragments {
-        assert!(
-            ran.err.contains(fragment),
-            "{what}: stderr lacks {fragment:?}: {ran:?}"
-        );
-    }
 }
 
 #[test]

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use russh::keys::ssh_key::private::Ed25519Keypair;
 
-use super::relay::{Gateway, Ran};
+use super::relay::Gateway;
 use super::sshd::Sshd;
 use super::{Sandbox, contains};
 
@@ -238,22 +238,6 @@ pub fn accepted_certificates(log: &str) -> Vec<Accepted> {
             })
         })
         .collect()
-}
-
-/// Asserts `ran` is a keyport failure message: exit 255, first stderr line `keyport: `, and
-/// every one of `fragments` somewhere in stderr.
-pub fn assert_keyport_failure(ran: &Ran, fragments: &[&str], what: &str) {
-    assert_eq!(ran.code, Some(255), "{what}: {ran:?}");
-    assert!(
-        ran.first_err_line().starts_with("keyport: "),
-        "{what}: stderr does not start with `keyport: `: {ran:?}"
-    );
-    for fragment in fragments {
-        assert!(
-            ran.err.contains(fragment),
-            "{what}: stderr lacks {fragment:?}: {ran:?}"
-        );
-    }
 }
 
 /// The text every certificate type name ends with.

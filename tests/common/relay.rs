@@ -58,6 +58,22 @@ pub fn run_with_input(cmd: &mut Command, input: Arc<Vec<u8>>) -> Ran {
     Ran::of(&super::procs::output_with_input(cmd, input))
 }
 
+/// Asserts `ran` is a keyport failure message: exit 255, first stderr line `keyport: `, and
+/// every one of `fragments` somewhere in stderr.
+pub fn assert_keyport_failure(ran: &Ran, fragments: &[&str], what: &str) {
+    assert_eq!(ran.code, Some(255), "{what}: {ran:?}");
+    assert!(
+        ran.first_err_line().starts_with("keyport: "),
+        "{what}: stderr does not start with `keyport: `: {ran:?}"
+    );
+    for fragment in fragments {
+        assert!(
+            ran.err.contains(fragment),
+            "{what}: stderr lacks {fragment:?}: {ran:?}"
+        );
+    }
+}
+
 /// An OS account made for one relay test: a name no earlier account of this test run had
 /// (so no home an earlier one left behind is reused), and on drop, before the account is
 /// removed, every process still running as it is killed (by pid): sshd leaves a session's
@@ -471,7 +487,8 @@ pub struct ChannelSeen {
     pub exit_signal: Option<String>,
 }
 
-struct AnyHost;
+/// A russh client handler that trusts any host key (tests reach their own servers only).
+pub struct AnyHost;
 
 impl russh::client::Handler for AnyHost {
     type Error = russh::Error;

@@ -6,11 +6,9 @@
 use std::time::{Duration, Instant};
 
 use crate::common::relay::{
-    ACCEPT_ENV, Account, Gateway, Relay, free_port, run, stranger_host_key,
+    ACCEPT_ENV, Account, Gateway, Relay, assert_keyport_failure, free_port, run, stranger_host_key,
 };
 use crate::common::sshd::Sshd;
-
-use super::assert_keyport_failure;
 
 #[test]
 fn upstream_failures_exit_255_with_the_reason_and_run_nothing() {

@@ -5,29 +5,13 @@
 //! exactly what keyport audited of it. `workspace set --auth key|ca` switches a workspace
 //! between the two ways in.
 
-use std::process::Command;
-
-use crate::common::ca::{CaGateway, CaSshd, NO_HOLD, assert_keyport_failure, certificates};
-use crate::common::relay::{Account, Gateway, run};
+use crate::common::ca::{CaGateway, CaSshd, NO_HOLD, certificates};
+use crate::common::relay::{Account, run};
+use crate::common::relay::{assert_keyport_failure, stranger_host_key};
 
 /// The fragments of keyport's refusal for `login`.
 fn refusal(login: &str) -> [&str; 3] {
     ["refused keyport's certificate", "TrustedUserCAKeys", login]
-}
-
-/// A fresh CA line no keyport holds (`ssh-keygen -t ed25519`), its key files in the sandbox.
-fn foreign_ca(gw: &Gateway) -> String {
-    let path = gw.sb.dir.path().join("foreign_ca");
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "foreign-ca", "-f"])
-        .arg(&path)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    std::fs::read_to_string(path.with_extension("pub"))
-        .unwrap()
-        .trim()
-        .to_string()
 }
 
 /// Asserts the certificate in `shown` (an `ExposeAuthInfo` file: `publickey TYPE BASE64`) is
@@ -98,7 +82,13 @@ fn another_cas_line_or_a_principal_not_listed_is_refused_with_keyports_message()
     let ws = Account::create("kpw");
 
     // Trusts another CA only.
-    let foreign = CaSshd::start(&gw.sb, "foreign", &ws.name, &[foreign_ca(&gw)], &[]);
+    let foreign = CaSshd::start(
+        &gw.sb,
+        "foreign",
+        &ws.name,
+        &[stranger_host_key(&gw.sb, "foreign_ca")],
+        &[],
+    );
     gw.add_ca_workspace("foreign", &foreign.sshd, &ws.name, "alice");
     let ran = run(gw.ssh("alice", "foreign", &alice.login).arg("true"));
     assert_keyport_failure(&ran, &refusal(&ws.name), "another CA");

@@ -6,10 +6,10 @@
 //! message while `ws-both` still works.
 
 use crate::common::ca::{
-    CaGateway, CaSshd, GATEWAY, NO_HOLD, accepted_certificates, assert_keyport_failure,
-    certificates, fingerprint, status_ca, status_workspace,
+    CaGateway, CaSshd, GATEWAY, NO_HOLD, accepted_certificates, certificates, fingerprint,
+    status_ca, status_workspace,
 };
-use crate::common::relay::{Account, run};
+use crate::common::relay::{Account, assert_keyport_failure, run};
 
 /// The `ca` of each event, in order.
 fn cas_of(events: &[serde_json::Value]) -> Vec<String> {

@@ -11,19 +11,7 @@ use keyport_keys::{KeyPair, KeyType};
 
 use crate::common::Sandbox;
 use crate::common::ca::CaSshd;
-use crate::common::relay::Account;
-
-struct AnyHost;
-
-impl russh::client::Handler for AnyHost {
-    type Error = russh::Error;
-    async fn check_server_key(
-        &mut self,
-        _key: &russh::keys::PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        Ok(true)
-    }
-}
+use crate::common::relay::{Account, AnyHost};
 
 /// Logs in to `port` as `login` with a fresh key certified by `ca` for `principal`, signed
 /// as if the time were `now`; when let in, runs `id -un` and returns what it printed.
