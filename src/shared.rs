@@ -41,6 +41,11 @@ impl VaultHandle {
         }
     }
 
+    /// The lifecycle rules the vault was opened with (read without taking the vault).
+    pub fn policy(&self) -> &crate::vault::Policy {
+        &self.reopen.2
+    }
+
     /// Runs `f` on the vault on a blocking thread.
     pub async fn call<T, F>(&self, f: F) -> Result<T, SharedError>
     where

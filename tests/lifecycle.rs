@@ -294,7 +294,7 @@ fn required_secrets_are_announced_checked_and_with_block_refuse_sessions() {
     assert_eq!(check.status.code(), Some(1), "{}", text(&check));
     let said = text(&check);
     assert!(
-        said.contains("missing GITHUB_TOKEN (env) — GitHub for the monorepo (required): keyport secret create github_token --env GITHUB_TOKEN"),
+        said.contains("missing GITHUB_TOKEN (env) — GitHub for the monorepo (required): printf %s VALUE | keyport secret create github_token --env GITHUB_TOKEN"),
         "{said}"
     );
     assert!(!said.contains("NPM_TOKEN"), "not alice's: {said}");
@@ -414,4 +414,57 @@ fn bad_lifecycle_config_is_a_startup_error_naming_the_key() {
         let said = String::from_utf8_lossy(&out.stderr);
         assert!(said.contains(&format!("{key}: ")), "{text}: {said}");
     }
+}
+
+#[test]
+fn a_required_file_is_met_however_the_secret_names_the_same_path() {
+    let sb = Sandbox::new();
+    let home = common::me().home;
+    let config = config_with(
+        &sb,
+        &format!(
+            "[[required]]\nfile = \"~/.kp-required-a\"\n[[required]]\nfile = \"{home}/.kp-required-b\"\n\
+             [[required]]\nenv = \"ONLY_ON_DEV9\"\nworkspaces = [\"dev9\"]\n"
+        ),
+    );
+    let daemon = sb.serve_with(&[("KEYPORT_CONFIG", &config)]);
+    let api = api_at(&daemon, &sb);
+    let unmet = api.get("users/me/required").json();
+    // dev9 is no workspace of this user's: not listed.
+    assert_eq!(unmet.as_array().unwrap().len(), 2, "{unmet}");
+    // `~/…` required, the absolute path given; the absolute path required, `~/…` given.
+    for body in [
+        json!({"name": "a", "value": "x", "file": format!("{home}/.kp-required-a"), "enabled": false}),
+        json!({"name": "b", "value": "x", "file": "~/.kp-required-b", "enabled": false}),
+    ] {
+        assert_eq!(api.send("POST", "users/me/secrets", &body).status, 201);
+    }
+    let required = api.get("users/me/required").json();
+    assert!(
+        required
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["satisfied"] == false),
+        "disabled secrets meet nothing: {required}"
+    );
+    for name in ["a", "b"] {
+        let r = api.send(
+            "PATCH",
+            &format!("users/me/secrets/{name}"),
+            &json!({"enabled": true}),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let required = api.get("users/me/required").json();
+    assert!(
+        required
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["satisfied"] == true),
+        "{required}"
+    );
+    let check = cli(&sb, &["secret", "check"]);
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check));
 }

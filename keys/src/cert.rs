@@ -134,16 +134,44 @@ pub fn check_cidrs(list: &str) -> Result<(), String> {
         return Err("must list at least one address".into());
     }
     for item in list.split(',') {
-        let (addr, bits) = item.split_once('/').unwrap_or((item, ""));
+        let (addr, bits) = match item.split_once('/') {
+            Some((addr, bits)) => (addr, Some(bits)),
+            None => (item, None),
+        };
         let ip: std::net::IpAddr = addr
             .parse()
             .map_err(|_| format!("{item:?} is not an address or CIDR"))?;
-        let max = if ip.is_ipv4() { 32 } else { 128 };
-        if !bits.is_empty() && !bits.parse::<u8>().is_ok_and(|b| b <= max) {
-            return Err(format!("{item:?}: the prefix length must be 0 to {max}"));
+        let max: u32 = if ip.is_ipv4() { 32 } else { 128 };
+        let Some(bits) = bits else { continue };
+        // As sshd's addr_pton_cidr: digits only, within the address's width, and no host bits
+        // set (sshd refuses the whole certificate otherwise).
+        let len = Some(bits)
+            .filter(|b| !b.is_empty() && b.len() <= 3 && b.bytes().all(|c| c.is_ascii_digit()))
+            .and_then(|b| b.parse::<u32>().ok())
+            .filter(|b| *b <= max)
+            .ok_or_else(|| format!("{item:?}: the prefix length must be 0 to {max}"))?;
+        let host_bits = match ip {
+            std::net::IpAddr::V4(v4) => u128::from(u32::from(v4)) & mask(32, len),
+            std::net::IpAddr::V6(v6) => u128::from(v6) & mask(128, len),
+        };
+        if host_bits != 0 {
+            return Err(format!(
+                "{item:?}: bits past the /{len} prefix are set (sshd refuses it); give the \
+                 network address"
+            ));
         }
     }
     Ok(())
+}
+
+/// The host part of a `width`-bit address with a `len`-bit prefix, as a bit mask.
+fn mask(width: u32, len: u32) -> u128 {
+    let host = width - len;
+    if host == 0 {
+        0
+    } else {
+        u128::MAX >> (128 - host)
+    }
 }
 
 /// Signs a user certificate for `subject` with `ca`, valid around `now` (Unix seconds): the

@@ -66,6 +66,7 @@ fn source_address_is_the_only_critical_option() {
     let subject = KeyPair::generate(KeyType::Ed25519, "").unwrap();
     let mut req = request();
     req.source_address = Some("203.0.113.7/32,2001:db8::/48".into());
+    assert!(check_cidrs("10.0.0.0/8,0.0.0.0/0,192.0.2.1,::/0").is_ok());
     let issued = issue(&ca, subject.private().public_key(), &req, 1000).unwrap();
     let options: Vec<(&String, &String)> = issued.certificate.critical_options().iter().collect();
     assert_eq!(

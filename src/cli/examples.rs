@@ -209,7 +209,10 @@ const EXAMPLES: &[(&str, &str)] = &[
     (
         "ca",
         "  keyport ca show > keyport_user_ca.pub  # the TrustedUserCAKeys line(s) for workspaces
-  keyport ca rotate && keyport ca promote && keyport ca status && keyport ca retire",
+  keyport ca rotate                      # then put both lines on every workspace
+  keyport ca promote                     # the new CA signs; the old one is the fallback
+  keyport ca status                      # until no workspace is left on the old CA
+  keyport ca retire",
     ),
     (
         "ca init",

@@ -410,7 +410,6 @@ fn list(config: &Config, output: Format) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `workspace show`: one field per line, then the host keys and the grants as tables.
 /// What `auth` means, for `workspace show`.
 fn auth_words(auth: WorkspaceAuth) -> &'static str {
     match auth {
@@ -419,6 +418,7 @@ fn auth_words(auth: WorkspaceAuth) -> &'static str {
     }
 }
 
+/// `workspace show`: one field per line, then the host keys and the grants as tables.
 fn print_details(info: &WorkspaceInfo) {
     println!("name:     {}", info.name);
     println!("address:  {}", info.address.as_deref().unwrap_or("-"));

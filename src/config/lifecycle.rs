@@ -104,17 +104,7 @@ pub struct Requirement {
 }
 
 impl Requirement {
-    /// What is required, as people read it: `GITHUB_TOKEN`, `~/.npmrc`, or both.
-    pub fn label(&self) -> String {
-        match (&self.env, &self.file) {
-            (Some(env), Some(file)) => format!("{env} and {file}"),
-            (Some(env), None) => env.clone(),
-            (None, Some(file)) => file.clone(),
-            (None, None) => String::new(),
-        }
-    }
-
-    /// The rule this entry breaks, if any (`index` is its place in the file, from 0).
+    /// The rule this entry breaks, if any.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
         if self.env.is_none() && self.file.is_none() {
             return Err((

@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 
 use russh::{Channel, ChannelOpenFailure};
+use serde_json::json;
 
 use super::RelayError;
 use super::upstream::{self, Upstream};
@@ -127,12 +128,28 @@ async fn linked(
     let mut state = link.state.lock().await;
     // Looked up for every channel (one indexed read): a grant revoked, a workspace removed or
     // re-pinned since the connection's first session counts for its next one.
-    let (user_id, name) = (login.user_id, link.workspace.clone());
-    let route = ctx
+    // A session a blocking requirement refuses is refused here, before anything upstream
+    // (a login, a certificate) happens on its behalf.
+    let (user_id, name, user) = (login.user_id, link.workspace.clone(), login.user.clone());
+    let groups = crate::ssh::prepare::user_groups(ctx, login).await;
+    let found = ctx
         .vault
-        .call(move |v| v.workspace_route(user_id, &name))
+        .call(move |v| {
+            let Some(route) = v.workspace_route(user_id, &name)? else {
+                return Ok(None);
+            };
+            let checks = v.session_checks(&user, Some(&route.workspace), &groups)?;
+            Ok(Some((route, checks)))
+        })
         .await
         .map_err(|e| RelayError::Other(format!("cannot look up the workspace: {e}")))?;
+    if let Some((route, checks)) = &found
+        && let Some(reason) = checks.blocked()
+    {
+        let detail = json!({ "workspace": route.workspace, "missing": checks.blocking() });
+        return Err(RelayError::Blocked { reason, detail });
+    }
+    let route = found.map(|(route, _)| route);
     let Some(route) = route else {
         // Whatever was connected is this user's no longer.
         if let Some(gone) = state.take() {

@@ -56,6 +56,12 @@ impl SecretKind {
         word.parse().unwrap_or_default()
     }
 
+    /// Whether pty output masks a value of this kind, `len` bytes long, with the secret's own
+    /// choice `own`: its choice, else the kind's; never under [`super::MASK_MIN_LEN`].
+    pub fn masks(self, own: Option<bool>, len: usize) -> bool {
+        own.unwrap_or(self.masked_by_default()) && len >= super::MASK_MIN_LEN
+    }
+
     /// Whether pty output masks values of this kind unless the secret says otherwise.
     pub fn masked_by_default(self) -> bool {
         matches!(
@@ -263,7 +269,7 @@ impl Missing {
             .as_deref()
             .map(str::to_ascii_lowercase)
             .unwrap_or_else(|| "NAME".into());
-        let mut cmd = format!("keyport secret create {name}");
+        let mut cmd = format!("printf %s VALUE | keyport secret create {name}");
         if let Some(env) = &self.env {
             cmd.push_str(&format!(" --env {env}"));
         }
@@ -273,14 +279,18 @@ impl Missing {
         cmd
     }
 
+    /// What it asks for: `GITHUB_TOKEN`, `~/.npmrc`, or `NPM_TOKEN ~/.npmrc`.
+    pub fn label(&self) -> String {
+        [self.env.as_deref(), self.file.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// One line for a session's stderr.
     pub fn notice(&self) -> String {
-        let what = match (&self.env, &self.file) {
-            (Some(env), Some(file)) => format!("{env} (as env) and {file}"),
-            (Some(env), None) => env.clone(),
-            (None, Some(file)) => file.clone(),
-            (None, None) => String::new(),
-        };
+        let what = self.label();
         let about = if self.description.is_empty() {
             String::new()
         } else {

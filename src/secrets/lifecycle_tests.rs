@@ -116,15 +116,15 @@ fn a_missing_requirement_says_how_to_create_it() {
     let m = Missing::of(&req(Some("GITHUB_TOKEN"), None));
     assert_eq!(
         m.fix(),
-        "keyport secret create github_token --env GITHUB_TOKEN"
+        "printf %s VALUE | keyport secret create github_token --env GITHUB_TOKEN"
     );
     assert_eq!(
         m.notice(),
-        "required secret missing: GITHUB_TOKEN (GitHub) — keyport secret create github_token \
-         --env GITHUB_TOKEN"
+        "required secret missing: GITHUB_TOKEN (GitHub) — printf %s VALUE | keyport secret create \
+         github_token --env GITHUB_TOKEN"
     );
     assert_eq!(
         Missing::of(&req(None, Some("~/.npmrc"))).fix(),
-        "keyport secret create NAME --file ~/.npmrc"
+        "printf %s VALUE | keyport secret create NAME --file ~/.npmrc"
     );
 }

@@ -1,3 +1,5 @@
+//! Unit tests of the pty output masker: values split at every boundary, overlaps, flushes,
+//! bounded buffers, and a reference model over random streams.
 use super::*;
 
 /// The masker over `values`.

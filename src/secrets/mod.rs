@@ -286,8 +286,7 @@ impl SecretMeta {
             value_updated_at: r.value_updated_at,
             rotate_after_effective: rotation.after.to_string(),
             stale: rotation.stale,
-            masked: r.mask.unwrap_or(kind.masked_by_default())
-                && usize::try_from(r.value_len).is_ok_and(|n| n >= MASK_MIN_LEN),
+            masked: kind.masks(r.mask, usize::try_from(r.value_len).unwrap_or(0)),
             deliveries: Vec::new(),
         }
     }

@@ -152,15 +152,32 @@ pub(crate) async fn session_secrets(
 ) -> Result<(SessionSecrets, Vec<String>, SessionChecks), String> {
     let who = login.session_user();
     let workspace = workspace.map(str::to_string);
+    let groups = user_groups(ctx, login).await;
     ctx.vault
         .call(move |v| {
             v.session_user(&who)?;
             let (secrets, names) = v.session_secrets(&who.name)?;
-            let checks = v.session_checks(&who.name, workspace.as_deref())?;
+            let checks = v.session_checks(&who.name, workspace.as_deref(), &groups)?;
             Ok((secrets, names, checks))
         })
         .await
         .map_err(|e| format!("cannot read your secrets: {e}"))
+}
+
+/// The OS groups of the login's account when a requirement is scoped to groups, looked up
+/// off the vault's thread (a directory service may be slow); none otherwise.
+pub(crate) async fn user_groups(ctx: &Arc<SshContext>, login: &Login) -> Vec<String> {
+    if !ctx.vault.policy().needs_groups() {
+        return Vec::new();
+    }
+    let os_user = login.os_user.clone();
+    tokio::task::spawn_blocking(move || {
+        crate::osuser::lookup(&os_user)
+            .map(|os| crate::osuser::group_names(&os))
+            .unwrap_or_default()
+    })
+    .await
+    .unwrap_or_default()
 }
 
 /// The audit detail of a session refused for a missing required secret.
@@ -169,19 +186,7 @@ pub(crate) fn blocked_detail(
     kind: &str,
     checks: &SessionChecks,
 ) -> serde_json::Value {
-    let missing: Vec<String> = checks
-        .missing
-        .iter()
-        .filter(|m| m.mode == crate::config::RequiredMode::Block)
-        .map(|m| {
-            [m.env.as_deref(), m.file.as_deref()]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect();
-    json!({ "session": session, "kind": kind, "missing": missing })
+    json!({ "session": session, "kind": kind, "missing": checks.blocking() })
 }
 
 /// Why a session's program was not started, and the exit status the client gets.

@@ -189,7 +189,7 @@ impl Store {
                     .into(),
             });
         }
-        // Three steps: `state` is unique, so no two rows may share one in between.
+        // Active first, then next: `state` is unique, so no two rows may share one between.
         tx.execute(
             "UPDATE user_cas SET state = 'previous' WHERE state = 'active'",
             [],

@@ -206,12 +206,13 @@ impl Vault {
         if self.store.user_ca_in("active")?.is_some() {
             return Ok((self.user_cas()?, false));
         }
-        match self.make_user_ca(actor, KeyType::Ed25519, "active") {
+        let made = match self.make_user_ca(actor, KeyType::Ed25519, "active") {
+            Ok(_) => true,
             // Made meanwhile by another process: that one is used.
-            Ok(_) | Err(VaultError::Conflict(_)) => {}
+            Err(VaultError::Conflict(_)) => false,
             Err(e) => return Err(e),
-        }
-        Ok((self.user_cas()?, true))
+        };
+        Ok((self.user_cas()?, made))
     }
 
     /// Makes the first user CA, of `kind`; conflict if there is one.

@@ -45,6 +45,16 @@ impl SessionChecks {
         out
     }
 
+    /// What the blocking requirements it lacks ask for (`GITHUB_TOKEN`, `~/.npmrc`), for the
+    /// audit log.
+    pub fn blocking(&self) -> Vec<String> {
+        self.missing
+            .iter()
+            .filter(|m| m.mode == RequiredMode::Block)
+            .map(Missing::label)
+            .collect()
+    }
+
     /// The reason to refuse the session, if a blocking requirement is missing.
     pub fn blocked(&self) -> Option<String> {
         let blocking: Vec<&Missing> = self
@@ -60,13 +70,47 @@ impl SessionChecks {
     }
 }
 
-/// Enabled secrets' env names and file paths, as requirements compare them.
-fn targets(secrets: &[SecretRecord]) -> (Vec<&str>, Vec<&str>) {
+/// Enabled secrets' env names, and their file paths in every form a requirement may name them:
+/// as given, resolved, and under `~/` when they are in the home (`home`: the OS account's).
+fn targets<'a>(secrets: &'a [SecretRecord], home: Option<&str>) -> (Vec<&'a str>, Vec<String>) {
     let enabled = || secrets.iter().filter(|s| s.enabled);
+    let mut files = Vec::new();
+    for s in enabled() {
+        files.extend(s.file_path.clone());
+        files.extend(s.file_resolved.clone());
+        let in_home = home.and_then(|h| {
+            let resolved = s.file_resolved.as_deref()?;
+            resolved.strip_prefix(&format!("{}/", h.trim_end_matches('/')))
+        });
+        files.extend(in_home.map(|rest| format!("~/{rest}")));
+    }
     (
         enabled().filter_map(|s| s.env_name.as_deref()).collect(),
-        enabled().filter_map(|s| s.file_path.as_deref()).collect(),
+        files,
     )
+}
+
+/// The home `~/` paths of `secrets` resolve against: seen in one that uses `~/`, else looked
+/// up (only when a requirement names a file).
+fn home_of(
+    owner: &UserRecord,
+    secrets: &[SecretRecord],
+    required: &[Requirement],
+) -> Option<String> {
+    if required.iter().all(|r| r.file.is_none()) {
+        return None;
+    }
+    let seen = secrets.iter().find_map(|s| {
+        let rest = s.file_path.as_deref()?.strip_prefix("~/")?;
+        let resolved = s.file_resolved.as_deref()?;
+        Some(
+            resolved
+                .strip_suffix(rest)?
+                .trim_end_matches('/')
+                .to_string(),
+        )
+    });
+    seen.or_else(|| crate::osuser::lookup(&owner.os_user).ok().map(|os| os.home))
 }
 
 impl Vault {
@@ -75,8 +119,16 @@ impl Vault {
     pub fn required_for(&self, user: &str) -> Result<Vec<RequiredStatus>, VaultError> {
         let owner = self.store.user(user)?;
         let secrets = self.store.secrets(owner.id)?;
-        let (envs, files) = targets(&secrets);
+        let home = home_of(&owner, &secrets, &self.policy.required);
+        let (envs, files) = targets(&secrets, home.as_deref());
+        let files: Vec<&str> = files.iter().map(String::as_str).collect();
         let groups = self.groups_for(&owner);
+        let granted: Vec<String> = self
+            .store
+            .granted_workspaces(owner.id)?
+            .into_iter()
+            .map(|(w, _)| w.name)
+            .collect();
         let subject = Subject {
             user,
             groups: &groups,
@@ -87,12 +139,14 @@ impl Vault {
             .required
             .iter()
             .filter(|r| {
-                // Workspace-scoped ones count wherever they apply: listed with their places.
+                // Workspace-scoped ones count where the user may go: listed with their places.
                 let anywhere = Requirement {
                     workspaces: Vec::new(),
                     ..(*r).clone()
                 };
-                lifecycle::applies(&anywhere, &subject)
+                let reachable =
+                    r.workspaces.is_empty() || r.workspaces.iter().any(|w| granted.contains(w));
+                reachable && lifecycle::applies(&anywhere, &subject)
             })
             .map(|r| {
                 let missing = Missing::of(r);
@@ -109,11 +163,14 @@ impl Vault {
             .collect())
     }
 
-    /// What a session of `user` (relayed to `workspace`, if any) is told or refused for.
+    /// What a session of `user` (relayed to `workspace`, if any) is told or refused for;
+    /// `groups` are the OS groups of their account, looked up by the caller outside the vault
+    /// (see [`Vault::needs_groups`]: a directory service may be slow).
     pub fn session_checks(
         &self,
         user: &str,
         workspace: Option<&str>,
+        groups: &[String],
     ) -> Result<SessionChecks, VaultError> {
         let owner = self.store.user(user)?;
         let secrets = self.store.secrets(owner.id)?;
@@ -135,11 +192,12 @@ impl Vault {
             .collect();
         let mut missing = Vec::new();
         if !self.policy.required.is_empty() {
-            let (envs, files) = targets(&secrets);
-            let groups = self.groups_for(&owner);
+            let home = home_of(&owner, &secrets, &self.policy.required);
+            let (envs, files) = targets(&secrets, home.as_deref());
+            let files: Vec<&str> = files.iter().map(String::as_str).collect();
             let subject = Subject {
                 user,
-                groups: &groups,
+                groups,
                 workspace,
             };
             missing = self
@@ -156,7 +214,7 @@ impl Vault {
 
     /// The OS groups of the user's OS account, only when some requirement names groups.
     fn groups_for(&self, owner: &UserRecord) -> Vec<String> {
-        if self.policy.required.iter().all(|r| r.groups.is_empty()) {
+        if !self.policy.needs_groups() {
             return Vec::new();
         }
         crate::osuser::lookup(&owner.os_user)

@@ -170,6 +170,11 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// Whether a requirement is scoped to OS groups (so sessions need their user's groups).
+    pub fn needs_groups(&self) -> bool {
+        self.required.iter().any(|r| !r.groups.is_empty())
+    }
+
     /// The policy `config` sets.
     pub fn of(config: &crate::config::Config) -> Self {
         Self {

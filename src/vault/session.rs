@@ -112,9 +112,7 @@ impl Vault {
                 .unseal(secret_binding(&uid, &record.name), &blob)?;
             names.push(record.name.clone());
             let kind = crate::secrets::lifecycle::SecretKind::stored(&record.kind);
-            if record.mask.unwrap_or(kind.masked_by_default())
-                && value.len() >= crate::secrets::MASK_MIN_LEN
-            {
+            if kind.masks(record.mask, value.len()) {
                 out.masked.push(value.clone());
             }
             if let Some(env) = &record.env_name {

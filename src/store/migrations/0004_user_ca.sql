@@ -10,7 +10,7 @@ CREATE TABLE user_cas (
     algorithm      TEXT    NOT NULL,      -- 'ed25519' | 'ecdsa-p256'
     public_key     TEXT    NOT NULL,      -- the TrustedUserCAKeys line, without comment
     fingerprint    TEXT    NOT NULL,      -- SHA256:…
-    private_sealed BLOB    NOT NULL,      -- sealed: purpose 'user-ca', owner 'keyport', item id
+    private_sealed BLOB    NOT NULL,      -- sealed: purpose 'user-ca', owner 'keyport', item = fingerprint
     state          TEXT    NOT NULL UNIQUE CHECK (state IN ('next', 'active', 'previous')),
     created_at     INTEGER NOT NULL,
     promoted_at    INTEGER
