@@ -25,7 +25,7 @@ use tracing::{debug, warn};
 use super::upstream::Upstream;
 use crate::secrets::files::{Delivery, Found, Plan, Report, Step, saved_names, sha256_hex, step};
 use crate::secrets::validate::{MAX_VALUE_BYTES, resolve_file_path};
-use crate::ssh::SshContext;
+use crate::ssh::{Rewritten, SshContext};
 use crate::vault::{Route, SessionSecrets, SessionUser};
 
 /// The ledger's place for a workspace login: never an OS account's name (`:` cannot be in
@@ -57,10 +57,6 @@ pub async fn write(
     rewrite(ctx, upstream, route, who, secrets).await.0
 }
 
-/// What a pass did there, if it applied anything: the report, and the file secrets with their
-/// paths as resolved there (to name the secrets the report's paths belong to).
-pub type Applied = Option<(Arc<Report>, Arc<SessionSecrets>)>;
-
 /// [`write`], for a session start and for the live watcher (`ssh::live`) alike: one pass at
 /// a time per user and place, which tells the watcher what the files there now hold.
 pub async fn rewrite(
@@ -69,7 +65,7 @@ pub async fn rewrite(
     route: &Route,
     who: &SessionUser,
     secrets: &SessionSecrets,
-) -> (Written, Applied) {
+) -> (Written, Rewritten) {
     let key = (who.id, place(route));
     let _turn = ctx.applied.turn(&key).await;
     let done = pass(ctx, upstream, route, who, secrets).await;
@@ -84,7 +80,7 @@ async fn pass(
     route: &Route,
     who: &SessionUser,
     secrets: &SessionSecrets,
-) -> (Written, Applied) {
+) -> (Written, Rewritten) {
     let place = place(route);
     let (name, at) = (who.name.clone(), place.clone());
     // Nothing wanted and nothing written before: no SFTP channel at all (the common case).
@@ -163,7 +159,7 @@ async fn not_written(
     who: &SessionUser,
     secrets: &SessionSecrets,
     why: &str,
-) -> (Written, Applied) {
+) -> (Written, Rewritten) {
     let mut there = SessionSecrets::default();
     let mut report = Report::default();
     for ((secret, _, value), typed) in secrets.files.iter().zip(&secrets.file_paths) {

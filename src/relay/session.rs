@@ -371,19 +371,18 @@ async fn to_client(
     // channel at once, and an exit status behind that close would never reach it.
     let mut eof = false;
     loop {
-        let next = match (early.next(), masker.as_ref().and_then(Masker::flush_after)) {
-            (Some(msg), _) => Some(msg),
+        let next = match early.next() {
+            Some(msg) => Some(msg),
             // Held bytes (what may be the start of a value) wait only so long for more.
-            (None, Some(wait)) => match tokio::time::timeout(wait, up.wait()).await {
-                Ok(msg) => msg,
-                Err(_) => {
+            None => match Masker::within_hold(masker.as_ref(), up.wait()).await {
+                Some(msg) => msg,
+                None => {
                     if send_held(tx, &mut masker).await.is_err() {
                         break;
                     }
                     continue;
                 }
             },
-            (None, None) => up.wait().await,
         };
         // What the masker holds goes before stderr and the end of the output.
         let ends_output = matches!(

@@ -1,6 +1,7 @@
 //! Masking: a pty session's output with the values of the user's masked secrets replaced by
-//! `***` before it leaves keyport (design.md, "Secret lifecycle"). Pure: a [`Masker`] takes
-//! output chunks as the pump reads them and gives back what may be sent now; the local pty
+//! `***` before it leaves keyport (design.md, "Secret lifecycle"). No I/O: a [`Masker`] takes
+//! output chunks as the pump reads them and gives back what may be sent now, and
+//! [`Masker::within_hold`] bounds the pump's wait for its next read; the local pty
 //! pump (`ssh/channel.rs`) and the relayed one (`relay/session.rs`) both use it, and only
 //! for pty sessions — exec channels without a pty, sftp and scp are never altered.
 //!
@@ -389,6 +390,20 @@ impl Masker {
             0 => None,
             n if n < SHORT_PREFIX => Some(SHORT_HOLD),
             _ => Some(LONG_HOLD),
+        }
+    }
+
+    /// Awaits `next` (the pump's next read) for no longer than `masker`'s held bytes may
+    /// wait: `None` when that time ran out first, and the held bytes are due
+    /// ([`Masker::flush`]). Without a masker, or with nothing held, it just awaits `next`.
+    /// The one flush rule both pumps follow.
+    pub async fn within_hold<F: std::future::Future>(
+        masker: Option<&Self>,
+        next: F,
+    ) -> Option<F::Output> {
+        match masker.and_then(Masker::flush_after) {
+            Some(wait) => tokio::time::timeout(wait, next).await.ok(),
+            None => Some(next.await),
         }
     }
 

@@ -495,17 +495,14 @@ async fn relay_pty(
         let mut buf = vec![0u8; 32 * 1024];
         loop {
             // Held bytes (what may be the start of a value) wait only so long for more.
-            let read = match masker.as_ref().and_then(Masker::flush_after) {
-                Some(wait) => tokio::time::timeout(wait, reader.read(&mut buf)).await,
-                None => Ok(reader.read(&mut buf).await),
-            };
+            let read = Masker::within_hold(masker.as_ref(), reader.read(&mut buf)).await;
             let shown = match (read, &mut masker) {
                 // No more output within that time: the held bytes go as they are.
-                (Err(_), Some(masker)) => masker.flush(),
+                (None, Some(masker)) => masker.flush(),
                 // EIO once the last process holding the pts exits: that is the end of output.
-                (Err(_), None) | (Ok(Ok(0) | Err(_)), _) => break,
-                (Ok(Ok(n)), Some(masker)) => masker.push(&buf[..n]),
-                (Ok(Ok(n)), None) => &buf[..n],
+                (None, None) | (Some(Ok(0) | Err(_)), _) => break,
+                (Some(Ok(n)), Some(masker)) => masker.push(&buf[..n]),
+                (Some(Ok(n)), None) => &buf[..n],
             };
             if out.write_all(shown).await.is_err() {
                 break;
