@@ -154,12 +154,7 @@ pub(crate) async fn session_secrets(
     let workspace = workspace.map(str::to_string);
     let groups = user_groups(ctx, login).await;
     ctx.vault
-        .call(move |v| {
-            v.session_user(&who)?;
-            let (secrets, names) = v.session_secrets(&who.name)?;
-            let checks = v.session_checks(&who.name, workspace.as_deref(), &groups)?;
-            Ok((secrets, names, checks))
-        })
+        .call(move |v| v.session_start(&who, workspace.as_deref(), &groups))
         .await
         .map_err(|e| format!("cannot read your secrets: {e}"))
 }

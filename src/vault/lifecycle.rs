@@ -165,7 +165,7 @@ impl Vault {
 
     /// What a session of `user` (relayed to `workspace`, if any) is told or refused for;
     /// `groups` are the OS groups of their account, looked up by the caller outside the vault
-    /// (see [`Vault::needs_groups`]: a directory service may be slow).
+    /// (see [`super::Policy::needs_groups`]: a directory service may be slow).
     pub fn session_checks(
         &self,
         user: &str,
@@ -174,6 +174,18 @@ impl Vault {
     ) -> Result<SessionChecks, VaultError> {
         let owner = self.store.user(user)?;
         let secrets = self.store.secrets(owner.id)?;
+        Ok(self.checks(&owner, &secrets, workspace, groups))
+    }
+
+    /// [`Vault::session_checks`] on `owner`'s secrets as read (only the enabled ones count).
+    pub(super) fn checks(
+        &self,
+        owner: &UserRecord,
+        secrets: &[SecretRecord],
+        workspace: Option<&str>,
+        groups: &[String],
+    ) -> SessionChecks {
+        let user = owner.name.as_str();
         let now = now_ms();
         let stale = secrets
             .iter()
@@ -192,8 +204,8 @@ impl Vault {
             .collect();
         let mut missing = Vec::new();
         if !self.policy.required.is_empty() {
-            let home = home_of(&owner, &secrets, &self.policy.required);
-            let (envs, files) = targets(&secrets, home.as_deref());
+            let home = home_of(owner, secrets, &self.policy.required);
+            let (envs, files) = targets(secrets, home.as_deref());
             let files: Vec<&str> = files.iter().map(String::as_str).collect();
             let subject = Subject {
                 user,
@@ -209,7 +221,7 @@ impl Vault {
                 .map(Missing::of)
                 .collect();
         }
-        Ok(SessionChecks { stale, missing })
+        SessionChecks { stale, missing }
     }
 
     /// The OS groups of the user's OS account, only when some requirement names groups.

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::{Actor, Vault, VaultError, secret_binding};
 use crate::secrets::files::{Plan, Report, Stale, Wanted};
-use crate::store::{DeliveryRecord, FileRecord, SealedKind, UserRecord, now_ms};
+use crate::store::{DeliveryRecord, FileRecord, SealedKind, SecretRecord, UserRecord, now_ms};
 
 /// The secrets a new session gets.
 #[derive(Debug, Default)]
@@ -103,10 +103,37 @@ impl Vault {
     /// The user's enabled secrets, opened, and the names of all of them.
     pub fn session_secrets(&self, user: &str) -> Result<(SessionSecrets, Vec<String>), VaultError> {
         let owner = self.store.user(user)?;
+        let rows = self.store.enabled_secrets_sealed(owner.id)?;
+        self.open_session_secrets(&owner, rows)
+    }
+
+    /// What a session starts with, from one read of the user's enabled secrets: them, opened,
+    /// their names, and what the user is told or refused for (see
+    /// [`Vault::session_checks`]) — for `who`, if still the same account.
+    pub fn session_start(
+        &self,
+        who: &SessionUser,
+        workspace: Option<&str>,
+        groups: &[String],
+    ) -> Result<(SessionSecrets, Vec<String>, super::SessionChecks), VaultError> {
+        let owner = self.session_user(who)?;
+        let rows = self.store.enabled_secrets_sealed(owner.id)?;
+        let records: Vec<SecretRecord> = rows.iter().map(|(r, _)| r.clone()).collect();
+        let checks = self.checks(&owner, &records, workspace, groups);
+        let (secrets, names) = self.open_session_secrets(&owner, rows)?;
+        Ok((secrets, names, checks))
+    }
+
+    /// `rows` (enabled secrets with their sealed values), opened.
+    fn open_session_secrets(
+        &self,
+        owner: &UserRecord,
+        rows: Vec<(SecretRecord, Vec<u8>)>,
+    ) -> Result<(SessionSecrets, Vec<String>), VaultError> {
         let uid = owner.id.to_string();
         let mut out = SessionSecrets::default();
         let mut names = Vec::new();
-        for (record, blob) in self.store.enabled_secrets_sealed(owner.id)? {
+        for (record, blob) in rows {
             let value = self
                 .master()
                 .unseal(secret_binding(&uid, &record.name), &blob)?;
