@@ -12,8 +12,9 @@ E2E_SLOW_READER (100000000, bytes into a program that starts reading after 3 s),
 E2E_KEEP (1: keep the temp dir), E2E_KEYPORT (another keyport binary, e.g. to compare a change),
 E2E_RELAY_TRANSFER (200M, bytes each way in the relay step), E2E_MASK_TRANSFER (200M, the text
 a pty session prints in the mask step), E2E_MASK_SECRETS (10, masked values in it),
-E2E_STEPS (a comma-separated subset of: latency, session_start, git_clone, throughput,
-slow_reader, relay, mask, sessions_per_second, idle_sessions, after_idle), E2E_RESULTS (where
+E2E_STEPS (a comma-separated subset of: latency, session_start, sources (OpenBao references;
+its knobs in e2e_sources.py), git_clone, throughput, slow_reader, relay, mask,
+sessions_per_second, idle_sessions, after_idle), E2E_RESULTS (where
 the report goes; by default benches/RESULTS.md, or target/keyport-e2e-partial.md when E2E_STEPS
 or E2E_KEYPORT is set).
 """
@@ -36,6 +37,7 @@ import time
 import types
 
 import e2e_report  # benches/, the script's own directory
+import e2e_sources
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYPORT = os.environ.get("E2E_KEYPORT") or os.path.join(ROOT, "target", "release", "keyport")
@@ -705,6 +707,10 @@ class Bench:
         log(f"session on an open connection: sshd {runs['sshd']:.2f} ms; keyport {a:.2f} ms "
             f"with 0 secrets, {b:.2f} ms with {SECRETS} (+{b - a:.2f} ms)")
 
+    def sources(self):
+        """Session start with KV references from OpenBao, cold and warm: e2e_sources.py."""
+        e2e_sources.step(self, sys.modules[__name__])
+
     def after_idle(self):
         """The session on an open connection again, once the idle sessions have come and gone:
         what a daemon's grown memory costs every later session."""
@@ -852,7 +858,7 @@ def main():
         bench.start_keyport()
         bench.start_sshd()
         # The idle sessions grow the daemons' memory: they come last, then what that costs.
-        steps = (bench.latency, bench.session_start, bench.git_clone, bench.throughput,
+        steps = (bench.latency, bench.session_start, bench.sources, bench.git_clone, bench.throughput,
                  bench.slow_reader, bench.relay, bench.mask, bench.sessions_per_second,
                  bench.idle_sessions, bench.after_idle)  # fmt: skip
         chosen = os.environ.get("E2E_STEPS")

@@ -41,6 +41,14 @@ def render(r, notes, cfg, micro_output):
             "",
             relay_method(cfg),
         ]
+    if "src.sshd" in r:
+        body += [
+            "## Session start with references: KV values from OpenBao, warm and cold cache",
+            "",
+            sources_table(r),
+            "",
+            sources_method(r, cfg),
+        ]
     micro = micro_section(micro_output) if micro_output else None
     if micro:
         body += ["## Micro benchmarks (`cargo bench --bench micro`, divan)", "", micro, ""]
@@ -184,6 +192,63 @@ def relay_table(r, cfg):
     return "\n".join(lines)
 
 
+def sources_table(r):
+    """Rows of the sources step: each case's session on an open connection, ÷ sshd's, and what
+    references add to as many stored secrets."""
+    n, sshd, stored = r["src.refs"], r["src.sshd"], r["src.stored"]
+
+    def row(metric, ms, added):
+        return f"| {metric} | {ms:.2f} | {ms / sshd:.2f}× | {added} | reported | — |"
+
+    lines = [
+        f"| session on an open connection (ControlMaster), p50 | ms | ratio (÷ sshd) | ms added to p50 vs {n} stored | design target | met? |",
+        "|---|---:|---:|---:|---|---|",
+        f"| sshd | {sshd:.2f} | 1.00× | — | — | — |",
+        row(f"keyport, {n} stored secrets (env)", stored, "—"),
+    ]
+    for key, what in (("warm", "warm cache (`kv_ttl = \"1h\"`: all hits)"),
+                      ("cold", f"cold (`kv_ttl = \"0s\"`: {n} reads from OpenBao per session)")):  # fmt: skip
+        ms = r[f"src.{key}"]
+        lines.append(row(f"keyport, {n} KV references, {what}", ms, f"{ms - stored:+.2f}"))
+    if "src.per_ref.cold" in r:
+        lines.append(
+            f"| for scale: keyport's mean time per reference (`keyport_source_resolution_seconds`), "
+            f"warm hit / cold miss | {r['src.per_ref.warm']:.3f} / {r['src.per_ref.cold']:.2f} | — | — | reported | — |"
+        )
+    if "src.bao_read" in r:
+        lines.append(
+            f"| for scale: one KV read straight from OpenBao (Python `urllib`, a new connection), "
+            f"p50 | {r['src.bao_read']:.2f} | — | — | reported | — |"
+        )
+    return "\n".join(lines)
+
+
+def sources_method(r, cfg):
+    n = r["src.refs"]
+    return f"""\
+How it was measured: OpenBao (`bao server -dev`, in memory, on loopback) holds {n} KV v2 values
+at `secret/e2e/s0` … `s{n - 1}` (field `token`, 40 bytes each); an AppRole role reads them.
+Two keyport daemons besides the bench's own, with its settings plus `[sources]` (`timeout =
+"3s"`, `[sources.vault]` at that server, `auth = "approle"`), differing only in `kv_ttl`:
+`kp-warm` (`"1h"`) serves user `srcstored` ({n} secrets stored in keyport, created with `keyport
+secret import`) and user `srcwarm` ({n} secrets created with `keyport secret create ref-I --source
+vault://secret/e2e/sI#token --env E2E_SRC_I`); `kp-cold` (`"0s"`: a value is never reused, so
+every session start reads all {n} from OpenBao, concurrently, with keyport's one AppRole token)
+serves user `srccold`, the same references. All three users have the same env names and values
+and run as the bench account. Before timing, one session per user checks that every
+`$E2E_SRC_I` equals its value in OpenBao. Timing as the session-on-an-open-connection row above:
+a `ControlMaster` connection per case, then `ssh -o ControlPath=… HOST true`, {cfg.LATENCY_RUNS}
+runs per case, the four cases interleaved, after 3 warm-up rounds (the warm cache is filled by
+then), medians. keyport's counters (`/api/v1/metrics`) before and after the timed sessions
+must show {n} hits per warm session and {n} misses per cold one, nothing else; their seconds
+give the mean time per reference (a cold session's {n} run at once, so its wait is about the
+slowest of them, not their sum). The last row: {cfg.LATENCY_RUNS} reads of
+`secret/data/e2e/sI` with an AppRole token, one after another, timed in the bench script. After
+timing, one value is changed in OpenBao: a cold session gets the new value, a warm one the
+cached old one.
+"""
+
+
 def relay_method(cfg):
     return f"""\
 How it was measured: the sshd and the bench account above; workspace `bench` registered with
@@ -236,7 +301,8 @@ How it was measured (all in one run, same OpenSSH client for both daemons):
   process), PSS from `/proc/PID/smaps_rollup` (shared pages split between the processes
   sharing them). Per session = (after − before) ÷ {cfg.IDLE_SESSIONS}. RSS before → after:
   keyport {rss_k[0]} → {rss_k[1]} KiB, sshd {rss_s[0]} → {rss_s[1]} KiB.
-- Order: latency, sessions on an open connection, git, throughput, slow reader, relay,
+- Order: latency, sessions on an open connection, references (OpenBao), git, throughput,
+  slow reader, relay, masking,
   sessions/s, idle sessions,
   and last the sessions on an open connection again (keyport's RSS then:
   {r.get('rss_after.keyport', '?')} KiB), because the idle sessions leave a daemon larger.

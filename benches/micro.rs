@@ -14,7 +14,7 @@ use divan::{Bencher, black_box};
 use keyport::secrets::env::{EnvInputs, compose_env};
 use keyport::secrets::files::{self, Plan, Wanted};
 use keyport::secrets::{Limits, SecretSpec};
-use keyport::vault::{Actor, NewUserSpec, Vault};
+use keyport::vault::{Actor, NewUserSpec, SessionSecrets, SessionUser, Vault};
 use keyport_keys::{Binding, KeyPair, KeyType, MasterKey, SecretBytes};
 
 fn main() {
@@ -216,6 +216,8 @@ mod store {
             .unwrap();
         for i in 0..n {
             let spec = SecretSpec {
+                source: None,
+                required: false,
                 name: format!("secret-{i}"),
                 value: value(i, 0),
                 description: String::new(),
@@ -229,11 +231,27 @@ mod store {
         (dir, vault)
     }
 
+    /// What a session of `bench` gets (stored values only: no sources here).
+    fn opened(vault: &Vault) -> (SessionSecrets, Vec<String>) {
+        let user = vault.user("bench").unwrap();
+        let who = SessionUser {
+            id: user.id,
+            name: user.name,
+        };
+        let values = vault
+            .session_secrets(&who)
+            .unwrap()
+            .into_iter()
+            .map(|o| (o.record, o.value.unwrap()))
+            .collect();
+        SessionSecrets::compose(values)
+    }
+
     #[divan::bench(args = [0, 10, 100], sample_count = 100)]
     fn session_secrets(bencher: Bencher, n: usize) {
         let (_dir, vault) = vault_with(n);
         bencher.bench_local(|| {
-            let (secrets, names) = vault.session_secrets("bench").unwrap();
+            let (secrets, names) = opened(&vault);
             assert_eq!(names.len(), n);
             secrets
         });
@@ -246,7 +264,7 @@ mod store {
         let (_dir, mut vault) = vault_with(n);
         let os_user = keyport::osuser::current().unwrap().name;
         let run = |vault: &mut Vault| {
-            let (secrets, _) = vault.session_secrets("bench").unwrap();
+            let (secrets, _) = opened(vault);
             let plan = vault.file_plan("bench", &os_user, &secrets).unwrap();
             let report = files::apply(&plan);
             vault

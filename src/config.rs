@@ -19,12 +19,17 @@ mod forwarding;
 mod http;
 mod lifecycle;
 mod relay;
+mod sources;
 mod ssh;
 pub use ca::CaSettings;
 pub use forwarding::{Forwarding, LocalTarget, RemotePorts};
 pub use http::HttpSettings;
 pub use lifecycle::{RequiredMode, Requirement, RotationSettings};
 pub use relay::RelaySettings;
+pub use sources::{
+    ExecSource, LeaseEnd, ProviderSettings, RawProvider, SourceProviders, SourcesSettings,
+    VaultAuth, VaultSource,
+};
 pub use ssh::{SshSettings, Startups};
 
 /// Why the configuration could not be loaded.
@@ -52,7 +57,7 @@ pub enum ConfigError {
         /// File path.
         path: PathBuf,
         /// The setting, as written in the file (`ssh.channel_window`).
-        field: &'static str,
+        field: String,
         /// The rule it breaks.
         rule: String,
     },
@@ -91,6 +96,8 @@ pub struct Config {
     pub rotation: RotationSettings,
     /// Secrets users must have (`[[required]]`).
     pub required: Vec<Requirement>,
+    /// Where references are resolved (`[sources]`).
+    pub sources: SourcesSettings,
 }
 
 impl Default for Config {
@@ -110,6 +117,7 @@ impl Default for Config {
             ca: CaSettings::default(),
             rotation: RotationSettings::default(),
             required: Vec::new(),
+            sources: SourcesSettings::default(),
         }
     }
 }
@@ -261,6 +269,39 @@ other = "never"
 # env = "GITHUB_TOKEN"
 # description = "GitHub access for the monorepo"
 # mode = "warn"
+
+# Where secrets created with --source are resolved, at each session start. Resolved values
+# live in keyport's memory only, never in the database, a log or a response.
+[sources]
+# How long all of a session's references may take together (resolved concurrently). 1s to 60s.
+timeout = "3s"
+# When a source fails, its last good value stands in for this long (audited as
+# source.stale); leased values only while their lease lasts. 0s to 30d.
+max_stale = "24h"
+
+# The Vault/OpenBao server for vault://MOUNT/PATH#FIELD (KV v2) and vault-dyn://PATH#FIELD
+# (leased) references. None by default.
+# [sources.vault]
+# address = "https://vault.example.com:8200"
+# ca_file = "/etc/keyport/vault-ca.pem"   # default: the Mozilla roots (webpki-roots)
+# auth = "jwt"                            # a JWT per user (`keyport admin jwt-key`), or
+#                                         # "approle" (role_id, secret_id_file): keyport itself
+# auth_mount = "jwt"                      # default: the auth method's name
+# jwt_role = "keyport"
+# jwt_audience = "vault"
+# jwt_issuer = "keyport"
+# jwt_ttl = "60s"
+# kv_ttl = "60s"                          # a KV value is read again after this ("0s": always)
+# lease_end = "revoke"                    # or "expire": when the last session using it ends
+
+# An exec provider for exec://NAME/KEY: KEY and a newline on stdin, the value on stdout (one
+# trailing newline dropped), in a clean environment. Any name but vault. None by default.
+# [sources.aws]
+# command = ["/usr/local/bin/aws-secret", "--region", "eu-west-1"]
+# run_as = "keyport-sources"              # required when keyport runs as root
+# timeout = "2s"
+# max_bytes = 65536
+# cache_ttl = "60s"
 "#;
 
 impl Config {
@@ -290,6 +331,8 @@ impl Config {
             .and_then(|()| config.ca.check())
             .and_then(|()| config.rotation.check())
             .and_then(|()| config.required.iter().try_for_each(Requirement::check))
+            .map_err(|(field, rule)| (field.to_string(), rule))
+            .and_then(|()| config.sources.checked().map(drop))
             .map_err(|(field, rule)| ConfigError::Invalid { path, field, rule })?;
         Ok(config)
     }

@@ -12,6 +12,8 @@
 //! - [`agent`]: the in-memory ssh-agent behind each session's `SSH_AUTH_SOCK`.
 //! - [`metrics`]: daemon-wide counters.
 //! - [`shared`]: the daemon's one vault, shared by its listeners.
+//! - [`sources`]: external sources: references resolved at session start (Vault/OpenBao,
+//!   exec providers), their cache and leases.
 //! - [`vault`]: the operations (users, keys, secrets, tokens, workspaces, rotation) with rules
 //!   and audit.
 //! - [`api`]: the HTTP API (axum), its auth rules and its OpenAPI document.
@@ -37,6 +39,7 @@ pub mod osuser;
 pub mod relay;
 pub mod secrets;
 pub mod shared;
+pub mod sources;
 pub mod ssh;
 pub mod store;
 pub mod tap;

@@ -55,7 +55,9 @@ impl Write for LossyStderr {
 
 /// `KEYPORT_LOG`: a bare level (`debug`) applies to keyport's own code while other crates stay
 /// at `warn` (an HTTP or SSH library at debug or trace logs headers and payloads); a full
-/// tracing directive (`keyport=trace,russh=debug`) is used as given. Default `info`.
+/// tracing directive (`keyport=trace,russh=debug`) is used as given, except that the HTTP
+/// client keyport reads Vault with stays at `warn` unless the directive names it (at trace it
+/// dumps the bytes it moves: tokens and values). Default `info`.
 fn log_filter() -> EnvFilter {
     let spec = std::env::var("KEYPORT_LOG").unwrap_or_default();
     let spec = spec.trim();
@@ -64,7 +66,8 @@ fn log_filter() -> EnvFilter {
         level if !level.contains(['=', ',']) => {
             format!("warn,keyport={level},keyport_keys={level}")
         }
-        full => full.to_string(),
+        full if full.contains("ureq") => full.to_string(),
+        full => format!("{full},ureq=warn,ureq_proto=warn"),
     };
     EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"))
 }

@@ -96,6 +96,8 @@ fn data_dir_holds_no_plaintext_values_tokens_or_private_keys() {
                 &Actor::User(user.into()),
                 user,
                 &SecretSpec {
+                    source: None,
+                    required: false,
                     name: format!("s{j}"),
                     value: SecretBytes::from(value.as_str()),
                     description: String::new(),

@@ -67,6 +67,8 @@ fn kill_9_during_a_burst_loses_no_committed_write() {
         common::add_user(&mut v, "alice");
         for slot in 0..90 {
             let spec = SecretSpec {
+                source: None,
+                required: false,
                 name: format!("s{slot}"),
                 value: SecretBytes::from("initial"),
                 description: String::new(),

@@ -4,7 +4,10 @@
 //! reading what its policy allows and nothing else; JWT auth with a hand-signed ES256 token
 //! for `sub=alice` whose templated policy lets her read `secret/users/alice/*` but not bob's,
 //! and whose reads the file audit log attributes to her; a stopped server answers nothing and
-//! a restarted one answers on the same port, empty. No root needed.
+//! a restarted one answers on the same port, empty. With a real PostgreSQL
+//! (tests/common/postgres.rs, unprivileged even when the tests run as root, passwords required):
+//! the database engine's credentials log in, carry a renewable lease whose renewal moves its
+//! expiry, and stop logging in once the lease is revoked (the role is dropped). No root needed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -14,6 +17,8 @@ use std::time::{Duration, Instant};
 use common::Sandbox;
 use common::jwt::{Es256Key, jwt_claims};
 use common::openbao::{JWT_USER_POLICY, OpenBao, PKI_ROLE};
+use common::openbao_engines::{DB_ROLE, db_login, generated_roles, role_of_password};
+use common::postgres::Postgres;
 
 /// Starts a server, saying how long that took.
 fn start(sb: &Sandbox) -> OpenBao {
@@ -240,4 +245,145 @@ fn stop_fails_health_and_restart_answers_empty_on_the_same_port() {
     assert_eq!(bao.kv_get("app/x"), None);
     assert_eq!(bao.kv_put("app/x", &[("v", "2")]), 1);
     assert_eq!(bao.kv_get("app/x").unwrap()["v"], "2");
+}
+
+#[test]
+fn postgres_runs_unprivileged_and_wants_a_password() {
+    let sb = Sandbox::new();
+    let began = Instant::now();
+    let mut pg = Postgres::start(&sb);
+    eprintln!(
+        "postgres on {} answered after {:?}",
+        pg.port(),
+        began.elapsed()
+    );
+    assert!(pg.running());
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pg.pid().unwrap())).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    let expected = if nix::unistd::Uid::effective().is_root() {
+        keyport::osuser::lookup("nobody").unwrap().uid
+    } else {
+        nix::unistd::Uid::effective().as_raw()
+    };
+    assert_eq!(
+        uid_line.split_whitespace().nth(1),
+        Some(expected.to_string().as_str()),
+        "{uid_line}"
+    );
+    assert_eq!(
+        pg.login(Postgres::SUPERUSER, Postgres::SUPERUSER_PASSWORD),
+        Ok(Postgres::SUPERUSER.to_string())
+    );
+    let wrong = pg
+        .login(Postgres::SUPERUSER, "not-the-password")
+        .unwrap_err();
+    assert!(wrong.contains("password authentication failed"), "{wrong}");
+    pg.psql("CREATE ROLE app LOGIN PASSWORD 'app-pw'");
+    pg.psql("CREATE DATABASE appdb OWNER app");
+    assert!(pg.role_exists("app"));
+    assert!(!pg.role_exists("nobody-here"));
+    let rows = pg
+        .run_sql(
+            "app",
+            "app-pw",
+            "appdb",
+            "CREATE TABLE t (n int); INSERT INTO t VALUES (7); SELECT n FROM t",
+        )
+        .unwrap();
+    assert_eq!(rows, "7");
+    let url = pg.url("app", "app-pw", "appdb");
+    assert_eq!(
+        url,
+        format!(
+            "postgres://app:app-pw@127.0.0.1:{}/appdb?sslmode=disable",
+            pg.port()
+        )
+    );
+    let port = pg.port();
+    pg.stop();
+    assert!(!pg.running());
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+#[test]
+fn database_creds_are_renewable_and_revoking_drops_the_role() {
+    let sb = Sandbox::new();
+    let bao = start(&sb);
+    let pg = Postgres::start(&sb);
+    let role =
+        bao.enable_database_with_leases(&pg, Duration::from_secs(6), Duration::from_secs(60));
+    assert_eq!(role, DB_ROLE);
+    let creds = bao.db_creds(role);
+    assert!(
+        creds
+            .lease
+            .lease_id
+            .starts_with(&format!("database/creds/{DB_ROLE}/")),
+        "{creds:?}"
+    );
+    assert!(creds.lease.renewable, "{creds:?}");
+    assert_eq!(creds.lease.duration, Duration::from_secs(6), "{creds:?}");
+    assert_eq!(creds.lease.data["username"], creds.username.as_str());
+    assert!(pg.role_exists(&creds.username), "{creds:?}");
+    creds.login(&pg).unwrap();
+    assert!(db_login(&pg, &creds.username, "wrong-password").is_err());
+    // Two reads, two logins.
+    let other = bao.db_creds(role);
+    assert_ne!(other.username, creds.username);
+    let prefix = format!("database/creds/{DB_ROLE}/");
+    let mut live = bao.leases_under(&prefix);
+    live.sort();
+    let mut expected = vec![creds.lease.lease_id.clone(), other.lease.lease_id.clone()];
+    expected.sort();
+    assert_eq!(live, expected);
+    let mut roles = vec![creds.username.clone(), other.username.clone()];
+    roles.sort();
+    assert_eq!(generated_roles(&pg), roles);
+    assert_eq!(
+        role_of_password(&pg, &creds.password),
+        Some(creds.username.clone())
+    );
+    assert_eq!(role_of_password(&pg, "not-a-password"), None);
+
+    // Renewing moves the expiry: time passes, the lease's time left shrinks, a renewal gives
+    // it its whole duration again from now.
+    let before = bao
+        .lease_lookup(&creds.lease.lease_id)
+        .expect("a live lease");
+    assert!(before.renewable, "{before:?}");
+    std::thread::sleep(Duration::from_millis(2500));
+    let aged = bao.lease_lookup(&creds.lease.lease_id).unwrap();
+    assert!(aged.ttl <= Duration::from_secs(4), "{aged:?}");
+    let renew = bao.renew_lease(&creds.lease.lease_id);
+    assert!(renew.ok(), "{renew:?}");
+    assert_eq!(renew.body["lease_id"], creds.lease.lease_id.as_str());
+    assert!(
+        renew.body["lease_duration"].as_u64().unwrap() >= 5,
+        "{renew:?}"
+    );
+    let renewed = bao.lease_lookup(&creds.lease.lease_id).unwrap();
+    assert!(renewed.ttl >= Duration::from_secs(5), "{renewed:?}");
+    assert!(renewed.ttl > aged.ttl, "{aged:?} then {renewed:?}");
+    assert_ne!(renewed.expire_time, before.expire_time);
+    assert_eq!(renewed.issue_time, before.issue_time);
+    creds.login(&pg).unwrap();
+
+    // Revoked: the lease is gone, and so is the role.
+    bao.revoke_lease(&creds.lease.lease_id);
+    assert!(bao.lease_lookup(&creds.lease.lease_id).is_none());
+    assert!(!pg.role_exists(&creds.username));
+    let refused = creds.login(&pg).unwrap_err();
+    assert!(
+        refused.contains("password authentication failed"),
+        "{refused}"
+    );
+    // The other lease, and its login, are untouched.
+    assert!(bao.lease_lookup(&other.lease.lease_id).is_some());
+    assert_eq!(
+        bao.leases_under(&prefix),
+        vec![other.lease.lease_id.clone()]
+    );
+    assert_eq!(generated_roles(&pg), vec![other.username.clone()]);
+    assert!(bao.leases_under("database/creds/nothing/").is_empty());
+    other.login(&pg).unwrap();
 }

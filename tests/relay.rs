@@ -12,6 +12,8 @@
 mod common;
 #[path = "relay/failures.rs"]
 mod failures;
+#[path = "relay/sources.rs"]
+mod sources;
 #[path = "relay/transfer.rs"]
 mod transfer;
 #[path = "relay/users.rs"]

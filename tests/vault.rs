@@ -12,6 +12,8 @@ use keyport_keys::{KeyType, SecretBytes};
 
 fn spec(name: &str, value: &str, env: Option<&str>, file: Option<&str>) -> SecretSpec {
     SecretSpec {
+        source: None,
+        required: false,
         name: name.into(),
         value: SecretBytes::from(value),
         description: String::new(),

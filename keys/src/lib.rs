@@ -10,11 +10,13 @@
 //!   `SHA256:` fingerprints, parsing public keys users log in with.
 //! - [`agent`]: the ssh-agent protocol's messages, parsed from and encoded to bytes, both sides.
 //! - [`cert`]: OpenSSH user certificates signed as the workspaces' user CA (relay `--auth ca`).
+//! - [`jwt`]: ES256 JWTs keyport signs per user for Vault/OpenBao's JWT auth.
 //! - [`seal`]: AES-256-GCM sealing under a 32-byte master key, with the key's id in the blob and
 //!   associated data that binds a blob to its owner and purpose.
 
 pub mod agent;
 pub mod cert;
+pub mod jwt;
 pub mod seal;
 pub mod secret;
 pub mod userkey;

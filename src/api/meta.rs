@@ -91,6 +91,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
     out.push_str("# TYPE keyport_secrets gauge\n");
     let _ = writeln!(out, "keyport_secrets {secrets}");
     out.push_str(&state.daemon.render());
+    out.push_str(&state.vault.source_metrics());
     Ok(([(CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }
 

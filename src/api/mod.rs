@@ -86,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(secrets::get, secrets::update, secrets::delete))
         .routes(routes!(secrets::import))
         .routes(routes!(secrets::required))
+        .routes(routes!(secrets::test))
         .routes(routes!(keys::show, keys::regenerate))
         .routes(routes!(keys::list_login_keys, keys::add_login_keys))
         .routes(routes!(keys::remove_login_key))

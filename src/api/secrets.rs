@@ -1,5 +1,6 @@
-//! `/api/v1/users/{user}/secrets`: list, create, get, update, delete, import. Metadata only
-//! ever goes out; values come in as UTF-8 `value` or `value_base64` (binary file secrets).
+//! `/api/v1/users/{user}/secrets`: list, create, get, update, delete, import, test a source.
+//! Metadata only ever goes out; values come in as UTF-8 `value` or `value_base64` (binary file
+//! secrets), or are resolved from a `source`.
 
 use axum::Json;
 use axum::extract::State;
@@ -11,6 +12,8 @@ use super::{ApiError, ApiJson, ApiPath, AppState, Caller, ErrorBody};
 use crate::secrets::import::{self, Format};
 use crate::secrets::lifecycle::SecretKind;
 use crate::secrets::{SecretInput, SecretMeta, SecretPatch, own_rotate_after, wire_value};
+use crate::shared::SharedError;
+use crate::sources::Tested;
 use crate::vault::{RequiredStatus, VaultError};
 
 const WHAT: &str = "secrets";
@@ -42,6 +45,12 @@ pub struct UpdateSecret {
     rotate_after: Option<String>,
     /// Mask its value in pty output (its own choice, kept until changed).
     mask: Option<bool>,
+    /// Resolve the value from this reference from now on (`vault://…`, `vault-dyn://…`,
+    /// `exec://…`) instead of a stored one; a new `value` goes back to a stored one.
+    #[schema(max_length = 2048)]
+    source: Option<String>,
+    /// Refuse sessions when the value cannot be had?
+    required: Option<bool>,
 }
 
 /// Body of `POST …/secrets:import`.
@@ -180,6 +189,13 @@ pub async fn update(
             Some(text) => Some(own_rotate_after(Some(text)).map_err(invalid)?),
         },
         mask: body.mask,
+        source: body
+            .source
+            .as_deref()
+            .map(crate::secrets::parse_source)
+            .transpose()
+            .map_err(invalid)?,
+        required: body.required,
     };
     let actor = caller.actor();
     Ok(Json(
@@ -271,4 +287,38 @@ pub async fn required(
 ) -> Result<Json<Vec<RequiredStatus>>, ApiError> {
     let user = caller.own(&user, WHAT)?;
     Ok(Json(state.vault(move |v| v.required_for(&user)).await?))
+}
+
+/// Resolve a secret's source now, as a session would but not from the cache, and say how
+/// that went (a lease it makes is revoked at once when `lease_end = "revoke"`).
+#[utoipa::path(
+    post,
+    operation_id = "secrets_test",
+    path = "/api/v1/users/{user}/secrets/{name}/test",
+    tag = "secrets",
+    params(("user" = String, Path, description = "user name or `me`"),
+           ("name" = String, Path, description = "secret name")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Tried; `outcome` says how it went", body = Tested),
+        (status = 400, description = "The secret has no source", body = ErrorBody),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "Not the caller's to touch", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+    ))]
+pub async fn test(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((user, name)): ApiPath<(String, String)>,
+) -> Result<Json<Tested>, ApiError> {
+    let user = caller.own(&user, WHAT)?;
+    let tested = state
+        .vault
+        .test_source(caller.actor(), &user, &name)
+        .await
+        .map_err(|e| match e {
+            SharedError::Vault(e) => ApiError::from(e),
+            other => ApiError::internal(&other.to_string()),
+        })?;
+    Ok(Json(tested))
 }

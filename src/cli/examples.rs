@@ -86,7 +86,9 @@ const EXAMPLES: &[(&str, &str)] = &[
         "  printf '%s' \"$GH_TOKEN\" | keyport secret create gh --env GH_TOKEN
   keyport secret create npmrc --file ~/.npmrc < npmrc            # delivered as a file
   keyport secret create cert --file ~/.cert.der --description TLS < cert.der
-  keyport secret create gh --kind token --env GH_TOKEN < t.txt   # due for rotation after 90d",
+  keyport secret create gh --kind token --env GH_TOKEN < t.txt   # due for rotation after 90d
+  keyport secret create gh --source vault://secret/team/gh#token --env GH_TOKEN   # from Vault
+  keyport secret create db --source vault-dyn://database/creds/ro#password --env PGPASSWORD --required",
     ),
     (
         "secret update",
@@ -110,6 +112,11 @@ const EXAMPLES: &[(&str, &str)] = &[
     (
         "secret check",
         "  keyport secret check                   # required secrets you lack, files not written; exit 1",
+    ),
+    (
+        "secret test",
+        "  keyport secret test gh                 # ok: gh from vault://…: 40 bytes (12 ms)
+  keyport secret test db -o json         # the lease's TTL too; a test lease is revoked at once",
     ),
     (
         "secret import",
@@ -244,7 +251,13 @@ const EXAMPLES: &[(&str, &str)] = &[
     ),
     (
         "admin",
-        "  keyport admin rotate-master-key",
+        "  keyport admin rotate-master-key
+  keyport admin jwt-key > keyport-jwt.pem",
+    ),
+    (
+        "admin jwt-key",
+        "  keyport admin jwt-key                  # the PEM for Vault's jwt_validation_pubkeys
+  bao write auth/jwt/config jwt_validation_pubkeys=@keyport-jwt.pem",
     ),
     (
         "admin rotate-master-key",

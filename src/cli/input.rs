@@ -64,7 +64,7 @@ pub fn read_stdin(field: &str, limit: usize) -> anyhow::Result<Option<SecretByte
 
 /// Whether a pipe on stdin already holds data (or gets some within a short grace period),
 /// without reading any of it.
-fn pipe_has_data() -> anyhow::Result<bool> {
+pub(super) fn pipe_has_data() -> anyhow::Result<bool> {
     if kind() != (Stdin::Data { pipe: true }) {
         return Ok(false);
     }

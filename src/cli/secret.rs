@@ -15,7 +15,9 @@ use crate::secrets::import::{self, Format as ImportFormat};
 use crate::secrets::lifecycle::{RotateAfter, SecretKind};
 use crate::secrets::validate::{self, check_spec};
 use crate::secrets::{Lifecycle, SecretMeta, SecretPatch, SecretSpec, Violation, own_rotate_after};
+use crate::sources::Reference;
 use crate::vault::VaultError;
+use keyport_keys::SecretBytes;
 
 /// `keyport secret …`
 #[derive(Debug, Subcommand)]
@@ -39,6 +41,15 @@ pub enum SecretCommand {
     /// List what is missing: required secrets you lack, and file secrets whose last delivery
     /// failed, with the reason (exit 1 if anything is).
     Check,
+    /// Resolve a secret's --source now, as a session would (not from the cache), and say how
+    /// that went: ok with its size (and lease), or the error. Never the value.
+    Test {
+        /// Secret name.
+        name: String,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = output::Format::Table)]
+        output: output::Format,
+    },
     /// Import a dotenv or JSON file: checked here first, then all secrets created or none.
     Import {
         /// The file, or - for stdin.
@@ -65,8 +76,13 @@ pub struct CreateArgs {
     pub name: String,
     /// The value (else read verbatim from stdin). Prefer stdin: argv is visible to other
     /// users of the machine.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "source")]
     pub value: Option<SecretArg>,
+    /// Resolve the value at each session start instead of storing one:
+    /// vault://MOUNT/PATH#FIELD (KV v2), vault-dyn://PATH#FIELD (leased) or
+    /// exec://PROVIDER/KEY.
+    #[arg(long, value_name = "REF")]
+    pub source: Option<String>,
     /// Free text.
     #[arg(long, default_value = "")]
     pub description: String,
@@ -99,9 +115,25 @@ pub struct LifecycleArgs {
     /// Never mask it.
     #[arg(long)]
     pub no_mask: bool,
+    /// Refuse sessions when its --source cannot be resolved (default: go on without it, and
+    /// say so to interactive sessions).
+    #[arg(long, conflicts_with = "no_required")]
+    pub required: bool,
+    /// Go on without it when its --source cannot be resolved.
+    #[arg(long)]
+    pub no_required: bool,
 }
 
 impl LifecycleArgs {
+    /// `--required` / `--no-required`, if either was given.
+    fn required(&self) -> Option<bool> {
+        match (self.required, self.no_required) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        }
+    }
+
     /// `--mask` / `--no-mask`, if either was given.
     fn mask(&self) -> Option<bool> {
         match (self.mask, self.no_mask) {
@@ -132,6 +164,9 @@ impl LifecycleArgs {
         if let Some(mask) = self.mask() {
             body.insert("mask".into(), mask.into());
         }
+        if let Some(required) = self.required() {
+            body.insert("required".into(), required.into());
+        }
     }
 }
 
@@ -140,9 +175,12 @@ impl LifecycleArgs {
 pub struct UpdateArgs {
     /// Secret name.
     pub name: String,
-    /// New value (or pipe it on stdin).
-    #[arg(long)]
+    /// New value (or pipe it on stdin); a secret with a --source goes back to a stored value.
+    #[arg(long, conflicts_with = "source")]
     pub value: Option<SecretArg>,
+    /// Resolve the value from this reference from now on (see `secret create --source`).
+    #[arg(long, value_name = "REF")]
+    pub source: Option<String>,
     /// New description ("" clears).
     #[arg(long)]
     pub description: Option<String>,
@@ -178,17 +216,28 @@ pub fn run(cmd: SecretCommand) -> anyhow::Result<()> {
             Ok(())
         }
         SecretCommand::Check => super::secret_list::check(),
+        SecretCommand::Test { name, output } => super::secret_list::test(&name, output),
         SecretCommand::Import { file, format } => import_file(&file, format),
     }
 }
 
 fn create(args: CreateArgs) -> anyhow::Result<()> {
     let client = Client::from_env()?;
-    let value = input::secret_value(args.value.map(|v| v.0), true)?
-        .ok_or_else(|| UsageError("value: give --value, or pipe the value on stdin".into()))?;
+    let source = args.source.as_deref().map(parse_source).transpose()?;
+    let value = match source {
+        Some(_) => {
+            no_piped_value()?;
+            SecretBytes::new(Vec::new())
+        }
+        None => input::secret_value(args.value.map(|v| v.0), true)?.ok_or_else(|| {
+            UsageError("value: give --value or --source, or pipe the value on stdin".into())
+        })?,
+    };
     let spec = SecretSpec {
         name: args.name,
         value,
+        source,
+        required: args.lifecycle.required,
         description: args.description,
         env: args.env,
         file: args.file,
@@ -202,12 +251,15 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
     local_check(check_spec(&spec))?;
     let mut body = json!({
         "name": spec.name,
-        "value_base64": STANDARD.encode(spec.value.expose()),
         "description": spec.description,
         "env": spec.env,
         "file": spec.file,
         "enabled": spec.enabled,
     });
+    match &spec.source {
+        Some(source) => body["source"] = source.to_string().into(),
+        None => body["value_base64"] = STANDARD.encode(spec.value.expose()).into(),
+    }
     if let Some(body) = body.as_object_mut() {
         args.lifecycle.insert_into(body);
     }
@@ -220,7 +272,14 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
 
 fn update(args: UpdateArgs) -> anyhow::Result<()> {
     let client = Client::from_env()?;
-    let value = input::secret_value(args.value.map(|v| v.0), false)?;
+    let source = args.source.as_deref().map(parse_source).transpose()?;
+    let value = match source {
+        Some(_) => {
+            no_piped_value()?;
+            None
+        }
+        None => input::secret_value(args.value.map(|v| v.0), false)?,
+    };
     let enabled = match (args.enable, args.disable) {
         (true, _) => Some(true),
         (_, true) => Some(false),
@@ -235,6 +294,8 @@ fn update(args: UpdateArgs) -> anyhow::Result<()> {
         kind: args.lifecycle.kind,
         rotate_after: args.lifecycle.rotate_after()?,
         mask: args.lifecycle.mask(),
+        source: source.clone(),
+        required: args.lifecycle.required(),
     };
     let problems = validate::check_patch(&patch);
     local_check(problems)?;
@@ -256,6 +317,9 @@ fn update(args: UpdateArgs) -> anyhow::Result<()> {
     }
     if let Some(enabled) = enabled {
         body.insert("enabled".into(), enabled.into());
+    }
+    if let Some(source) = &source {
+        body.insert("source".into(), source.to_string().into());
     }
     args.lifecycle.insert_into(&mut body);
     let path = format!("users/me/secrets/{}", segment(&args.name));
@@ -290,6 +354,8 @@ fn flag(field: &str) -> String {
         "kind" => "--kind".into(),
         "rotate_after" => "--rotate-after".into(),
         "mask" => "--mask".into(),
+        "source" => "--source".into(),
+        "required" => "--required".into(),
         "name" => "NAME".into(),
         "body" => "flags".into(),
         other => other.into(),
@@ -298,11 +364,19 @@ fn flag(field: &str) -> String {
 
 /// A rule, in the CLI's words.
 fn in_cli_words(v: Violation) -> Violation {
-    let detail = v.detail.replace(
-        "give at least one of value, description, env, file, enabled, kind, rotate_after, mask",
-        "give at least one of --value (or stdin), --description, --env, --file, --enable, \
-         --disable, --kind, --rotate-after, --mask, --no-mask",
-    );
+    let detail = v
+        .detail
+        .replace(
+            "give at least one of value, source, description, env, file, enabled, kind, \
+             rotate_after, mask, required",
+            "give at least one of --value (or stdin), --source, --description, --env, --file, \
+             --enable, --disable, --kind, --rotate-after, --mask, --no-mask, --required, \
+             --no-required",
+        )
+        .replace(
+            "give a value or a source, not both",
+            "give --value (or stdin) or --source, not both",
+        );
     Violation {
         field: flag(&v.field).into(),
         detail,
@@ -369,8 +443,25 @@ fn local_check(problems: Vec<Violation>) -> anyhow::Result<()> {
     }
 }
 
+/// `--source` parsed here, its rule in this command's words.
+fn parse_source(text: &str) -> Result<Reference, VaultError> {
+    crate::secrets::parse_source(text).map_err(|v| VaultError::Invalid(vec![in_cli_words(v)]))
+}
+
+/// With `--source`, stdin must not carry a value too.
+fn no_piped_value() -> anyhow::Result<()> {
+    if input::pipe_has_data()? {
+        return Err(UsageError(
+            "--source: the value comes from the source; nothing may be piped on stdin".into(),
+        )
+        .into());
+    }
+    Ok(())
+}
+
 fn describe(meta: &SecretMeta) -> String {
     let mut parts = Vec::new();
+    parts.extend(meta.source.as_ref().map(|s| format!("source {s}")));
     parts.extend(meta.env.as_ref().map(|e| format!("env {e}")));
     parts.extend(meta.file.as_ref().map(|f| format!("file {f}")));
     parts.push(if meta.enabled { "enabled" } else { "disabled" }.into());

@@ -1,5 +1,6 @@
-//! `keyport secret list` and `keyport secret check`: what you have (kind, age, rotation due,
-//! deliveries) and what is missing (required secrets you lack, files that were not written).
+//! `keyport secret list`, `keyport secret check` and `keyport secret test`: what you have (kind,
+//! source, age, rotation due, deliveries), what is missing (required secrets you lack, files
+//! that were not written), and whether a source answers.
 
 use clap::Args;
 
@@ -8,6 +9,7 @@ use super::secret::flagged;
 use crate::client::{Client, segment};
 use crate::secrets::SecretMeta;
 use crate::secrets::lifecycle::SecretKind;
+use crate::sources::Tested;
 use crate::store::now_ms;
 use crate::vault::RequiredStatus;
 
@@ -79,6 +81,7 @@ fn print_table(secrets: &[SecretMeta]) {
         &[
             "NAME",
             "KIND",
+            "SOURCE",
             "ENV",
             "FILE",
             "ENABLED",
@@ -92,6 +95,11 @@ fn print_table(secrets: &[SecretMeta]) {
                 vec![
                     s.name.clone(),
                     s.kind.to_string(),
+                    match (&s.source, s.required) {
+                        (Some(source), true) => format!("{source} (required)"),
+                        (Some(source), false) => source.clone(),
+                        (None, _) => "stored".into(),
+                    },
                     dash(&s.env),
                     dash(&s.file),
                     if s.enabled { "yes" } else { "no" }.into(),
@@ -177,4 +185,47 @@ pub fn check() -> anyhow::Result<()> {
     Err(anyhow::anyhow!(
         "{problems} problems (missing required secrets, failed file deliveries)"
     ))
+}
+
+/// `secret test NAME`: resolves its source as a session would and prints how that went;
+/// exit 1 when it gave no value.
+pub fn test(name: &str, format: Format) -> anyhow::Result<()> {
+    let client = Client::from_env()?;
+    let path = format!("users/me/secrets/{}/test", segment(name));
+    let report: Tested = client
+        .send("POST", &path, &serde_json::json!({}))
+        .map_err(flagged)?;
+    let ok = report.outcome == "ok";
+    match format {
+        Format::Json => output::print_json(&report)?,
+        Format::Table if ok => {
+            let mut line = format!(
+                "ok: {} from {}: {} bytes",
+                report.name,
+                report.source,
+                report.bytes.unwrap_or(0)
+            );
+            if let Some(ttl) = report.lease_ttl_secs {
+                line.push_str(&format!(", lease {ttl}s"));
+                if report.renewable == Some(true) {
+                    line.push_str(" (renewable)");
+                }
+                if report.lease_revoked {
+                    line.push_str(", revoked after the test");
+                }
+            }
+            println!("{line} ({} ms)", report.latency_ms);
+        }
+        Format::Table => println!(
+            "failed: {} from {}: {}",
+            report.name,
+            report.source,
+            report.error.as_deref().unwrap_or("no value")
+        ),
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("secret {name}: its source gave no value"))
+    }
 }

@@ -12,10 +12,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::bootstrap::FirstUser;
 use crate::config::Config;
+use crate::sources::{AuditSink, Sources};
+use crate::vault::Actor;
 
 use crate::metrics::DaemonMetrics;
 use crate::shared::VaultHandle;
@@ -47,6 +49,11 @@ pub fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    // A provider that cannot work is a start-up error, before anything listens.
+    let handle = Arc::new(OnceLock::new());
+    let audits = TaskTracker::new();
+    let sources = runtime
+        .block_on(async { start_sources(&config, &mut vault, handle.clone(), audits.clone()) })?;
     // Bind first: the credentials written at first start must name the real address (the
     // listeners may be on port 0).
     let (api, ssh) = runtime.block_on(async {
@@ -90,6 +97,10 @@ pub fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         let mut int = signal(SignalKind::interrupt())?;
         let shutdown = CancellationToken::new();
         let vault = VaultHandle::new(vault);
+        if let Some(sources) = &sources {
+            vault.set_sources(sources.clone());
+        }
+        let _ = handle.set(vault.clone());
         let metrics = Arc::new(DaemonMetrics::default());
         let tasks = TaskTracker::new();
         let router = api::router(api::AppState::new(vault.clone(), metrics.clone()));
@@ -143,9 +154,55 @@ pub fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         info!("shutting down");
         shutdown.cancel();
         tasks.wait().await;
+        // Every session has ended: their leases go now, and what that audits is written.
+        if let Some(sources) = &sources {
+            sources.stop().await;
+        }
+        audits.close();
+        audits.wait().await;
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(())
+}
+
+/// The daemon's sources, when `[sources]` configures a provider; lease ends are audited
+/// through `handle` once it is set, as tasks of `audits`.
+fn start_sources(
+    config: &Config,
+    vault: &mut crate::vault::Vault,
+    handle: Arc<OnceLock<VaultHandle>>,
+    audits: TaskTracker,
+) -> anyhow::Result<Option<Arc<Sources>>> {
+    let settings = config
+        .sources
+        .checked()
+        .map_err(|(key, rule)| anyhow::anyhow!("{key}: {rule}"))?;
+    if settings.vault.is_none() && settings.exec.is_empty() {
+        return Ok(None);
+    }
+    let jwt_key = match Sources::needs_jwt_key(&settings) {
+        true => Some(vault.jwt_key()?),
+        false => None,
+    };
+    let audit: AuditSink = Arc::new(move |user, action, secret, detail| {
+        let Some(vault) = handle.get().cloned() else {
+            return;
+        };
+        let (user, secret) = (user.to_string(), secret.map(str::to_string));
+        audits.spawn(async move {
+            let uses = [(action, secret, detail)];
+            let _ = vault
+                .call(move |v| v.record_uses(&Actor::System, &user, &uses))
+                .await;
+        });
+    });
+    let sources = Sources::start(&settings, jwt_key, audit).map_err(anyhow::Error::msg)?;
+    info!(
+        vault = settings.vault.is_some(),
+        exec = settings.exec.len(),
+        "sources ready"
+    );
+    Ok(Some(sources))
 }
 
 /// What running as root means, said once at start: the issue this answers is a root daemon

@@ -110,6 +110,11 @@ async fn pass(
         let path = resolve_file_path(typed, &home);
         there.files.push((secret.clone(), path, value.clone()));
     }
+    for (_, typed) in &secrets.keep {
+        there
+            .keep
+            .push((resolve_file_path(typed, &home), typed.clone()));
+    }
     let there = Arc::new(there);
     let (name, at, wanted) = (who.name.clone(), place.clone(), there.clone());
     let plan = match ctx

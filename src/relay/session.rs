@@ -31,6 +31,7 @@ use super::upstream::Upstream;
 use crate::agent::{SessionAgent, SignLimit};
 use crate::secrets::env::{EnvInputs, compose_env};
 use crate::secrets::mask::Masker;
+use crate::sources::Hold;
 use crate::ssh::{Asked, Control, Login, PtyRequest, SshContext, prepare};
 use crate::vault::Route;
 
@@ -83,6 +84,7 @@ pub async fn run(start: Start) {
         notices,
         early,
         masker,
+        hold: _hold,
     } = match ready {
         Ok(started) => started,
         Err(e) => {
@@ -134,6 +136,8 @@ struct Started {
     early: Vec<ChannelMsg>,
     /// A pty session's output masker (`secrets::mask`), when the user has values to mask.
     masker: Option<Masker>,
+    /// The leases its values came with, held until it ends.
+    hold: crate::sources::Hold,
 }
 
 /// Writes file secrets and starts the program upstream; the upstream channel is closed if
@@ -151,11 +155,12 @@ async fn set_up(
         mut channel,
     } = ready;
     match start(ctx, login, &route, &upstream, &mut channel, session, asks).await {
-        Ok((notices, early, masker)) => Ok(Started {
+        Ok((notices, early, masker, hold)) => Ok(Started {
             channel,
             notices,
             early,
             masker,
+            hold,
         }),
         Err(e) => {
             let _ = channel.close().await;
@@ -175,11 +180,12 @@ async fn start(
     channel: &mut Channel<russh::client::Msg>,
     session: u64,
     asks: Asks<'_>,
-) -> Result<(Vec<String>, Vec<ChannelMsg>, Option<Masker>), RelayError> {
+) -> Result<(Vec<String>, Vec<ChannelMsg>, Option<Masker>, Hold), RelayError> {
     let who = login.session_user();
-    let (secrets, names, checks) = prepare::session_secrets(ctx, login, Some(&route.workspace))
+    let started = prepare::session_secrets(ctx, login, Some(&route.workspace), session)
         .await
         .map_err(RelayError::Other)?;
+    let (secrets, names, checks) = (started.secrets, started.names, started.checks);
     if let Some(reason) = checks.blocked() {
         let kind = match asks.program {
             Asked::Shell => "shell",
@@ -267,7 +273,7 @@ async fn start(
     let masker = interactive
         .then(|| Masker::new(secrets.masked.iter().map(SecretBytes::expose)))
         .flatten();
-    Ok((notices, replies.early, masker))
+    Ok((notices, replies.early, masker, started.hold))
 }
 
 /// Tells the client why, audits the failure, and ends the channel with 255 (as `ssh` exits

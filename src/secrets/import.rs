@@ -146,6 +146,8 @@ fn unquote(value: &str) -> Result<String, &'static str> {
 
 fn env_spec(name: &str, value: String) -> SecretSpec {
     SecretSpec {
+        source: None,
+        required: false,
         name: name.to_string(),
         value: SecretBytes::new(value.into_bytes()),
         description: String::new(),

@@ -12,6 +12,7 @@ pub mod validate;
 use keyport_keys::SecretBytes;
 use serde::Serialize;
 
+use crate::sources::Reference;
 use crate::store::SecretRecord;
 pub use validate::{Limits, Violation};
 
@@ -23,8 +24,12 @@ pub const MASK_MIN_LEN: usize = 8;
 pub struct SecretSpec {
     /// Name, unique per user.
     pub name: String,
-    /// The value (bytes; binary allowed for file-only secrets).
+    /// The value (bytes; binary allowed for file-only secrets); empty when `source` is set.
     pub value: SecretBytes,
+    /// Where the value is resolved from at each session start, instead of `value`.
+    pub source: Option<Reference>,
+    /// Refuse a session when the value cannot be had (a source's; a stored one always can).
+    pub required: bool,
     /// Free text.
     pub description: String,
     /// Env var to inject it as.
@@ -56,7 +61,7 @@ pub struct SecretInput {
     /// Name, unique per user.
     #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     pub name: String,
-    /// The value as UTF-8 text (give this or `value_base64`): 1 byte to 64 KiB.
+    /// The value as UTF-8 text (give this, `value_base64` or `source`): 1 byte to 64 KiB.
     #[schema(min_length = 1, max_length = 65536)]
     pub value: Option<String>,
     /// The value as base64, for binary file secrets.
@@ -81,6 +86,17 @@ pub struct SecretInput {
     pub rotate_after: Option<String>,
     /// Mask its value in pty output? Absent or `null`: yes for token, password and key.
     pub mask: Option<bool>,
+    /// Resolve the value at each session start from `vault://MOUNT/PATH#FIELD`,
+    /// `vault-dyn://PATH#FIELD` or `exec://PROVIDER/KEY`, instead of storing one.
+    #[schema(max_length = 2048)]
+    pub source: Option<String>,
+    /// Refuse a session when the value cannot be had (default false: go on without it).
+    pub required: Option<bool>,
+}
+
+/// `source` as given on the wire or the command line, parsed.
+pub fn parse_source(text: &str) -> Result<Reference, Violation> {
+    Reference::parse(text).map_err(|rule| Violation::new("source", rule))
 }
 
 /// `rotate_after` as given on the wire or the command line: `None` for absent, `default`
@@ -97,8 +113,24 @@ pub fn own_rotate_after(text: Option<&str>) -> Result<Option<lifecycle::RotateAf
 impl SecretInput {
     /// The spec, once exactly one form of the value is given.
     pub fn into_spec(self) -> Result<SecretSpec, Violation> {
-        let value = wire_value(self.value, self.value_base64)?
-            .ok_or_else(|| Violation::new("value", "is required (give value or value_base64)"))?;
+        let value = wire_value(self.value, self.value_base64)?;
+        let source = self.source.as_deref().map(parse_source).transpose()?;
+        let value = match (value, &source) {
+            (Some(_), Some(_)) => {
+                return Err(Violation::new(
+                    "source",
+                    "give value (or value_base64) or source, not both",
+                ));
+            }
+            (Some(value), None) => value,
+            (None, Some(_)) => SecretBytes::new(Vec::new()),
+            (None, None) => {
+                return Err(Violation::new(
+                    "value",
+                    "is required (give value, value_base64 or source)",
+                ));
+            }
+        };
         let lifecycle = Lifecycle {
             kind: self.kind.unwrap_or_default(),
             rotate_after: own_rotate_after(self.rotate_after.as_deref())?,
@@ -107,6 +139,8 @@ impl SecretInput {
         Ok(SecretSpec {
             name: self.name,
             value,
+            source,
+            required: self.required.unwrap_or(false),
             description: self.description,
             env: self.env,
             file: self.file,
@@ -156,6 +190,10 @@ pub struct SecretPatch {
     pub rotate_after: Option<Option<lifecycle::RotateAfter>>,
     /// New masking choice of its own.
     pub mask: Option<bool>,
+    /// Resolve the value from this reference from now on (instead of `value`).
+    pub source: Option<Reference>,
+    /// Refuse sessions when the value cannot be had?
+    pub required: Option<bool>,
 }
 
 impl SecretPatch {
@@ -169,6 +207,8 @@ impl SecretPatch {
             && self.kind.is_none()
             && self.rotate_after.is_none()
             && self.mask.is_none()
+            && self.source.is_none()
+            && self.required.is_none()
     }
 
     /// The names of the fields this patch sets, for the audit log.
@@ -182,6 +222,8 @@ impl SecretPatch {
             ("kind", self.kind.is_some()),
             ("rotate_after", self.rotate_after.is_some()),
             ("mask", self.mask.is_some()),
+            ("source", self.source.is_some()),
+            ("required", self.required.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, set)| set.then_some(name))
@@ -219,6 +261,13 @@ pub struct SecretMeta {
     pub mask: Option<bool>,
     /// When the value last changed (not its description or targets), ms since the epoch.
     pub value_updated_at: i64,
+    /// The reference the value is resolved from at each session start; `null`: a stored
+    /// value.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Whether a session is refused when the value cannot be had.
+    #[serde(default)]
+    pub required: bool,
     /// The rotation age in force: its own, else its kind's (read only).
     pub rotate_after_effective: String,
     /// Whether the value is older than that (read only).
@@ -284,9 +333,16 @@ impl SecretMeta {
                 .map(|s| lifecycle::RotateAfter::from_stored(s).to_string()),
             mask: r.mask,
             value_updated_at: r.value_updated_at,
+            // A source's value is not known here: masked if its kind masks, whatever its
+            // length turns out to be (shorter ones are still left alone in the session).
+            masked: match r.source {
+                Some(_) => kind.masks(r.mask, MASK_MIN_LEN),
+                None => kind.masks(r.mask, usize::try_from(r.value_len).unwrap_or(0)),
+            },
+            source: r.source,
+            required: r.required,
             rotate_after_effective: rotation.after.to_string(),
             stale: rotation.stale,
-            masked: kind.masks(r.mask, usize::try_from(r.value_len).unwrap_or(0)),
             deliveries: Vec::new(),
         }
     }

@@ -231,7 +231,14 @@ pub fn check_spec(spec: &super::SecretSpec) -> Vec<Violation> {
     found.extend(check_description(&spec.description).err());
     found.extend(spec.env.as_deref().and_then(|e| check_env_name(e).err()));
     found.extend(spec.file.as_deref().and_then(|f| check_file_path(f).err()));
-    found.extend(check_value(spec.value.expose(), spec.env.is_some()).err());
+    if spec.source.is_none() {
+        found.extend(check_value(spec.value.expose(), spec.env.is_some()).err());
+    } else if !spec.value.is_empty() {
+        found.push(Violation::new(
+            "source",
+            "give a value or a source, not both",
+        ));
+    }
     found
 }
 
@@ -241,10 +248,17 @@ pub fn check_patch(patch: &super::SecretPatch) -> Vec<Violation> {
     if patch.is_empty() {
         return vec![Violation::new(
             "body",
-            "give at least one of value, description, env, file, enabled, kind, rotate_after, mask",
+            "give at least one of value, source, description, env, file, enabled, kind, \
+             rotate_after, mask, required",
         )];
     }
     let mut found = Vec::new();
+    if patch.value.is_some() && patch.source.is_some() {
+        found.push(Violation::new(
+            "source",
+            "give a value or a source, not both",
+        ));
+    }
     found.extend(
         patch
             .description

@@ -216,6 +216,7 @@ pub async fn run(
             dir: _dir,
             notices,
             masked,
+            hold: _hold,
         }) => {
             let interactive = pty.is_some() && !matches!(program, Program::Sftp);
             if interactive && !notices.is_empty() {

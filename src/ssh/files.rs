@@ -260,11 +260,16 @@ impl Applied {
 /// anyone logs in (the incumbent races its first session here).
 pub async fn materialize_owner(ctx: Arc<SshContext>, owner: String) {
     let name = owner.clone();
-    let found = ctx
-        .vault
-        .call(move |v| Ok((v.user(&name)?, v.session_secrets(&name)?.0)))
-        .await;
-    let (record, secrets) = match found {
+    let found = async {
+        let record = ctx.vault.call(move |v| v.user(&name)).await?;
+        let who = SessionUser {
+            id: record.id,
+            name: owner.clone(),
+        };
+        let secrets = ctx.vault.user_secrets(&who).await?;
+        Ok::<_, crate::shared::SharedError>((record, who, secrets))
+    };
+    let (record, who, secrets) = match found.await {
         Ok(found) => found,
         Err(e) => {
             debug!(owner, error = %e, "no file secrets written at start");
@@ -273,10 +278,6 @@ pub async fn materialize_owner(ctx: Arc<SshContext>, owner: String) {
     };
     match super::process::identity(&record.os_user) {
         Ok(identity) => {
-            let who = SessionUser {
-                id: record.id,
-                name: owner.clone(),
-            };
             let _ = materialize(&ctx, &identity, &who, Arc::new(secrets)).await;
         }
         Err(e) => warn!(owner, error = %e, "cannot write the owner's file secrets"),

@@ -282,14 +282,7 @@ pub async fn watch(ctx: Arc<SshContext>) {
 /// Looks at one place: a pass if the user's file secrets differ from what the last pass
 /// there applied. `Err` if it should be tried again.
 async fn refresh(ctx: Arc<SshContext>, due: Due) -> Result<(), Owner> {
-    let lookup = due.who.clone();
-    let secrets = ctx
-        .vault
-        .call(move |v| {
-            v.session_user(&lookup)?;
-            Ok(v.session_secrets(&lookup.name)?.0)
-        })
-        .await;
+    let secrets = ctx.vault.user_secrets(&due.who).await;
     // A removed user's connections are being ended (`revoke.rs`): tried until they are.
     let Ok(secrets) = secrets else {
         return Err(due.key);

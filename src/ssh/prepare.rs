@@ -15,7 +15,8 @@ use super::channel::{Login, PtyRequest};
 use super::process::{self, Identity, Program};
 use super::sessiondir::SessionDir;
 use crate::secrets::env::{EnvInputs, SessionEnv, compose_env};
-use crate::vault::{Actor, SessionChecks, SessionSecrets};
+use crate::shared::SessionStart;
+use crate::vault::{Actor, SessionChecks};
 
 /// What the client asked for, once it asked for a program.
 pub(super) struct Start<'a> {
@@ -42,7 +43,8 @@ pub(super) async fn prepare(
         forward,
     } = start;
     let identity = process::identity(&login.os_user).map_err(|e| e.to_string())?;
-    let (secrets, names, checks) = session_secrets(ctx, login, None).await?;
+    let started = session_secrets(ctx, login, None, session).await?;
+    let (secrets, names, checks) = (started.secrets, started.names, started.checks);
     let kind = match program {
         Program::Shell => "shell",
         Program::Exec(_) => "exec",
@@ -139,24 +141,28 @@ pub(super) async fn prepare(
         dir,
         notices,
         masked: secrets.masked.clone(),
+        hold: started.hold,
     })
 }
 
-/// The user's secrets as they are now, if the login's user is still the same account (local
-/// and relayed sessions alike), with the names of all of them and what the user is to be told
-/// (or refused for) before a session — relayed to `workspace`, if given.
+/// The user's secrets as they are now (references resolved), if the login's user is still
+/// the same account (local and relayed sessions alike), with the names of all of them, what
+/// the user is to be told (or refused for) before session `session` — relayed to
+/// `workspace`, if given — and the leases it holds.
 pub(crate) async fn session_secrets(
     ctx: &Arc<SshContext>,
     login: &Login,
     workspace: Option<&str>,
-) -> Result<(SessionSecrets, Vec<String>, SessionChecks), String> {
-    let who = login.session_user();
-    let workspace = workspace.map(str::to_string);
+    session: u64,
+) -> Result<SessionStart, String> {
     let groups = user_groups(ctx, login).await;
-    ctx.vault
-        .call(move |v| v.session_start(&who, workspace.as_deref(), &groups))
+    let mut started = ctx
+        .vault
+        .session_start(&login.session_user(), workspace, groups, session)
         .await
-        .map_err(|e| format!("cannot read your secrets: {e}"))
+        .map_err(|e| format!("cannot read your secrets: {e}"))?;
+    record_uses(ctx, login, std::mem::take(&mut started.resolutions));
+    Ok(started)
 }
 
 /// The OS groups of the login's account when a requirement is scoped to groups, looked up
@@ -221,11 +227,19 @@ pub(crate) fn record_use(
     action: &'static str,
     detail: serde_json::Value,
 ) {
+    record_uses(ctx, login, vec![(action, None, detail)]);
+}
+
+/// Audits uses by the login's user, in one transaction, off the session's way.
+fn record_uses(ctx: &Arc<SshContext>, login: &Login, uses: Vec<crate::shared::Use>) {
+    if uses.is_empty() {
+        return;
+    }
     let (vault, user) = (ctx.vault.clone(), login.user.clone());
     ctx.tasks.spawn(async move {
         let actor = Actor::User(user.clone());
         let _ = vault
-            .call(move |v| v.record_use(&actor, &user, action, detail.clone()))
+            .call(move |v| v.record_uses(&actor, &user, &uses))
             .await;
     });
 }
@@ -240,4 +254,6 @@ pub(super) struct Prepared {
     pub(super) notices: Vec<String>,
     /// Values a pty session's output shows as `***` (`secrets::mask`), longest first.
     pub(super) masked: Vec<keyport_keys::SecretBytes>,
+    /// The leases the session's values came with, held until it ends.
+    pub(super) hold: crate::sources::Hold,
 }

@@ -11,6 +11,15 @@ impl Store {
         insert_audit(&self.conn, audit)
     }
 
+    /// Records several uses in one transaction.
+    pub fn record_all(&mut self, audits: &[AuditEvent]) -> Result<()> {
+        let tx = self.write()?;
+        for audit in audits {
+            insert_audit(&tx, audit)?;
+        }
+        Ok(tx.commit()?)
+    }
+
     /// A number that grows with every change: the newest audit event's id (every change
     /// commits its event with it). Equal marks mean nothing changed in between.
     pub fn change_mark(&self) -> Result<i64> {

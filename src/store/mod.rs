@@ -47,6 +47,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/0003_deliveries.sql")),
     (4, include_str!("migrations/0004_user_ca.sql")),
     (5, include_str!("migrations/0005_lifecycle.sql")),
+    (6, include_str!("migrations/0006_sources.sql")),
 ];
 
 /// The `meta` key holding the id of the master key every sealed value is sealed under.

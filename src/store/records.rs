@@ -123,6 +123,10 @@ pub struct SecretRecord {
     pub mask: Option<bool>,
     /// When the value last changed, ms since the epoch.
     pub value_updated_at: i64,
+    /// The reference its value is resolved from; `None`: its sealed value.
+    pub source: Option<String>,
+    /// Whether a session is refused when its value cannot be had.
+    pub required: bool,
 }
 
 /// The columns of a secret to write.
@@ -150,6 +154,10 @@ pub struct SecretRow {
     pub rotate_after_secs: Option<i64>,
     /// Its own masking choice; `None`: its kind's.
     pub mask: Option<bool>,
+    /// The reference its value is resolved from; `None`: its sealed value.
+    pub source: Option<String>,
+    /// Whether a session is refused when its value cannot be had.
+    pub required: bool,
 }
 
 /// An API token to store: its name and the hash of its text.

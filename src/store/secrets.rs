@@ -9,7 +9,7 @@ use crate::store::{AuditEvent, SecretChange, SecretRecord};
 
 const SECRET_COLUMNS: &str = "id, name, description, env_name, file_path, file_resolved, enabled, \
                               value_len, created_at, updated_at, kind, rotate_after_secs, mask, \
-                              value_updated_at";
+                              value_updated_at, source, required";
 
 impl Store {
     /// The user's secrets (metadata only), sorted by name.
@@ -31,7 +31,7 @@ impl Store {
             "SELECT {SECRET_COLUMNS}, value_sealed FROM secrets \
              WHERE user_id = ?1 AND enabled ORDER BY name"
         ))?;
-        let rows = stmt.query_map([user_id], |r| Ok((secret_from_row(r)?, r.get(14)?)))?;
+        let rows = stmt.query_map([user_id], |r| Ok((secret_from_row(r)?, r.get(16)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -76,9 +76,9 @@ impl Store {
                         "INSERT INTO secrets (user_id, name, description, env_name, env_key,
                              file_path, file_resolved, enabled, value_sealed, value_len,
                              created_at, updated_at, value_updated_at, kind, rotate_after_secs,
-                             mask)
+                             mask, source, required)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?11, ?12,
-                                 ?13, ?14)",
+                                 ?13, ?14, ?15, ?16)",
                         params![
                             user_id,
                             row.name,
@@ -93,7 +93,9 @@ impl Store {
                             now,
                             row.kind,
                             row.rotate_after_secs,
-                            row.mask
+                            row.mask,
+                            row.source,
+                            row.required
                         ],
                     )
                     .map_err(secret_conflict)?;
@@ -107,7 +109,8 @@ impl Store {
                              value_len = COALESCE(?9, value_len), updated_at = ?10,
                              value_updated_at = CASE WHEN ?8 IS NULL THEN value_updated_at
                                                      ELSE ?10 END,
-                             kind = ?11, rotate_after_secs = ?12, mask = ?13
+                             kind = ?11, rotate_after_secs = ?12, mask = ?13,
+                             source = ?14, required = ?15
                          WHERE id = ?1",
                         params![
                             id,
@@ -122,7 +125,9 @@ impl Store {
                             now,
                             row.kind,
                             row.rotate_after_secs,
-                            row.mask
+                            row.mask,
+                            row.source,
+                            row.required
                         ],
                     )
                     .map_err(secret_conflict)?;
@@ -162,6 +167,8 @@ fn secret_from_row(r: &Row<'_>) -> rusqlite::Result<SecretRecord> {
         rotate_after_secs: r.get(11)?,
         mask: r.get(12)?,
         value_updated_at: r.get(13)?,
+        source: r.get(14)?,
+        required: r.get(15)?,
     })
 }
 

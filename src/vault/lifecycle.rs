@@ -35,6 +35,45 @@ pub struct SessionChecks {
     pub stale: Vec<(String, i64)>,
     /// Required secrets they lack.
     pub missing: Vec<Missing>,
+    /// Secrets whose source gave no fresh value.
+    pub sources: Vec<SourceNote>,
+}
+
+/// A secret whose source gave no fresh value at a session start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceNote {
+    /// The secret.
+    pub name: String,
+    /// Its reference.
+    pub reference: String,
+    /// Whether the session is refused without it.
+    pub required: bool,
+    /// Why the source gave nothing.
+    pub reason: String,
+    /// How old the last good value standing in is; `None`: nothing stood in.
+    pub stale_secs: Option<u64>,
+}
+
+impl SourceNote {
+    /// The line for the user (without `keyport: `).
+    pub fn notice(&self) -> String {
+        let (name, reference, reason) = (&self.name, &self.reference, &self.reason);
+        match self.stale_secs {
+            Some(secs) => format!(
+                "secret {name}: {reference} could not be resolved ({reason}); using the value \
+                 from {} ago",
+                humantime::format_duration(std::time::Duration::from_secs(secs))
+            ),
+            None if self.required => {
+                format!("secret {name} is required but {reference} could not be resolved: {reason}")
+            }
+            None => format!("secret {name} skipped: {reference} could not be resolved ({reason})"),
+        }
+    }
+
+    fn blocks(&self) -> bool {
+        self.required && self.stale_secs.is_none()
+    }
 }
 
 impl SessionChecks {
@@ -42,6 +81,7 @@ impl SessionChecks {
     pub fn notices(&self) -> Vec<String> {
         let mut out: Vec<String> = self.missing.iter().map(Missing::notice).collect();
         out.extend(lifecycle::stale_notice(&self.stale));
+        out.extend(self.sources.iter().map(SourceNote::notice));
         out
     }
 
@@ -52,6 +92,12 @@ impl SessionChecks {
             .iter()
             .filter(|m| m.mode == RequiredMode::Block)
             .map(Missing::label)
+            .chain(
+                self.sources
+                    .iter()
+                    .filter(|n| n.blocks())
+                    .map(|n| n.name.clone()),
+            )
             .collect()
     }
 
@@ -62,10 +108,15 @@ impl SessionChecks {
             .iter()
             .filter(|m| m.mode == RequiredMode::Block)
             .collect();
-        if blocking.is_empty() {
+        let unresolved = self.sources.iter().filter(|n| n.blocks());
+        let lines: Vec<String> = blocking
+            .iter()
+            .map(|m| m.notice())
+            .chain(unresolved.map(SourceNote::notice))
+            .collect();
+        if lines.is_empty() {
             return None;
         }
-        let lines: Vec<String> = blocking.iter().map(|m| m.notice()).collect();
         Some(format!("{}; nothing was run", lines.join("; ")))
     }
 }
@@ -221,7 +272,11 @@ impl Vault {
                 .map(Missing::of)
                 .collect();
         }
-        SessionChecks { stale, missing }
+        SessionChecks {
+            stale,
+            missing,
+            sources: Vec::new(),
+        }
     }
 
     /// The OS groups of the user's OS account, only when some requirement names groups.

@@ -29,9 +29,9 @@ use crate::store::{AuditEvent, MASTER_KEY_ID, Store, StoreError};
 pub use ca::{
     CaStatus, CertOrder, SignedCert, Signing, UserCaInfo, WorkspaceAuth, WorkspaceCaStatus,
 };
-pub use lifecycle::{RequiredStatus, SessionChecks};
+pub use lifecycle::{RequiredStatus, SessionChecks, SourceNote};
 pub use rotate::Rotation;
-pub use session::{SessionSecrets, SessionUser};
+pub use session::{Opened, SessionSecrets, SessionUser};
 pub use users::{NewUserSpec, TokenIssued, UserKeyInfo};
 pub use workspaces::{
     GrantSpec, HostKeyChange, HostKeySource, Route, WorkspaceGrant, WorkspaceInfo, WorkspaceSpec,
@@ -160,13 +160,16 @@ pub struct Vault {
     data_dir: PathBuf,
 }
 
-/// The operator's lifecycle rules: when secrets are due for rotation, and which are required.
+/// The operator's rules for secrets: when they are due for rotation, which are required, and
+/// which providers their references may name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
     /// `[rotation]`.
     pub rotation: crate::config::RotationSettings,
     /// `[[required]]`.
     pub required: Vec<crate::config::Requirement>,
+    /// The providers references may name (`[sources.NAME]`).
+    pub providers: std::collections::BTreeSet<String>,
 }
 
 impl Policy {
@@ -180,6 +183,7 @@ impl Policy {
         Self {
             rotation: config.rotation.clone(),
             required: config.required.clone(),
+            providers: config.sources.providers.keys().cloned().collect(),
         }
     }
 }

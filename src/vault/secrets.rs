@@ -12,6 +12,7 @@ use super::{Actor, Vault, VaultError, secret_binding};
 use crate::secrets::lifecycle::RotateAfter;
 use crate::secrets::validate::{self, SecretShape};
 use crate::secrets::{SecretMeta, SecretPatch, SecretSpec, Violation, about, sets};
+use crate::sources::Reference;
 use crate::store::{SecretChange, SecretRecord, SecretRow, UserRecord, now_ms};
 
 impl Vault {
@@ -24,13 +25,18 @@ impl Vault {
         spec: &SecretSpec,
     ) -> Result<SecretMeta, VaultError> {
         let owner = self.store.user(user)?;
-        let invalid = validate::check_spec(spec);
+        let mut invalid = validate::check_spec(spec);
+        invalid.extend(self.check_source(spec.source.as_ref()).err());
         if !invalid.is_empty() {
             return Err(VaultError::Invalid(invalid));
         }
         let row = self.new_row(&owner, spec)?;
         let enabled = row.enabled;
-        let mut fields = vec!["value"];
+        let mut fields = vec![if spec.source.is_some() {
+            "source"
+        } else {
+            "value"
+        }];
         fields.extend(spec.env.as_ref().map(|_| "env"));
         fields.extend(spec.file.as_ref().map(|_| "file"));
         fields.extend((!spec.description.is_empty()).then_some("description"));
@@ -69,7 +75,8 @@ impl Vault {
         let owner = self.store.user(user)?;
         let mut rows = Vec::new();
         for spec in specs {
-            let own = validate::check_spec(spec);
+            let mut own = validate::check_spec(spec);
+            own.extend(self.check_source(spec.source.as_ref()).err());
             if own.is_empty() {
                 rows.push((self.new_row(&owner, spec)?, spec.value.len()));
             } else {
@@ -129,6 +136,11 @@ impl Vault {
     /// has a target.
     fn new_row(&self, owner: &UserRecord, spec: &SecretSpec) -> Result<SecretRow, VaultError> {
         let uid = owner.id.to_string();
+        // A reference's own sealed value is empty: every row opens the same way.
+        let value = match spec.source {
+            Some(_) => &[][..],
+            None => spec.value.expose(),
+        };
         Ok(SecretRow {
             name: spec.name.clone(),
             description: spec.description.clone(),
@@ -140,13 +152,33 @@ impl Vault {
                 .unwrap_or(spec.env.is_some() || spec.file.is_some()),
             value_sealed: Some(
                 self.master()
-                    .seal(secret_binding(&uid, &spec.name), spec.value.expose())?,
+                    .seal(secret_binding(&uid, &spec.name), value)?,
             ),
-            value_len: Some(len_i64(spec.value.len())),
+            value_len: Some(len_i64(value.len())),
             kind: spec.lifecycle.kind.as_str().into(),
             rotate_after_secs: spec.lifecycle.rotate_after.map(RotateAfter::stored),
             mask: spec.lifecycle.mask,
+            source: spec.source.as_ref().map(ToString::to_string),
+            required: spec.required,
         })
+    }
+
+    /// A reference's provider is one the operator configured (`[sources.NAME]`).
+    fn check_source(&self, source: Option<&Reference>) -> Result<(), Violation> {
+        let Some(source) = source else {
+            return Ok(());
+        };
+        let provider = source.provider();
+        if self.policy.providers.contains(provider) {
+            return Ok(());
+        }
+        Err(Violation::new(
+            "source",
+            format!(
+                "no provider `{provider}` is configured on this server (the operator adds \
+                 [sources.{provider}] to keyport's config)"
+            ),
+        ))
     }
 
     /// Updates a secret: fields absent from `patch` stay as they are, `""` clears `description`,
@@ -160,25 +192,33 @@ impl Vault {
         patch: &SecretPatch,
     ) -> Result<SecretMeta, VaultError> {
         // Checks on the patch alone; checks on the merged result happen in the transaction.
-        let invalid = validate::check_patch(patch);
+        let mut invalid = validate::check_patch(patch);
+        invalid.extend(self.check_source(patch.source.as_ref()).err());
         if !invalid.is_empty() {
             return Err(VaultError::Invalid(invalid));
         }
         let owner = self.store.user(user)?;
         let uid = owner.id.to_string();
-        let value_sealed = match &patch.value {
-            Some(value) => Some(
-                self.master()
-                    .seal(secret_binding(&uid, name), value.expose())?,
-            ),
+        // A new source empties the sealed value, as on create.
+        let new_value = match (&patch.value, &patch.source) {
+            (Some(value), _) => Some(value.expose()),
+            (None, Some(_)) => Some(&[][..]),
+            (None, None) => None,
+        };
+        let value_sealed = match new_value {
+            Some(value) => Some(self.master().seal(secret_binding(&uid, name), value)?),
             None => None,
         };
         // Giving a secret an env target without a new value: its stored value must fit an env
         // var. Opened before the transaction; the transaction checks it is still that value.
-        let stored = match (&patch.value, sets(&patch.env)) {
-            (None, Some(_)) => {
+        // A source's value is checked when it is resolved.
+        let stored = match (&patch.value, &patch.source, sets(&patch.env)) {
+            (None, None, Some(_)) => {
                 let current = self.store.secret(owner.id, name)?;
-                Some((current.updated_at, self.open_secret(&owner, name)?))
+                match current.source {
+                    Some(_) => None,
+                    None => Some((current.updated_at, self.open_secret(&owner, name)?)),
+                }
             }
             _ => None,
         };
@@ -235,7 +275,7 @@ impl Vault {
                 },
                 enabled,
                 value_sealed: value_sealed.clone(),
-                value_len: patch.value.as_ref().map(|v| len_i64(v.len())),
+                value_len: new_value.map(|v| len_i64(v.len())),
                 kind: patch
                     .kind
                     .map_or_else(|| now.kind.clone(), |k| k.as_str().to_string()),
@@ -244,11 +284,15 @@ impl Vault {
                     Some(own) => own.map(RotateAfter::stored),
                 },
                 mask: patch.mask.or(now.mask),
+                source: match (&patch.value, &patch.source) {
+                    (_, Some(source)) => Some(source.to_string()),
+                    (Some(_), None) => None,
+                    (None, None) => now.source.clone(),
+                },
+                required: patch.required.unwrap_or(now.required),
             };
-            let len = patch
-                .value
-                .as_ref()
-                .map_or_else(|| usize::try_from(now.value_len).unwrap_or(0), |v| v.len());
+            let len =
+                new_value.map_or_else(|| usize::try_from(now.value_len).unwrap_or(0), <[u8]>::len);
             reject(validate::check_set(
                 &shape(&row, len),
                 &shapes(secrets, Some(now.id)),

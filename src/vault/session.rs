@@ -24,6 +24,46 @@ pub struct SessionSecrets {
     /// Values a pty session's output must not show (enabled secrets with masking on, at
     /// least [`crate::secrets::MASK_MIN_LEN`] bytes), longest first.
     pub masked: Vec<SecretBytes>,
+    /// Files left as they are, neither written nor removed: (resolved path, path as set) of
+    /// file secrets whose source gave nothing on a refresh.
+    pub keep: Vec<(String, String)>,
+}
+
+/// An enabled secret as a session start reads it: its value, or `None` when it has a source
+/// (resolved by [`crate::sources`] on the way out of the vault).
+#[derive(Debug)]
+pub struct Opened {
+    /// Its row.
+    pub record: SecretRecord,
+    /// Its stored value.
+    pub value: Option<SecretBytes>,
+}
+
+impl SessionSecrets {
+    /// What a session gets from `secrets` (records and their values, by name): each env
+    /// secret, each file secret, and the values its pty output masks.
+    pub fn compose(mut secrets: Vec<(SecretRecord, SecretBytes)>) -> (Self, Vec<String>) {
+        secrets.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        let mut out = SessionSecrets::default();
+        let mut names = Vec::new();
+        for (record, value) in secrets {
+            names.push(record.name.clone());
+            let kind = crate::secrets::lifecycle::SecretKind::stored(&record.kind);
+            if kind.masks(record.mask, value.len()) {
+                out.masked.push(value.clone());
+            }
+            if let Some(env) = &record.env_name {
+                out.env.push((env.clone(), value.clone()));
+            }
+            if let (Some(path), Some(typed)) = (record.file_resolved, record.file_path) {
+                out.files.push((record.name, path, value));
+                out.file_paths.push(typed);
+            }
+        }
+        // Longest first: a value inside a longer one is masked as part of it.
+        out.masked.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        (out, names)
+    }
 }
 
 /// The keyport user a running session (or its sockets) acts for: the name and the row id it
@@ -100,59 +140,65 @@ impl Vault {
             .then_some(owner))
     }
 
-    /// The user's enabled secrets, opened, and the names of all of them.
-    pub fn session_secrets(&self, user: &str) -> Result<(SessionSecrets, Vec<String>), VaultError> {
-        let owner = self.store.user(user)?;
+    /// The user's enabled secrets, opened (references left for the sources to resolve).
+    pub fn session_secrets(&self, who: &SessionUser) -> Result<Vec<Opened>, VaultError> {
+        let owner = self.session_user(who)?;
         let rows = self.store.enabled_secrets_sealed(owner.id)?;
-        self.open_session_secrets(&owner, rows)
+        self.open_rows(&owner, rows)
     }
 
-    /// What a session starts with, from one read of the user's enabled secrets: them, opened,
-    /// their names, and what the user is told or refused for (see
+    /// What a session starts with, from one read of the user's enabled secrets: them, opened
+    /// (references left for the sources), and what the user is told or refused for (see
     /// [`Vault::session_checks`]) — for `who`, if still the same account.
     pub fn session_start(
         &self,
         who: &SessionUser,
         workspace: Option<&str>,
         groups: &[String],
-    ) -> Result<(SessionSecrets, Vec<String>, super::SessionChecks), VaultError> {
+    ) -> Result<(Vec<Opened>, super::SessionChecks), VaultError> {
         let owner = self.session_user(who)?;
         let rows = self.store.enabled_secrets_sealed(owner.id)?;
         let records: Vec<SecretRecord> = rows.iter().map(|(r, _)| r.clone()).collect();
         let checks = self.checks(&owner, &records, workspace, groups);
-        let (secrets, names) = self.open_session_secrets(&owner, rows)?;
-        Ok((secrets, names, checks))
+        Ok((self.open_rows(&owner, rows)?, checks))
     }
 
     /// `rows` (enabled secrets with their sealed values), opened.
-    fn open_session_secrets(
+    fn open_rows(
         &self,
         owner: &UserRecord,
         rows: Vec<(SecretRecord, Vec<u8>)>,
-    ) -> Result<(SessionSecrets, Vec<String>), VaultError> {
+    ) -> Result<Vec<Opened>, VaultError> {
         let uid = owner.id.to_string();
-        let mut out = SessionSecrets::default();
-        let mut names = Vec::new();
-        for (record, blob) in rows {
-            let value = self
-                .master()
-                .unseal(secret_binding(&uid, &record.name), &blob)?;
-            names.push(record.name.clone());
-            let kind = crate::secrets::lifecycle::SecretKind::stored(&record.kind);
-            if kind.masks(record.mask, value.len()) {
-                out.masked.push(value.clone());
-            }
-            if let Some(env) = &record.env_name {
-                out.env.push((env.clone(), value.clone()));
-            }
-            if let (Some(path), Some(typed)) = (record.file_resolved, record.file_path) {
-                out.files.push((record.name, path, value));
-                out.file_paths.push(typed);
-            }
-        }
-        // Longest first: a value inside a longer one is masked as part of it.
-        out.masked.sort_by_key(|v| std::cmp::Reverse(v.len()));
-        Ok((out, names))
+        rows.into_iter()
+            .map(|(record, blob)| {
+                let value = match record.source {
+                    Some(_) => None,
+                    None => Some(
+                        self.master()
+                            .unseal(secret_binding(&uid, &record.name), &blob)?,
+                    ),
+                };
+                Ok(Opened { record, value })
+            })
+            .collect()
+    }
+
+    /// Records uses (`(action, secret, detail)`, all by `actor` about `user`) in the audit
+    /// log.
+    pub fn record_uses(
+        &mut self,
+        actor: &Actor,
+        user: &str,
+        uses: &[(&'static str, Option<String>, Value)],
+    ) -> Result<(), VaultError> {
+        let events: Vec<_> = uses
+            .iter()
+            .map(|(action, secret, detail)| {
+                Self::audit(actor, user, action, secret.as_deref(), detail.clone())
+            })
+            .collect();
+        Ok(self.store.record_all(&events)?)
     }
 
     /// Records a use (an injection, a failed login) in the audit log.
@@ -207,7 +253,9 @@ impl Vault {
             });
         }
         for file in &ledger {
-            if file.user_name != user || secrets.files.iter().any(|(_, p, _)| *p == file.path) {
+            let wanted = secrets.files.iter().any(|(_, p, _)| *p == file.path);
+            let kept = secrets.keep.iter().any(|(p, _)| *p == file.path);
+            if file.user_name != user || wanted || kept {
                 continue;
             }
             plan.remove.push(Stale {

