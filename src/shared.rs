@@ -103,8 +103,8 @@ impl VaultHandle {
             )])
             .into());
         };
-        let reference = Reference::parse(&source)
-            .map_err(|rule| VaultError::Invalid(vec![Violation::new("source", rule)]))?;
+        let reference =
+            crate::secrets::parse_source(&source).map_err(|v| VaultError::Invalid(vec![v]))?;
         let tested = match self.sources() {
             Some(sources) => {
                 let env = meta.env.is_some();

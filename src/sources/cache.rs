@@ -145,11 +145,10 @@ impl Cache {
                 got
             }
             Err(error) if error.stands_in() => {
-                let Some(hold) = entry.as_ref().and_then(|e| e.usable(now, false, max_stale))
-                else {
-                    return Got::failure(error);
-                };
-                let Some(e) = entry.as_ref() else {
+                let stand_in = entry
+                    .as_ref()
+                    .and_then(|e| Some((e, e.usable(now, false, max_stale)?)));
+                let Some((e, hold)) = stand_in else {
                     return Got::failure(error);
                 };
                 let mut got = Got::from(Outcome::Stale, e, hold);
