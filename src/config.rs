@@ -21,6 +21,7 @@ mod lifecycle;
 mod relay;
 mod sources;
 mod ssh;
+mod web;
 pub use ca::CaSettings;
 pub use forwarding::{Forwarding, LocalTarget, RemotePorts};
 pub use http::HttpSettings;
@@ -31,6 +32,7 @@ pub use sources::{
     VaultAuth, VaultSource,
 };
 pub use ssh::{SshSettings, Startups};
+pub use web::{WebOptions, WebSettings};
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +100,8 @@ pub struct Config {
     pub required: Vec<Requirement>,
     /// Where references are resolved (`[sources]`).
     pub sources: SourcesSettings,
+    /// The web pages on the API listener (`[web]`).
+    pub web: WebSettings,
 }
 
 impl Default for Config {
@@ -118,6 +122,7 @@ impl Default for Config {
             rotation: RotationSettings::default(),
             required: Vec::new(),
             sources: SourcesSettings::default(),
+            web: WebSettings::default(),
         }
     }
 }
@@ -222,6 +227,22 @@ header_timeout_secs = 10
 idle_timeout_secs = 60
 # Connections served at once (more wait in the backlog). 1 to 100000.
 max_connections = 256
+
+# The web pages (secrets, key, login keys, tokens, audit) on the API listener, signed in to
+# with a one-time link from `keyport web-login`.
+[web]
+enabled = true
+# Where browsers reach the API listener, for the links web-login prints. Default: http:// and
+# the API's address (this host's name when it listens on every address). Behind a TLS proxy,
+# its https:// address. Plain http:// only for a loopback address: the sign-in cookie is
+# Secure, which browsers keep over plain HTTP from loopback only.
+url = ""
+# How long a sign-in link works (once). 1s to 1h.
+link_ttl = "2m"
+# A browser is signed out after this long without a request (checked to the minute). 1m to 7d.
+idle_timeout = "30m"
+# ... and this long after signing in, in any case. 5m to 30d.
+max_age = "12h"
 
 # Relay mode (ssh user:workspace@gateway): the connection to the workspace's own sshd.
 [relay]
@@ -333,6 +354,7 @@ impl Config {
             .and_then(|()| config.required.iter().try_for_each(Requirement::check))
             .map_err(|(field, rule)| (field.to_string(), rule))
             .and_then(|()| config.sources.checked().map(drop))
+            .and_then(|()| config.web.checked().map(drop))
             .map_err(|(field, rule)| ConfigError::Invalid { path, field, rule })?;
         Ok(config)
     }

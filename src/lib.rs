@@ -17,6 +17,7 @@
 //! - [`vault`]: the operations (users, keys, secrets, tokens, workspaces, rotation) with rules
 //!   and audit.
 //! - [`api`]: the HTTP API (axum), its auth rules and its OpenAPI document.
+//! - [`web`]: the web pages (server-rendered, on the API listener) and signing in to them.
 //! - [`client`]: the CLI's HTTP client for the API.
 //! - [`bootstrap`]: what `keyport serve` does on start-up (host key, first admin user).
 //! - [`osuser`]: OS account lookups.
@@ -46,3 +47,4 @@ pub mod tap;
 #[doc(hidden)]
 pub mod testing;
 pub mod vault;
+pub mod web;

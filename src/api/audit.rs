@@ -1,14 +1,13 @@
 //! `/api/v1/audit`: your own events; every user's for admins. Events name things and fields,
 //! never values.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
 use axum::Json;
 use axum::extract::State;
 use serde::Deserialize;
 
 use super::{ApiError, ApiQuery, AppState, Caller, ErrorBody};
 use crate::store::AuditRecord;
+use crate::vault::parse_since;
 
 /// Query of `GET /audit`.
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -76,14 +75,4 @@ pub async fn list(
             .vault(move |v| v.audit_page(user.as_deref(), since, after, limit))
             .await?,
     ))
-}
-
-/// `since` as ms since the epoch: an RFC 3339 time or an age before now.
-pub fn parse_since(text: &str) -> Option<i64> {
-    let at = humantime::parse_rfc3339_weak(text).ok().or_else(|| {
-        let age: Duration = humantime::parse_duration(text).ok()?;
-        SystemTime::now().checked_sub(age)
-    })?;
-    let ms = at.duration_since(UNIX_EPOCH).ok()?.as_millis();
-    i64::try_from(ms).ok()
 }

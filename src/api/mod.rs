@@ -9,6 +9,7 @@
 //! - `auth.rs`: the bearer token's caller and the access rules.
 //! - `secrets.rs`, `keys.rs`, `tokens.rs`, `users.rs`, `workspaces.rs`, `audit.rs`: one file
 //!   per resource.
+//! - `web_login.rs`: one-time sign-in links for the web pages.
 //! - `meta.rs`: healthz, metrics, the OpenAPI document.
 //! - `listen.rs`: the TCP listener: header and idle timeouts, the connection cap.
 
@@ -21,6 +22,7 @@ mod meta;
 mod secrets;
 pub mod tokens;
 mod users;
+mod web_login;
 mod workspaces;
 
 use std::future::Future;
@@ -37,6 +39,7 @@ pub use auth::Caller;
 pub use error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 pub use meta::Metrics;
 pub use tokens::TokenCreated;
+pub use web_login::{WebLinkCreated, WebLinks};
 
 use crate::metrics::DaemonMetrics;
 use crate::shared::{SharedError, VaultHandle};
@@ -53,6 +56,8 @@ pub struct AppState {
     metrics: Arc<Metrics>,
     daemon: Arc<DaemonMetrics>,
     openapi: Arc<OnceLock<String>>,
+    /// Where `web-login` links point; `None`: the web pages are off.
+    web_links: Option<WebLinks>,
 }
 
 impl AppState {
@@ -63,7 +68,14 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             daemon,
             openapi: Arc::new(OnceLock::new()),
+            web_links: None,
         }
+    }
+
+    /// Makes `web-login` links to the web pages (`links.base`).
+    pub fn with_web_links(mut self, links: WebLinks) -> Self {
+        self.web_links = Some(links);
+        self
     }
 
     /// Runs `f` on the vault (see [`VaultHandle::call`]).
@@ -92,6 +104,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(keys::remove_login_key))
         .routes(routes!(tokens::list, tokens::create))
         .routes(routes!(tokens::revoke))
+        .routes(routes!(web_login::create))
         .routes(routes!(users::list, users::create))
         .routes(routes!(users::get, users::remove))
         .routes(routes!(workspaces::list, workspaces::create))

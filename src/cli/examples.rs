@@ -75,6 +75,11 @@ const EXAMPLES: &[(&str, &str)] = &[
   keyport whoami -o json",
     ),
     (
+        "web-login",
+        "  keyport web-login                      # a link that signs a browser in, once, within 2m
+  xdg-open \"$(keyport web-login)\"        # open it right away",
+    ),
+    (
         "secret",
         "  keyport secret create gh --env GH_TOKEN < token.txt
   keyport secret list

@@ -23,6 +23,7 @@ mod secret_list;
 pub mod serve;
 pub mod token;
 pub mod user;
+pub mod web_login;
 pub mod whoami;
 pub mod workspace;
 
@@ -97,6 +98,8 @@ pub enum Command {
     Login(login::LoginArgs),
     /// Who the API knows you as: user name, admin or not, the API in use.
     Whoami(whoami::WhoamiArgs),
+    /// A one-time link (2 minutes) that signs a browser in to keyport's web pages as you.
+    WebLogin(web_login::WebLoginArgs),
     /// Your secrets: create, update, list, delete, import (over the API).
     #[command(subcommand)]
     Secret(secret::SecretCommand),
@@ -176,6 +179,7 @@ pub fn run(opts: Opts) -> anyhow::Result<()> {
         Command::LoginKey(on) => login_key::run(&load_config(top, &on.data)?, on.command),
         Command::Login(args) => login::run(args),
         Command::Whoami(args) => whoami::run(args),
+        Command::WebLogin(args) => web_login::run(args),
         Command::Secret(cmd) => secret::run(cmd),
         // `--user` reads the data dir that KEYPORT_DATA_DIR or the config file names.
         Command::Key(cmd) => key::run(&load_config(top, &DataDirArgs::default())?, cmd),

@@ -103,7 +103,21 @@ pub fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         let _ = handle.set(vault.clone());
         let metrics = Arc::new(DaemonMetrics::default());
         let tasks = TaskTracker::new();
-        let router = api::router(api::AppState::new(vault.clone(), metrics.clone()));
+        let web = config.web.checked().map_err(|(key, rule)| anyhow::anyhow!("{key}: {rule}"))?;
+        let links = web_links(&web, api_addr);
+        let mut state = api::AppState::new(vault.clone(), metrics.clone());
+        if web.enabled {
+            state = state.with_web_links(links.clone());
+        }
+        // Sessions' private sockets serve the API alone; the listener serves the pages too.
+        let router = api::router(state);
+        let listener_router = if web.enabled {
+            let origin = links.base.clone().unwrap_or_else(|_| format!("http://{api_addr}"));
+            crate::web::router(crate::web::WebState::new(vault.clone(), web, &origin))
+                .merge(router.clone())
+        } else {
+            router.clone()
+        };
         let mut ctx = ssh::SshContext::new(
             vault.clone(),
             metrics.clone(),
@@ -136,7 +150,7 @@ pub fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         ));
         let (stop, http) = (shutdown.clone(), config.http.clone());
         tasks.spawn(async move {
-            if let Err(e) = api::serve(api, router, stop.cancelled_owned(), &http).await {
+            if let Err(e) = api::serve(api, listener_router, stop.cancelled_owned(), &http).await {
                 tracing::error!(error = %e, "api server failed");
             }
         });
@@ -255,6 +269,24 @@ fn connect_hints(ssh: SocketAddr, first: Option<&FirstUser>, root: bool) -> Vec<
         first.credentials.display()
     ));
     lines
+}
+
+/// Where `web-login` links point: `web.url`, else the API's own address when browsers keep a
+/// Secure cookie from it (loopback); otherwise why there are none.
+fn web_links(web: &crate::config::WebOptions, api_addr: SocketAddr) -> api::WebLinks {
+    let base = match &web.url {
+        Some(url) => Ok(url.clone()),
+        None if api_addr.ip().is_loopback() => Ok(format!("http://{api_addr}")),
+        None => Err(format!(
+            "set web.url to the https:// address browsers reach keyport at (a TLS proxy in front \
+             of {api_addr}): over plain HTTP, browsers keep the Secure sign-in cookie from \
+             loopback addresses only"
+        )),
+    };
+    api::WebLinks {
+        base,
+        ttl: web.link_ttl,
+    }
 }
 
 #[cfg(test)]

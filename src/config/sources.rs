@@ -379,7 +379,7 @@ fn exec(name: &str, p: &ProviderSettings) -> Result<ExecSource, Bad> {
 }
 
 /// `text` as a duration (`"3s"`, `"24h"`), `min` to `max` seconds.
-fn duration(key: &str, text: &str, min: u64, max: u64) -> Result<Duration, Bad> {
+pub(super) fn duration(key: &str, text: &str, min: u64, max: u64) -> Result<Duration, Bad> {
     let d = humantime::parse_duration(text.trim()).map_err(|e| {
         (
             key.to_string(),

@@ -18,6 +18,7 @@
 //! - `secrets.rs`: secrets and the read-check-write transaction that changes them.
 //! - `workspaces.rs`: relay-mode workspaces, their pinned host keys and who may use them.
 //! - `cas.rs`: keyport's user CAs (relay `--auth ca`) and which one each workspace accepted.
+//! - `web.rs`: sign-in links and signed-in browsers of the web pages.
 //! - `audit.rs`: audit events and the ledger of written files.
 //! - `rotate.rs`: re-sealing every sealed column in one transaction.
 //! - `records.rs`: the typed records.
@@ -28,6 +29,7 @@ mod records;
 mod rotate;
 mod secrets;
 mod users;
+mod web;
 mod workspaces;
 
 use std::fs::OpenOptions;
@@ -39,6 +41,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 pub use cas::{NewUserCa, UserCaRecord, WorkspaceCaRecord};
 pub use records::*;
+pub use web::LinkTaken;
 
 /// Embedded migrations, applied in order; append only.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -48,6 +51,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("migrations/0004_user_ca.sql")),
     (5, include_str!("migrations/0005_lifecycle.sql")),
     (6, include_str!("migrations/0006_sources.sql")),
+    (7, include_str!("migrations/0007_web.sql")),
 ];
 
 /// The `meta` key holding the id of the master key every sealed value is sealed under.

@@ -9,7 +9,7 @@ use crate::store::{
     TokenRecord, UserRecord,
 };
 
-const USER_COLUMNS: &str = "id, name, is_admin, os_user, created_at, updated_at";
+pub(super) const USER_COLUMNS: &str = "id, name, is_admin, os_user, created_at, updated_at";
 
 impl Store {
     /// Creates a user with their login keys, the key pair `seal_key` returns and, if given, a
@@ -281,7 +281,7 @@ fn key_pair_from_row(r: &Row<'_>) -> rusqlite::Result<KeyPairRecord> {
     })
 }
 
-fn user_from_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
+pub(super) fn user_from_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
     Ok(UserRecord {
         id: r.get(0)?,
         name: r.get(1)?,

@@ -12,6 +12,7 @@ mod rotate;
 mod secrets;
 mod session;
 mod users;
+mod web;
 mod workspace_rules;
 mod workspaces;
 
@@ -33,6 +34,7 @@ pub use lifecycle::{RequiredStatus, SessionChecks, SourceNote};
 pub use rotate::Rotation;
 pub use session::{Opened, SessionSecrets, SessionUser};
 pub use users::{NewUserSpec, TokenIssued, UserKeyInfo};
+pub use web::{WebLink, WebSignIn};
 pub use workspaces::{
     GrantSpec, HostKeyChange, HostKeySource, Route, WorkspaceGrant, WorkspaceInfo, WorkspaceSpec,
     parse_host_key,
@@ -308,4 +310,14 @@ fn host_key_binding(algorithm: &str) -> Binding<'_> {
         owner: "host",
         item: algorithm,
     }
+}
+
+/// `since` as ms since the epoch: an RFC 3339 time or an age before now.
+pub fn parse_since(text: &str) -> Option<i64> {
+    let at = humantime::parse_rfc3339_weak(text).ok().or_else(|| {
+        let age: std::time::Duration = humantime::parse_duration(text).ok()?;
+        std::time::SystemTime::now().checked_sub(age)
+    })?;
+    let ms = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis();
+    i64::try_from(ms).ok()
 }

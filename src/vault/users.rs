@@ -395,16 +395,21 @@ impl Vault {
 impl TokenIssued {
     /// A fresh token: `kpt_` and 256 random bits, base64url.
     pub fn generate() -> Result<Self, VaultError> {
-        let mut raw = zeroize::Zeroizing::new([0u8; 32]);
-        getrandom::fill(raw.as_mut_slice())
-            .map_err(|_| VaultError::Seal(keyport_keys::SealError::Random))?;
         Ok(Self {
-            token: zeroize::Zeroizing::new(format!(
-                "kpt_{}",
-                URL_SAFE_NO_PAD.encode(raw.as_slice())
-            )),
+            token: random_token("kpt_")?,
         })
     }
+}
+
+/// `prefix` and 256 random bits, base64url: API tokens, sign-in links, web sessions.
+pub(super) fn random_token(prefix: &str) -> Result<zeroize::Zeroizing<String>, VaultError> {
+    let mut raw = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::fill(raw.as_mut_slice())
+        .map_err(|_| VaultError::Seal(keyport_keys::SealError::Random))?;
+    Ok(zeroize::Zeroizing::new(format!(
+        "{prefix}{}",
+        URL_SAFE_NO_PAD.encode(raw.as_slice())
+    )))
 }
 
 /// The stored form of a token: hex SHA-256. Tokens are 256 random bits, so a fast hash is enough.

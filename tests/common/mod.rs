@@ -186,6 +186,7 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("GET", "users/{user}/tokens"),
     ("POST", "users/{user}/tokens"),
     ("DELETE", "users/{user}/tokens/{name}"),
+    ("POST", "users/{user}/web-login"),
     ("GET", "users"),
     ("POST", "users"),
     ("GET", "users/{user}"),
