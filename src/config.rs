@@ -232,10 +232,11 @@ max_connections = 256
 # with a one-time link from `keyport web-login`.
 [web]
 enabled = true
-# Where browsers reach the API listener, for the links web-login prints. Default: http:// and
-# the API's address (this host's name when it listens on every address). Behind a TLS proxy,
-# its https:// address. Plain http:// only for a loopback address: the sign-in cookie is
-# Secure, which browsers keep over plain HTTP from loopback only.
+# Where browsers reach the API listener, for the links web-login prints and the Origin check.
+# Default: http:// and the API's address when that is a loopback one; otherwise set it (else
+# web-login says why it cannot make a link). Behind a TLS proxy, its https:// address. Plain
+# http:// only for a loopback address: the sign-in cookie is Secure, which browsers keep over
+# plain HTTP from loopback only.
 url = ""
 # How long a sign-in link works (once). 1s to 1h.
 link_ttl = "2m"

@@ -37,7 +37,7 @@ use utoipa_axum::routes;
 
 pub use auth::Caller;
 pub use error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
-pub use meta::Metrics;
+pub use meta::{Metrics, not_found};
 pub use tokens::TokenCreated;
 pub use web_login::{WebLinkCreated, WebLinks};
 

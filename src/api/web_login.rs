@@ -33,6 +33,8 @@ pub struct WebLinkCreated {
     pub url: String,
     /// When it stops working, ms since the epoch.
     pub expires_at: i64,
+    /// How long it works from now, in seconds (`web.link_ttl`).
+    pub expires_in_secs: u64,
 }
 
 /// Make a one-time sign-in link for the web pages (the caller's own account only).
@@ -75,6 +77,7 @@ pub async fn create(
         Json(WebLinkCreated {
             url: format!("{base}/login/{}", link.token.as_str()),
             expires_at: link.expires_at,
+            expires_in_secs: ttl.as_secs(),
         }),
     ))
 }

@@ -98,7 +98,8 @@ pub enum Command {
     Login(login::LoginArgs),
     /// Who the API knows you as: user name, admin or not, the API in use.
     Whoami(whoami::WhoamiArgs),
-    /// A one-time link (2 minutes) that signs a browser in to keyport's web pages as you.
+    /// A one-time link (web.link_ttl, 2 minutes by default) that signs a browser in to the
+    /// web pages as you.
     WebLogin(web_login::WebLoginArgs),
     /// Your secrets: create, update, list, delete, import (over the API).
     #[command(subcommand)]

@@ -115,6 +115,7 @@ pub fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
             let origin = links.base.clone().unwrap_or_else(|_| format!("http://{api_addr}"));
             crate::web::router(crate::web::WebState::new(vault.clone(), web, &origin))
                 .merge(router.clone())
+                .fallback(crate::web::not_found)
         } else {
             router.clone()
         };

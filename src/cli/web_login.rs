@@ -22,13 +22,10 @@ pub fn run(args: WebLoginArgs) -> anyhow::Result<()> {
     match args.output {
         Format::Json => output::print_json(&link)?,
         Format::Table => {
-            let left = ((link.expires_at - crate::store::now_ms()).max(0) + 999) / 1000;
             println!("{}", link.url);
             eprintln!(
                 "keyport: open this link in your browser within {}; it signs you in once",
-                humantime::format_duration(std::time::Duration::from_secs(
-                    u64::try_from(left).unwrap_or(0)
-                ))
+                humantime::format_duration(std::time::Duration::from_secs(link.expires_in_secs))
             );
         }
     }

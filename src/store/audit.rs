@@ -57,30 +57,33 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> Result<Vec<AuditRecord>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT id, at, actor, user_name, action, secret_name, detail FROM audit_events
-             WHERE (?1 IS NULL OR user_name = ?1) AND at >= ?2 AND id > ?3 ORDER BY id LIMIT ?4",
-        )?;
-        let rows = stmt.query_map(params![user, since_ms, after, limit], |r| {
-            Ok((
-                AuditRecord {
-                    id: r.get(0)?,
-                    at: r.get(1)?,
-                    actor: r.get(2)?,
-                    user_name: r.get(3)?,
-                    action: r.get(4)?,
-                    secret_name: r.get(5)?,
-                    detail: serde_json::Value::Null,
-                },
-                r.get::<_, String>(6)?,
-            ))
-        })?;
-        rows.map(|row| {
-            let (mut record, detail) = row?;
-            record.detail = serde_json::from_str(&detail)?;
-            Ok(record)
-        })
-        .collect()
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_events
+             WHERE (?1 IS NULL OR user_name = ?1) AND at >= ?2 AND id > ?3 ORDER BY id LIMIT ?4"
+        ))?;
+        let rows = stmt.query_map(params![user, since_ms, after, limit], audit_row)?;
+        rows.map(audit_record).collect()
+    }
+
+    /// The newest `limit` events of `user` (everyone's: `None`) at `since_ms` to `until_ms`
+    /// whose action is `kind` or starts with `kind.` (any: `None`), newest first.
+    pub fn recent_audit_events(
+        &self,
+        user: Option<&str>,
+        kind: Option<&str>,
+        since_ms: i64,
+        until_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditRecord>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_events
+             WHERE (?1 IS NULL OR user_name = ?1)
+               AND (?2 IS NULL OR action = ?2 OR substr(action, 1, length(?2) + 1) = ?2 || '.')
+               AND at >= ?3 AND at <= ?4
+             ORDER BY id DESC LIMIT ?5"
+        ))?;
+        let rows = stmt.query_map(params![user, kind, since_ms, until_ms, limit], audit_row)?;
+        rows.map(audit_record).collect()
     }
 
     /// The files keyport wrote for `os_user`.
@@ -199,4 +202,28 @@ pub(super) fn insert_audit(conn: &Connection, event: &AuditEvent) -> Result<()> 
         ],
     )?;
     Ok(())
+}
+
+const AUDIT_COLUMNS: &str = "id, at, actor, user_name, action, secret_name, detail";
+
+/// An event row of [`AUDIT_COLUMNS`], its detail still JSON text.
+fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(AuditRecord, String)> {
+    Ok((
+        AuditRecord {
+            id: r.get(0)?,
+            at: r.get(1)?,
+            actor: r.get(2)?,
+            user_name: r.get(3)?,
+            action: r.get(4)?,
+            secret_name: r.get(5)?,
+            detail: serde_json::Value::Null,
+        },
+        r.get(6)?,
+    ))
+}
+
+fn audit_record(row: rusqlite::Result<(AuditRecord, String)>) -> Result<AuditRecord> {
+    let (mut record, detail) = row?;
+    record.detail = serde_json::from_str(&detail)?;
+    Ok(record)
 }

@@ -50,13 +50,8 @@ impl Store {
             .conn
             .query_row(
                 &format!(
-                    "SELECT {} FROM web_links l JOIN users u ON u.id = l.user_id
-                     WHERE l.token_hash = ?1 AND l.expires_at > ?2",
-                    USER_COLUMNS
-                        .split(", ")
-                        .map(|c| format!("u.{c}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    "SELECT {USER_COLUMNS} FROM users WHERE id = (SELECT user_id FROM web_links
+                     WHERE token_hash = ?1 AND expires_at > ?2)"
                 ),
                 params![hash, now_ms()],
                 user_from_row,
@@ -66,12 +61,14 @@ impl Store {
 
     /// Takes the link `link_hash` (it works once, so it is deleted whatever happens) and, if
     /// it is still good, starts the session `session_hash` for its user, good until
-    /// `session_expires_at`, with the audit event `audit` makes.
+    /// `session_expires_at`, with the audit event `audit` makes. The browser's previous
+    /// session (`replaced`), if any, ends in the same transaction.
     pub fn take_web_link(
         &mut self,
         link_hash: &str,
         session_hash: &str,
         session_expires_at: i64,
+        replaced: Option<&str>,
         audit: impl FnOnce(&UserRecord) -> AuditEvent,
     ) -> Result<LinkTaken> {
         let now = now_ms();
@@ -87,6 +84,9 @@ impl Store {
             None => LinkTaken::Unknown,
             Some((_, expires_at)) if expires_at <= now => LinkTaken::Expired,
             Some((user_id, _)) => {
+                if let Some(old) = replaced {
+                    tx.execute("DELETE FROM web_sessions WHERE token_hash = ?1", [old])?;
+                }
                 let user = tx.query_row(
                     &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
                     [user_id],
@@ -106,7 +106,8 @@ impl Store {
     }
 
     /// The user of the signed-in browser `hash`, if its session has neither run out nor been
-    /// idle for `idle_ms`; a request counts as activity (written at most once a minute).
+    /// idle for `idle_ms`; a request counts as activity (written at most once a minute, and
+    /// at least twice per idle time).
     pub fn web_session(&mut self, hash: &str, idle_ms: i64) -> Result<Option<UserRecord>> {
         let now = now_ms();
         let found: Option<(i64, i64)> = self
@@ -121,7 +122,7 @@ impl Store {
         let Some((user_id, last_seen)) = found else {
             return Ok(None);
         };
-        if now - last_seen > 60_000 {
+        if now - last_seen > (idle_ms / 2).min(60_000) {
             self.conn.execute(
                 "UPDATE web_sessions SET last_seen_at = ?2 WHERE token_hash = ?1",
                 params![hash, now],

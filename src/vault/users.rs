@@ -380,6 +380,20 @@ impl Vault {
         Ok(self.store.audit_events(user, since_ms)?)
     }
 
+    /// The newest events matching a filter (see
+    /// [`crate::store::Store::recent_audit_events`]).
+    pub fn recent_audit_events(
+        &self,
+        user: Option<&str>,
+        kind: Option<&str>,
+        (since_ms, until_ms): (i64, i64),
+        limit: i64,
+    ) -> Result<Vec<AuditRecord>, VaultError> {
+        Ok(self
+            .store
+            .recent_audit_events(user, kind, since_ms, until_ms, limit)?)
+    }
+
     /// One page of audit events (see [`crate::store::Store::audit_page`]).
     pub fn audit_page(
         &self,

@@ -33,6 +33,7 @@ pub enum WebSignIn {
     Unknown,
 }
 
+/// `d` in milliseconds, as the store's timestamps count.
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -66,14 +67,22 @@ impl Vault {
     }
 
     /// Uses the sign-in link `link` (once: it is gone after this, whatever the outcome) and
-    /// starts a browser session good for `max_age` at most.
-    pub fn sign_in_web(&mut self, link: &str, max_age: Duration) -> Result<WebSignIn, VaultError> {
+    /// starts a browser session good for `max_age` at most, ending the browser's previous
+    /// session `replaced` (so signing in again leaves no second session behind).
+    pub fn sign_in_web(
+        &mut self,
+        link: &str,
+        max_age: Duration,
+        replaced: Option<&str>,
+    ) -> Result<WebSignIn, VaultError> {
         let session = random_token("kps_")?;
         let expires_at = now_ms().saturating_add(millis(max_age));
+        let replaced = replaced.map(token_hash);
         let taken = self.store.take_web_link(
             &token_hash(link),
             &token_hash(&session),
             expires_at,
+            replaced.as_deref(),
             |user| {
                 Self::audit(
                     &Actor::User(user.name.clone()),

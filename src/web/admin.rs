@@ -1,8 +1,7 @@
 //! Admins' pages: users (list, add, remove with confirmation) and workspaces (list, with
 //! their grants). Nobody else sees them; nothing on them leads to anyone's values.
 
-use axum::Form;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use keyport_keys::KeyType;
@@ -10,7 +9,7 @@ use maud::html;
 use serde::Deserialize;
 
 use super::WebState;
-use super::page::{Errors, Nav, PageError, frame, text, when};
+use super::page::{Done, Errors, Nav, PageError, WebForm, WebPath, WebQuery, frame, text, when};
 use super::signin::Signed;
 use crate::vault::NewUserSpec;
 
@@ -20,13 +19,6 @@ fn admin(who: &Signed) -> Result<(), PageError> {
     } else {
         Err(PageError::Forbidden("only admins can see this page".into()))
     }
-}
-
-/// What the page after a change says.
-#[derive(Deserialize, Default)]
-#[serde(default)]
-pub struct Done {
-    done: Option<String>,
 }
 
 /// The add form.
@@ -44,7 +36,7 @@ pub struct AddUser {
 pub async fn users(
     State(state): State<WebState>,
     who: Signed,
-    Query(done): Query<Done>,
+    WebQuery(done): WebQuery<Done>,
 ) -> Result<Response, PageError> {
     admin(&who)?;
     let flash = match done.done.as_deref() {
@@ -110,7 +102,7 @@ async fn users_page(
 pub async fn add_user(
     State(state): State<WebState>,
     who: Signed,
-    Form(form): Form<AddUser>,
+    WebForm(form): WebForm<AddUser>,
 ) -> Result<Response, PageError> {
     admin(&who)?;
     let spec = NewUserSpec {
@@ -134,7 +126,7 @@ pub async fn add_user(
 pub async fn confirm_remove(
     State(state): State<WebState>,
     who: Signed,
-    Path(name): Path<String>,
+    WebPath(name): WebPath<String>,
 ) -> Result<Response, PageError> {
     admin(&who)?;
     let user = state.vault(move |v| v.user(&name)).await?;
@@ -154,7 +146,7 @@ pub async fn confirm_remove(
 pub async fn remove_user(
     State(state): State<WebState>,
     who: Signed,
-    Path(name): Path<String>,
+    WebPath(name): WebPath<String>,
 ) -> Result<Response, PageError> {
     admin(&who)?;
     if name == who.name {

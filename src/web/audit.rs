@@ -11,11 +11,10 @@ use serde::Deserialize;
 use super::WebState;
 use super::page::{Errors, Nav, PageError, frame, text, when};
 use super::signin::Signed;
-use crate::store::AuditRecord;
 use crate::vault::parse_since;
 
 /// Most events one page shows.
-const SHOWN: usize = 200;
+const SHOWN: i64 = 200;
 
 /// The filter form (a GET: filtering changes nothing).
 #[derive(Deserialize, Default)]
@@ -46,23 +45,23 @@ pub async fn list(
     };
     let since = time("since", &filter.since, parse_since("7d")).unwrap_or(0);
     let until = time("until", &filter.until, None);
-    let user = match (filter.user.trim(), who.is_admin) {
-        ("", _) | (_, false) => Some(who.name.clone()),
-        ("*", true) => None,
-        (name, true) => Some(name.to_string()),
+    // As the API: your own events; anyone's (`*`: everyone's) for an admin.
+    let user = match filter.user.trim() {
+        "" => Some(who.name.clone()),
+        name if name == who.name => Some(who.name.clone()),
+        _ if !who.is_admin => {
+            return Err(PageError::Forbidden(
+                "only admins can read other users' events".into(),
+            ));
+        }
+        "*" => None,
+        name => Some(name.to_string()),
     };
-    let kind = filter.kind.trim().to_string();
+    let kind = Some(filter.kind.trim().to_string()).filter(|k| !k.is_empty());
+    let window = (since, until.unwrap_or(i64::MAX));
     let events = if errors.is_empty() {
-        let kind = kind.clone();
         state
-            .vault(move |v| {
-                newest(v, user.as_deref(), since, |e| {
-                    until.is_none_or(|u| e.at <= u)
-                        && (kind.is_empty()
-                            || e.action == kind
-                            || e.action.starts_with(&format!("{kind}.")))
-                })
-            })
+            .vault(move |v| v.recent_audit_events(user.as_deref(), kind.as_deref(), window, SHOWN))
             .await?
     } else {
         Vec::new()
@@ -83,7 +82,7 @@ pub async fn list(
             }
             button type="submit" id="filter" { "Filter" }
         }
-        @if events.len() == SHOWN { p.help { "The newest " (SHOWN) " matching events; narrow the filter to see older ones." } }
+        @if i64::try_from(events.len()) == Ok(SHOWN) { p.help { "The newest " (SHOWN) " matching events; narrow the filter to see older ones." } }
         div.scroll { table id="audit" {
             thead { tr {
                 th scope="col" { "When" } th scope="col" { "Action" } th scope="col" { "User" }
@@ -102,32 +101,4 @@ pub async fn list(
         } }
     };
     Ok((status, frame("Audit", Some(&who), Nav::Audit, None, body)).into_response())
-}
-
-/// The newest [`SHOWN`] events of `user` (everyone's: `None`) from `since` on that `keep`
-/// keeps, newest first; read a page at a time, so memory stays bounded.
-fn newest(
-    v: &mut crate::vault::Vault,
-    user: Option<&str>,
-    since: i64,
-    keep: impl Fn(&AuditRecord) -> bool,
-) -> Result<Vec<AuditRecord>, crate::vault::VaultError> {
-    let mut shown = std::collections::VecDeque::with_capacity(SHOWN + 1);
-    let mut after = 0;
-    loop {
-        let page = v.audit_page(user, since, after, 1000)?;
-        let Some(last) = page.last() else { break };
-        after = last.id;
-        let full = page.len() == 1000;
-        for event in page.into_iter().filter(|e| keep(e)) {
-            shown.push_back(event);
-            if shown.len() > SHOWN {
-                shown.pop_front();
-            }
-        }
-        if !full {
-            break;
-        }
-    }
-    Ok(shown.into_iter().rev().collect())
 }

@@ -2,8 +2,7 @@
 //! regenerate it, and where to register it) and the login keys page (the keys this user logs
 //! in to keyport with).
 
-use axum::Form;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use keyport_keys::KeyType;
@@ -11,21 +10,14 @@ use maud::html;
 use serde::Deserialize;
 
 use super::WebState;
-use super::page::{Errors, Nav, PageError, button_form, frame, when};
+use super::page::{Done, Errors, Nav, PageError, WebForm, WebQuery, button_form, frame, when};
 use super::signin::Signed;
-
-/// What the page after a change says.
-#[derive(Deserialize, Default)]
-#[serde(default)]
-pub struct Done {
-    done: Option<String>,
-}
 
 /// `GET /key`.
 pub async fn show(
     State(state): State<WebState>,
     who: Signed,
-    Query(done): Query<Done>,
+    WebQuery(done): WebQuery<Done>,
 ) -> Result<Response, PageError> {
     let user = who.name.clone();
     let key = state.vault(move |v| v.user_key(&user)).await?;
@@ -84,7 +76,7 @@ pub struct Regenerate {
 pub async fn regenerate(
     State(state): State<WebState>,
     who: Signed,
-    Form(form): Form<Regenerate>,
+    WebForm(form): WebForm<Regenerate>,
 ) -> Result<Response, PageError> {
     let kind =
         match form.algorithm.as_str() {
@@ -111,7 +103,7 @@ pub struct AddKeys {
 pub async fn login_keys(
     State(state): State<WebState>,
     who: Signed,
-    Query(done): Query<Done>,
+    WebQuery(done): WebQuery<Done>,
 ) -> Result<Response, PageError> {
     login_keys_page(&state, &who, &done, &Errors::default(), StatusCode::OK).await
 }
@@ -166,7 +158,7 @@ async fn login_keys_page(
 pub async fn add_login_keys(
     State(state): State<WebState>,
     who: Signed,
-    Form(form): Form<AddKeys>,
+    WebForm(form): WebForm<AddKeys>,
 ) -> Result<Response, PageError> {
     let (actor, user) = (who.actor(), who.name.clone());
     let lines = vec![form.public_key.replace("\r\n", "\n")];
@@ -183,7 +175,8 @@ pub async fn add_login_keys(
 }
 
 /// The remove form.
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub struct RemoveKey {
     fingerprint: String,
 }
@@ -192,7 +185,7 @@ pub struct RemoveKey {
 pub async fn remove_login_key(
     State(state): State<WebState>,
     who: Signed,
-    Form(form): Form<RemoveKey>,
+    WebForm(form): WebForm<RemoveKey>,
 ) -> Result<Response, PageError> {
     let (actor, user) = (who.actor(), who.name.clone());
     state

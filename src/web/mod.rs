@@ -81,7 +81,11 @@ pub fn router(state: WebState) -> Router {
             "/secrets/import",
             get(secrets::import_form).post(secrets::import),
         )
-        .route("/secrets/{name}", get(secrets::edit).post(secrets::update))
+        // Under the name, never beside it: a secret may be called `new` or `import`.
+        .route(
+            "/secrets/{name}/edit",
+            get(secrets::edit).post(secrets::update),
+        )
         .route("/secrets/{name}/enabled", post(secrets::toggle))
         .route(
             "/secrets/{name}/delete",
@@ -120,10 +124,24 @@ async fn asset(kind: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, kind)], body).into_response()
 }
 
-/// The headers every page gets: no inline script or style, no framing, no referrer (a
-/// sign-in link's path never leaves), no sniffing, no caching of pages that name secrets.
+/// What the listener answers for a path nobody serves: the API's JSON 404 under `/api/`, a
+/// page (with the pages' headers) elsewhere. Set on the listener's router, after the API's and
+/// the pages' routes are merged.
+pub async fn not_found(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/api/") {
+        return crate::api::not_found().await.into_response();
+    }
+    secure(PageError::NotFound("no such page".into()).into_response())
+}
+
+/// The headers every page gets (see [`secure`]).
 async fn headers(request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
+    secure(next.run(request).await)
+}
+
+/// `response` with the pages' headers: no inline script or style, no framing, no referrer (a
+/// sign-in link's path never leaves), no sniffing, no caching of pages that name secrets.
+fn secure(mut response: Response) -> Response {
     let h = response.headers_mut();
     for (name, value) in [
         (

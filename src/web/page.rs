@@ -1,13 +1,17 @@
 //! What every page is made of: the frame (head, navigation, sign-out), form fields with the
 //! errors that name them, times, and the one place an error becomes a page.
 
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use maud::{DOCTYPE, Markup, html};
+use serde::de::DeserializeOwned;
 
 use super::signin::Signed;
-use crate::secrets::Violation;
+use crate::secrets::{Violation, safe_serde_message};
 use crate::shared::SharedError;
+use crate::store::StoreError;
 use crate::vault::VaultError;
 
 /// Which entry of the navigation a page belongs to.
@@ -145,8 +149,8 @@ impl Errors {
                 label for=(name) { (label) }
                 (input)
                 @if !help.is_empty() { p.help id={(name) "-help"} { (help) } }
-                @for detail in &broken {
-                    p.error id={(name) "-error"} { (detail) }
+                @if !broken.is_empty() {
+                    p.error id={(name) "-error"} { (broken.join("; ")) }
                 }
             }
         }
@@ -209,6 +213,10 @@ pub enum PageError {
     Gone(String),
     /// 400 outside a form.
     Invalid(String),
+    /// 409 outside a form.
+    Conflict(String),
+    /// 503: the master key was rotated under this daemon.
+    Unavailable(String),
     /// 500: logged, never shown.
     Internal,
 }
@@ -219,8 +227,10 @@ impl From<SharedError> for PageError {
             SharedError::Vault(VaultError::NotFound { kind, name }) => {
                 PageError::NotFound(format!("{kind} {name} not found"))
             }
-            SharedError::Vault(e @ (VaultError::Invalid(_) | VaultError::Conflict(_))) => {
-                PageError::Invalid(e.to_string())
+            SharedError::Vault(e @ VaultError::Invalid(_)) => PageError::Invalid(e.to_string()),
+            SharedError::Vault(e @ VaultError::Conflict(_)) => PageError::Conflict(e.to_string()),
+            SharedError::Vault(e @ VaultError::Store(StoreError::KeyRotated { .. })) => {
+                PageError::Unavailable(e.to_string())
             }
             other => {
                 tracing::error!(error = %other, "web page failed");
@@ -237,6 +247,8 @@ impl IntoResponse for PageError {
             PageError::Forbidden(m) => (StatusCode::FORBIDDEN, "Refused", m),
             PageError::Gone(m) => (StatusCode::GONE, "Link no longer valid", m),
             PageError::Invalid(m) => (StatusCode::BAD_REQUEST, "Not done", m),
+            PageError::Conflict(m) => (StatusCode::CONFLICT, "Not done", m),
+            PageError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "Not available", m),
             PageError::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Something went wrong",
@@ -246,4 +258,98 @@ impl IntoResponse for PageError {
         let body = html! { p.error { (message) } p { a href="/" { "Back to keyport" } } };
         (status, frame(title, None, Nav::None, None, body)).into_response()
     }
+}
+
+/// `axum::Form` whose rejections are pages (400, 413 or 415, with what was wrong and never
+/// the input).
+pub struct WebForm<T>(pub T);
+
+impl<T, S> FromRequest<S> for WebForm<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = PageError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, PageError> {
+        axum::Form::<T>::from_request(req, state)
+            .await
+            .map(|f| Self(f.0))
+            .map_err(|e| {
+                PageError::Invalid(format!("bad form: {}", safe_serde_message(&e.body_text())))
+            })
+    }
+}
+
+/// `axum::extract::Query` whose rejections are pages.
+pub struct WebQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for WebQuery<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, PageError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Self(q.0))
+            .map_err(|e| {
+                PageError::Invalid(format!("bad query: {}", safe_serde_message(&e.body_text())))
+            })
+    }
+}
+
+/// `axum::extract::Path` whose rejections are pages.
+pub struct WebPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for WebPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, PageError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Self(p.0))
+            .map_err(|e| {
+                PageError::Invalid(format!("bad path: {}", safe_serde_message(&e.body_text())))
+            })
+    }
+}
+
+/// What the page after a change says (`?done=created&name=x&count=2`): a code that picks
+/// fixed words, so a crafted link cannot put its own text on a page. `name` is shown only
+/// when it is a valid name.
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+pub struct Done {
+    /// What was done.
+    pub done: Option<String>,
+    /// To what.
+    pub name: Option<String>,
+    /// How many.
+    pub count: Option<usize>,
+}
+
+impl Done {
+    /// `name`, if it is a valid name, else `fallback`.
+    pub fn name_or<'a>(&'a self, fallback: &'a str) -> &'a str {
+        self.name
+            .as_deref()
+            .filter(|n| crate::secrets::validate::check_name(n).is_ok())
+            .unwrap_or(fallback)
+    }
+}
+
+/// The redirect after a change: `to?done=what` and the name, if it is a valid one.
+pub fn done(to: &str, what: &str, name: Option<&str>) -> Response {
+    let name = name
+        .filter(|n| crate::secrets::validate::check_name(n).is_ok())
+        .map(|n| format!("&name={n}"))
+        .unwrap_or_default();
+    axum::response::Redirect::to(&format!("{to}?done={what}{name}")).into_response()
 }

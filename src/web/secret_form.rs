@@ -3,15 +3,14 @@
 //! one. The input goes through the API's own conversions (`SecretInput::into_spec`,
 //! `own_rotate_after`, `parse_source`), so the rules and the field names are the same.
 
-use axum::Form;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::WebState;
-use super::page::{Errors, Nav, PageError, frame, text, value_area};
+use super::page::{Errors, Nav, PageError, WebForm, WebPath, frame, text, value_area};
 use super::secrets::done;
 use super::signin::Signed;
 use crate::secrets::lifecycle::{KINDS, SecretKind};
@@ -23,7 +22,7 @@ use keyport_keys::SecretBytes;
 #[serde(default)]
 pub struct SecretForm {
     name: String,
-    value: String,
+    value: zeroize::Zeroizing<String>,
     description: String,
     env: String,
     file: String,
@@ -112,7 +111,7 @@ fn form_page(
         ),
         Some(m) => (
             format!("Edit {}", m.name),
-            format!("/secrets/{}", m.name),
+            format!("/secrets/{}/edit", m.name),
             "Save",
             "save",
         ),
@@ -142,7 +141,7 @@ pub async fn new(who: Signed) -> Response {
 pub async fn create(
     State(state): State<WebState>,
     who: Signed,
-    Form(form): Form<SecretForm>,
+    WebForm(form): WebForm<SecretForm>,
 ) -> Result<Response, PageError> {
     let input = kind(&form.kind).map(|kind| SecretInput {
         name: form.name.trim().to_string(),
@@ -202,7 +201,7 @@ fn filled(meta: &SecretMeta) -> SecretForm {
 pub async fn edit(
     State(state): State<WebState>,
     who: Signed,
-    Path(name): Path<String>,
+    WebPath(name): WebPath<String>,
 ) -> Result<Response, PageError> {
     let user = who.name.clone();
     let meta = state.vault(move |v| v.secret(&user, &name)).await?;
@@ -219,7 +218,7 @@ pub async fn edit(
 /// audit event names what was changed, as a PATCH through the API would.
 fn patch(form: &SecretForm, meta: &SecretMeta) -> Result<SecretPatch, Errors> {
     let stored = filled(meta);
-    let changed = |new: &str, old: &str| (new.trim() != old).then(|| new.trim().to_string());
+    let changed = |new: &str, old: &str| (new.trim() != old.trim()).then(|| new.trim().to_string());
     let value = typed_value(form).map(|v| SecretBytes::new(v.into_bytes()));
     let source = match (some(&form.source), &meta.source) {
         (Some(new), old) if old.as_deref() != Some(new.as_str()) => {
@@ -257,8 +256,8 @@ fn patch(form: &SecretForm, meta: &SecretMeta) -> Result<SecretPatch, Errors> {
 pub async fn update(
     State(state): State<WebState>,
     who: Signed,
-    Path(name): Path<String>,
-    Form(form): Form<SecretForm>,
+    WebPath(name): WebPath<String>,
+    WebForm(form): WebForm<SecretForm>,
 ) -> Result<Response, PageError> {
     let (user, secret) = (who.name.clone(), name.clone());
     let meta = state.vault(move |v| v.secret(&user, &secret)).await?;

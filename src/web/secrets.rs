@@ -2,61 +2,47 @@
 //! description), enable/disable, delete with confirmation, and import. Creating and editing
 //! are in `secret_form.rs`. Values are never shown: the types rendered carry none.
 
-use axum::Form;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::WebState;
-use super::page::{Errors, Nav, PageError, age, button_form, frame, when};
+use super::page::{
+    self, Done, Errors, Nav, PageError, WebForm, WebPath, WebQuery, age, button_form, frame, when,
+};
 use super::signin::Signed;
 use crate::secrets::SecretMeta;
 use crate::secrets::import::{self, Format};
 
 pub use super::secret_form::{create, edit, new, update};
 
-/// What the page after a change says (`/secrets?done=created&name=x`): fixed words, so a
-/// crafted link cannot put its own text on the page.
-#[derive(Deserialize, Default)]
-#[serde(default)]
-pub struct Done {
-    done: Option<String>,
-    name: Option<String>,
-    count: Option<usize>,
-}
-
-impl Done {
-    fn message(&self) -> Option<String> {
-        let name = self
-            .name
-            .as_deref()
-            .filter(|n| crate::secrets::validate::check_name(n).is_ok())
-            .unwrap_or("the secret");
-        Some(match self.done.as_deref()? {
-            "created" => format!("Created {name}."),
-            "updated" => format!("Saved {name}."),
-            "unchanged" => format!("Nothing to change in {name}."),
-            "enabled" => format!("Enabled {name}: new sessions get it."),
-            "disabled" => format!("Disabled {name}: new sessions no longer get it."),
-            "deleted" => format!("Deleted {name}."),
-            "imported" => format!("Imported {} secrets.", self.count.unwrap_or(0)),
-            _ => return None,
-        })
-    }
+/// The message after a change (`/secrets?done=created&name=x`).
+fn message(done: &Done) -> Option<String> {
+    let name = done.name_or("the secret");
+    Some(match done.done.as_deref()? {
+        "created" => format!("Created {name}."),
+        "updated" => format!("Saved {name}."),
+        "unchanged" => format!("Nothing to change in {name}."),
+        "enabled" => format!("Enabled {name}: new sessions get it."),
+        "disabled" => format!("Disabled {name}: new sessions no longer get it."),
+        "deleted" => format!("Deleted {name}."),
+        "imported" => format!("Imported {} secrets.", done.count.unwrap_or(0)),
+        _ => return None,
+    })
 }
 
 /// The redirect after a change to `name`.
 pub fn done(what: &str, name: &str) -> Response {
-    Redirect::to(&format!("/secrets?done={what}&name={name}")).into_response()
+    page::done("/secrets", what, Some(name))
 }
 
 /// `GET /secrets`.
 pub async fn list(
     State(state): State<WebState>,
     who: Signed,
-    Query(done): Query<Done>,
+    WebQuery(done): WebQuery<Done>,
 ) -> Result<Response, PageError> {
     let user = who.name.clone();
     let secrets = state.vault(move |v| v.secrets(&user)).await?;
@@ -71,7 +57,7 @@ pub async fn list(
         }
         (table(&secrets))
     };
-    let flash = done.message();
+    let flash = message(&done);
     Ok(frame("Secrets", Some(&who), Nav::Secrets, flash.as_deref(), body).into_response())
 }
 
@@ -105,7 +91,7 @@ fn table(secrets: &[SecretMeta]) -> Markup {
                             }
                             td.description data-label="Description" { (s.description) }
                             td.actions data-label="Actions" {
-                                a.edit href={"/secrets/" (s.name)} { "Edit" span.visually-hidden { " " (s.name) } }
+                                a.edit href={"/secrets/" (s.name) "/edit"} { "Edit" span.visually-hidden { " " (s.name) } }
                                 " "
                                 @let (to, label) = if s.enabled { ("false", "Disable") } else { ("true", "Enable") };
                                 (button_form(&format!("/secrets/{}/enabled", s.name), &[("enabled", to)], "toggle", label))
@@ -121,7 +107,8 @@ fn table(secrets: &[SecretMeta]) -> Markup {
 }
 
 /// The toggle's form.
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub struct Toggle {
     enabled: String,
 }
@@ -130,8 +117,8 @@ pub struct Toggle {
 pub async fn toggle(
     State(state): State<WebState>,
     who: Signed,
-    Path(name): Path<String>,
-    Form(form): Form<Toggle>,
+    WebPath(name): WebPath<String>,
+    WebForm(form): WebForm<Toggle>,
 ) -> Result<Response, PageError> {
     let enabled = match form.enabled.as_str() {
         "true" => true,
@@ -153,7 +140,7 @@ pub async fn toggle(
 pub async fn confirm_delete(
     State(state): State<WebState>,
     who: Signed,
-    Path(name): Path<String>,
+    WebPath(name): WebPath<String>,
 ) -> Result<Response, PageError> {
     let (user, secret) = (who.name.clone(), name.clone());
     let meta = state.vault(move |v| v.secret(&user, &secret)).await?;
@@ -175,7 +162,7 @@ pub async fn confirm_delete(
 pub async fn delete(
     State(state): State<WebState>,
     who: Signed,
-    Path(name): Path<String>,
+    WebPath(name): WebPath<String>,
 ) -> Result<Response, PageError> {
     let (actor, user, secret) = (who.actor(), who.name.clone(), name.clone());
     state
@@ -189,7 +176,7 @@ pub async fn delete(
 #[serde(default)]
 pub struct ImportForm {
     format: String,
-    content: String,
+    content: zeroize::Zeroizing<String>,
 }
 
 /// `GET /secrets/import`.
@@ -225,7 +212,7 @@ fn import_page(who: &Signed, format: &str, errors: &Errors, status: StatusCode) 
 pub async fn import(
     State(state): State<WebState>,
     who: Signed,
-    Form(form): Form<ImportForm>,
+    WebForm(form): WebForm<ImportForm>,
 ) -> Result<Response, PageError> {
     let format = match form.format.as_str() {
         "json" => Format::Json,
@@ -247,10 +234,11 @@ pub async fn import(
         .vault(move |v| v.import_secrets(&actor, &user, &specs, problems.clone()))
         .await
     {
-        Ok(created) => Ok(
-            Redirect::to(&format!("/secrets?done=imported&count={}", created.len()))
-                .into_response(),
-        ),
+        Ok(created) => Ok(axum::response::Redirect::to(&format!(
+            "/secrets?done=imported&count={}",
+            created.len()
+        ))
+        .into_response()),
         Err(e) => {
             let (status, errors) = Errors::from_call(e)?;
             Ok(import_page(&who, &form.format, &errors, status))

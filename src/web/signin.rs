@@ -3,7 +3,7 @@
 //! that page, which sets the session cookie: `__Host-keyport`, `Secure`, `HttpOnly`,
 //! `SameSite=Strict`, `Path=/`, holding a random token the database knows only hashed.
 
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -11,12 +11,16 @@ use maud::html;
 use zeroize::Zeroizing;
 
 use super::WebState;
-use super::page::{Nav, PageError, frame};
+use super::page::{Nav, PageError, WebPath, frame};
 use crate::vault::WebSignIn;
 
 /// The session cookie's name: `__Host-` makes browsers insist on Secure, `Path=/` and no
 /// Domain, so no other host or path can set or read it.
 pub const COOKIE: &str = "__Host-keyport";
+
+/// The cookie's attributes: sent over TLS (or loopback) only, never to scripts, never with a
+/// request another site starts.
+const ATTRIBUTES: &str = "Path=/; Secure; HttpOnly; SameSite=Strict";
 
 /// The signed-in user of a request.
 pub struct Signed {
@@ -103,7 +107,7 @@ pub async fn home(
 /// `GET /login/{token}`: whose link this is, and a button that signs in; uses nothing up.
 pub async fn confirm(
     State(state): State<WebState>,
-    Path(token): Path<String>,
+    WebPath(token): WebPath<String>,
 ) -> Result<Response, PageError> {
     let token = Zeroizing::new(token);
     let user = state
@@ -128,20 +132,24 @@ fn gone() -> PageError {
     )
 }
 
-/// `POST /login/{token}`: uses the link up and signs the browser in.
+/// `POST /login/{token}`: uses the link up and signs the browser in, ending the session its
+/// cookie held before, if any.
 pub async fn sign_in(
     State(state): State<WebState>,
-    Path(token): Path<String>,
+    headers: HeaderMap,
+    WebPath(token): WebPath<String>,
 ) -> Result<Response, PageError> {
     let token = Zeroizing::new(token);
     let max_age = state.options.max_age;
-    let WebSignIn::SignedIn { session, .. } =
-        state.vault(move |v| v.sign_in_web(&token, max_age)).await?
+    let replaced = session_token(&headers);
+    let WebSignIn::SignedIn { session, .. } = state
+        .vault(move |v| v.sign_in_web(&token, max_age, replaced.as_ref().map(|r| r.as_str())))
+        .await?
     else {
         return Err(gone());
     };
     let cookie = format!(
-        "{COOKIE}={}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={}",
+        "{COOKIE}={}; {ATTRIBUTES}; Max-Age={}",
         session.as_str(),
         max_age.as_secs()
     );
@@ -161,9 +169,8 @@ pub async fn sign_out(State(state): State<WebState>, who: Signed) -> Result<Resp
     let mut response = Redirect::to("/").into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_static(
-            "__Host-keyport=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0",
-        ),
+        HeaderValue::from_str(&format!("{COOKIE}=; {ATTRIBUTES}; Max-Age=0"))
+            .map_err(|_| PageError::Internal)?,
     );
     Ok(response)
 }

@@ -1,29 +1,23 @@
 //! The tokens page: the user's API tokens (names and times), creating one — its text is on
 //! the page that answers the POST, once, and stored only hashed — and revoking one.
 
-use axum::Form;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::WebState;
-use super::page::{Errors, Nav, PageError, button_form, frame, text, when};
+use super::page::{
+    Done, Errors, Nav, PageError, WebForm, WebPath, WebQuery, button_form, frame, text, when,
+};
 use super::signin::Signed;
-
-/// What the page after a change says.
-#[derive(Deserialize, Default)]
-#[serde(default)]
-pub struct Done {
-    done: Option<String>,
-}
 
 /// `GET /tokens`.
 pub async fn list(
     State(state): State<WebState>,
     who: Signed,
-    Query(done): Query<Done>,
+    WebQuery(done): WebQuery<Done>,
 ) -> Result<Response, PageError> {
     let flash = (done.done.as_deref() == Some("revoked")).then_some("Revoked: it no longer works.");
     page(
@@ -78,7 +72,7 @@ async fn page(
 pub async fn create(
     State(state): State<WebState>,
     who: Signed,
-    Form(form): Form<CreateField>,
+    WebForm(form): WebForm<CreateField>,
 ) -> Result<Response, PageError> {
     let name = form.token.trim().to_string();
     let (actor, user, token_name) = (who.actor(), who.name.clone(), name.clone());
@@ -124,7 +118,7 @@ pub struct CreateField {
 pub async fn revoke(
     State(state): State<WebState>,
     who: Signed,
-    Path(name): Path<String>,
+    WebPath(name): WebPath<String>,
 ) -> Result<Response, PageError> {
     let (actor, user) = (who.actor(), who.name.clone());
     state

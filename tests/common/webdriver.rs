@@ -327,6 +327,12 @@ impl Browser {
             .unwrap()
     }
 
+    /// Where the element is and how big, in CSS pixels: (x, width).
+    pub fn rect(&self, css: &str) -> (f64, f64) {
+        let rect = self.on_element(css, "GET", "/rect", None);
+        (rect["x"].as_f64().unwrap(), rect["width"].as_f64().unwrap())
+    }
+
     /// Grants the page's origin `permission` (e.g. `clipboard-read`), through the Permissions
     /// spec's WebDriver extension.
     pub fn grant(&self, permission: &str) {

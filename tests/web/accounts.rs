@@ -143,6 +143,13 @@ fn tokens_key_login_keys_and_users() {
         !bob.get("/audit").body.contains("carol"),
         "bob sees only his own"
     );
+    assert_eq!(
+        bob.get(&format!("/audit?user={}", common::me().name))
+            .status,
+        403
+    );
+    assert_eq!(bob.get("/audit?user=*").status, 403);
+    assert_eq!(bob.get("/audit?user=bob").status, 200);
     let p = admin.get("/audit?user=bob&kind=key");
     assert!(p.body.contains("key.regenerate"), "{}", p.body);
     assert_eq!(admin.get("/audit?since=yesterday-ish").status, 400);

@@ -161,7 +161,8 @@ fn changes_only_from_this_origin() {
     let p = bob.post_with("/logout", &[], &[("Sec-Fetch-Site", "cross-site")]);
     assert_eq!(p.status, 403);
     assert_eq!(bob.get("/secrets").status, 200, "still signed in");
-    // A browser without Fetch Metadata: the exact Origin is enough.
+    // A client without Fetch Metadata that sends the exact Origin (browsers that lack the
+    // header send `Origin: null` from these no-referrer pages, refused above).
     let p = bob.post_with("/secrets", &create, &[("Origin", &origin)]);
     p.redirects_to("/secrets?done=created&name=tok");
     assert_eq!(bob_api.get("users/me/secrets/tok").status, 200);

@@ -87,7 +87,7 @@ fn secrets_through_the_pages() {
     assert_eq!(created[0]["actor"], format!("user:{me}"));
 
     // Edit: the value field is empty, and only what changed is changed.
-    let edit = web.get("/secrets/gh");
+    let edit = web.get("/secrets/gh/edit");
     assert!(
         edit.body.contains("<textarea id=\"value\" name=\"value\""),
         "{}",
@@ -99,11 +99,11 @@ fn secrets_through_the_pages() {
         ("env", "GH_TOKEN"),
         ("kind", "token"),
     ];
-    web.post("/secrets/gh", &same)
+    web.post("/secrets/gh/edit", &same)
         .redirects_to("/secrets?done=unchanged&name=gh");
     let mut changed = same.to_vec();
     changed.push(("value", "web-canary-second-9a8b\r\nline two"));
-    web.post("/secrets/gh", &changed)
+    web.post("/secrets/gh/edit", &changed)
         .redirects_to("/secrets?done=updated&name=gh");
     assert_eq!(
         env_of("GH_TOKEN"),
@@ -113,7 +113,7 @@ fn secrets_through_the_pages() {
     let updates = api.audit_rows("secret.update");
     assert_eq!(updates.len(), 1);
     assert_eq!(updates[0]["detail"]["fields"], serde_json::json!(["value"]));
-    let p = web.post("/secrets/gh", &[("env", "1BAD"), ("kind", "token")]);
+    let p = web.post("/secrets/gh/edit", &[("env", "1BAD"), ("kind", "token")]);
     assert_eq!(p.status, 400);
     assert!(p.body.contains("id=\"env-error\""), "{}", p.body);
     assert_eq!(api.get("users/me/secrets/gh").json()["env"], "GH_TOKEN");
@@ -179,6 +179,49 @@ fn secrets_through_the_pages() {
     assert_eq!(env_of("GH_TOKEN"), "");
     assert_eq!(web.post("/secrets/gh/delete", &[]).status, 404);
 
+    // Secrets may be named like the pages beside them: `new` and `import` are edited and
+    // deleted as any other.
+    for name in ["new", "import"] {
+        let env = format!("R_{name}");
+        let fields = [
+            ("name", name),
+            ("value", "route-canary-4"),
+            ("env", &env),
+            ("kind", "other"),
+        ];
+        web.post("/secrets", &fields)
+            .redirects_to(&format!("/secrets?done=created&name={name}"));
+        let edit = web.get(&format!("/secrets/{name}/edit"));
+        assert!(
+            edit.body.contains(&format!("<h1>Edit {name}</h1>")),
+            "{}",
+            edit.body
+        );
+        let fields = [("description", "renamed"), ("env", &env), ("kind", "other")];
+        web.post(&format!("/secrets/{name}/edit"), &fields)
+            .redirects_to(&format!("/secrets?done=updated&name={name}"));
+        let stored = api.get(&format!("users/me/secrets/{name}")).json();
+        assert_eq!(stored["description"], "renamed");
+        web.post(&format!("/secrets/{name}/delete"), &[])
+            .redirects_to(&format!("/secrets?done=deleted&name={name}"));
+    }
+    // A form that does not parse is a page naming the problem, not a bare error.
+    let p = web.post("/secrets/IMP_A/enabled", &[]);
+    assert_eq!(p.status, 400);
+    assert!(
+        p.body.contains("<h1>Not done</h1>") && p.body.contains("enabled"),
+        "{}",
+        p.body
+    );
+    // A page nobody serves is a page; under /api/ the API's JSON.
+    let p = web.get("/no-such-page");
+    assert_eq!(p.status, 404);
+    assert!(p.body.contains("<h1>Not found</h1>"), "{}", p.body);
+    assert!(p.header("content-security-policy").is_some());
+    let p = web.get("/api/v1/no-such-route");
+    assert_eq!(p.status, 404);
+    assert!(p.body.starts_with('{'), "{}", p.body);
+
     // A crafted message link shows only keyport's own words.
     let p = web.get("/secrets?done=created&name=%3Cscript%3Ealert(1)%3C/script%3E");
     assert!(p.body.contains("Created the secret."), "{}", p.body);
@@ -193,6 +236,7 @@ fn secrets_through_the_pages() {
         "import-canary-1",
         "import-canary-2",
         "x-canary-3",
+        "route-canary-4",
     ] {
         web.assert_never_returned(value);
     }

@@ -7,7 +7,7 @@ use crate::common::{self, Http, Sandbox};
 fn a_link_signs_in_once_and_only_by_post() {
     let sb = Sandbox::new();
     let config = sb.home().join("keyport.toml");
-    std::fs::write(&config, "[web]\nlink_ttl = \"2s\"\n").unwrap();
+    std::fs::write(&config, "[web]\nlink_ttl = \"90s\"\n").unwrap();
     let config = config.display().to_string();
     let daemon = sb.serve_with(&[("KEYPORT_CONFIG", &config)]);
     let api = Http::new(&daemon.url, Some(&sb.bootstrap_token()));
@@ -24,7 +24,7 @@ fn a_link_signs_in_once_and_only_by_post() {
         "{url}"
     );
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("within 2s"),
+        String::from_utf8_lossy(&out.stderr).contains("within 1m 30s"),
         "{out:?}"
     );
 
@@ -64,7 +64,9 @@ fn a_link_signs_in_once_and_only_by_post() {
     assert!(p.body.contains("keyport web-login"), "{}", p.body);
     // Expired: refused on GET and POST.
     let late = link(&api);
-    std::thread::sleep(std::time::Duration::from_millis(2300));
+    let db = rusqlite::Connection::open(sb.db()).unwrap();
+    db.execute("UPDATE web_links SET expires_at = expires_at - 90001", [])
+        .unwrap();
     assert_eq!(again.get(&late).status, 410);
     assert_eq!(again.post(&late, &[]).status, 410);
     // Unknown.
@@ -96,7 +98,9 @@ fn a_link_signs_in_once_and_only_by_post() {
 #[test]
 fn sessions_end_idle_at_their_age_and_with_their_user() {
     let sb = Sandbox::new();
-    let daemon = sb.serve();
+    let config = sb.home().join("keyport.toml");
+    std::fs::write(&config, "[web]\nidle_timeout = \"1m\"\n").unwrap();
+    let daemon = sb.serve_with(&[("KEYPORT_CONFIG", &config.display().to_string())]);
     let admin = Http::new(&daemon.url, Some(&sb.bootstrap_token()));
     let r = admin.send(
         "POST",
@@ -114,15 +118,27 @@ fn sessions_end_idle_at_their_age_and_with_their_user() {
         )
         .unwrap();
     };
-    let minute = 60_000;
+    let (second, minute) = (1000, 60_000);
 
     let mut bob = Browser::new(&daemon.url);
     bob.sign_in(&link(&bob_api));
-    // 29 minutes idle is fine (and counts as activity); 31 is not (idle_timeout = 30m).
-    age("last_seen_at", 29 * minute);
+    // A request counts as activity: 40 s idle, twice, is fine; 61 s is not (idle_timeout =
+    // 1m, the shortest allowed).
+    age("last_seen_at", 40 * second);
     assert_eq!(bob.get("/secrets").status, 200);
-    age("last_seen_at", 31 * minute);
+    age("last_seen_at", 40 * second);
+    assert_eq!(bob.get("/secrets").status, 200);
+    age("last_seen_at", 61 * second);
     bob.get("/secrets").redirects_to("/");
+
+    // Signing in again ends the browser's previous session.
+    bob.sign_in(&link(&bob_api));
+    let before = bob.cookie.clone().unwrap();
+    bob.sign_in(&link(&bob_api));
+    assert_ne!(bob.cookie.as_deref(), Some(before.as_str()));
+    let mut stale = Browser::new(&daemon.url);
+    stale.cookie = Some(before);
+    stale.get("/secrets").redirects_to("/");
 
     // Active all along, but past max_age (12h) since signing in.
     bob.sign_in(&link(&bob_api));
