@@ -32,7 +32,7 @@ pub use sources::{
     VaultAuth, VaultSource,
 };
 pub use ssh::{SshSettings, Startups};
-pub use web::{WebOptions, WebSettings};
+pub use web::{WebOptions, WebSettings, is_loopback};
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]

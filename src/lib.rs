@@ -18,6 +18,7 @@
 //!   and audit.
 //! - [`api`]: the HTTP API (axum), its auth rules and its OpenAPI document.
 //! - [`web`]: the web pages (server-rendered, on the API listener) and signing in to them.
+//! - [`when`]: times as shown and read: RFC 3339, ages, `since` filters.
 //! - [`client`]: the CLI's HTTP client for the API.
 //! - [`bootstrap`]: what `keyport serve` does on start-up (host key, first admin user).
 //! - [`osuser`]: OS account lookups.
@@ -48,3 +49,4 @@ pub mod tap;
 pub mod testing;
 pub mod vault;
 pub mod web;
+pub mod when;

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::{ApiError, ApiQuery, AppState, Caller, ErrorBody};
 use crate::store::AuditRecord;
-use crate::vault::parse_since;
+use crate::when::parse_since;
 
 /// Query of `GET /audit`.
 #[derive(Deserialize, utoipa::IntoParams)]

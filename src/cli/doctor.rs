@@ -169,15 +169,7 @@ fn is_loopback_url(url: &str) -> bool {
         return true;
     }
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split('/').next().unwrap_or_default();
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => authority.split(':').next().unwrap_or_default(),
-    };
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    crate::config::is_loopback(rest.split('/').next().unwrap_or_default())
 }
 
 /// `data dir`, `master key` and `host key`. `here`: whether a data dir is expected on this

@@ -94,11 +94,7 @@ fn rfc3339_times(value: &mut serde_json::Value) {
     }
 }
 
-/// A timestamp (ms since the epoch) as RFC 3339, to the second.
-pub fn time(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_seconds(t).to_string()
-}
+pub use crate::when::rfc3339 as time;
 
 /// Prints a public key as `key show` does: the key line, then a `#` comment with the
 /// fingerprint, so the output still works as an `authorized_keys` file.

@@ -60,13 +60,7 @@ pub fn list(args: ListArgs) -> anyhow::Result<()> {
 
 /// A value's age for the table: `97d`, `5h`, `now`; `!` after it when due for rotation.
 fn age(secret: &SecretMeta, now: i64) -> String {
-    let ms = now.saturating_sub(secret.value_updated_at).max(0);
-    let text = match ms / 1000 {
-        s if s >= 86_400 => format!("{}d", s / 86_400),
-        s if s >= 3600 => format!("{}h", s / 3600),
-        s if s >= 60 => format!("{}m", s / 60),
-        _ => "now".into(),
-    };
+    let text = crate::when::age(now.saturating_sub(secret.value_updated_at));
     if secret.stale {
         format!("{text} ! (rotate every {})", secret.rotate_after_effective)
     } else {

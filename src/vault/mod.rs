@@ -311,13 +311,3 @@ fn host_key_binding(algorithm: &str) -> Binding<'_> {
         item: algorithm,
     }
 }
-
-/// `since` as ms since the epoch: an RFC 3339 time or an age before now.
-pub fn parse_since(text: &str) -> Option<i64> {
-    let at = humantime::parse_rfc3339_weak(text).ok().or_else(|| {
-        let age: std::time::Duration = humantime::parse_duration(text).ok()?;
-        std::time::SystemTime::now().checked_sub(age)
-    })?;
-    let ms = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis();
-    i64::try_from(ms).ok()
-}

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::WebState;
 use super::page::{Errors, Nav, PageError, frame, text, when};
 use super::signin::Signed;
-use crate::vault::parse_since;
+use crate::when::parse_since;
 
 /// Most events one page shows.
 const SHOWN: i64 = 200;

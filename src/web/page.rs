@@ -184,22 +184,11 @@ pub fn button_form(action: &str, hidden: &[(&str, &str)], class: &str, label: &s
     }
 }
 
-/// `ms` since the epoch as an RFC 3339 time (UTC, to the second).
-pub fn when(ms: i64) -> String {
-    let at =
-        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_seconds(at).to_string()
-}
+pub use crate::when::rfc3339 as when;
 
-/// How long ago `ms` was, to its largest unit (`5m`, `3h`, `12d`).
+/// How long ago `ms` was (see [`crate::when::age`]).
 pub fn age(ms: i64) -> String {
-    let secs = (crate::store::now_ms() - ms).max(0) / 1000;
-    match secs {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m", s / 60),
-        s if s < 86_400 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86_400),
-    }
+    crate::when::age(crate::store::now_ms() - ms)
 }
 
 /// Why a page could not be shown; the one mapping of errors to pages.
