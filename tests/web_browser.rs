@@ -97,6 +97,9 @@ fn with_javascript() {
     assert_eq!(session_value(&daemon, &user, &key), "");
 
     b.click("button#sign-out");
+    // The sign-out answer (a redirect to the sign-in help) lands before the next navigation,
+    // which would otherwise cancel the form's POST.
+    b.wait_path("/");
     b.goto(&format!("{}/secrets", daemon.url));
     b.wait_path("/");
     assert!(!b.exists("table#secrets"), "signed out: {}", b.source());
@@ -184,6 +187,9 @@ fn without_javascript() {
     assert_eq!(session_value(&daemon, &user, &key), "");
 
     b.click("button#sign-out");
+    // The sign-out answer (a redirect to the sign-in help) lands before the next navigation,
+    // which would otherwise cancel the form's POST.
+    b.wait_path("/");
     b.goto(&format!("{}/secrets", daemon.url));
     b.wait_path("/");
     assert!(!b.exists("table#secrets"), "signed out: {}", b.source());
