@@ -6,7 +6,8 @@ first. This script starts both daemons on free loopback ports in a private temp 
 prints a markdown table and writes it to benches/RESULTS.md, then stops everything it started.
 
 Knobs (environment): E2E_LATENCY_RUNS (50), E2E_TRANSFER (1G, as `head -c` reads it),
-E2E_TRANSFER_REPS (2), E2E_PARALLEL (16), E2E_PARALLEL_SECONDS (10), E2E_IDLE_SESSIONS (1000),
+E2E_TRANSFER_REPS (2), E2E_PARALLEL (16), E2E_PARALLEL_SECONDS (10), E2E_IDLE_SESSIONS (1000, on each daemon),
+E2E_IDLE_SESSIONS_KEYPORT (10000, on keyport alone; 0: skip),
 E2E_SECRETS (100), E2E_GIT_RUNS (10), E2E_MICRO (a file with `cargo bench` output to include),
 E2E_SLOW_READER (100000000, bytes into a program that starts reading after 3 s),
 E2E_KEEP (1: keep the temp dir), E2E_KEYPORT (another keyport binary, e.g. to compare a change),
@@ -54,6 +55,9 @@ TRANSFER_REPS = int(os.environ.get("E2E_TRANSFER_REPS", "2"))
 PARALLEL = int(os.environ.get("E2E_PARALLEL", "16"))
 PARALLEL_SECONDS = float(os.environ.get("E2E_PARALLEL_SECONDS", "10"))
 IDLE_SESSIONS = int(os.environ.get("E2E_IDLE_SESSIONS", "1000"))
+# keyport alone: as many sshd connections would be 20,000 sshd processes (about 36 GB of PSS).
+IDLE_SESSIONS_KEYPORT = int(os.environ.get("E2E_IDLE_SESSIONS_KEYPORT", "10000"))
+IDLE_CLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "idle_client.py")
 SECRETS = int(os.environ.get("E2E_SECRETS", "100"))
 GIT_RUNS = int(os.environ.get("E2E_GIT_RUNS", "10"))
 SLOW_READER = os.environ.get("E2E_SLOW_READER", "100000000")
@@ -269,7 +273,7 @@ class Bench:
                 'max_startups = "3000:100:3000"\n'
                 "per_source_startups = 3000\n"
                 "per_source_rate = 100000\n"
-                "max_connections_per_user = 5000\n"
+                "max_connections_per_user = 20000\n"
             )
         port, api = free_port(), free_port()
         logf = open(self.path("keyport.log"), "wb")
@@ -619,63 +623,102 @@ class Bench:
             log(f"sessions/s {d.name}: {sum(done) / elapsed:.1f} ({sum(failed)} failed)")
 
     def idle_sessions(self):
-        """Opens IDLE_SESSIONS sessions (50 at a time), each running `cat` on an open stdin,
-        and reads the daemon's memory before and after."""
-        batch = 50
-        for d in (self.keyport, self.sshd):
-            time.sleep(1)
-            n0, rss0, pss0 = d.memory()
-            errlog = open(self.path(f"idle-{d.name}.log"), "wb")
-            clients = []
-            sel = selectors.DefaultSelector()
+        """Holds IDLE_SESSIONS idle sessions on each daemon at once (benches/idle_client.py: one
+        asyncssh process, a connection per session, each running `cat` on an open stdin),
+        reads the daemons' memory, and times a session on an open connection while they stay
+        open; then IDLE_SESSIONS_KEYPORT on keyport alone, the same way; and keyport's memory
+        once they have all closed."""
+        _, rss_before, _ = self.keyport.memory()
+        self.results["idle_rss_before.keyport"] = rss_before
+        held = []
+        try:
+            for d in (self.keyport, self.sshd):
+                held.append(self.hold_idle(d, IDLE_SESSIONS))
+            runs = self.mux_sessions([("bench0", self.keyport, None, None), ("sshd", self.sshd, None, None)])
+            self.results["mux_idle.keyport"], self.results["mux_idle.sshd"] = runs["bench0"], runs["sshd"]
+            log(f"with {IDLE_SESSIONS} idle sessions open: keyport {runs['bench0']:.2f} ms, sshd {runs['sshd']:.2f} ms")
+        finally:
+            for h in held:
+                self.release_idle(h)
+        large = self.idle_fit(IDLE_SESSIONS_KEYPORT)
+        if large:
+            h = self.hold_idle(self.keyport, large, tag="large")
             try:
-                while len(clients) < IDLE_SESSIONS:
-                    pending = 0
-                    for _ in range(min(batch, IDLE_SESSIONS - len(clients))):
-                        c = subprocess.Popen(
-                            d.ssh("echo ready; exec cat > /dev/null"), env=self.env,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errlog,
-                        )  # fmt: skip
-                        clients.append(c)
-                        sel.register(c.stdout, selectors.EVENT_READ, c)
-                        pending += 1
-                    deadline = time.monotonic() + 60
-                    while pending:
-                        events = sel.select(timeout=max(0, deadline - time.monotonic()))
-                        if not events:
-                            raise RuntimeError(f"{d.name}: sessions did not start; see {errlog.name}")
-                        for key, _ in events:
-                            line = key.fileobj.readline()
-                            sel.unregister(key.fileobj)
-                            if line.strip() != b"ready":
-                                raise RuntimeError(f"{d.name}: a session failed; see {errlog.name}")
-                            pending -= 1
-                time.sleep(2)
-                n1, rss1, pss1 = d.memory()
-                per = (rss1 - rss0) / IDLE_SESSIONS
-                self.results[f"idle.{d.name}"] = per
-                self.results[f"idle_pss.{d.name}"] = (pss1 - pss0) / IDLE_SESSIONS
-                self.results[f"idle_procs.{d.name}"] = (n0, n1)
-                self.results[f"idle_rss.{d.name}"] = (rss0, rss1)
-                log(
-                    f"{IDLE_SESSIONS} idle sessions {d.name}: {n0} -> {n1} processes, "
-                    f"RSS {rss0} -> {rss1} KiB ({per:.1f} KiB/session), "
-                    f"PSS {pss0} -> {pss1} KiB ({(pss1 - pss0) / IDLE_SESSIONS:.1f} KiB/session)"
-                )
+                runs = self.mux_sessions([("bench0", self.keyport, None, None), ("sshd", self.sshd, None, None)])
+                self.results["mux_large.keyport"], self.results["mux_large.sshd"] = runs["bench0"], runs["sshd"]
+                log(f"with {large} idle sessions open on keyport: keyport {runs['bench0']:.2f} ms, "
+                    f"sshd {runs['sshd']:.2f} ms")
             finally:
-                for c in clients:
-                    c.terminate()
-                for c in clients:
-                    try:
-                        c.wait(timeout=30)
-                    except subprocess.TimeoutExpired:
-                        c.kill()
-                        c.wait()
-                    for f in (c.stdin, c.stdout):
-                        f.close()
-                sel.close()
-                errlog.close()
-            wait_for(f"{d.name} to close the sessions", lambda: d.memory()[0] <= n0 + 1, timeout=60)
+                self.release_idle(h)
+        time.sleep(2)
+        _, rss, _ = self.keyport.memory()
+        self.results["idle_rss_closed.keyport"] = rss
+        log(f"keyport RSS before the idle sessions {rss_before} KiB, after they all closed {rss} KiB")
+
+    def idle_fit(self, wanted):
+        """How many of `wanted` idle sessions keyport's open-files limit leaves room for (a
+        tenth kept spare), at the descriptors per session the first idle step measured."""
+        per = self.results.get("idle_fds.keyport")
+        if not wanted or not per:
+            return wanted
+        with open(f"/proc/{self.keyport.proc.pid}/limits") as f:
+            limit = next(int(line.split()[3]) for line in f if line.startswith("Max open files"))
+        used = len(os.listdir(f"/proc/{self.keyport.proc.pid}/fd"))
+        fit = int((limit - used) * 0.9 / per)
+        self.results["idle_fds_limit.keyport"] = limit
+        if fit < wanted:
+            self.notes.append(
+                f"{wanted} idle sessions on keyport do not fit its open-files limit of {limit} "
+                f"(the hard limit this machine allows; raising it needs CAP_SYS_RESOURCE) at "
+                f"{per:.1f} descriptors per session: {fit} were held instead."
+            )
+            log(self.notes[-1])
+        return min(fit, wanted)
+
+    def hold_idle(self, d, count, tag=""):
+        """Opens `count` idle sessions on `d` and records the daemon's memory with them open;
+        returns what release_idle closes."""
+        n0, rss0, pss0 = d.memory()
+        fds0 = len(os.listdir(f"/proc/{d.proc.pid}/fd"))
+        errlog = open(self.path(f"idle-{d.name}{tag}.log"), "wb")
+        client = subprocess.Popen(
+            ["/usr/bin/python3", "-B", IDLE_CLIENT, "127.0.0.1", str(d.port), d.user, d.key, str(count), "50"],
+            env=self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errlog,
+        )  # fmt: skip
+        started = time.monotonic()
+        line = client.stdout.readline().decode().strip()
+        if line != f"open {count}":
+            client.kill()
+            raise RuntimeError(f"{d.name}: {count} idle sessions did not open; see {errlog.name}")
+        time.sleep(2)
+        n1, rss1, pss1 = d.memory()
+        fds1 = len(os.listdir(f"/proc/{d.proc.pid}/fd"))
+        suffix = f"_{tag}" if tag else ""
+        self.results[f"idle_fds{suffix}.{d.name}"] = (fds1 - fds0) / count
+        self.results[f"idle_count{suffix}.{d.name}"] = count
+        self.results[f"idle{suffix}.{d.name}"] = (rss1 - rss0) / count
+        self.results[f"idle_pss{suffix}.{d.name}"] = (pss1 - pss0) / count
+        self.results[f"idle_procs{suffix}.{d.name}"] = (n0, n1)
+        self.results[f"idle_rss{suffix}.{d.name}"] = (rss0, rss1)
+        log(
+            f"{count} idle sessions {d.name} (opened in {time.monotonic() - started:.0f} s): {n0} -> {n1} "
+            f"processes, RSS {rss0} -> {rss1} KiB ({(rss1 - rss0) / count:.1f} KiB/session), "
+            f"PSS {pss0} -> {pss1} KiB ({(pss1 - pss0) / count:.1f} KiB/session)"
+        )
+        return d, client, errlog, n0
+
+    def release_idle(self, held):
+        d, client, errlog, n0 = held
+        try:
+            client.stdin.write(b"\n")
+            client.stdin.flush()
+            client.stdout.readline()
+            client.wait(timeout=120)
+        except (OSError, subprocess.TimeoutExpired):
+            client.kill()
+            client.wait()
+        errlog.close()
+        wait_for(f"{d.name} to close the sessions", lambda: d.memory()[0] <= n0 + 1, timeout=120)
 
     def session_start(self):
         """A session on an open connection: sshd, keyport user `bench0` (no secrets) and
@@ -845,7 +888,7 @@ def main():
     # The clients' pipes here, and each daemon's sockets and pipes: about 10 fds a session.
     # Raised as far as the hard limit allows (a container may cap it).
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = max(65536, IDLE_SESSIONS * 16)
+    want = max(65536, max(IDLE_SESSIONS, IDLE_SESSIONS_KEYPORT) * 16)
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(hard, want)))
     except (ValueError, OSError):

@@ -6,6 +6,9 @@
 #   sudo benches/e2e.sh              # everything (under 10 minutes on 2 cores, build included)
 #   sudo benches/e2e.sh --no-micro   # the end-to-end comparison only
 #   sudo E2E_STEPS=mask benches/e2e.sh --no-micro   # one step: pty output, masking on vs off
+#   sudo benches/e2e.sh --quick      # the same ratios on smaller sizes, in under 2 minutes after
+#                                    # the build: a check for every change to the data path;
+#                                    # written to target/keyport-e2e-quick.md, not RESULTS.md
 #
 # Run as root: sshd needs /run/sshd, and both daemons run the sessions as a fresh OS account
 # that the run creates (and removes at the end).
@@ -17,7 +20,18 @@ micro=1
 for arg in "$@"; do
     case "$arg" in
         --no-micro) micro=0 ;;
-        -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --quick)
+            micro=0
+            # Knobs left as the caller set them; E2E_STEPS too (relay, mask, sources and git
+            # need more set-up than they would measure here).
+            export E2E_LATENCY_RUNS="${E2E_LATENCY_RUNS:-15}" E2E_TRANSFER="${E2E_TRANSFER:-200M}" \
+                E2E_TRANSFER_REPS="${E2E_TRANSFER_REPS:-1}" E2E_PARALLEL_SECONDS="${E2E_PARALLEL_SECONDS:-3}" \
+                E2E_IDLE_SESSIONS="${E2E_IDLE_SESSIONS:-200}" E2E_IDLE_SESSIONS_KEYPORT="${E2E_IDLE_SESSIONS_KEYPORT:-0}" \
+                E2E_SLOW_READER="${E2E_SLOW_READER:-20000000}" E2E_SECRETS="${E2E_SECRETS:-20}" \
+                E2E_STEPS="${E2E_STEPS:-latency,session_start,throughput,slow_reader,sessions_per_second,idle_sessions,after_idle}" \
+                E2E_RESULTS="${E2E_RESULTS:-target/keyport-e2e-quick.md}"
+            ;;
+        -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "e2e.sh: unknown argument $arg (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -34,6 +48,8 @@ command -v ssh >/dev/null || missing+=(openssh-client)
 command -v git >/dev/null || missing+=(git)
 command -v python3 >/dev/null || missing+=(python3)
 command -v ssh-keygen >/dev/null || missing+=(openssh-client)
+# The idle-sessions client (benches/idle_client.py) runs on Debian's Python with asyncssh.
+/usr/bin/python3 -c 'import asyncssh' 2>/dev/null || missing+=(python3-asyncssh)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "== installing ${missing[*]}" >&2
     apt-get update -qq

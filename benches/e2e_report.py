@@ -134,7 +134,22 @@ def table(r, cfg):
     lines.append(row(f"sessions/s, {cfg.PARALLEL} parallel clients, {cfg.PARALLEL_SECONDS:.0f} s", r.get("sps.keyport"), r.get("sps.sshd"), "reported"))
     lines.append(row(f"daemon RSS per idle session, KiB ({cfg.IDLE_SESSIONS} sessions)", r.get("idle.keyport"), r.get("idle.sshd"), "reported"))
     lines.append(row("… PSS per idle session, KiB (shared pages split)", r.get("idle_pss.keyport"), r.get("idle_pss.sshd"), "reported"))
-    lines.append(row("session on an open connection (ControlMaster) p50, ms", r.get("mux.keyport"), r.get("mux.sshd"), "reported", fmt="{:.2f}"))
+    if "idle_fds.keyport" in r:
+        lines.append(row("daemon descriptors per idle session", r.get("idle_fds.keyport"), r.get("idle_fds.sshd"), "reported"))
+    if "mux_idle.keyport" in r:
+        lines.append(row(f"session on an open connection with the {cfg.IDLE_SESSIONS} idle sessions open, p50, ms",
+                         r["mux_idle.keyport"], r["mux_idle.sshd"], "≤ 1.1× sshd", True, 1.1, fmt="{:.2f}"))
+    if "mux_large.keyport" in r:
+        n = r.get("idle_count_large.keyport")
+        lines.append(row(f"daemon RSS per idle session, KiB ({n} sessions, keyport alone)", r.get("idle_large.keyport"), None, "< 50 KiB"))
+        lines.append(row(f"session on an open connection with {n} idle sessions open on keyport (sshd: none), p50, ms",
+                         r["mux_large.keyport"], r["mux_large.sshd"], "≤ 1.1× sshd", True, 1.1, fmt="{:.2f}"))
+    if "idle_rss_closed.keyport" in r:
+        before, after = r["idle_rss_before.keyport"], r["idle_rss_closed.keyport"]
+        met = "yes" if after <= before * 1.2 else "**no**"
+        lines.append(f"| keyport RSS once every idle session closed, KiB (before them: {before}) | {after} | — | "
+                     f"{after / before:.2f}× before | within 20 % of before | {met} |")
+    lines.append(row("session on an open connection (ControlMaster) p50, ms", r.get("mux.keyport"), r.get("mux.sshd"), "≤ 0.9× sshd", True, 0.9, fmt="{:.2f}"))
     if "secrets.n" in r:
         added = r["secrets.n"] - r["secrets.0"]
         met = "yes" if added < 2 else "**no**"
@@ -291,9 +306,13 @@ How it was measured (all in one run, same OpenSSH client for both daemons):
   {cfg.PARALLEL_SECONDS:.0f} s; completed sessions ÷ elapsed time
   (failures: keyport {r.get('sps_failed.keyport', '?')}, sshd {r.get('sps_failed.sshd', '?')}).
   Clients and daemon share the machine's cores.
-- Idle sessions: {cfg.IDLE_SESSIONS} concurrent `ssh HOST 'echo ready; exec cat > /dev/null'`
-  (a session with a waiting program), opened 50 at a time, each confirmed by its `ready`
-  line; memory read 2 s after the last. Daemon memory is the sum over the daemon's process
+- Idle sessions: {cfg.IDLE_SESSIONS} concurrent sessions on each daemon at once, each running
+  `echo ready; exec cat > /dev/null` (a session with a waiting program), held by one asyncssh
+  client process (`benches/idle_client.py`: a connection per session, curve25519, no
+  compression, as the OpenSSH client), opened 50 at a time, each confirmed by its `ready`
+  line; memory and descriptors read 2 s after the last; then sessions on an open connection
+  timed while they stay open; then as many on keyport alone (up to
+  {cfg.IDLE_SESSIONS_KEYPORT}, as its open-files limit allows), the same way. Daemon memory is the sum over the daemon's process
   and every process of the same executable below it (`/proc/PID/exe`): keyport is one
   process ({idle_k[0]} → {idle_k[1]}); sshd forks a privileged monitor and an unprivileged child
   per connection ({idle_s[0]} → {idle_s[1]} sshd processes); the session programs (`cat`) are

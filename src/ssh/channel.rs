@@ -5,9 +5,9 @@
 //! EOF, close.
 
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -17,6 +17,7 @@ use nix::sys::signal::Signal;
 use russh::server::{Handle, Msg};
 use russh::{Channel, ChannelId, ChannelMsg, ChannelWriteHalf};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -24,8 +25,9 @@ use tracing::debug;
 use super::SshContext;
 use super::input::InputQueue;
 use super::prepare::{Prepared, Refused, Start, prepare};
-use super::process::{self, Identity, Launch, Program};
+use super::process::{self, Identity, Program};
 use super::reaper::Reaper;
+use super::spawn::{Launch, Leader, SessionChild, Spawner};
 use super::terminal::{self, Terminal};
 use crate::secrets::env::client_env_accepted;
 use crate::secrets::mask::Masker;
@@ -232,6 +234,7 @@ pub async fn run(
                 tx: &tx,
                 control,
                 reaper: ctx.reaper.as_ref(),
+                spawner: &ctx.spawner,
             };
             Ok(match &pty {
                 Some(pty) if !matches!(program, Program::Sftp) => {
@@ -274,6 +277,7 @@ struct Io<'a> {
     tx: &'a ChannelWriteHalf<Msg>,
     control: mpsc::Receiver<Control>,
     reaper: Option<&'a Reaper>,
+    spawner: &'a Spawner,
 }
 
 /// What the channel loop does with one message while the program runs.
@@ -327,14 +331,14 @@ fn on_message(
 async fn supervise(
     rx: &mut russh::ChannelReadHalf,
     control: &mut mpsc::Receiver<Control>,
-    child: &mut tokio::process::Child,
+    child: &mut SessionChild,
     input: InputQueue,
     pump: impl std::future::Future<Output = ()>,
     terminal: Option<Terminal>,
     eow: &CancellationToken,
 ) -> std::io::Result<ExitStatus> {
     let pty = terminal.is_some();
-    let pgid = child.id().unwrap_or(0);
+    let pgid = child.id();
     tokio::pin!(pump);
     let (mut status, mut pumped, mut open) = (None, false, true);
     let mut kill_at: Option<tokio::time::Instant> = None;
@@ -379,33 +383,22 @@ async fn relay_pipes(io: Io<'_>, launch: Launch) -> std::io::Result<ExitStatus> 
         tx,
         mut control,
         reaper,
+        spawner,
     } = io;
-    let mut cmd = tokio::process::Command::new(&launch.exe);
-    cmd.arg0(&launch.argv0)
-        .args(&launch.args)
-        .env_clear()
-        .envs(launch.env.iter().cloned())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    if launch.switch.is_none() {
-        cmd.current_dir(&launch.home);
-    }
-    // SAFETY: the closure makes only async-signal-safe syscalls on data prepared before fork.
-    unsafe {
-        cmd.pre_exec(launch.pre_exec(true));
-    }
-    let mut child = cmd.spawn()?;
+    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from);
+    let ((stdin, to_stdin), (from_stdout, stdout), (from_stderr, stderr)) =
+        (pipe()?, pipe()?, pipe()?);
+    let mut child = spawner
+        .spawn(&launch, Leader::Session, [stdin, stdout, stderr])
+        .await?;
     drop(launch);
     // Its own session (setsid): its pid is the session's id.
-    let _tracked = reaper.map(|r| r.track(child.id().unwrap_or(0)));
-    let credit = rx.window_credit();
-    let input = match child.stdin.take() {
-        Some(stdin) => InputQueue::spawn(stdin, credit),
-        None => InputQueue::spawn(tokio::io::sink(), credit),
-    };
-    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let _tracked = reaper.map(|r| r.track(child.id()));
+    let input = InputQueue::spawn(pipe::Sender::from_owned_fd(to_stdin)?, rx.window_credit());
+    let (stdout, stderr) = (
+        Some(pipe::Receiver::from_owned_fd(from_stdout)?),
+        Some(pipe::Receiver::from_owned_fd(from_stderr)?),
+    );
     let mut out = tx.make_writer();
     let mut err = tx.make_writer_ext(Some(1));
     let (eow, never) = (CancellationToken::new(), CancellationToken::new());
@@ -419,21 +412,37 @@ async fn relay_pipes(io: Io<'_>, launch: Launch) -> std::io::Result<ExitStatus> 
 }
 
 /// Relays one output stream until it ends or `stop` (the client's end-of-write) is
-/// cancelled; either way the pipe's read end is closed when this returns.
-async fn copy_out<R, W>(from: Option<R>, to: &mut W, stop: &CancellationToken)
+/// cancelled; either way the pipe's read end is closed when this returns. A read buffer is
+/// held only while output flows: a program that prints nothing costs the daemon none.
+async fn copy_out<W>(from: Option<pipe::Receiver>, to: &mut W, stop: &CancellationToken)
 where
-    R: tokio::io::AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    if let Some(mut from) = from {
-        // 32 KiB reads: one full SSH packet each (tokio::io::copy reads 8 KiB at a time).
-        let mut from = tokio::io::BufReader::with_capacity(32 * 1024, &mut from);
-        tokio::select! {
-            _ = tokio::io::copy_buf(&mut from, to) => {}
-            () = stop.cancelled() => {}
+    let Some(from) = from else {
+        return;
+    };
+    let relay = async {
+        while from.readable().await.is_ok() {
+            // 32 KiB reads: one full SSH packet each.
+            let mut buf = Vec::with_capacity(32 * 1024);
+            loop {
+                match from.try_read_buf(&mut buf) {
+                    // End of output, or a write the client will not take.
+                    Ok(0) => return,
+                    Ok(_) if to.write_all(&buf).await.is_err() => return,
+                    Ok(_) => buf.clear(),
+                    // Drained: the buffer goes until more comes.
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => return,
+                }
+            }
         }
-        let _ = to.flush().await;
+    };
+    tokio::select! {
+        () = relay => {}
+        () = stop.cancelled() => {}
     }
+    let _ = to.flush().await;
 }
 
 /// pty shells and commands: one stream, window changes, the line discipline's signals; the
@@ -450,6 +459,7 @@ async fn relay_pty(
         tx,
         mut control,
         reaper,
+        spawner,
     } = io;
     let (pty, pts) = pty_process::open().map_err(std::io::Error::other)?;
     pty.resize(pty_process::Size::new(request.rows, request.cols))
@@ -472,21 +482,18 @@ async fn relay_pty(
     // The daemon's own terminal too (a non-root daemon owns it already): 0620, as sshd.
     nix::sys::stat::fchmod(pts.as_fd(), nix::sys::stat::Mode::from_bits_truncate(0o620))
         .map_err(std::io::Error::other)?;
-    let mut cmd = pty_process::Command::new(&launch.exe)
-        .arg0(&launch.argv0)
-        .args(&launch.args)
-        .env_clear()
-        .envs(launch.env.iter().cloned())
-        .kill_on_drop(true);
-    if launch.switch.is_none() {
-        cmd = cmd.current_dir(&launch.home);
-    }
-    // SAFETY: the closure makes only async-signal-safe syscalls on data prepared before fork.
-    cmd = unsafe { cmd.pre_exec(launch.pre_exec(false)) };
-    // The child is a session leader (setsid): its pid is its process group.
-    let mut child = cmd.spawn(pts).map_err(std::io::Error::other)?;
+    // The pts is the program's stdio and its controlling terminal; the daemon keeps no copy
+    // (the master reads EIO once the last process holding it is gone).
+    let stdio: [OwnedFd; 3] = [
+        pts.as_fd().try_clone_to_owned()?,
+        pts.as_fd().try_clone_to_owned()?,
+        pts.as_fd().try_clone_to_owned()?,
+    ];
+    drop(pts);
+    // The program is a session leader (setsid): its pid is its process group.
+    let mut child = spawner.spawn(&launch, Leader::Terminal, stdio).await?;
     drop(launch);
-    let _tracked = reaper.map(|r| r.track(child.id().unwrap_or(0)));
+    let _tracked = reaper.map(|r| r.track(child.id()));
     let terminal = Terminal::new(pty.as_fd().try_clone_to_owned()?);
     let (mut reader, writer) = pty.into_split();
     let input = InputQueue::spawn(writer, rx.window_credit());

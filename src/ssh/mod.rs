@@ -11,7 +11,9 @@
 //! - `channel.rs`: one task per session channel: collect pty/env requests, start, relay I/O.
 //! - `prepare.rs`: what a session gets (identity, environment, files, directory), once.
 //! - `input.rs`: client input to the program, flow-controlled through the SSH window.
-//! - `process.rs`: who the process runs as, its start-up state (session, umask, limits), signals.
+//! - `process.rs`: who the process runs as, its argv, signals.
+//! - `spawn.rs`: starting it without copying the daemon (a vfork-style clone on a thread of
+//!   its own), with its session, limits, umask and identity, and waiting for it.
 //! - `terminal.rs`: the pty's modes, window size and breaks.
 //! - `forward.rs`: `ssh -L` / `ssh -R`, under the `[forwarding]` policy.
 //! - `files.rs`: writing file secrets (as the OS user) and the ledger of what was written.
@@ -38,10 +40,13 @@ mod quickack;
 pub mod reaper;
 mod revoke;
 pub mod sessiondir;
+mod spawn;
 mod terminal;
+mod vfork;
 
 pub use listen::run;
-pub use process::{SFTP_SERVERS, remember_limits, sftp_server};
+pub use process::{SFTP_SERVERS, sftp_server};
+pub use spawn::remember_limits;
 
 pub use channel::{Asked, Control, Login, PtyRequest};
 pub use files::{Applied, materialize, materialize_owner};
@@ -110,6 +115,8 @@ pub struct SshContext {
     pub channel_window: u32,
     /// Relay mode: `[relay]` and the upstreams failing lately.
     pub relay: crate::relay::Relay,
+    /// Starts session programs, off the async workers.
+    spawner: spawn::Spawner,
     next_id: AtomicU64,
 }
 
@@ -124,7 +131,7 @@ impl SshContext {
     ) -> Self {
         let settings = &config.ssh;
         // Already done by `keyport serve` before it lowered any limit; for library users too.
-        process::remember_limits();
+        spawn::remember_limits();
         Self {
             vault,
             accept_env: config.accept_env.clone(),
@@ -155,6 +162,7 @@ impl SshContext {
             signatures_per_minute: settings.agent_signatures_per_minute,
             channel_window: settings.channel_window,
             relay: crate::relay::Relay::new(config.relay.clone(), config.ca.clone()),
+            spawner: spawn::Spawner::new(),
             next_id: AtomicU64::new(1),
         }
     }

@@ -41,13 +41,13 @@ pub struct Identity {
     pub switch: Option<Switch>,
 }
 
-/// What the child drops to before exec.
+/// What the session's program drops to before exec (`spawn.rs`), and file work for the
+/// user takes on (`run_as`).
 #[derive(Debug, Clone)]
 pub struct Switch {
-    uid: nix::libc::uid_t,
-    gid: nix::libc::gid_t,
-    groups: Vec<nix::libc::gid_t>,
-    home: CString,
+    pub(super) uid: nix::libc::uid_t,
+    pub(super) gid: nix::libc::gid_t,
+    pub(super) groups: Vec<nix::libc::gid_t>,
 }
 
 /// The account `os_user`'s sessions run as: that account when the daemon is root, else the
@@ -68,225 +68,15 @@ pub fn identity(os_user: &str) -> Result<Identity, OsUserError> {
         .into_iter()
         .map(nix::unistd::Gid::as_raw)
         .collect();
-    let home =
-        CString::new(os.home.clone()).map_err(|_| OsUserError::NoSuchUser(os.name.clone()))?;
     let switch = Switch {
         uid: os.uid,
         gid: os.gid,
         groups,
-        home,
     };
     Ok(Identity {
         os,
         switch: Some(switch),
     })
-}
-
-impl Switch {
-    /// In the forked child, before exec: supplementary groups, group, user, and only then the
-    /// user's home as working directory (entered with the user's rights; `/` if it cannot be,
-    /// as sshd does). Only async-signal-safe syscalls on data prepared before the fork.
-    pub fn apply(&self) -> std::io::Result<()> {
-        // SAFETY: plain syscalls on memory owned by `self`; no allocation after fork.
-        unsafe {
-            if nix::libc::setgroups(self.groups.len(), self.groups.as_ptr()) != 0
-                || nix::libc::setgid(self.gid) != 0
-                || nix::libc::setuid(self.uid) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            if nix::libc::chdir(self.home.as_ptr()) != 0 {
-                nix::libc::chdir(c"/".as_ptr());
-            }
-        }
-        Ok(())
-    }
-}
-
-/// How a channel's program is started, the same for pipes and a pty.
-pub struct Launch {
-    pub exe: std::path::PathBuf,
-    pub argv0: std::ffi::OsString,
-    pub args: Vec<std::ffi::OsString>,
-    pub env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
-    pub home: String,
-    pub switch: Option<Switch>,
-    pub umask: u32,
-}
-
-impl Launch {
-    /// What `identity` runs for `program`, with `env` and the session umask.
-    pub fn new(
-        identity: &Identity,
-        program: &Program,
-        env: crate::secrets::env::SessionEnv,
-        umask: u32,
-    ) -> Self {
-        let (argv0, args) = argv(&login_shell(&identity.os), program);
-        Self {
-            exe: executable(identity, program),
-            argv0,
-            args,
-            env: env.to_os_pairs(),
-            home: identity.os.home.clone(),
-            switch: identity.switch.clone(),
-            umask,
-        }
-    }
-
-    /// The work done in the forked child before exec: no inherited descriptors, a session of
-    /// its own (`new_session`; a pty's spawner makes one itself), sshd's umask and the
-    /// daemon's start-up limits, the user's identity and home, then death with the daemon.
-    ///
-    /// The parent-death signal fires when the *thread* that forked exits, not the process:
-    /// programs are spawned from the channel task, on a tokio worker thread, which lives as
-    /// long as the runtime. Never spawn them from `spawn_blocking` (those threads end when
-    /// idle).
-    pub fn pre_exec(
-        &self,
-        new_session: bool,
-    ) -> impl FnMut() -> std::io::Result<()> + Send + Sync + 'static {
-        let switch = self.switch.clone();
-        let hygiene = Hygiene::new(self.umask, new_session);
-        move || {
-            close_inherited_fds();
-            hygiene.before_switch()?;
-            if let Some(switch) = &switch {
-                switch.apply()?;
-            }
-            hygiene.after_switch()
-        }
-    }
-}
-
-/// What every session process starts with, whatever state the daemon itself is in: a session
-/// of its own (so no way to the daemon's controlling terminal), the configured umask, the
-/// resource limits the daemon had at start-up (the daemon's own core-dump limit of 0 stays the
-/// daemon's), and death with the daemon (a `kill -9` of it leaves no session running with the
-/// user's secrets). Prepared before the fork: [`Hygiene::before_switch`] and
-/// [`Hygiene::after_switch`] only make async-signal-safe syscalls on this copy.
-#[derive(Debug, Clone, Copy)]
-pub struct Hygiene {
-    new_session: bool,
-    umask: nix::libc::mode_t,
-    limits: Limits,
-    daemon: nix::libc::pid_t,
-}
-
-/// The daemon's resource limits as they were before it changed any.
-type Limits = [Option<(ResourceId, nix::libc::rlimit)>; LIMITS.len()];
-
-#[cfg(target_env = "gnu")]
-type ResourceId = nix::libc::__rlimit_resource_t;
-#[cfg(not(target_env = "gnu"))]
-type ResourceId = nix::libc::c_int;
-
-/// Every resource a session's limits are restored for.
-const LIMITS: [nix::sys::resource::Resource; 16] = {
-    use nix::sys::resource::Resource as R;
-    [
-        R::RLIMIT_AS,
-        R::RLIMIT_CORE,
-        R::RLIMIT_CPU,
-        R::RLIMIT_DATA,
-        R::RLIMIT_FSIZE,
-        R::RLIMIT_LOCKS,
-        R::RLIMIT_MEMLOCK,
-        R::RLIMIT_MSGQUEUE,
-        R::RLIMIT_NICE,
-        R::RLIMIT_NOFILE,
-        R::RLIMIT_NPROC,
-        R::RLIMIT_RSS,
-        R::RLIMIT_RTPRIO,
-        R::RLIMIT_RTTIME,
-        R::RLIMIT_SIGPENDING,
-        R::RLIMIT_STACK,
-    ]
-};
-
-static STARTUP_LIMITS: std::sync::OnceLock<Limits> = std::sync::OnceLock::new();
-
-/// Records the process's resource limits as sessions should get them. Called once, first
-/// thing, before the daemon lowers any of its own; later calls change nothing.
-pub fn remember_limits() {
-    STARTUP_LIMITS.get_or_init(|| {
-        let mut limits: Limits = [None; LIMITS.len()];
-        for (slot, resource) in limits.iter_mut().zip(LIMITS) {
-            if let Ok((soft, hard)) = nix::sys::resource::getrlimit(resource) {
-                let limit = nix::libc::rlimit {
-                    rlim_cur: soft,
-                    rlim_max: hard,
-                };
-                *slot = Some((resource as ResourceId, limit));
-            }
-        }
-        limits
-    });
-}
-
-impl Hygiene {
-    /// For a program that gets a session of its own here (`new_session`), or from the pty
-    /// spawner (which makes it a session leader with the terminal as its controlling one).
-    pub fn new(umask: u32, new_session: bool) -> Self {
-        Self {
-            new_session,
-            umask: umask & 0o777,
-            limits: STARTUP_LIMITS
-                .get()
-                .copied()
-                .unwrap_or([None; LIMITS.len()]),
-            daemon: nix::unistd::getpid().as_raw(),
-        }
-    }
-
-    /// In the forked child, while it still has the daemon's rights.
-    pub fn before_switch(&self) -> std::io::Result<()> {
-        // SAFETY: plain syscalls on values copied into `self` before the fork.
-        unsafe {
-            if self.new_session && nix::libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            for (resource, limit) in self.limits.iter().flatten() {
-                // A limit the daemon could not restore (it lowered its own hard limit) is left
-                // as it is: the program still starts.
-                nix::libc::setrlimit(*resource, limit);
-            }
-            nix::libc::umask(self.umask);
-        }
-        Ok(())
-    }
-
-    /// In the forked child, after the identity switch (which clears the parent-death signal):
-    /// die with the daemon, and at once if it is already gone.
-    pub fn after_switch(&self) -> std::io::Result<()> {
-        // SAFETY: plain syscalls with integer arguments.
-        unsafe {
-            let kill = nix::libc::c_ulong::try_from(nix::libc::SIGKILL).unwrap_or(9);
-            if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, kill) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if nix::libc::getppid() != self.daemon {
-                nix::libc::_exit(1);
-            }
-        }
-        Ok(())
-    }
-}
-
-/// In the forked child: marks every descriptor above stderr close-on-exec, so nothing another
-/// thread opened without `O_CLOEXEC` (a pty master, for a moment) reaches the program. Another
-/// user's terminal must never leak into this session.
-pub fn close_inherited_fds() {
-    const CLOSE_RANGE_CLOEXEC: nix::libc::c_uint = 4;
-    // SAFETY: a syscall with integer arguments; async-signal-safe.
-    unsafe {
-        nix::libc::syscall(
-            nix::libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            CLOSE_RANGE_CLOEXEC,
-        );
-    }
 }
 
 impl Switch {
