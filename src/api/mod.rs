@@ -205,7 +205,11 @@ pub async fn serve(
 /// Serves the API to one SSH session on its private socket, authenticated as the session's
 /// user (no token), until the session ends.
 pub async fn serve_session(socket: SessionSocket, router: Router, user: SessionUser) {
-    let app = router.layer(axum::Extension(user));
+    // Layered around the shared router as one fallback, not route by route: a session's
+    // socket then costs one route's worth of memory, not a copy of every route.
+    let app = Router::new()
+        .fallback_service(router)
+        .layer(axum::Extension(user));
     let ended = socket.ended();
     // When the session ends, this stops accepting, and every connection reads end-of-file.
     tokio::select! {

@@ -31,6 +31,7 @@ pub async fn run(listener: TcpListener, ctx: Arc<SshContext>, config: server::Co
     ctx.tasks.spawn(super::revoke::watch(ctx.clone()));
     ctx.tasks.spawn(super::live::watch(ctx.clone()));
     ctx.tasks.spawn(audit_failures(ctx.clone()));
+    ctx.tasks.spawn(super::trim::watch(ctx.clone()));
     let mut reserve = crate::accept::Reserve::new();
     loop {
         let (stream, peer) = tokio::select! {

@@ -20,6 +20,7 @@
 //! - `live.rs`: a changed file secret applied to the user's live sessions within a second.
 //! - `quickack.rs`: prompt TCP ACKs during the handshake.
 //! - `sessiondir.rs`: each session's private directory: agent socket, in-session API socket.
+//! - `trim.rs`: freed memory handed back to the system once sessions have ended.
 //! - `reaper.rs`: the companion process that ends live sessions if the daemon is killed.
 //!
 //! A login as `user:workspace` runs its sessions on the workspace instead (`crate::relay`):
@@ -42,6 +43,7 @@ mod revoke;
 pub mod sessiondir;
 mod spawn;
 mod terminal;
+mod trim;
 mod vfork;
 
 pub use listen::run;
