@@ -63,7 +63,7 @@ pub fn identity(os_user: &str) -> Result<Identity, OsUserError> {
     let name =
         CString::new(os.name.clone()).map_err(|_| OsUserError::NoSuchUser(os.name.clone()))?;
     let gid = nix::unistd::Gid::from_raw(os.gid);
-    // initgroups(3) reads the group database: do it here, not in the forked child.
+    // initgroups(3) reads the group database: do it here, not in the cloned child.
     let groups = nix::unistd::getgrouplist(&name, gid)?
         .into_iter()
         .map(nix::unistd::Gid::as_raw)
