@@ -395,10 +395,8 @@ async fn relay_pipes(io: Io<'_>, launch: Launch) -> std::io::Result<ExitStatus> 
     // Its own session (setsid): its pid is the session's id.
     let _tracked = reaper.map(|r| r.track(child.id()));
     let input = InputQueue::spawn(pipe::Sender::from_owned_fd(to_stdin)?, rx.window_credit());
-    let (stdout, stderr) = (
-        Some(pipe::Receiver::from_owned_fd(from_stdout)?),
-        Some(pipe::Receiver::from_owned_fd(from_stderr)?),
-    );
+    let stdout = pipe::Receiver::from_owned_fd(from_stdout)?;
+    let stderr = pipe::Receiver::from_owned_fd(from_stderr)?;
     let mut out = tx.make_writer();
     let mut err = tx.make_writer_ext(Some(1));
     let (eow, never) = (CancellationToken::new(), CancellationToken::new());
@@ -414,13 +412,10 @@ async fn relay_pipes(io: Io<'_>, launch: Launch) -> std::io::Result<ExitStatus> 
 /// Relays one output stream until it ends or `stop` (the client's end-of-write) is
 /// cancelled; either way the pipe's read end is closed when this returns. A read buffer is
 /// held only while output flows: a program that prints nothing costs the daemon none.
-async fn copy_out<W>(from: Option<pipe::Receiver>, to: &mut W, stop: &CancellationToken)
+async fn copy_out<W>(from: pipe::Receiver, to: &mut W, stop: &CancellationToken)
 where
     W: AsyncWrite + Unpin,
 {
-    let Some(from) = from else {
-        return;
-    };
     let relay = async {
         while from.readable().await.is_ok() {
             // 32 KiB reads: one full SSH packet each.

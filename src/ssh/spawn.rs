@@ -75,7 +75,6 @@ struct Prepared {
     envp_ptrs: Vec<*const libc::c_char>,
     home: CString,
     groups: Vec<libc::gid_t>,
-    limits: Vec<(libc::c_int, libc::rlimit)>,
     /// The child's ends of its stdio, closed here once it has them.
     stdio: [OwnedFd; 3],
     terminal: bool,
@@ -123,16 +122,6 @@ impl Launch {
                 cstring(&pair, "environment")
             })
             .collect::<std::io::Result<Vec<_>>>()?;
-        let limits = startup_limits()
-            .iter()
-            .map(|&(resource, soft, hard)| {
-                let limit = libc::rlimit {
-                    rlim_cur: soft,
-                    rlim_max: hard,
-                };
-                (resource, limit)
-            })
-            .collect();
         Ok(Prepared {
             exe,
             argv_ptrs: pointers(&argv),
@@ -145,7 +134,6 @@ impl Launch {
                 .as_ref()
                 .map(|s| s.groups.clone())
                 .unwrap_or_default(),
-            limits,
             stdio,
             terminal: leader == Leader::Terminal,
             umask: self.umask & 0o777,
@@ -177,8 +165,8 @@ const LIMITS: [nix::sys::resource::Resource; 16] = {
     ]
 };
 
-/// (resource number, soft, hard) as the daemon had them before it changed any.
-static STARTUP_LIMITS: std::sync::OnceLock<Vec<(libc::c_int, u64, u64)>> =
+/// Each resource's limits as the daemon had them before it changed any.
+static STARTUP_LIMITS: std::sync::OnceLock<Vec<(libc::c_int, libc::rlimit)>> =
     std::sync::OnceLock::new();
 
 /// Records the process's resource limits as sessions should get them (the daemon's own
@@ -190,13 +178,17 @@ pub fn remember_limits() {
             .iter()
             .filter_map(|&resource| {
                 let (soft, hard) = nix::sys::resource::getrlimit(resource).ok()?;
-                Some((resource as libc::c_int, soft, hard))
+                let limit = libc::rlimit {
+                    rlim_cur: soft,
+                    rlim_max: hard,
+                };
+                Some((resource as libc::c_int, limit))
             })
             .collect()
     });
 }
 
-fn startup_limits() -> &'static [(libc::c_int, u64, u64)] {
+fn startup_limits() -> &'static [(libc::c_int, libc::rlimit)] {
     STARTUP_LIMITS.get().map_or(&[], Vec::as_slice)
 }
 
@@ -216,13 +208,8 @@ impl Drop for Started {
 
 fn kill_and_reap_blocking(pid: libc::pid_t) {
     // SAFETY: our own unreaped child, so the pid is still its.
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
-        let mut status = 0;
-        while libc::waitpid(pid, &mut status, 0) < 0
-            && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
-        {}
-    }
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    vfork::reap(pid);
 }
 
 /// A spawn and where its outcome goes.
@@ -295,9 +282,7 @@ impl Spawner {
             jobs: std::sync::OnceLock::new(),
         }
     }
-}
 
-impl Spawner {
     /// Starts `launch`'s program led as `leader` with `stdio` (the child's ends, closed here
     /// once it has them).
     pub async fn spawn(
@@ -373,6 +358,7 @@ fn start(p: &Prepared, slots: &Slots, stack: &mut [u8]) -> std::io::Result<Start
 fn start_filled(p: &Prepared, slots: &Slots, stack: &mut [u8]) -> std::io::Result<Started> {
     let (uid, gid) = p.switch.unwrap_or((0, 0));
     let stdio = slots.fds.each_ref().map(AsRawFd::as_raw_fd);
+    let limits = startup_limits();
     let mut plan = vfork::Plan {
         exe: p.exe.as_ptr(),
         argv: p.argv_ptrs.as_ptr(),
@@ -380,8 +366,8 @@ fn start_filled(p: &Prepared, slots: &Slots, stack: &mut [u8]) -> std::io::Resul
         stdio,
         keep_below: stdio.iter().max().map_or(3, |fd| fd + 1),
         terminal: p.terminal,
-        limits: p.limits.as_ptr(),
-        limits_len: p.limits.len(),
+        limits: limits.as_ptr(),
+        limits_len: limits.len(),
         umask: p.umask,
         switch: p.switch.is_some(),
         uid,
@@ -390,8 +376,7 @@ fn start_filled(p: &Prepared, slots: &Slots, stack: &mut [u8]) -> std::io::Resul
         groups_len: p.groups.len(),
         home: p.home.as_ptr(),
         daemon: nix::unistd::getpid().as_raw(),
-        failed_step: 0,
-        failed_errno: 0,
+        failed: None,
     };
     // SAFETY: `plan` points into `p`, alive and unchanged for the call; `stack` is this
     // thread's own; this thread lives as long as the daemon.
@@ -465,7 +450,7 @@ impl Drop for SessionChild {
         };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => drop(runtime.spawn(reap)),
-            Err(_) => kill_and_reap_blocking(pid),
+            Err(_) => vfork::reap(pid),
         }
     }
 }

@@ -15,7 +15,7 @@
 //! process they believe they are in, which is the daemon's), and every signal is blocked
 //! around the clone (a handler of the daemon's must never run in the child) and set back to
 //! its default action in the child before the exec. A step that fails is written into the
-//! shared [`Plan`] with its `errno`; the child then exits 127 and the caller reaps it and
+//! shared [`Plan`] with its errno; the child then exits 127 and the caller reaps it and
 //! reports the step.
 
 use std::ffi::{c_int, c_void};
@@ -52,36 +52,44 @@ pub struct Plan {
     pub home: *const libc::c_char,
     /// The daemon's pid: a child whose parent is another (the daemon died) exits at once.
     pub daemon: libc::pid_t,
-    /// Written by the child: which step failed (a [`Step`]), and its errno.
-    pub failed_step: c_int,
-    pub failed_errno: c_int,
+    /// Written by the child: the step that failed, and its errno.
+    pub failed: Option<(Step, c_int)>,
 }
 
 /// The child's steps, as reported when one fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    Stdio = 1,
-    Session = 2,
-    Terminal = 3,
-    Identity = 4,
-    Home = 5,
-    ParentDeath = 6,
-    Exec = 7,
+    Stdio,
+    Session,
+    Terminal,
+    Identity,
+    Home,
+    ParentDeath,
+    Exec,
 }
 
 impl Step {
     /// What could not be done, for the error message.
-    pub fn what(code: c_int) -> &'static str {
-        match code {
-            1 => "cannot set up the program's input and output",
-            2 => "cannot start a session",
-            3 => "cannot take the terminal",
-            4 => "cannot become the session's user",
-            5 => "cannot enter the home directory",
-            6 => "cannot follow the daemon's death",
-            _ => "cannot run the program",
+    pub fn what(self) -> &'static str {
+        match self {
+            Self::Stdio => "cannot set up the program's input and output",
+            Self::Session => "cannot start a session",
+            Self::Terminal => "cannot take the terminal",
+            Self::Identity => "cannot become the session's user",
+            Self::Home => "cannot enter the home directory",
+            Self::ParentDeath => "cannot follow the daemon's death",
+            Self::Exec => "cannot run the program",
         }
     }
+}
+
+/// Waits for our own child `pid` to end and reaps it.
+pub fn reap(pid: libc::pid_t) {
+    let mut status = 0;
+    // SAFETY: waitpid on our own child, with a status slot of our own.
+    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0
+        && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+    {}
 }
 
 /// Starts the child described by `plan` on `stack` and returns its pid once it has exec'd;
@@ -92,8 +100,7 @@ impl Step {
 /// `stack` must not be used by anything else until this returns. The calling thread must
 /// outlive the child (its parent-death signal follows that thread).
 pub unsafe fn clone_vfork(plan: &mut Plan, stack: &mut [u8]) -> std::io::Result<libc::pid_t> {
-    plan.failed_step = 0;
-    plan.failed_errno = 0;
+    plan.failed = None;
     // 16-byte aligned top of the child's stack (it grows down).
     let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
     let all: u64 = !0;
@@ -127,27 +134,16 @@ pub unsafe fn clone_vfork(plan: &mut Plan, stack: &mut [u8]) -> std::io::Result<
         }
         pid
     };
-    // SAFETY: the child wrote these before it exec'd or exited; it is done with `plan`.
-    let (step, errno) = unsafe {
-        (
-            std::ptr::read_volatile(&plan.failed_step),
-            std::ptr::read_volatile(&plan.failed_errno),
-        )
-    };
-    if step == 0 {
+    // SAFETY: the child wrote it before it exec'd or exited; it is done with `plan`.
+    let Some((step, errno)) = (unsafe { std::ptr::read_volatile(&plan.failed) }) else {
         return Ok(pid);
-    }
-    // SAFETY: reaping our own child, which has exited (or is exiting) with 127.
-    unsafe {
-        let mut status = 0;
-        while libc::waitpid(pid, &mut status, 0) < 0
-            && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
-        {}
-    }
+    };
+    // It has exited (or is exiting) with 127.
+    reap(pid);
     let error = std::io::Error::from_raw_os_error(errno);
     Err(std::io::Error::new(
         error.kind(),
-        format!("{}: {error}", Step::what(step)),
+        format!("{}: {error}", step.what()),
     ))
 }
 
@@ -180,9 +176,8 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
     let plan = arg.cast::<Plan>();
     // SAFETY: `plan` is valid until exec or exit (CLONE_VFORK); only raw syscalls follow.
     unsafe {
-        if let Err((step, errno)) = child_steps(&*plan) {
-            std::ptr::write_volatile(&raw mut (*plan).failed_errno, errno);
-            std::ptr::write_volatile(&raw mut (*plan).failed_step, step as c_int);
+        if let Err(failed) = child_steps(&*plan) {
+            std::ptr::write_volatile(&raw mut (*plan).failed, Some(failed));
         }
         libc::syscall(libc::SYS_exit_group, 127);
     }
