@@ -202,6 +202,9 @@ client_env_bytes = 65536
 agent_signatures_per_minute = 600
 # The umask session programs start with, octal (like login.defs' UMASK). 000 to 777.
 umask = "022"
+# Threads SSH connections run on; each connection stays on one (as each of sshd's
+# connections is one process). 0: one per CPU. 0 to 1024.
+connection_threads = 0
 
 # Port forwarding, off by default. Each forward is audited (user, target, bytes).
 [forwarding]

@@ -46,6 +46,9 @@ pub struct SshSettings {
     /// Signatures one session's agent makes per minute (a bucket that size, refilled evenly);
     /// more are refused and counted.
     pub agent_signatures_per_minute: u32,
+    /// Threads SSH connections run on, each connection on one of them from start to end
+    /// (`ssh/workers.rs`); 0: one per CPU.
+    pub connection_threads: u32,
 }
 
 impl Default for SshSettings {
@@ -66,6 +69,7 @@ impl Default for SshSettings {
             max_connections_per_user: 32,
             client_env_bytes: 64 * 1024,
             agent_signatures_per_minute: 600,
+            connection_threads: 0,
         }
     }
 }
@@ -127,7 +131,7 @@ impl SshSettings {
             return Err(("ssh.login_grace_secs", "must be 1 to 3600 seconds".into()));
         }
         self.startups().map_err(|rule| ("ssh.max_startups", rule))?;
-        let ranges: [(&'static str, u32, u32, u32); 7] = [
+        let ranges: [(&'static str, u32, u32, u32); 8] = [
             (
                 "ssh.agent_signatures_per_minute",
                 self.agent_signatures_per_minute,
@@ -150,6 +154,7 @@ impl SshSettings {
                 100_000,
             ),
             ("ssh.client_env_bytes", self.client_env_bytes, 0, 1 << 24),
+            ("ssh.connection_threads", self.connection_threads, 0, 1024),
         ];
         for (field, value, low, high) in ranges {
             if !(low..=high).contains(&value) {

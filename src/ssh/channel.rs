@@ -16,7 +16,7 @@ use keyport_keys::SecretBytes;
 use nix::sys::signal::Signal;
 use russh::server::{Handle, Msg};
 use russh::{Channel, ChannelId, ChannelMsg, ChannelWriteHalf};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -397,35 +397,56 @@ async fn relay_pipes(io: Io<'_>, launch: Launch) -> std::io::Result<ExitStatus> 
     let input = InputQueue::spawn(pipe::Sender::from_owned_fd(to_stdin)?, rx.window_credit());
     let stdout = pipe::Receiver::from_owned_fd(from_stdout)?;
     let stderr = pipe::Receiver::from_owned_fd(from_stderr)?;
-    let mut out = tx.make_writer();
-    let mut err = tx.make_writer_ext(Some(1));
     let (eow, never) = (CancellationToken::new(), CancellationToken::new());
     let pump = async {
         tokio::join!(
-            copy_out(stdout, &mut out, &eow),
-            copy_out(stderr, &mut err, &never)
+            copy_out(stdout, tx, None, &eow),
+            copy_out(stderr, tx, Some(1), &never)
         );
     };
     supervise(&mut rx, &mut control, &mut child, input, pump, None, &eow).await
 }
 
-/// Relays one output stream until it ends or `stop` (the client's end-of-write) is
-/// cancelled; either way the pipe's read end is closed when this returns. A read buffer is
-/// held only while output flows: a program that prints nothing costs the daemon none.
-async fn copy_out<W>(from: pipe::Receiver, to: &mut W, stop: &CancellationToken)
-where
-    W: AsyncWrite + Unpin,
-{
+/// Relays one output stream (`ext`: `None` stdout, `Some(1)` stderr) until it ends or `stop`
+/// (the client's end-of-write) is cancelled; either way the pipe's read end is closed when
+/// this returns. What is read goes to russh as it is, not copied again: each read fills the
+/// free end of one buffer and that part is handed over (`data_bytes`), so a burst of output
+/// costs one allocation per [`READ_BUFFER`]. A buffer is held
+/// only while output flows: a program that prints nothing costs the daemon none.
+async fn copy_out(
+    from: pipe::Receiver,
+    to: &ChannelWriteHalf<Msg>,
+    ext: Option<u32>,
+    stop: &CancellationToken,
+) {
     let relay = async {
+        let mut enlarged = false;
         while from.readable().await.is_ok() {
-            // 32 KiB reads: one full SSH packet each.
-            let mut buf = Vec::with_capacity(32 * 1024);
+            let mut buf = bytes::BytesMut::new();
             loop {
+                // Room for a full pipe (`OUTPUT_PIPE`), or a new buffer.
+                if buf.capacity() < READ_BUFFER / 4 {
+                    buf.reserve(READ_BUFFER);
+                }
                 match from.try_read_buf(&mut buf) {
-                    // End of output, or a write the client will not take.
+                    // End of output.
                     Ok(0) => return,
-                    Ok(_) if to.write_all(&buf).await.is_err() => return,
-                    Ok(_) => buf.clear(),
+                    Ok(n) => {
+                        // A full default pipe: the program prints faster than it is sent.
+                        if n >= DEFAULT_PIPE && !enlarged {
+                            enlarge(&from);
+                            enlarged = true;
+                        }
+                        let chunk = buf.split().freeze();
+                        let sent = match ext {
+                            None => to.data_bytes(chunk).await,
+                            Some(ext) => to.extended_data_bytes(ext, chunk).await,
+                        };
+                        // A channel the client closed.
+                        if sent.is_err() {
+                            return;
+                        }
+                    }
                     // Drained: the buffer goes until more comes.
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(_) => return,
@@ -437,7 +458,24 @@ where
         () = relay => {}
         () = stop.cancelled() => {}
     }
-    let _ = to.flush().await;
+}
+
+/// How much output one read may take; a new buffer is this big.
+const READ_BUFFER: usize = 256 * 1024;
+
+/// Linux's default pipe size.
+const DEFAULT_PIPE: usize = 64 * 1024;
+
+/// What an output pipe grows to once a read finds it full (the program prints faster than
+/// the client takes it): the program then blocks, and wakes, a sixteenth as often, and each
+/// read takes more. Only pipes that stream grow (the kernel counts a pipe's size against its
+/// creator's `fs.pipe-user-pages-soft`, a fixed share for an account without
+/// CAP_SYS_RESOURCE), and the kernel gives pages only as a pipe fills. Best effort: refused, the
+/// pipe keeps its size.
+const OUTPUT_PIPE: nix::libc::c_int = 1 << 20;
+
+fn enlarge(pipe: &impl AsFd) {
+    let _ = nix::fcntl::fcntl(pipe, nix::fcntl::FcntlArg::F_SETPIPE_SZ(OUTPUT_PIPE));
 }
 
 /// pty shells and commands: one stream, window changes, the line discipline's signals; the

@@ -32,6 +32,7 @@ pub async fn run(listener: TcpListener, ctx: Arc<SshContext>, config: server::Co
     ctx.tasks.spawn(super::live::watch(ctx.clone()));
     ctx.tasks.spawn(audit_failures(ctx.clone()));
     ctx.tasks.spawn(super::trim::watch(ctx.clone()));
+    let workers = super::workers::Workers::start(ctx.connection_threads);
     let mut reserve = crate::accept::Reserve::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -56,6 +57,15 @@ pub async fn run(listener: TcpListener, ctx: Arc<SshContext>, config: server::Co
         };
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().ok();
+        // Its thread's runtime takes the socket over (`workers.rs`).
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                debug!(source = %peer, error = %e, "dropped: cannot hand the connection over");
+                continue;
+            }
+        };
+        let (runtime, place) = workers.pick();
         let id = ctx.next_id();
         let evicted = ticket.evicted();
         let authenticated = Arc::new(AtomicBool::new(false));
@@ -75,7 +85,15 @@ pub async fn run(listener: TcpListener, ctx: Arc<SshContext>, config: server::Co
         );
         let (config, handles, grace) = (config.clone(), handles.clone(), ctx.grace);
         let shutdown = ctx.shutdown.clone();
-        ctx.tasks.spawn(async move {
+        let connection = async move {
+            let _place = place;
+            let stream = match tokio::net::TcpStream::from_std(stream) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    debug!(connection = id, error = %e, "cannot take the connection over");
+                    return;
+                }
+            };
             let stream = Cutoff::new(quickack::QuickAck::new(stream), cut.clone());
             let session = async {
                 match server::run_stream(config, stream, handler).await {
@@ -121,7 +139,8 @@ pub async fn run(listener: TcpListener, ctx: Arc<SshContext>, config: server::Co
                 why, "closing an unauthenticated connection"
             );
             cut.cancel();
-        });
+        };
+        ctx.tasks.spawn_on(connection, &runtime);
     }
     info!("ssh: shutting down");
     // Tell every client at once; none may hold up the shutdown.

@@ -45,6 +45,7 @@ mod spawn;
 mod terminal;
 mod trim;
 mod vfork;
+mod workers;
 
 pub use listen::run;
 pub use process::{SFTP_SERVERS, sftp_server};
@@ -119,6 +120,8 @@ pub struct SshContext {
     pub relay: crate::relay::Relay,
     /// Starts session programs, off the async workers.
     spawner: spawn::Spawner,
+    /// `[ssh] connection_threads`.
+    connection_threads: u32,
     next_id: AtomicU64,
 }
 
@@ -165,6 +168,7 @@ impl SshContext {
             channel_window: settings.channel_window,
             relay: crate::relay::Relay::new(config.relay.clone(), config.ca.clone()),
             spawner: spawn::Spawner::new(),
+            connection_threads: settings.connection_threads,
             next_id: AtomicU64::new(1),
         }
     }

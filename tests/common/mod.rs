@@ -510,8 +510,14 @@ impl Daemon {
     /// The real OpenSSH client, logging in as `user` with `key`, to this daemon; no known-hosts
     /// file, no agent, no config file, only that key offered.
     pub fn ssh(&self, user: &str, key: &Path) -> Command {
+        self.ssh_with(user, key, &[])
+    }
+
+    /// [`Daemon::ssh`] with more client options (`-c CIPHER`, `-o …`) before the host.
+    pub fn ssh_with(&self, user: &str, key: &Path, options: &[&str]) -> Command {
         let mut cmd = Command::new("ssh");
         cmd.args(ssh_options(key))
+            .args(options)
             .arg("-p")
             .arg(self.ssh_port.to_string())
             .arg(format!("{user}@127.0.0.1"))
