@@ -541,6 +541,10 @@ impl ChannelParams {
     }
 }
 
+/// keyport patch: how much sealed output a session loop gathers before writing it while it
+/// drains a batch of messages (a batch is up to 64 full packets, about 2 MiB).
+pub(crate) const EARLY_WRITE: usize = 128 * 1024;
+
 pub(crate) async fn flush_or_timeout<W: AsyncWrite + Unpin>(
     writer: &mut sshbuffer::PacketWriter,
     stream: &mut W,

@@ -698,6 +698,16 @@ impl Session {
                     if self.common.has_any_pending_data() {
                         break;
                     }
+                    // keyport patch: what is sealed goes to the socket every EARLY_WRITE bytes,
+                    // so the client decrypts it while the rest of the batch is sealed.
+                    if self.common.packet_writer.buffer().buffer.len() >= crate::EARLY_WRITE {
+                        crate::flush_or_timeout(
+                            &mut self.common.packet_writer,
+                            &mut stream_write,
+                            inactivity_timer.as_mut(),
+                        )
+                        .await?;
+                    }
                 }
                 if drained > 0 {
                     self.flush()?;
