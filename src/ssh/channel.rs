@@ -411,8 +411,8 @@ async fn relay_pipes(io: Io<'_>, launch: Launch) -> std::io::Result<ExitStatus> 
 /// (the client's end-of-write) is cancelled; either way the pipe's read end is closed when
 /// this returns. What is read goes to russh as it is, not copied again: each read fills the
 /// free end of one buffer and that part is handed over (`data_bytes`), so a burst of output
-/// costs one allocation per [`READ_BUFFER`]. A buffer is held
-/// only while output flows: a program that prints nothing costs the daemon none.
+/// costs one allocation per [`READ_BUFFER`]. A buffer is held only while output flows: a
+/// program that prints nothing costs the daemon none.
 async fn copy_out(
     from: pipe::Receiver,
     to: &ChannelWriteHalf<Msg>,
@@ -424,7 +424,7 @@ async fn copy_out(
         while from.readable().await.is_ok() {
             let mut buf = bytes::BytesMut::new();
             loop {
-                // Room for a full pipe (`OUTPUT_PIPE`), or a new buffer.
+                // Room for what a full default pipe holds, or a new buffer.
                 if buf.capacity() < READ_BUFFER / 4 {
                     buf.reserve(READ_BUFFER);
                 }

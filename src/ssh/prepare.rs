@@ -43,20 +43,7 @@ pub(super) async fn prepare(
         forward,
     } = start;
     let identity = process::identity(&login.os_user).map_err(|e| e.to_string())?;
-    // Shells and commands get the key service; sftp-server has no use for it. The directory
-    // is made while the vault reads the secrets (dropped, so removed, if the session is
-    // refused).
-    let dir = async {
-        match program {
-            Program::Sftp => Ok(None),
-            _ => SessionDir::create(ctx, &identity, login.session_user(), session, forward)
-                .await
-                .map(Some)
-                .map_err(|e| format!("cannot create the session directory: {e}")),
-        }
-    };
-    let (started, dir) = tokio::join!(session_secrets(ctx, login, None, session), dir);
-    let started = started?;
+    let started = session_secrets(ctx, login, None, session).await?;
     let (secrets, names, checks) = (started.secrets, started.names, started.checks);
     let kind = match program {
         Program::Shell => "shell",
@@ -109,7 +96,16 @@ pub(super) async fn prepare(
     // Only what reached the session counts as received.
     let failed: Vec<&String> = delivery.failed.iter().map(|(name, _, _)| name).collect();
     let names: Vec<String> = names.into_iter().filter(|n| !failed.contains(&n)).collect();
-    let dir = dir?;
+
+    // Shells and commands get the key service; sftp-server has no use for it.
+    let dir = match program {
+        Program::Sftp => None,
+        _ => Some(
+            SessionDir::create(ctx, &identity, login.session_user(), session, forward)
+                .await
+                .map_err(|e| format!("cannot create the session directory: {e}"))?,
+        ),
+    };
     let mut keyport = vec![
         ("KEYPORT_SESSION".into(), session.to_string()),
         ("KEYPORT_USER".into(), login.user.clone()),
