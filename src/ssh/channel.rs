@@ -424,8 +424,9 @@ async fn copy_out(
         while from.readable().await.is_ok() {
             let mut buf = bytes::BytesMut::new();
             loop {
-                // Room for what a full default pipe holds, or a new buffer.
-                if buf.capacity() < READ_BUFFER / 4 {
+                // Room for what a full default pipe holds (so a read can find it full), or a
+                // new buffer.
+                if buf.capacity() < DEFAULT_PIPE {
                     buf.reserve(READ_BUFFER);
                 }
                 match from.try_read_buf(&mut buf) {
