@@ -63,6 +63,12 @@ pub enum ConfigError {
         /// The rule it breaks.
         rule: String,
     },
+    /// `database` (`--database`, `KEYPORT_DATABASE`) is not a database keyport can use.
+    #[error("database: {rule}")]
+    Database {
+        /// The rule it breaks.
+        rule: String,
+    },
 }
 
 /// The daemon's settings.
@@ -71,6 +77,9 @@ pub enum ConfigError {
 pub struct Config {
     /// Data dir; `None` means the platform default (see [`datadir::default_data_dir`]).
     pub data_dir: Option<PathBuf>,
+    /// The database: a `postgres://` URL for several replicas; `None`: the SQLite file in
+    /// the data dir.
+    pub database: Option<String>,
     /// SSH listener.
     pub ssh_listen: SocketAddr,
     /// HTTP API listener.
@@ -108,6 +117,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             data_dir: None,
+            database: None,
             ssh_listen: SocketAddr::from(([127, 0, 0, 1], 2222)),
             api_listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             owner: None,
@@ -134,6 +144,13 @@ pub const DEFAULT_CONFIG_TOML: &str = r#"# keyport configuration. Precedence: fl
 # Data dir: database and master key. Default: $KEYPORT_DATA_DIR, else $XDG_DATA_HOME/keyport
 # (~/.local/share/keyport), or /var/lib/keyport as root.
 # data_dir = "/var/lib/keyport"
+
+# Database (--database, KEYPORT_DATABASE). Default: keyport.db (SQLite) in the data dir. For
+# several replicas on one PostgreSQL (13 or newer): "postgres://USER:PASSWORD@HOST:PORT/DB"
+# (also key=value form: "host=… user=… password=… dbname=…"). Every replica needs the same
+# master key (its data dir's master.key, or KEYPORT_MASTER_KEY), and presents the host key
+# sealed in the database. Not through a transaction-mode PgBouncer (replicas LISTEN).
+# database = "postgres://keyport:PASSWORD@db.internal:5432/keyport"
 
 # SSH listener (--ssh-listen, KEYPORT_SSH_LISTEN).
 ssh_listen = "127.0.0.1:2222"
@@ -363,7 +380,28 @@ impl Config {
         Ok(config)
     }
 
-    /// The data dir in force.
+    /// Where the store is: the `database` setting (checked), else the data dir's SQLite file.
+    pub fn database(&self) -> Result<crate::store::Database, ConfigError> {
+        match &self.database {
+            None => Ok(crate::store::Database::File(
+                self.data_dir().join(crate::datadir::DB_FILE),
+            )),
+            Some(url)
+                if url.starts_with("postgres://")
+                    || url.starts_with("postgresql://")
+                    || url.contains("host=") =>
+            {
+                Ok(crate::store::Database::Postgres(url.clone()))
+            }
+            Some(_) => Err(ConfigError::Database {
+                rule: "must be a postgres:// or postgresql:// URL, or key=value settings with \
+                       host= (leave it unset for the SQLite file in the data dir)"
+                    .into(),
+            }),
+        }
+    }
+
+    /// The data dir.
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir
             .clone()

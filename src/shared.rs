@@ -20,7 +20,12 @@ use crate::vault::{
 #[derive(Clone)]
 pub struct VaultHandle {
     vault: Arc<Mutex<Vault>>,
-    reopen: Arc<(PathBuf, Limits, crate::vault::Policy)>,
+    reopen: Arc<(
+        PathBuf,
+        crate::store::Database,
+        Limits,
+        crate::vault::Policy,
+    )>,
     sources: Arc<OnceLock<Arc<Sources>>>,
 }
 
@@ -60,6 +65,7 @@ impl VaultHandle {
     pub fn new(vault: Vault) -> Self {
         let reopen = Arc::new((
             vault.data_dir().to_path_buf(),
+            vault.database().clone(),
             *vault.limits(),
             vault.policy().clone(),
         ));
@@ -235,7 +241,7 @@ impl VaultHandle {
         };
         let mut env_left = self
             .reopen
-            .1
+            .2
             .max_env_bytes
             .saturating_sub(out.values.iter().map(|(r, v)| env_bytes(r, v)).sum());
         for (record, mut r) in pending.into_iter().zip(resolved.resolutions) {
@@ -247,7 +253,7 @@ impl VaultHandle {
                     r.error = Some(format!(
                         "its value would take the session's environment past the {} bytes \
                          allowed ([limits] max_env_bytes)",
-                        self.reopen.1.max_env_bytes
+                        self.reopen.2.max_env_bytes
                     ));
                 } else {
                     env_left -= needs;
@@ -273,7 +279,7 @@ impl VaultHandle {
 
     /// The lifecycle rules the vault was opened with (read without taking the vault).
     pub fn policy(&self) -> &crate::vault::Policy {
-        &self.reopen.2
+        &self.reopen.3
     }
 
     /// Runs `f` on the vault on a blocking thread.
@@ -292,7 +298,8 @@ impl VaultHandle {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             match f(&mut guard) {
                 Err(VaultError::Store(StoreError::KeyRotated { .. })) => {
-                    *guard = Vault::open(&reopen.0, reopen.1)?.with_policy(reopen.2.clone());
+                    *guard = Vault::open_at(&reopen.0, &reopen.1, reopen.2)?
+                        .with_policy(reopen.3.clone());
                     f(&mut guard)
                 }
                 other => other,

@@ -1,11 +1,13 @@
-//! Library-level tests of the vault on a real SQLite file: secret operations and their audit
-//! trail, PATCH semantics, rules enforced with state untouched on rejection, sealing bound to
-//! the owner, and master key rotation.
+//! The store conformance suite, through the vault: every case runs on a real SQLite file and
+//! on a real PostgreSQL database (`on_sqlite`, `on_postgres`). Secret operations and their
+//! audit trail, PATCH semantics, rules enforced with state untouched on rejection, sealing
+//! bound to the owner, users, tokens, and master key rotation.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
-use common::{Sandbox, add_user, contains, dump, me};
+use common::conformance::{Raw, stored};
+use common::{Sandbox, add_user, me};
 use keyport::secrets::{Limits, SecretPatch, SecretSpec};
 use keyport::vault::{Actor, NewUserSpec, VaultError};
 use keyport_keys::{KeyType, SecretBytes};
@@ -37,9 +39,7 @@ fn fields(e: &VaultError) -> Vec<&str> {
     }
 }
 
-#[test]
-fn create_get_list_update_delete_with_audit_and_no_values_anywhere() {
-    let sb = Sandbox::new();
+fn create_get_list_update_delete_with_audit_and_no_values_anywhere(sb: &Sandbox) {
     let mut v = sb.vault();
     add_user(&mut v, "alice");
     let value = "ghp_SuperSecretValue123";
@@ -132,9 +132,7 @@ fn create_get_list_update_delete_with_audit_and_no_values_anywhere() {
     assert!(!all.contains(value) && !all.contains(new_value), "{all}");
 }
 
-#[test]
-fn patch_clears_with_empty_string_and_checks_the_result() {
-    let sb = Sandbox::new();
+fn patch_clears_with_empty_string_and_checks_the_result(sb: &Sandbox) {
     let mut v = sb.vault();
     add_user(&mut v, "alice");
     let mut s = spec("npm", "tok", Some("NPM_TOKEN"), Some("~/.npmrc"));
@@ -159,7 +157,7 @@ fn patch_clears_with_empty_string_and_checks_the_result() {
 
     // Clearing the last target of an enabled secret while asking for it enabled breaks
     // "enabled ⇒ target", and changes nothing.
-    let before = dump(&sb.db());
+    let before = Raw::open(sb).dump(sb);
     let err = v
         .update_secret(
             &alice(),
@@ -173,7 +171,7 @@ fn patch_clears_with_empty_string_and_checks_the_result() {
         )
         .unwrap_err();
     assert_eq!(fields(&err), ["enabled"]);
-    assert_eq!(dump(&sb.db()), before);
+    assert_eq!(Raw::open(sb).dump(sb), before);
 
     // …but together with disabling it is fine.
     let off = v
@@ -196,9 +194,7 @@ fn patch_clears_with_empty_string_and_checks_the_result() {
     assert_eq!(fields(&err), ["body"], "at least one field");
 }
 
-#[test]
-fn binary_file_value_round_trips_and_cannot_become_an_env_var() {
-    let sb = Sandbox::new();
+fn binary_file_value_round_trips_and_cannot_become_an_env_var(sb: &Sandbox) {
     let mut v = sb.vault();
     add_user(&mut v, "alice");
     let binary = vec![0u8, 159, 146, 150, 255, b'\r', b'\n', 0];
@@ -210,7 +206,7 @@ fn binary_file_value_round_trips_and_cannot_become_an_env_var() {
         &binary[..]
     );
 
-    let before = dump(&sb.db());
+    let before = Raw::open(sb).dump(sb);
     let err = v
         .update_secret(
             &alice(),
@@ -227,13 +223,11 @@ fn binary_file_value_round_trips_and_cannot_become_an_env_var() {
         ["value"],
         "a NUL byte cannot go into the environment"
     );
-    assert_eq!(dump(&sb.db()), before);
+    assert_eq!(Raw::open(sb).dump(sb), before);
 }
 
 /// Every rule, through the vault: each rejection names its field and changes nothing.
-#[test]
-fn every_bad_input_is_rejected_and_leaves_state_as_it_was() {
-    let sb = Sandbox::new();
+fn every_bad_input_is_rejected_and_leaves_state_as_it_was(sb: &Sandbox) {
     let mut v = sb.vault_with(Limits {
         max_secrets: 3,
         max_total_value_bytes: 131_072,
@@ -304,13 +298,13 @@ fn every_bad_input_is_rejected_and_leaves_state_as_it_was() {
         (desc, &["description"][..]),
     ]);
 
-    let before = dump(&sb.db());
+    let before = Raw::open(sb).dump(sb);
     for (bad, want) in cases {
         let err = v.create_secret(&alice(), "alice", &bad).unwrap_err();
         assert_eq!(fields(&err), want, "secret {:?}", bad.name);
         assert!(!err.to_string().is_empty());
         assert_eq!(
-            dump(&sb.db()),
+            Raw::open(sb).dump(sb),
             before,
             "state changed after rejecting {:?}",
             bad.name
@@ -320,13 +314,13 @@ fn every_bad_input_is_rejected_and_leaves_state_as_it_was() {
     // At the count limit: the third is accepted, a fourth refused.
     v.create_secret(&alice(), "alice", &spec("third", "v", None, None))
         .unwrap();
-    let before = dump(&sb.db());
+    let before = Raw::open(sb).dump(sb);
     let err = v
         .create_secret(&alice(), "alice", &spec("fourth", "v", None, None))
         .unwrap_err();
     assert_eq!(fields(&err), ["name"]);
     assert!(err.to_string().contains("limit"), "{err}");
-    assert_eq!(dump(&sb.db()), before);
+    assert_eq!(Raw::open(sb).dump(sb), before);
 
     // Bad patches change nothing either.
     for patch in [
@@ -355,7 +349,7 @@ fn every_bad_input_is_rejected_and_leaves_state_as_it_was() {
             v.update_secret(&alice(), "alice", "gh", &patch).is_err(),
             "{patch:?}"
         );
-        assert_eq!(dump(&sb.db()), before, "{patch:?}");
+        assert_eq!(Raw::open(sb).dump(sb), before, "{patch:?}");
     }
     assert!(matches!(
         v.update_secret(
@@ -373,12 +367,10 @@ fn every_bad_input_is_rejected_and_leaves_state_as_it_was() {
         v.create_secret(&alice(), "nobody", &spec("x", "v", None, None)),
         Err(VaultError::NotFound { .. })
     ));
-    assert_eq!(dump(&sb.db()), before);
+    assert_eq!(Raw::open(sb).dump(sb), before);
 }
 
-#[test]
-fn env_limit_at_the_boundary_through_the_vault() {
-    let sb = Sandbox::new();
+fn env_limit_at_the_boundary_through_the_vault(sb: &Sandbox) {
     // "A=" + 8 = 10 bytes, "B=" + 8 = 10 bytes.
     let mut v = sb.vault_with(Limits {
         max_env_bytes: 20,
@@ -395,9 +387,7 @@ fn env_limit_at_the_boundary_through_the_vault() {
         .unwrap();
 }
 
-#[test]
-fn a_sealed_value_copied_into_another_users_row_does_not_open() {
-    let sb = Sandbox::new();
+fn a_sealed_value_copied_into_another_users_row_does_not_open(sb: &Sandbox) {
     let mut v = sb.vault();
     add_user(&mut v, "alice");
     add_user(&mut v, "bob");
@@ -413,14 +403,11 @@ fn a_sealed_value_copied_into_another_users_row_does_not_open() {
         &spec("tok", "bobs", Some("TOK"), None),
     )
     .unwrap();
-    let conn = rusqlite::Connection::open(sb.db()).unwrap();
-    conn.execute(
+    Raw::open(sb).execute(
         "UPDATE secrets SET value_sealed = (SELECT s.value_sealed FROM secrets s
              JOIN users u ON u.id = s.user_id WHERE u.name = 'alice')
          WHERE user_id = (SELECT id FROM users WHERE name = 'bob')",
-        [],
-    )
-    .unwrap();
+    );
     let err = v.secret_value("bob", "tok").unwrap_err();
     assert!(
         matches!(err, VaultError::Seal(keyport_keys::SealError::Unauthentic)),
@@ -433,9 +420,7 @@ fn a_sealed_value_copied_into_another_users_row_does_not_open() {
     );
 }
 
-#[test]
-fn user_keys_both_types_and_regeneration() {
-    let sb = Sandbox::new();
+fn user_keys_both_types_and_regeneration(sb: &Sandbox) {
     let mut v = sb.vault();
     for (name, kind) in [("ed", KeyType::Ed25519), ("ec", KeyType::EcdsaP256)] {
         v.add_user(
@@ -470,9 +455,7 @@ fn user_keys_both_types_and_regeneration() {
     assert_eq!(last.detail["old_fingerprint"], old.fingerprint.as_str());
 }
 
-#[test]
-fn removing_a_user_removes_their_secrets_keys_and_tokens() {
-    let sb = Sandbox::new();
+fn removing_a_user_removes_their_secrets_keys_and_tokens(sb: &Sandbox) {
     let mut v = sb.vault();
     add_user(&mut v, "alice");
     add_user(&mut v, "bob");
@@ -480,17 +463,11 @@ fn removing_a_user_removes_their_secrets_keys_and_tokens() {
         .unwrap();
     v.create_token(&Actor::System, "alice", "laptop").unwrap();
     v.remove_user(&Actor::cli(), "alice").unwrap();
-    let conn = rusqlite::Connection::open(sb.db()).unwrap();
+    let mut raw = Raw::open(sb);
     for table in ["secrets", "user_keys", "login_keys", "api_tokens"] {
-        let n: i64 = conn
-            .query_row(
-                &format!(
-                    "SELECT COUNT(*) FROM {table} WHERE user_id NOT IN (SELECT id FROM users)"
-                ),
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let n = raw.count(&format!(
+            "SELECT COUNT(*) FROM {table} WHERE user_id NOT IN (SELECT id FROM users)"
+        ));
         assert_eq!(n, 0, "{table} kept rows of a removed user");
     }
     assert_eq!(v.users().unwrap().len(), 1);
@@ -502,18 +479,15 @@ fn removing_a_user_removes_their_secrets_keys_and_tokens() {
     ));
 }
 
-#[test]
-fn tokens_are_stored_hashed() {
-    let sb = Sandbox::new();
+fn tokens_are_stored_hashed(sb: &Sandbox) {
     let mut v = sb.vault();
     add_user(&mut v, "alice");
     let issued = v.create_token(&Actor::System, "alice", "laptop").unwrap();
     assert!(issued.token.starts_with("kpt_") && issued.token.len() > 40);
     assert!(!format!("{issued:?}").contains(issued.token.as_str()));
     drop(v);
-    let bytes = std::fs::read(sb.db()).unwrap();
-    let wal = std::fs::read(sb.data().join("keyport.db-wal")).unwrap_or_default();
-    assert!(!contains(&bytes, issued.token.as_bytes()) && !contains(&wal, issued.token.as_bytes()));
+    let everything = Raw::open(sb).everything(sb);
+    assert!(!stored(&everything, issued.token.as_bytes()));
     let mut v = sb.vault();
     let err = v
         .create_token(&Actor::System, "alice", "laptop")
@@ -521,9 +495,7 @@ fn tokens_are_stored_hashed() {
     assert!(matches!(err, VaultError::Conflict(_)), "{err:?}");
 }
 
-#[test]
-fn rotation_reseals_everything_and_the_retired_key_opens_nothing() {
-    let sb = Sandbox::new();
+fn rotation_reseals_everything_and_the_retired_key_opens_nothing(sb: &Sandbox) {
     let mut v = sb.vault();
     add_user(&mut v, "alice");
     v.host_key().unwrap();
@@ -551,18 +523,11 @@ fn rotation_reseals_everything_and_the_retired_key_opens_nothing() {
     // one with its own binding, which shows the bindings are right.
     let new_text = std::fs::read_to_string(sb.data().join("master.key")).unwrap();
     let new = keyport_keys::MasterKey::from_base64(&new_text).unwrap();
-    let conn = rusqlite::Connection::open(sb.db()).unwrap();
-    let blobs: Vec<(String, String, String, Vec<u8>)> = conn
-        .prepare(
-            "SELECT 'secret', CAST(user_id AS TEXT), name, value_sealed FROM secrets
-             UNION ALL SELECT 'user-key', CAST(user_id AS TEXT), '', private_sealed FROM user_keys
-             UNION ALL SELECT 'host-key', 'host', algorithm, private_sealed FROM host_keys",
-        )
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let blobs = Raw::open(sb).blobs(
+        "SELECT CAST('secret' AS text), CAST(user_id AS TEXT), name, value_sealed FROM secrets
+         UNION ALL SELECT 'user-key', CAST(user_id AS TEXT), '', private_sealed FROM user_keys
+         UNION ALL SELECT 'host-key', 'host', algorithm, private_sealed FROM host_keys",
+    );
     assert_eq!(blobs.len(), 3);
     let old_id: Vec<u8> = (0..8)
         .map(|i| u8::from_str_radix(&old.id()[2 * i..2 * i + 2], 16).unwrap())
@@ -588,14 +553,12 @@ fn rotation_reseals_everything_and_the_retired_key_opens_nothing() {
     }
 }
 
-#[test]
-fn a_process_holding_a_retired_key_cannot_write_sealed_data() {
-    let sb = Sandbox::new();
+fn a_process_holding_a_retired_key_cannot_write_sealed_data(sb: &Sandbox) {
     let mut a = sb.vault();
     add_user(&mut a, "alice");
     let mut b = sb.vault();
     b.rotate_master_key(&Actor::cli()).unwrap();
-    let before = dump(&sb.db());
+    let before = Raw::open(sb).dump(sb);
     let err = a
         .create_secret(&alice(), "alice", &spec("x", "v", Some("X"), None))
         .unwrap_err();
@@ -608,18 +571,16 @@ fn a_process_holding_a_retired_key_cannot_write_sealed_data() {
         err.to_string().contains("rotated by another process"),
         "{err}"
     );
-    assert_eq!(dump(&sb.db()), before);
+    assert_eq!(Raw::open(sb).dump(sb), before);
     // A fresh open picks up the new key and works.
     let mut a = sb.vault();
     a.create_secret(&alice(), "alice", &spec("x", "v", Some("X"), None))
         .unwrap();
 }
 
-#[test]
-fn an_interrupted_rotation_is_finished_or_undone_at_the_next_open() {
+fn an_interrupted_rotation_is_finished_or_undone_at_the_next_open(sb: &Sandbox) {
     // Crash after writing master.key.next but before the re-seal committed: the next key is
     // dropped and the old one stays.
-    let sb = Sandbox::new();
     let mut v = sb.vault();
     add_user(&mut v, "alice");
     v.create_secret(&alice(), "alice", &spec("a", "value-a", Some("A"), None))
@@ -650,3 +611,18 @@ fn an_interrupted_rotation_is_finished_or_undone_at_the_next_open() {
     assert_eq!(v.master_key_id(), new_id);
     assert_eq!(v.secret_value("alice", "a").unwrap().expose(), b"value-a");
 }
+
+conformance!(
+    create_get_list_update_delete_with_audit_and_no_values_anywhere,
+    patch_clears_with_empty_string_and_checks_the_result,
+    binary_file_value_round_trips_and_cannot_become_an_env_var,
+    every_bad_input_is_rejected_and_leaves_state_as_it_was,
+    env_limit_at_the_boundary_through_the_vault,
+    a_sealed_value_copied_into_another_users_row_does_not_open,
+    user_keys_both_types_and_regeneration,
+    removing_a_user_removes_their_secrets_keys_and_tokens,
+    tokens_are_stored_hashed,
+    rotation_reseals_everything_and_the_retired_key_opens_nothing,
+    a_process_holding_a_retired_key_cannot_write_sealed_data,
+    an_interrupted_rotation_is_finished_or_undone_at_the_next_open,
+);

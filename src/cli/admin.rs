@@ -3,6 +3,7 @@
 use clap::Subcommand;
 
 use crate::config::Config;
+use crate::store::{Database, Store};
 use crate::vault::Actor;
 
 /// `keyport admin …`
@@ -19,23 +20,43 @@ pub enum AdminCommand {
     /// The key is ECDSA P-256 (ES256), sealed in the database like the host key; each JWT
     /// says sub = the keyport user, so Vault's policies and audit log see the user.
     JwtKey,
+    /// Bring the database's schema up to this keyport's (every start does it too), and
+    /// print the version it is at. Needs no master key.
+    Migrate,
 }
 
 /// Runs an `admin` subcommand.
 pub fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<()> {
-    let mut vault = super::open_vault(config)?;
     match cmd {
+        AdminCommand::Migrate => migrate(config)?,
         AdminCommand::RotateMasterKey => {
-            let r = vault.rotate_master_key(&Actor::cli())?;
+            let r = super::open_vault(config)?.rotate_master_key(&Actor::cli())?;
             println!(
                 "re-sealed {} values under master key {} (retired {})",
                 r.resealed, r.new_id, r.old_id
             );
         }
         AdminCommand::JwtKey => {
-            let key = vault.jwt_key()?;
+            let key = super::open_vault(config)?.jwt_key()?;
             print!("{}", keyport_keys::jwt::public_pem(&key)?);
         }
     }
+    Ok(())
+}
+
+fn migrate(config: &Config) -> anyhow::Result<()> {
+    let database = config.database()?;
+    if let Database::File(_) = database {
+        crate::datadir::ensure_private_dir(&config.data_dir())?;
+    }
+    let (store, applied) = Store::connect_migrating(&database)?;
+    let version = store.schema_version()?;
+    let what = if applied.is_empty() {
+        "already up to date".to_string()
+    } else {
+        let list: Vec<String> = applied.iter().map(i64::to_string).collect();
+        format!("applied {}", list.join(", "))
+    };
+    println!("{}: schema version {version} ({what})", database.describe());
     Ok(())
 }

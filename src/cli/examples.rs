@@ -257,7 +257,13 @@ const EXAMPLES: &[(&str, &str)] = &[
     (
         "admin",
         "  keyport admin rotate-master-key
-  keyport admin jwt-key > keyport-jwt.pem",
+  keyport admin jwt-key > keyport-jwt.pem
+  keyport admin migrate",
+    ),
+    (
+        "admin migrate",
+        "  keyport admin migrate                  # the data dir's SQLite file
+  keyport admin migrate --database postgres://keyport:PASSWORD@db:5432/keyport",
     ),
     (
         "admin jwt-key",

@@ -57,6 +57,9 @@ pub struct TopDataDirArgs {
     /// Data dir (database, master key).
     #[arg(long, env = "KEYPORT_DATA_DIR", value_name = "DIR", hide = true)]
     pub data_dir: Option<PathBuf>,
+    /// The database, when not the data dir's SQLite file.
+    #[arg(long, env = "KEYPORT_DATABASE", value_name = "URL", hide = true)]
+    pub database: Option<String>,
 }
 
 /// `--config` and `--data-dir`, on the commands that use the data dir. No `env` here: the
@@ -72,6 +75,10 @@ pub struct DataDirArgs {
     /// ~/.local/share/keyport, /var/lib/keyport as root.
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The database: postgres://USER:PASSWORD@HOST:PORT/DB for several replicas
+    /// [env: KEYPORT_DATABASE]; default the SQLite file in the data dir.
+    #[arg(long, global = true, value_name = "URL")]
+    pub database: Option<String>,
 }
 
 /// A subcommand group that works on the data dir: its options, then the subcommand.
@@ -207,6 +214,10 @@ fn load_config(top: &TopDataDirArgs, sub: &DataDirArgs) -> anyhow::Result<Config
     if let Some(dir) = sub.data_dir.as_ref().or(top.data_dir.as_ref()) {
         config.data_dir = Some(dir.clone());
     }
+    if let Some(url) = sub.database.as_ref().or(top.database.as_ref()) {
+        config.database = Some(url.clone());
+    }
+    config.database()?;
     Ok(config)
 }
 
@@ -236,6 +247,8 @@ fn disable_core_dumps() {
 
 /// Opens the vault in the configured data dir.
 pub(crate) fn open_vault(config: &Config) -> anyhow::Result<Vault> {
-    Ok(Vault::open(&config.data_dir(), config.limits)?
-        .with_policy(crate::vault::Policy::of(config)))
+    Ok(
+        Vault::open_at(&config.data_dir(), &config.database()?, config.limits)?
+            .with_policy(crate::vault::Policy::of(config)),
+    )
 }

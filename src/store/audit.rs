@@ -1,14 +1,15 @@
 //! Audit events, the ledger of files keyport wrote, and each file secret's last delivery.
 
-use rusqlite::{Connection, params};
+use super::db::{Db, DbError, Dialect, Row, params};
 
+use super::db::OptionalExtension;
 use super::{Result, Store, now_ms};
 use crate::store::{AuditEvent, AuditRecord, DeliveryRecord, FileRecord};
 
 impl Store {
     /// Records an event that is not part of a change (a use: an injection, a signature).
     pub fn record(&mut self, audit: &AuditEvent) -> Result<()> {
-        insert_audit(&self.conn, audit)
+        insert_audit(&self.db, audit)
     }
 
     /// Records several uses in one transaction.
@@ -20,27 +21,28 @@ impl Store {
         Ok(tx.commit()?)
     }
 
-    /// A number that grows with every change: the newest audit event's id (every change
-    /// commits its event with it). Equal marks mean nothing changed in between.
+    /// A number that grows with every change (every change commits its audit event with
+    /// it): on SQLite the newest event's id, on PostgreSQL the `change_generation` row every
+    /// event bumps. Equal marks mean nothing changed in between.
     pub fn change_mark(&self) -> Result<i64> {
-        Ok(self
-            .conn
-            .query_row("SELECT COALESCE(MAX(id), 0) FROM audit_events", [], |r| {
-                r.get(0)
-            })?)
+        let sql = match self.dialect() {
+            Dialect::Sqlite => "SELECT COALESCE(MAX(id), 0) FROM audit_events",
+            Dialect::Postgres => "SELECT n FROM change_generation",
+        };
+        Ok(self.db.query_row(sql, params![], |r| r.get(0))?)
     }
 
     /// (OS user, keyport user) of ledger entries on this host whose keyport user no longer
     /// exists. Files on workspaces (`workspace:…` places) are not among them: reaching them
     /// needs a login of the removed user.
     pub fn orphaned_files(&self) -> Result<Vec<(String, String)>> {
-        let mut stmt = self.conn.prepare(
+        Ok(self.db.query_map(
             "SELECT DISTINCT os_user, user_name FROM secret_files
              WHERE user_name NOT IN (SELECT name FROM users) AND os_user NOT LIKE 'workspace:%'
              ORDER BY os_user, user_name",
-        )?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            params![],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
     }
 
     /// Audit events, oldest first, from `since_ms` on; only `user`'s when given.
@@ -57,12 +59,15 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> Result<Vec<AuditRecord>> {
-        let mut stmt = self.conn.prepare(&format!(
-            "SELECT {AUDIT_COLUMNS} FROM audit_events
-             WHERE (?1 IS NULL OR user_name = ?1) AND at >= ?2 AND id > ?3 ORDER BY id LIMIT ?4"
-        ))?;
-        let rows = stmt.query_map(params![user, since_ms, after, limit], audit_row)?;
-        rows.map(audit_record).collect()
+        let rows = self.db.query_map(
+            &format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit_events
+                 WHERE (CAST(?1 AS TEXT) IS NULL OR user_name = ?1) AND at >= ?2 AND id > ?3 ORDER BY id LIMIT ?4"
+            ),
+            params![user, since_ms, after, limit],
+            audit_row,
+        )?;
+        rows.into_iter().map(audit_record).collect()
     }
 
     /// The newest `limit` events of `user` (everyone's: `None`) at `since_ms` to `until_ms`
@@ -75,54 +80,57 @@ impl Store {
         until_ms: i64,
         limit: i64,
     ) -> Result<Vec<AuditRecord>> {
-        let mut stmt = self.conn.prepare(&format!(
-            "SELECT {AUDIT_COLUMNS} FROM audit_events
-             WHERE (?1 IS NULL OR user_name = ?1)
-               AND (?2 IS NULL OR action = ?2 OR substr(action, 1, length(?2) + 1) = ?2 || '.')
-               AND at >= ?3 AND at <= ?4
-             ORDER BY id DESC LIMIT ?5"
-        ))?;
-        let rows = stmt.query_map(params![user, kind, since_ms, until_ms, limit], audit_row)?;
-        rows.map(audit_record).collect()
+        let rows = self.db.query_map(
+            &format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit_events
+                 WHERE (CAST(?1 AS TEXT) IS NULL OR user_name = ?1)
+                   AND (CAST(?2 AS TEXT) IS NULL OR action = ?2 OR substr(action, 1, length(?2) + 1) = ?2 || '.')
+                   AND at >= ?3 AND at <= ?4
+                 ORDER BY id DESC LIMIT ?5"
+            ),
+            params![user, kind, since_ms, until_ms, limit],
+            audit_row,
+        )?;
+        rows.into_iter().map(audit_record).collect()
     }
 
     /// The files keyport wrote for `os_user`.
     pub fn files(&self, os_user: &str) -> Result<Vec<FileRecord>> {
-        let mut stmt = self.conn.prepare(
+        Ok(self.db.query_map(
             "SELECT os_user, path, user_name, secret_name, hash_sealed, written_at
              FROM secret_files WHERE os_user = ?1 ORDER BY path",
-        )?;
-        let rows = stmt.query_map([os_user], |r| {
-            Ok(FileRecord {
-                os_user: r.get(0)?,
-                path: r.get(1)?,
-                user_name: r.get(2)?,
-                secret_name: r.get(3)?,
-                hash_sealed: r.get(4)?,
-                written_at: r.get(5)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            params![os_user],
+            |r| {
+                Ok(FileRecord {
+                    os_user: r.get(0)?,
+                    path: r.get(1)?,
+                    user_name: r.get(2)?,
+                    secret_name: r.get(3)?,
+                    hash_sealed: r.get(4)?,
+                    written_at: r.get(5)?,
+                })
+            },
+        )?)
     }
 
     /// The last delivery of each of `user_id`'s file secrets, per place, by secret name.
     pub fn deliveries(&self, user_id: i64) -> Result<Vec<DeliveryRecord>> {
-        let mut stmt = self.conn.prepare(
+        Ok(self.db.query_map(
             "SELECT s.name, d.place, d.path, d.outcome, d.reason, d.at
              FROM secret_deliveries d JOIN secrets s ON s.id = d.secret_id
              WHERE s.user_id = ?1 ORDER BY s.name, d.place",
-        )?;
-        let rows = stmt.query_map([user_id], |r| {
-            Ok(DeliveryRecord {
-                secret_name: r.get(0)?,
-                place: r.get(1)?,
-                path: r.get(2)?,
-                outcome: r.get(3)?,
-                reason: r.get(4)?,
-                at: r.get(5)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            params![user_id],
+            |r| {
+                Ok(DeliveryRecord {
+                    secret_name: r.get(0)?,
+                    place: r.get(1)?,
+                    path: r.get(2)?,
+                    outcome: r.get(3)?,
+                    reason: r.get(4)?,
+                    at: r.get(5)?,
+                })
+            },
+        )?)
     }
 
     /// Records and forgets ledger entries of `os_user`, records `user_id`'s deliveries there,
@@ -139,20 +147,20 @@ impl Store {
         let (user_id, deliveries) = deliveries;
         for d in deliveries {
             // By name: a secret deleted meanwhile has no row to attach it to, and needs none.
+            let secret: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM secrets WHERE user_id = ?1 AND name = ?2",
+                    params![user_id, d.secret_name],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(secret_id) = secret else { continue };
             tx.execute(
                 "INSERT INTO secret_deliveries (secret_id, place, path, outcome, reason, at)
-                 SELECT id, ?3, ?4, ?5, ?6, ?7 FROM secrets WHERE user_id = ?1 AND name = ?2
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (secret_id, place) DO UPDATE SET path = excluded.path,
                      outcome = excluded.outcome, reason = excluded.reason, at = excluded.at",
-                params![
-                    user_id,
-                    d.secret_name,
-                    d.place,
-                    d.path,
-                    d.outcome,
-                    d.reason,
-                    d.at
-                ],
+                params![secret_id, d.place, d.path, d.outcome, d.reason, d.at],
             )?;
         }
         for file in record {
@@ -188,7 +196,12 @@ impl Store {
 
 /// Inserts an audit event; callers pass their open transaction so the event commits with the
 /// change it describes.
-pub(super) fn insert_audit(conn: &Connection, event: &AuditEvent) -> Result<()> {
+pub(super) fn insert_audit(conn: &Db, event: &AuditEvent) -> Result<()> {
+    if conn.dialect() == Dialect::Postgres {
+        // The change mark: one row every audited change bumps, so marks grow in commit order
+        // across replicas (ids from a sequence are taken in one order and committed in another).
+        conn.execute("UPDATE change_generation SET n = n + 1", params![])?;
+    }
     conn.execute(
         "INSERT INTO audit_events (at, actor, user_name, action, secret_name, detail)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -207,7 +220,7 @@ pub(super) fn insert_audit(conn: &Connection, event: &AuditEvent) -> Result<()> 
 const AUDIT_COLUMNS: &str = "id, at, actor, user_name, action, secret_name, detail";
 
 /// An event row of [`AUDIT_COLUMNS`], its detail still JSON text.
-fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(AuditRecord, String)> {
+fn audit_row(r: &Row) -> Result<(AuditRecord, String), DbError> {
     Ok((
         AuditRecord {
             id: r.get(0)?,
@@ -222,8 +235,8 @@ fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(AuditRecord, String)> {
     ))
 }
 
-fn audit_record(row: rusqlite::Result<(AuditRecord, String)>) -> Result<AuditRecord> {
-    let (mut record, detail) = row?;
+fn audit_record(row: (AuditRecord, String)) -> Result<AuditRecord> {
+    let (mut record, detail) = row;
     record.detail = serde_json::from_str(&detail)?;
     Ok(record)
 }

@@ -2,7 +2,7 @@
 //! `previous` — with their sealed private halves, the workspaces' auth setting, and which CA
 //! each workspace's sshd last accepted.
 
-use rusqlite::{OptionalExtension, Row, params};
+use super::db::{DbError, OptionalExtension, Row, params};
 
 use super::audit::insert_audit;
 use super::{Result, Store, StoreError, now_ms};
@@ -58,7 +58,7 @@ pub struct WorkspaceCaRecord {
 const CA_COLUMNS: &str =
     "id, algorithm, public_key, fingerprint, private_sealed, state, created_at, promoted_at";
 
-fn ca_from_row(r: &Row<'_>) -> rusqlite::Result<UserCaRecord> {
+fn ca_from_row(r: &Row) -> Result<UserCaRecord, DbError> {
     Ok(UserCaRecord {
         id: r.get(0)?,
         algorithm: r.get(1)?,
@@ -81,21 +81,23 @@ fn state_taken(state: &str) -> StoreError {
 impl Store {
     /// Every user CA: active, then next, then previous.
     pub fn user_cas(&self) -> Result<Vec<UserCaRecord>> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {CA_COLUMNS} FROM user_cas ORDER BY CASE state
+        Ok(self.db.query_map(
+            &format!(
+                "SELECT {CA_COLUMNS} FROM user_cas ORDER BY CASE state
                WHEN 'active' THEN 0 WHEN 'next' THEN 1 ELSE 2 END"
-        ))?;
-        let rows = stmt.query_map([], ca_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            ),
+            params![],
+            ca_from_row,
+        )?)
     }
 
     /// The user CA in `state`, if any.
     pub fn user_ca_in(&self, state: &str) -> Result<Option<UserCaRecord>> {
         Ok(self
-            .conn
+            .db
             .query_row(
                 &format!("SELECT {CA_COLUMNS} FROM user_cas WHERE state = ?1"),
-                [state],
+                params![state],
                 ca_from_row,
             )
             .optional()?)
@@ -114,7 +116,7 @@ impl Store {
         let tx = self.write_sealed()?;
         let taken: bool = tx.query_row(
             "SELECT EXISTS (SELECT 1 FROM user_cas WHERE state = ?1)",
-            [state],
+            params![state],
             |r| r.get(0),
         )?;
         if taken {
@@ -124,7 +126,7 @@ impl Store {
         let last: Option<String> = tx
             .query_row(
                 "SELECT value FROM meta WHERE key = 'user_ca_seq'",
-                [],
+                params![],
                 |r| r.get(0),
             )
             .optional()?;
@@ -132,7 +134,7 @@ impl Store {
         tx.execute(
             "INSERT INTO meta (key, value) VALUES ('user_ca_seq', ?1)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [seq.to_string()],
+            params![seq.to_string()],
         )?;
         let id = format!("ca{seq}");
         let now = now_ms();
@@ -158,7 +160,7 @@ impl Store {
         insert_audit(&tx, &audit)?;
         let record = tx.query_row(
             &format!("SELECT {CA_COLUMNS} FROM user_cas WHERE id = ?1"),
-            [&id],
+            params![&id],
             ca_from_row,
         )?;
         tx.commit()?;
@@ -172,7 +174,7 @@ impl Store {
         let count = |state: &str| -> Result<bool> {
             Ok(tx.query_row(
                 "SELECT EXISTS (SELECT 1 FROM user_cas WHERE state = ?1)",
-                [state],
+                params![state],
                 |r| r.get(0),
             )?)
         };
@@ -192,11 +194,11 @@ impl Store {
         // Active first, then next: `state` is unique, so no two rows may share one between.
         tx.execute(
             "UPDATE user_cas SET state = 'previous' WHERE state = 'active'",
-            [],
+            params![],
         )?;
         tx.execute(
             "UPDATE user_cas SET state = 'active', promoted_at = ?1 WHERE state = 'next'",
-            [now_ms()],
+            params![now_ms()],
         )?;
         insert_audit(&tx, audit)?;
         tx.commit()?;
@@ -208,7 +210,7 @@ impl Store {
         let tx = self.write()?;
         let n = tx.execute(
             "DELETE FROM user_cas WHERE id = ?1 AND state <> 'active'",
-            [id],
+            params![id],
         )?;
         if n == 0 {
             return Err(StoreError::not_found("retirable user CA", id));
@@ -237,9 +239,9 @@ impl Store {
     /// one write a minute per workspace while the CA stays the same).
     pub fn note_workspace_ca(&mut self, workspace_id: i64, ca: &str) -> Result<()> {
         let now = now_ms();
-        self.conn.execute(
+        self.db.execute(
             "UPDATE workspaces SET last_ca = ?1, last_ca_at = ?2
-             WHERE id = ?3 AND (last_ca IS NOT ?1 OR last_ca_at IS NULL OR last_ca_at < ?4)",
+             WHERE id = ?3 AND (last_ca IS DISTINCT FROM ?1 OR last_ca_at IS NULL OR last_ca_at < ?4)",
             params![ca, now, workspace_id, now - 60_000],
         )?;
         Ok(())
@@ -247,17 +249,17 @@ impl Store {
 
     /// Every workspace's CA setting and last accepted CA, by name.
     pub fn workspace_cas(&self) -> Result<Vec<WorkspaceCaRecord>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT name, auth, last_ca, last_ca_at FROM workspaces ORDER BY name")?;
-        let rows = stmt.query_map([], |r| {
-            Ok(WorkspaceCaRecord {
-                name: r.get(0)?,
-                auth: r.get(1)?,
-                last_ca: r.get(2)?,
-                last_ca_at: r.get(3)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(self.db.query_map(
+            "SELECT name, auth, last_ca, last_ca_at FROM workspaces ORDER BY name",
+            params![],
+            |r| {
+                Ok(WorkspaceCaRecord {
+                    name: r.get(0)?,
+                    auth: r.get(1)?,
+                    last_ca: r.get(2)?,
+                    last_ca_at: r.get(3)?,
+                })
+            },
+        )?)
     }
 }

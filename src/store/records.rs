@@ -304,28 +304,31 @@ impl SealedKind {
         }
     }
 
-    /// (select rowid, owner, item, blob; update blob by rowid).
+    /// (select owner, item, blob; update the blob `?1` of the row `?2` owner, `?3` item).
     pub(super) fn sql(self) -> (&'static str, &'static str) {
         match self {
             SealedKind::SecretValue => (
-                "SELECT id, CAST(user_id AS TEXT), name, value_sealed FROM secrets",
-                "UPDATE secrets SET value_sealed = ?1 WHERE id = ?2",
+                "SELECT CAST(user_id AS TEXT), name, value_sealed FROM secrets",
+                "UPDATE secrets SET value_sealed = ?1
+                 WHERE CAST(user_id AS TEXT) = ?2 AND name = ?3",
             ),
             SealedKind::UserKey => (
-                "SELECT user_id, CAST(user_id AS TEXT), '', private_sealed FROM user_keys",
-                "UPDATE user_keys SET private_sealed = ?1 WHERE user_id = ?2",
+                "SELECT CAST(user_id AS TEXT), '', private_sealed FROM user_keys",
+                "UPDATE user_keys SET private_sealed = ?1
+                 WHERE CAST(user_id AS TEXT) = ?2 AND ?3 = ''",
             ),
             SealedKind::HostKey => (
-                "SELECT rowid, 'host', algorithm, private_sealed FROM host_keys",
-                "UPDATE host_keys SET private_sealed = ?1 WHERE rowid = ?2",
+                "SELECT 'host', algorithm, private_sealed FROM host_keys",
+                "UPDATE host_keys SET private_sealed = ?1 WHERE ?2 = 'host' AND algorithm = ?3",
             ),
             SealedKind::FileHash => (
-                "SELECT rowid, os_user, path, hash_sealed FROM secret_files",
-                "UPDATE secret_files SET hash_sealed = ?1 WHERE rowid = ?2",
+                "SELECT os_user, path, hash_sealed FROM secret_files",
+                "UPDATE secret_files SET hash_sealed = ?1 WHERE os_user = ?2 AND path = ?3",
             ),
             SealedKind::UserCa => (
-                "SELECT rowid, 'keyport', fingerprint, private_sealed FROM user_cas",
-                "UPDATE user_cas SET private_sealed = ?1 WHERE rowid = ?2",
+                "SELECT 'keyport', fingerprint, private_sealed FROM user_cas",
+                "UPDATE user_cas SET private_sealed = ?1
+                 WHERE ?2 = 'keyport' AND fingerprint = ?3",
             ),
         }
     }

@@ -1,6 +1,6 @@
 //! Re-sealing every sealed column in one transaction, for master key rotation.
 
-use rusqlite::params;
+use super::db::params;
 
 use super::audit::insert_audit;
 use super::{MASTER_KEY_ID, Result, Store, StoreError};
@@ -20,28 +20,26 @@ impl Store {
         E: From<StoreError>,
     {
         let tx = self.write_sealed()?;
-        let mut count = 0;
-        for kind in SealedKind::ALL {
-            let (select, update) = kind.sql();
-            let rows: Vec<(i64, String, String, Vec<u8>)> = {
-                let mut stmt = tx.prepare(select).map_err(StoreError::from)?;
-                let rows = stmt
-                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-                    .map_err(StoreError::from)?;
-                rows.collect::<Result<_, _>>().map_err(StoreError::from)?
-            };
-            for (rowid, owner, item, blob) in rows {
-                let sealed = reseal(kind, &owner, &item, &blob)?;
-                tx.execute(update, params![sealed, rowid])
-                    .map_err(StoreError::from)?;
-                count += 1;
-            }
-        }
+        // The key's row first: on PostgreSQL that waits for the sealing writes that read it
+        // and makes the ones after wait for this (see `write_sealed`).
         tx.execute(
             "UPDATE meta SET value = ?2 WHERE key = ?1",
             params![MASTER_KEY_ID, new_key_id],
         )
         .map_err(StoreError::from)?;
+        let mut count = 0;
+        for kind in SealedKind::ALL {
+            let (select, update) = kind.sql();
+            let rows: Vec<(String, String, Vec<u8>)> = tx
+                .query_map(select, params![], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(StoreError::from)?;
+            for (owner, item, blob) in rows {
+                let sealed = reseal(kind, &owner, &item, &blob)?;
+                tx.execute(update, params![sealed, owner, item])
+                    .map_err(StoreError::from)?;
+                count += 1;
+            }
+        }
         insert_audit(&tx, audit)?;
         tx.commit().map_err(StoreError::from)?;
         self.sealing_key = Some(new_key_id.to_string());

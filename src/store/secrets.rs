@@ -1,7 +1,7 @@
 //! Secrets: metadata reads, the sealed value on its own, and the one read-check-write
 //! transaction every change goes through.
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use super::db::{Db, DbError, OptionalExtension, Row, params};
 
 use super::audit::insert_audit;
 use super::{Result, Store, StoreError, conflict, now_ms};
@@ -14,35 +14,37 @@ const SECRET_COLUMNS: &str = "id, name, description, env_name, file_path, file_r
 impl Store {
     /// The user's secrets (metadata only), sorted by name.
     pub fn secrets(&self, user_id: i64) -> Result<Vec<SecretRecord>> {
-        query_secrets(&self.conn, user_id)
+        query_secrets(&self.db, user_id)
     }
 
     /// How many secrets are stored, over all users (for metrics).
     pub fn secret_count(&self) -> Result<i64> {
         Ok(self
-            .conn
-            .query_row("SELECT COUNT(*) FROM secrets", [], |r| r.get(0))?)
+            .db
+            .query_row("SELECT COUNT(*) FROM secrets", params![], |r| r.get(0))?)
     }
 
     /// The user's enabled secrets with their sealed values, sorted by name: one cached
     /// statement for a whole session start.
     pub fn enabled_secrets_sealed(&self, user_id: i64) -> Result<Vec<(SecretRecord, Vec<u8>)>> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {SECRET_COLUMNS}, value_sealed FROM secrets \
-             WHERE user_id = ?1 AND enabled ORDER BY name"
-        ))?;
-        let rows = stmt.query_map([user_id], |r| Ok((secret_from_row(r)?, r.get(16)?)))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        Ok(self.db.query_map(
+            &format!(
+                "SELECT {SECRET_COLUMNS}, value_sealed FROM secrets \
+                 WHERE user_id = ?1 AND enabled <> 0 ORDER BY name"
+            ),
+            params![user_id],
+            |r| Ok((secret_from_row(r)?, r.get(16)?)),
+        )?)
     }
 
     /// One secret's metadata.
     pub fn secret(&self, user_id: i64, name: &str) -> Result<SecretRecord> {
-        query_secret(&self.conn, user_id, name)
+        query_secret(&self.db, user_id, name)
     }
 
     /// One secret's sealed value.
     pub fn secret_sealed(&self, user_id: i64, name: &str) -> Result<Vec<u8>> {
-        self.conn
+        self.db
             .query_row(
                 "SELECT value_sealed FROM secrets WHERE user_id = ?1 AND name = ?2",
                 params![user_id, name],
@@ -64,7 +66,7 @@ impl Store {
     where
         E: From<StoreError>,
     {
-        let tx = self.write_sealed()?;
+        let tx = self.write_user_sealed(user_id)?;
         let current = query_secrets(&tx, user_id)?;
         let (changes, audits) = decide(&current)?;
         let now = now_ms();
@@ -134,7 +136,7 @@ impl Store {
                     written.push(row.name.as_str());
                 }
                 SecretChange::Delete { id } => {
-                    tx.execute("DELETE FROM secrets WHERE id = ?1", [id])
+                    tx.execute("DELETE FROM secrets WHERE id = ?1", params![id])
                         .map_err(StoreError::from)?;
                 }
             }
@@ -151,7 +153,7 @@ impl Store {
     }
 }
 
-fn secret_from_row(r: &Row<'_>) -> rusqlite::Result<SecretRecord> {
+fn secret_from_row(r: &Row) -> Result<SecretRecord, DbError> {
     Ok(SecretRecord {
         id: r.get(0)?,
         name: r.get(1)?,
@@ -172,15 +174,15 @@ fn secret_from_row(r: &Row<'_>) -> rusqlite::Result<SecretRecord> {
     })
 }
 
-fn query_secrets(conn: &Connection, user_id: i64) -> Result<Vec<SecretRecord>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {SECRET_COLUMNS} FROM secrets WHERE user_id = ?1 ORDER BY name"
-    ))?;
-    let rows = stmt.query_map([user_id], secret_from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+fn query_secrets(conn: &Db, user_id: i64) -> Result<Vec<SecretRecord>> {
+    Ok(conn.query_map(
+        &format!("SELECT {SECRET_COLUMNS} FROM secrets WHERE user_id = ?1 ORDER BY name"),
+        params![user_id],
+        secret_from_row,
+    )?)
 }
 
-fn query_secret(conn: &Connection, user_id: i64, name: &str) -> Result<SecretRecord> {
+fn query_secret(conn: &Db, user_id: i64, name: &str) -> Result<SecretRecord> {
     conn.query_row(
         &format!("SELECT {SECRET_COLUMNS} FROM secrets WHERE user_id = ?1 AND name = ?2"),
         params![user_id, name],
@@ -190,14 +192,15 @@ fn query_secret(conn: &Connection, user_id: i64, name: &str) -> Result<SecretRec
     .ok_or_else(|| StoreError::not_found("secret", name))
 }
 
-/// Names the column behind a UNIQUE failure on `secrets` from SQLite's message
-/// ("UNIQUE constraint failed: secrets.user_id, secrets.env_key"). Validation reports these
-/// first; this only covers a writer that raced past it.
-fn secret_conflict(e: rusqlite::Error) -> StoreError {
-    let message = e.to_string();
-    let field = if message.contains("secrets.env_key") {
+/// Names the column behind a UNIQUE failure on `secrets` from the backend's message (SQLite:
+/// "UNIQUE constraint failed: secrets.user_id, secrets.env_key"; PostgreSQL names the rule,
+/// "secrets_user_id_env_key_key"). Validation reports these first; this only covers a writer
+/// that raced past it.
+fn secret_conflict(e: DbError) -> StoreError {
+    let message = e.message.clone();
+    let field = if message.contains("env_key") {
         "env"
-    } else if message.contains("secrets.file_resolved") {
+    } else if message.contains("file_resolved") {
         "file"
     } else {
         "name"

@@ -1,6 +1,6 @@
 //! Users, their login keys, key pairs and API tokens, and the host key.
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use super::db::{Db, DbError, OptionalExtension, Row, ToValue, params};
 
 use super::audit::insert_audit;
 use super::{Result, Store, StoreError, conflict, now_ms};
@@ -28,17 +28,18 @@ impl Store {
     {
         let tx = self.write_sealed()?;
         let now = now_ms();
-        tx.execute(
-            "INSERT INTO users (name, is_admin, os_user, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?4)",
-            params![user.name, user.is_admin, user.os_user, now],
-        )
-        .map_err(|e| {
-            conflict(e, "user", || {
-                format!("a user named {} already exists", user.name)
-            })
-        })?;
-        let id = tx.last_insert_rowid();
+        let id: i64 = tx
+            .query_row(
+                "INSERT INTO users (name, is_admin, os_user, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?4) RETURNING id",
+                params![user.name, user.is_admin, user.os_user, now],
+                |r| r.get(0),
+            )
+            .map_err(|e| {
+                conflict(e, "user", || {
+                    format!("a user named {} already exists", user.name)
+                })
+            })?;
         put_user_key(&tx, id, &seal_key(id)?, now)?;
         for login in login_keys {
             insert_login_key(&tx, id, login, now)?;
@@ -54,22 +55,22 @@ impl Store {
 
     /// The user named `name`.
     pub fn user(&self, name: &str) -> Result<UserRecord> {
-        query_user(&self.conn, name)
+        query_user(&self.db, name)
     }
 
     /// Every user, sorted by name.
     pub fn users(&self) -> Result<Vec<UserRecord>> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY name"))?;
-        let rows = stmt.query_map([], user_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(self.db.query_map(
+            &format!("SELECT {USER_COLUMNS} FROM users ORDER BY name"),
+            params![],
+            user_from_row,
+        )?)
     }
 
     /// Removes a user and, by cascade, their secrets, key pair, login keys and tokens.
     pub fn remove_user(&mut self, name: &str, audit: &AuditEvent) -> Result<()> {
         let tx = self.write()?;
-        if tx.execute("DELETE FROM users WHERE name = ?1", [name])? == 0 {
+        if tx.execute("DELETE FROM users WHERE name = ?1", params![name])? == 0 {
             return Err(StoreError::not_found("user", name));
         }
         insert_audit(&tx, audit)?;
@@ -79,21 +80,21 @@ impl Store {
 
     /// The user's login keys, oldest first.
     pub fn login_keys(&self, user_id: i64) -> Result<Vec<LoginKeyRecord>> {
-        let mut stmt = self.conn.prepare(
+        Ok(self.db.query_map(
             "SELECT id, algorithm, public_key, fingerprint, comment, created_at
              FROM login_keys WHERE user_id = ?1 ORDER BY id",
-        )?;
-        let rows = stmt.query_map([user_id], |r| {
-            Ok(LoginKeyRecord {
-                id: r.get(0)?,
-                algorithm: r.get(1)?,
-                public_key: r.get(2)?,
-                fingerprint: r.get(3)?,
-                comment: r.get(4)?,
-                created_at: r.get(5)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            params![user_id],
+            |r| {
+                Ok(LoginKeyRecord {
+                    id: r.get(0)?,
+                    algorithm: r.get(1)?,
+                    public_key: r.get(2)?,
+                    fingerprint: r.get(3)?,
+                    comment: r.get(4)?,
+                    created_at: r.get(5)?,
+                })
+            },
+        )?)
     }
 
     /// Adds login keys to a user, all or none.
@@ -130,11 +131,11 @@ impl Store {
 
     /// The user's key pair (private half sealed).
     pub fn user_key(&self, user_id: i64) -> Result<KeyPairRecord> {
-        self.conn
+        self.db
             .query_row(
                 "SELECT algorithm, public_key, fingerprint, private_sealed, created_at
                  FROM user_keys WHERE user_id = ?1",
-                [user_id],
+                params![user_id],
                 key_pair_from_row,
             )
             .optional()?
@@ -158,11 +159,11 @@ impl Store {
     /// The host key for `algorithm`, if one was created.
     pub fn host_key(&self, algorithm: &str) -> Result<Option<KeyPairRecord>> {
         Ok(self
-            .conn
+            .db
             .query_row(
                 "SELECT algorithm, public_key, fingerprint, private_sealed, created_at
                  FROM host_keys WHERE algorithm = ?1",
-                [algorithm],
+                params![algorithm],
                 key_pair_from_row,
             )
             .optional()?)
@@ -192,11 +193,11 @@ impl Store {
     /// per request would cost an fsync per request).
     pub fn user_by_token(&mut self, token_hash: &str) -> Result<Option<UserRecord>> {
         let found: Option<(i64, Option<i64>, String)> = self
-            .conn
+            .db
             .query_row(
                 "SELECT t.id, t.last_used_at, u.name FROM api_tokens t
                  JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?1",
-                [token_hash],
+                params![token_hash],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
@@ -205,27 +206,27 @@ impl Store {
         };
         let now = now_ms();
         if last_used.is_none_or(|t| now - t > 60_000) {
-            self.conn.execute(
+            self.db.execute(
                 "UPDATE api_tokens SET last_used_at = ?2 WHERE id = ?1",
                 params![token_id, now],
             )?;
         }
-        query_user(&self.conn, &name).map(Some)
+        query_user(&self.db, &name).map(Some)
     }
 
     /// The user's tokens (names and times; the hashes stay inside).
     pub fn tokens(&self, user_id: i64) -> Result<Vec<TokenRecord>> {
-        let mut stmt = self.conn.prepare(
+        Ok(self.db.query_map(
             "SELECT name, created_at, last_used_at FROM api_tokens WHERE user_id = ?1 ORDER BY name",
-        )?;
-        let rows = stmt.query_map([user_id], |r| {
-            Ok(TokenRecord {
-                name: r.get(0)?,
-                created_at: r.get(1)?,
-                last_used_at: r.get(2)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            params![user_id],
+            |r| {
+                Ok(TokenRecord {
+                    name: r.get(0)?,
+                    created_at: r.get(1)?,
+                    last_used_at: r.get(2)?,
+                })
+            },
+        )?)
     }
 
     /// Revokes the user's token named `name`.
@@ -243,7 +244,7 @@ impl Store {
     fn delete_audited(
         &mut self,
         sql: &str,
-        params: impl rusqlite::Params,
+        params: &[&dyn ToValue],
         what: (&'static str, &str),
         audit: &AuditEvent,
     ) -> Result<()> {
@@ -271,7 +272,7 @@ impl Store {
     }
 }
 
-fn key_pair_from_row(r: &Row<'_>) -> rusqlite::Result<KeyPairRecord> {
+fn key_pair_from_row(r: &Row) -> Result<KeyPairRecord, DbError> {
     Ok(KeyPairRecord {
         algorithm: r.get(0)?,
         public_key: r.get(1)?,
@@ -281,7 +282,7 @@ fn key_pair_from_row(r: &Row<'_>) -> rusqlite::Result<KeyPairRecord> {
     })
 }
 
-pub(super) fn user_from_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
+pub(super) fn user_from_row(r: &Row) -> Result<UserRecord, DbError> {
     Ok(UserRecord {
         id: r.get(0)?,
         name: r.get(1)?,
@@ -292,17 +293,17 @@ pub(super) fn user_from_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
     })
 }
 
-fn query_user(conn: &Connection, name: &str) -> Result<UserRecord> {
+fn query_user(conn: &Db, name: &str) -> Result<UserRecord> {
     conn.query_row(
         &format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1"),
-        [name],
+        params![name],
         user_from_row,
     )
     .optional()?
     .ok_or_else(|| StoreError::not_found("user", name))
 }
 
-fn put_user_key(conn: &Connection, user_id: i64, key: &NewUserKey, now: i64) -> Result<()> {
+fn put_user_key(conn: &Db, user_id: i64, key: &NewUserKey, now: i64) -> Result<()> {
     conn.execute(
         "INSERT INTO user_keys (user_id, algorithm, public_key, fingerprint, private_sealed, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -314,7 +315,7 @@ fn put_user_key(conn: &Connection, user_id: i64, key: &NewUserKey, now: i64) -> 
     Ok(())
 }
 
-fn insert_login_key(conn: &Connection, user_id: i64, key: &NewLoginKey, now: i64) -> Result<()> {
+fn insert_login_key(conn: &Db, user_id: i64, key: &NewLoginKey, now: i64) -> Result<()> {
     conn.execute(
         "INSERT INTO login_keys (user_id, algorithm, public_key, fingerprint, comment, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -338,7 +339,7 @@ fn insert_login_key(conn: &Connection, user_id: i64, key: &NewLoginKey, now: i64
     Ok(())
 }
 
-fn insert_token(conn: &Connection, user_id: i64, token: &NewToken, now: i64) -> Result<()> {
+fn insert_token(conn: &Db, user_id: i64, token: &NewToken, now: i64) -> Result<()> {
     conn.execute(
         "INSERT INTO api_tokens (user_id, name, token_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
         params![user_id, token.name, token.hash, now],

@@ -1,7 +1,7 @@
 //! The web pages' sign-in state: one-time links and signed-in browsers, both by the hash of
 //! their token (the tokens themselves live only in the link and the cookie).
 
-use rusqlite::{OptionalExtension, params};
+use super::db::{OptionalExtension, params};
 
 use super::audit::insert_audit;
 use super::users::{USER_COLUMNS, user_from_row};
@@ -31,8 +31,11 @@ impl Store {
     ) -> Result<()> {
         let now = now_ms();
         let tx = self.write()?;
-        tx.execute("DELETE FROM web_links WHERE expires_at <= ?1", [now])?;
-        tx.execute("DELETE FROM web_sessions WHERE expires_at <= ?1", [now])?;
+        tx.execute("DELETE FROM web_links WHERE expires_at <= ?1", params![now])?;
+        tx.execute(
+            "DELETE FROM web_sessions WHERE expires_at <= ?1",
+            params![now],
+        )?;
         tx.execute(
             "INSERT INTO web_links (token_hash, user_id, created_at, expires_at)
              VALUES (?1, ?2, ?3, ?4)",
@@ -47,7 +50,7 @@ impl Store {
     /// asks "sign in as …?" is a GET, which link scanners fetch too).
     pub fn web_link_user(&self, hash: &str) -> Result<Option<UserRecord>> {
         Ok(self
-            .conn
+            .db
             .query_row(
                 &format!(
                     "SELECT {USER_COLUMNS} FROM users WHERE id = (SELECT user_id FROM web_links
@@ -76,7 +79,7 @@ impl Store {
         let link: Option<(i64, i64)> = tx
             .query_row(
                 "DELETE FROM web_links WHERE token_hash = ?1 RETURNING user_id, expires_at",
-                [link_hash],
+                params![link_hash],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
@@ -85,11 +88,14 @@ impl Store {
             Some((_, expires_at)) if expires_at <= now => LinkTaken::Expired,
             Some((user_id, _)) => {
                 if let Some(old) = replaced {
-                    tx.execute("DELETE FROM web_sessions WHERE token_hash = ?1", [old])?;
+                    tx.execute(
+                        "DELETE FROM web_sessions WHERE token_hash = ?1",
+                        params![old],
+                    )?;
                 }
                 let user = tx.query_row(
                     &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
-                    [user_id],
+                    params![user_id],
                     user_from_row,
                 )?;
                 tx.execute(
@@ -111,7 +117,7 @@ impl Store {
     pub fn web_session(&mut self, hash: &str, idle_ms: i64) -> Result<Option<UserRecord>> {
         let now = now_ms();
         let found: Option<(i64, i64)> = self
-            .conn
+            .db
             .query_row(
                 "SELECT user_id, last_seen_at FROM web_sessions
                  WHERE token_hash = ?1 AND expires_at > ?2 AND last_seen_at > ?3",
@@ -123,16 +129,16 @@ impl Store {
             return Ok(None);
         };
         if now - last_seen > (idle_ms / 2).min(60_000) {
-            self.conn.execute(
+            self.db.execute(
                 "UPDATE web_sessions SET last_seen_at = ?2 WHERE token_hash = ?1",
                 params![hash, now],
             )?;
         }
         Ok(self
-            .conn
+            .db
             .query_row(
                 &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
-                [user_id],
+                params![user_id],
                 user_from_row,
             )
             .optional()?)
@@ -141,7 +147,10 @@ impl Store {
     /// Ends the signed-in browser `hash` (sign-out), with `audit` when it was signed in.
     pub fn end_web_session(&mut self, hash: &str, audit: &AuditEvent) -> Result<bool> {
         let tx = self.write()?;
-        let ended = tx.execute("DELETE FROM web_sessions WHERE token_hash = ?1", [hash])? > 0;
+        let ended = tx.execute(
+            "DELETE FROM web_sessions WHERE token_hash = ?1",
+            params![hash],
+        )? > 0;
         if ended {
             insert_audit(&tx, audit)?;
         }

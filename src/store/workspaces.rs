@@ -1,7 +1,7 @@
 //! Relay-mode workspaces: the upstream sshd's address and login, its pinned host keys, and the
 //! grants that say which users may use it (and with which login).
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use super::db::{Db, DbError, OptionalExtension, Row, params};
 
 use super::audit::insert_audit;
 use super::{Result, Store, StoreError, conflict, now_ms};
@@ -24,23 +24,24 @@ impl Store {
     ) -> Result<WorkspaceRecord> {
         let tx = self.write()?;
         let now = now_ms();
-        tx.execute(
-            "INSERT INTO workspaces (name, address, os_user, created_at, updated_at, auth)
-             VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
-            params![
-                workspace.name,
-                workspace.address,
-                workspace.os_user,
-                now,
-                workspace.auth
-            ],
-        )
-        .map_err(|e| {
-            conflict(e, "name", || {
-                format!("a workspace named {} already exists", workspace.name)
-            })
-        })?;
-        let id = tx.last_insert_rowid();
+        let id: i64 = tx
+            .query_row(
+                "INSERT INTO workspaces (name, address, os_user, created_at, updated_at, auth)
+                 VALUES (?1, ?2, ?3, ?4, ?4, ?5) RETURNING id",
+                params![
+                    workspace.name,
+                    workspace.address,
+                    workspace.os_user,
+                    now,
+                    workspace.auth
+                ],
+                |r| r.get(0),
+            )
+            .map_err(|e| {
+                conflict(e, "name", || {
+                    format!("a workspace named {} already exists", workspace.name)
+                })
+            })?;
         for key in host_keys {
             insert_host_key(&tx, id, key, now)?;
         }
@@ -60,15 +61,15 @@ impl Store {
 
     /// The workspace named `name`.
     pub fn workspace(&self, name: &str) -> Result<WorkspaceRecord> {
-        query_workspace(&self.conn, name)
+        query_workspace(&self.db, name)
     }
 
     /// The workspace with row id `id`.
     pub fn workspace_by_id(&self, id: i64) -> Result<WorkspaceRecord> {
-        self.conn
+        self.db
             .query_row(
                 &format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces WHERE id = ?1"),
-                [id],
+                params![id],
                 workspace_from_row,
             )
             .optional()?
@@ -77,11 +78,11 @@ impl Store {
 
     /// Every workspace, sorted by name.
     pub fn workspaces(&self) -> Result<Vec<WorkspaceRecord>> {
-        let mut stmt = self.conn.prepare(&format!(
-            "SELECT {WORKSPACE_COLUMNS} FROM workspaces ORDER BY name"
-        ))?;
-        let rows = stmt.query_map([], workspace_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(self.db.query_map(
+            &format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces ORDER BY name"),
+            params![],
+            workspace_from_row,
+        )?)
     }
 
     /// The workspaces `user_id` has a grant for, with that grant, sorted by name.
@@ -89,18 +90,16 @@ impl Store {
         &self,
         user_id: i64,
     ) -> Result<Vec<(WorkspaceRecord, WorkspaceGrantRecord)>> {
-        let mut stmt = self.conn.prepare(
+        Ok(self.db.query_map(
             "SELECT w.id, w.name, w.address, w.os_user, w.created_at, w.updated_at, w.auth,
                     g.user_id, u.name, g.owner, g.os_user, g.created_at
              FROM workspace_grants g
              JOIN workspaces w ON w.id = g.workspace_id
              JOIN users u ON u.id = g.user_id
              WHERE g.user_id = ?1 ORDER BY w.name",
-        )?;
-        let rows = stmt.query_map([user_id], |r| {
-            Ok((workspace_from_row(r)?, grant_from_row(r, 7)?))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            params![user_id],
+            |r| Ok((workspace_from_row(r)?, grant_from_row(r, 7)?)),
+        )?)
     }
 
     /// The workspace `name` with `user_id`'s grant and its host keys, read in one snapshot;
@@ -117,7 +116,7 @@ impl Store {
         )>,
     > {
         // One read transaction, so a workspace removed meanwhile is not seen without its keys.
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = self.read()?;
         let found = tx
             .query_row(
                 "SELECT w.id, w.name, w.address, w.os_user, w.created_at, w.updated_at, w.auth,
@@ -134,30 +133,30 @@ impl Store {
             return Ok(None);
         };
         let keys = query_host_keys(&tx, workspace.id)?;
-        tx.finish()?;
+        tx.commit()?;
         Ok(Some((workspace, grant, keys)))
     }
 
     /// The workspace's pinned host keys, oldest first.
     pub fn workspace_host_keys(&self, workspace_id: i64) -> Result<Vec<WorkspaceHostKeyRecord>> {
-        query_host_keys(&self.conn, workspace_id)
+        query_host_keys(&self.db, workspace_id)
     }
 
     /// The workspace's grants, sorted by user name.
     pub fn workspace_grants(&self, workspace_id: i64) -> Result<Vec<WorkspaceGrantRecord>> {
-        let mut stmt = self.conn.prepare(
+        Ok(self.db.query_map(
             "SELECT g.user_id, u.name, g.owner, g.os_user, g.created_at
              FROM workspace_grants g JOIN users u ON u.id = g.user_id
              WHERE g.workspace_id = ?1 ORDER BY u.name",
-        )?;
-        let rows = stmt.query_map([workspace_id], |r| grant_from_row(r, 0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            params![workspace_id],
+            |r| grant_from_row(r, 0),
+        )?)
     }
 
     /// Removes a workspace and, by cascade, its host keys and grants.
     pub fn remove_workspace(&mut self, name: &str, audit: &AuditEvent) -> Result<()> {
         let tx = self.write()?;
-        if tx.execute("DELETE FROM workspaces WHERE name = ?1", [name])? == 0 {
+        if tx.execute("DELETE FROM workspaces WHERE name = ?1", params![name])? == 0 {
             return Err(StoreError::not_found("workspace", name));
         }
         insert_audit(&tx, audit)?;
@@ -182,7 +181,8 @@ impl Store {
             "INSERT INTO workspace_grants (workspace_id, user_id, owner, os_user, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (workspace_id, user_id) DO UPDATE SET
-                 os_user = excluded.os_user, owner = MAX(owner, excluded.owner)",
+                 os_user = excluded.os_user, owner = CASE WHEN excluded.owner > workspace_grants.owner
+                     THEN excluded.owner ELSE workspace_grants.owner END",
             params![workspace_id, user_id, owner, os_user, now],
         )?;
         touch(&tx, workspace_id, now)?;
@@ -216,8 +216,8 @@ impl Store {
         };
         if grant.owner {
             let owners: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM workspace_grants WHERE workspace_id = ?1 AND owner",
-                [workspace_id],
+                "SELECT COUNT(*) FROM workspace_grants WHERE workspace_id = ?1 AND owner <> 0",
+                params![workspace_id],
                 |r| r.get(0),
             )?;
             if owners <= 1 {
@@ -288,7 +288,7 @@ impl Store {
         let now = now_ms();
         tx.execute(
             "DELETE FROM workspace_host_keys WHERE workspace_id = ?1",
-            [workspace.id],
+            params![workspace.id],
         )?;
         for key in keys {
             insert_host_key(&tx, workspace.id, key, now)?;
@@ -302,7 +302,7 @@ impl Store {
 }
 
 /// Marks the workspace changed (its keys or grants changed).
-fn touch(conn: &Connection, workspace_id: i64, now: i64) -> Result<()> {
+fn touch(conn: &Db, workspace_id: i64, now: i64) -> Result<()> {
     if conn.execute(
         "UPDATE workspaces SET updated_at = ?2 WHERE id = ?1",
         params![workspace_id, now],
@@ -317,7 +317,7 @@ fn touch(conn: &Connection, workspace_id: i64, now: i64) -> Result<()> {
 }
 
 fn insert_host_key(
-    conn: &Connection,
+    conn: &Db,
     workspace_id: i64,
     key: &NewWorkspaceHostKey,
     now: i64,
@@ -341,33 +341,33 @@ fn insert_host_key(
     Ok(())
 }
 
-fn query_workspace(conn: &Connection, name: &str) -> Result<WorkspaceRecord> {
+fn query_workspace(conn: &Db, name: &str) -> Result<WorkspaceRecord> {
     conn.query_row(
         &format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces WHERE name = ?1"),
-        [name],
+        params![name],
         workspace_from_row,
     )
     .optional()?
     .ok_or_else(|| StoreError::not_found("workspace", name))
 }
 
-fn query_host_keys(conn: &Connection, workspace_id: i64) -> Result<Vec<WorkspaceHostKeyRecord>> {
-    let mut stmt = conn.prepare_cached(
+fn query_host_keys(conn: &Db, workspace_id: i64) -> Result<Vec<WorkspaceHostKeyRecord>> {
+    Ok(conn.query_map(
         "SELECT public_key, fingerprint, source, added_at FROM workspace_host_keys
          WHERE workspace_id = ?1 ORDER BY added_at, fingerprint",
-    )?;
-    let rows = stmt.query_map([workspace_id], |r| {
-        Ok(WorkspaceHostKeyRecord {
-            public_key: r.get(0)?,
-            fingerprint: r.get(1)?,
-            source: r.get(2)?,
-            added_at: r.get(3)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        params![workspace_id],
+        |r| {
+            Ok(WorkspaceHostKeyRecord {
+                public_key: r.get(0)?,
+                fingerprint: r.get(1)?,
+                source: r.get(2)?,
+                added_at: r.get(3)?,
+            })
+        },
+    )?)
 }
 
-fn workspace_from_row(r: &Row<'_>) -> rusqlite::Result<WorkspaceRecord> {
+fn workspace_from_row(r: &Row) -> Result<WorkspaceRecord, DbError> {
     Ok(WorkspaceRecord {
         id: r.get(0)?,
         name: r.get(1)?,
@@ -380,7 +380,7 @@ fn workspace_from_row(r: &Row<'_>) -> rusqlite::Result<WorkspaceRecord> {
 }
 
 /// A grant from the five columns starting at `at`: user id, user name, owner, os_user, created.
-fn grant_from_row(r: &Row<'_>, at: usize) -> rusqlite::Result<WorkspaceGrantRecord> {
+fn grant_from_row(r: &Row, at: usize) -> Result<WorkspaceGrantRecord, DbError> {
     Ok(WorkspaceGrantRecord {
         user_id: r.get(at)?,
         user_name: r.get(at + 1)?,

@@ -441,7 +441,3 @@ impl Vault {
         Ok(self.store.note_workspace_ca(workspace_id, ca)?)
     }
 }
-
-#[cfg(test)]
-#[path = "ca_tests.rs"]
-mod tests;

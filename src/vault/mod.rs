@@ -25,7 +25,7 @@ use crate::datadir::{self, DB_FILE};
 use crate::keyring::{self, Keyring, KeyringError};
 use crate::osuser::OsUserError;
 use crate::secrets::{Limits, Violation};
-use crate::store::{AuditEvent, MASTER_KEY_ID, Store, StoreError};
+use crate::store::{AuditEvent, Database, MASTER_KEY_ID, Store, StoreError};
 
 pub use ca::{
     CaStatus, CertOrder, SignedCert, Signing, UserCaInfo, WorkspaceAuth, WorkspaceCaStatus,
@@ -160,6 +160,7 @@ pub struct Vault {
     limits: Limits,
     policy: Policy,
     data_dir: PathBuf,
+    database: Database,
 }
 
 /// The operator's rules for secrets: when they are due for rotation, which are required, and
@@ -204,6 +205,16 @@ impl Vault {
     /// database has never recorded a master key — the master key file (0600). Key set-up runs
     /// under the data dir's lock, so two processes starting on a fresh dir agree on one key.
     pub fn open(data_dir: &Path, limits: Limits) -> Result<Self, VaultError> {
+        Self::open_at(data_dir, &Database::File(data_dir.join(DB_FILE)), limits)
+    }
+
+    /// As [`Vault::open`], with the store at `database` (the data dir still holds the master
+    /// key, and its lock still guards key set-up on this host).
+    pub fn open_at(
+        data_dir: &Path,
+        database: &Database,
+        limits: Limits,
+    ) -> Result<Self, VaultError> {
         let dir_err = |source| VaultError::DataDir {
             path: data_dir.to_path_buf(),
             source,
@@ -211,7 +222,7 @@ impl Vault {
         datadir::ensure_private_dir(data_dir).map_err(dir_err)?;
         let _lock = datadir::lock(data_dir).map_err(dir_err)?;
         datadir::remove_stale_temp_files(data_dir).map_err(dir_err)?;
-        let mut store = Store::open(&data_dir.join(DB_FILE))?;
+        let mut store = Store::connect(database)?;
         let recorded = store.meta(MASTER_KEY_ID)?;
         let keyring = keyring::load(data_dir, recorded.as_deref())?;
         let key_id = keyring.key.id();
@@ -233,6 +244,7 @@ impl Vault {
             limits,
             policy: Policy::default(),
             data_dir: data_dir.to_path_buf(),
+            database: database.clone(),
         })
     }
 
@@ -250,6 +262,11 @@ impl Vault {
     /// The data dir.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// Where the store is.
+    pub fn database(&self) -> &Database {
+        &self.database
     }
 
     /// The per-user limits in force.

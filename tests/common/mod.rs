@@ -11,6 +11,7 @@ use keyport::vault::{Actor, NewUserSpec, Vault};
 
 pub mod ca;
 pub mod client_agent;
+pub mod conformance;
 pub mod custody;
 pub mod jwt;
 pub mod mux;
@@ -27,13 +28,33 @@ pub mod state;
 /// A sandbox: temp dir with `home/` and `data/`.
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
+    /// The store, when not the data dir's SQLite file (a conformance case on PostgreSQL).
+    pub database: Option<keyport::store::Database>,
 }
 
 impl Sandbox {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("home/.ssh")).unwrap();
-        Self { dir }
+        Self {
+            dir,
+            database: None,
+        }
+    }
+
+    /// A sandbox whose vault keeps its store at `database`.
+    pub fn on(database: keyport::store::Database) -> Self {
+        Self {
+            database: Some(database),
+            ..Self::new()
+        }
+    }
+
+    /// Where the vault's store is.
+    pub fn database(&self) -> keyport::store::Database {
+        self.database
+            .clone()
+            .unwrap_or_else(|| keyport::store::Database::File(self.db()))
     }
 
     pub fn home(&self) -> PathBuf {
@@ -88,7 +109,7 @@ impl Sandbox {
     }
 
     pub fn vault_with(&self, limits: Limits) -> Vault {
-        Vault::open(&self.data(), limits).unwrap()
+        Vault::open_at(&self.data(), &self.database(), limits).unwrap()
     }
 }
 

@@ -1,17 +1,20 @@
-//! Unit tests of the user CA's lifecycle in the vault: one CA per state, ids never reused,
-//! the private half only sealed, rotation's fallback, and every certificate audited.
+//! The store conformance suite, part three: keyport's user CAs (one per state, ids never
+//! reused, the private half only sealed, rotation's fallback, every certificate audited), each
+//! case on a real SQLite file and on a real PostgreSQL database (`on_sqlite`, `on_postgres`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use super::*;
-use crate::secrets::Limits;
-use crate::vault::{NewUserSpec, SessionUser};
+mod common;
 
-fn vault() -> (tempfile::TempDir, Vault, SessionUser) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut vault = Vault::open(&dir.path().join("data"), Limits::default()).expect("vault");
+use common::Sandbox;
+use keyport::vault::*;
+use keyport::vault::{NewUserSpec, SessionUser};
+use keyport_keys::{KeyPair, KeyType};
+
+fn ca_vault(sb: &Sandbox) -> (Vault, SessionUser) {
+    let mut vault = sb.vault();
     let spec = NewUserSpec {
         name: "alice".into(),
-        os_user: Some(crate::osuser::current().expect("os user").name),
+        os_user: Some(keyport::osuser::current().expect("os user").name),
         ..NewUserSpec::default()
     };
     vault.add_user(&Actor::System, &spec).expect("user");
@@ -19,7 +22,7 @@ fn vault() -> (tempfile::TempDir, Vault, SessionUser) {
         id: vault.user("alice").expect("alice").id,
         name: "alice".into(),
     };
-    (dir, vault, user)
+    (vault, user)
 }
 
 fn order(user: &SessionUser, signing: Signing) -> CertOrder {
@@ -32,7 +35,7 @@ fn order(user: &SessionUser, signing: Signing) -> CertOrder {
         subject: subject.private().public_key().clone(),
         signing,
         connection: "c0ffee00".into(),
-        settings: crate::config::CaSettings {
+        settings: keyport::config::CaSettings {
             gateway: Some("gw1".into()),
             ..Default::default()
         },
@@ -53,9 +56,8 @@ fn pair(id: &str, state: &str) -> (String, String) {
     (id.to_string(), state.to_string())
 }
 
-#[test]
-fn rotate_promote_retire_keep_one_ca_per_state_and_never_reuse_an_id() {
-    let (_dir, mut v, _) = vault();
+fn rotate_promote_retire_keep_one_ca_per_state_and_never_reuse_an_id(sb: &Sandbox) {
+    let (mut v, _) = ca_vault(sb);
     let actor = Actor::System;
     assert!(
         v.rotate_user_ca(&actor, KeyType::Ed25519).is_err(),
@@ -120,9 +122,8 @@ fn rotate_promote_retire_keep_one_ca_per_state_and_never_reuse_an_id() {
     );
 }
 
-#[test]
-fn certificates_come_from_the_active_ca_or_the_previous_one_and_are_audited() {
-    let (_dir, mut v, alice) = vault();
+fn certificates_come_from_the_active_ca_or_the_previous_one_and_are_audited(sb: &Sandbox) {
+    let (mut v, alice) = ca_vault(sb);
     let actor = Actor::System;
     assert!(
         v.sign_upstream_certificate(&order(&alice, Signing::Active))
@@ -177,9 +178,8 @@ fn certificates_come_from_the_active_ca_or_the_previous_one_and_are_audited() {
     );
 }
 
-#[test]
-fn the_ca_is_stored_sealed_and_survives_a_master_key_rotation() {
-    let (dir, mut v, alice) = vault();
+fn the_ca_is_stored_sealed_and_survives_a_master_key_rotation(sb: &Sandbox) {
+    let (mut v, alice) = ca_vault(sb);
     v.ensure_user_ca(&Actor::System).unwrap();
     let record = v.store().user_ca_in("active").unwrap().unwrap();
     // The sealed blob is not the key's OpenSSH encoding (which starts with its type name).
@@ -191,7 +191,7 @@ fn the_ca_is_stored_sealed_and_survives_a_master_key_rotation() {
         "private half stored unsealed"
     );
     drop(v);
-    let mut v = Vault::open(&dir.path().join("data"), Limits::default()).unwrap();
+    let mut v = sb.vault();
     v.rotate_master_key(&Actor::System).unwrap();
     let signed = v
         .sign_upstream_certificate(&order(&alice, Signing::Active))
@@ -206,11 +206,10 @@ fn the_ca_is_stored_sealed_and_survives_a_master_key_rotation() {
         .unwrap();
 }
 
-#[test]
-fn workspaces_on_another_ca_are_named_in_the_status() {
-    let (_dir, mut v, _) = vault();
+fn workspaces_on_another_ca_are_named_in_the_status(sb: &Sandbox) {
+    let (mut v, _) = ca_vault(sb);
     let actor = Actor::System;
-    let spec = crate::vault::WorkspaceSpec {
+    let spec = keyport::vault::WorkspaceSpec {
         name: "dev1".into(),
         address: "127.0.0.1:22".into(),
         os_user: "dev".into(),
@@ -219,7 +218,7 @@ fn workspaces_on_another_ca_are_named_in_the_status() {
             "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
                 .into(),
         ],
-        host_key_source: crate::vault::HostKeySource::Pinned,
+        host_key_source: keyport::vault::HostKeySource::Pinned,
         auth: WorkspaceAuth::Ca,
     };
     v.add_workspace(&actor, &spec).unwrap();
@@ -243,3 +242,10 @@ fn workspaces_on_another_ca_are_named_in_the_status() {
         .unwrap();
     assert!(v.ca_status().unwrap().workspaces.is_empty());
 }
+
+conformance!(
+    rotate_promote_retire_keep_one_ca_per_state_and_never_reuse_an_id,
+    certificates_come_from_the_active_ca_or_the_previous_one_and_are_audited,
+    the_ca_is_stored_sealed_and_survives_a_master_key_rotation,
+    workspaces_on_another_ca_are_named_in_the_status,
+);
