@@ -27,6 +27,9 @@ pub struct VaultHandle {
         crate::vault::Policy,
     )>,
     sources: Arc<OnceLock<Arc<Sources>>>,
+    /// Bumped when another process announced a change (PostgreSQL's LISTEN/NOTIFY): the
+    /// watchers look at the change mark at once instead of at their next poll.
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// What a session starts with: its secrets (references resolved), their names, what the user
@@ -73,7 +76,18 @@ impl VaultHandle {
             vault: Arc::new(Mutex::new(vault)),
             reopen,
             sources: Arc::new(OnceLock::new()),
+            changes: Arc::new(tokio::sync::watch::channel(0).0),
         }
+    }
+
+    /// Says that the store changed elsewhere (see [`VaultHandle::changes`]).
+    pub fn wake(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes whenever [`VaultHandle::wake`] is called.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Resolves references through `sources` from now on (once, at start).

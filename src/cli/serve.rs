@@ -101,6 +101,10 @@ pub fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
             vault.set_sources(sources.clone());
         }
         let _ = handle.set(vault.clone());
+        if let crate::store::Database::Postgres(url) = config.database()? {
+            let woken = vault.clone();
+            crate::store::postgres::listen(&url, move || woken.wake())?;
+        }
         let metrics = Arc::new(DaemonMetrics::default());
         let tasks = TaskTracker::new();
         let web = config.web.checked().map_err(|(key, rule)| anyhow::anyhow!("{key}: {rule}"))?;

@@ -218,10 +218,13 @@ pub async fn watch(ctx: Arc<SshContext>) {
     let mut retry: HashMap<Owner, u32> = HashMap::new();
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Another replica's change, announced: look now rather than at the next tick.
+    let mut changes = ctx.vault.changes();
     loop {
         tokio::select! {
             () = ctx.shutdown.cancelled() => return,
             _ = tick.tick() => {}
+            Ok(()) = changes.changed() => {}
         }
         // Read before the live connections are listed: a pass recorded later is kept.
         let upto = ctx.live_files.seq();

@@ -31,10 +31,13 @@ pub async fn watch(ctx: Arc<SshContext>) {
     let mut attempted: HashMap<(String, String), Instant> = HashMap::new();
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Another replica's change, announced: look now rather than at the next tick.
+    let mut changes = ctx.vault.changes();
     loop {
         tokio::select! {
             () = ctx.shutdown.cancelled() => return,
             _ = tick.tick() => {}
+            Ok(()) = changes.changed() => {}
         }
         let Ok(mark) = ctx.vault.call(|v| v.change_mark()).await else {
             continue;

@@ -9,7 +9,10 @@ use crate::store::{AuditEvent, AuditRecord, DeliveryRecord, FileRecord};
 impl Store {
     /// Records an event that is not part of a change (a use: an injection, a signature).
     pub fn record(&mut self, audit: &AuditEvent) -> Result<()> {
-        insert_audit(&self.db, audit)
+        // A transaction of its own: on PostgreSQL an event is three statements.
+        let tx = self.db.transaction("BEGIN")?;
+        insert_audit(&tx, audit)?;
+        Ok(tx.commit()?)
     }
 
     /// Records several uses in one transaction.
@@ -22,8 +25,8 @@ impl Store {
     }
 
     /// A number that grows with every change (every change commits its audit event with
-    /// it): on SQLite the newest event's id, on PostgreSQL the `change_generation` row every
-    /// event bumps. Equal marks mean nothing changed in between.
+    /// it): the newest committed event's id (on PostgreSQL read from the `change_generation`
+    /// row that hands out the ids). Equal marks mean nothing changed in between.
     pub fn change_mark(&self) -> Result<i64> {
         let sql = match self.dialect() {
             Dialect::Sqlite => "SELECT COALESCE(MAX(id), 0) FROM audit_events",
@@ -197,10 +200,35 @@ impl Store {
 /// Inserts an audit event; callers pass their open transaction so the event commits with the
 /// change it describes.
 pub(super) fn insert_audit(conn: &Db, event: &AuditEvent) -> Result<()> {
+    let detail = event.detail.to_string();
     if conn.dialect() == Dialect::Postgres {
-        // The change mark: one row every audited change bumps, so marks grow in commit order
-        // across replicas (ids from a sequence are taken in one order and committed in another).
-        conn.execute("UPDATE change_generation SET n = n + 1", params![])?;
+        // The event's id is the next change generation: the row's lock is held to commit, so
+        // ids are committed in the order they are taken, across replicas, and the generation
+        // is the newest committed id (a sequence's ids commit out of order). Every replica
+        // LISTENing hears of it at commit (the payload is the id, never a value).
+        let id: i64 = conn.query_row(
+            "UPDATE change_generation SET n = n + 1 RETURNING n",
+            params![],
+            |r| r.get(0),
+        )?;
+        conn.execute(
+            "INSERT INTO audit_events (id, at, actor, user_name, action, secret_name, detail)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                id,
+                now_ms(),
+                event.actor,
+                event.user_name,
+                event.action,
+                event.secret_name,
+                detail
+            ],
+        )?;
+        conn.execute(
+            "SELECT pg_notify('keyport_changes', ?1)",
+            params![id.to_string()],
+        )?;
+        return Ok(());
     }
     conn.execute(
         "INSERT INTO audit_events (at, actor, user_name, action, secret_name, detail)
@@ -211,7 +239,7 @@ pub(super) fn insert_audit(conn: &Db, event: &AuditEvent) -> Result<()> {
             event.user_name,
             event.action,
             event.secret_name,
-            event.detail.to_string()
+            detail
         ],
     )?;
     Ok(())

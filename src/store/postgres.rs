@@ -17,6 +17,7 @@ use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use postgres::error::SqlState;
+use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{ToSql, Type};
 use postgres::{Client, Config, NoTls, Statement};
 
@@ -25,6 +26,64 @@ use super::{Result, StoreError};
 
 /// The oldest server keyport runs on (`server_version_num`).
 pub const MIN_SERVER_VERSION: i64 = 130_000;
+
+/// The channel every audited change is announced on, at its commit (payload: the event id).
+pub const CHANNEL: &str = "keyport_changes";
+
+/// How long the listener waits in silence before it calls `changed` anyway, checking its
+/// connection: the safety net for a notification lost in a way no error showed.
+const GENERATION_CHECK: Duration = Duration::from_secs(30);
+
+/// Listens on `url` for changes on a dedicated connection (not pooled: a `LISTEN` belongs to
+/// its session, so a transaction-mode PgBouncer cannot carry it), on a thread of its own for
+/// the daemon's life, and calls `changed` for each one. Notifications sent while the
+/// connection is down are lost: after every (re)connect and `LISTEN`, and after every
+/// [`GENERATION_CHECK`] of silence, `changed` is called too, so its caller resyncs (reads the
+/// change mark) then.
+pub fn listen(url: &str, changed: impl Fn() + Send + 'static) -> Result<()> {
+    let open_err = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
+        path: describe(url),
+        source,
+    };
+    let mut config: Config = url.parse().map_err(|e| open_err(Box::new(e)))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(10));
+    }
+    config.application_name("keyport-listen");
+    std::thread::Builder::new()
+        .name("keyport-listen".into())
+        .spawn(move || {
+            loop {
+                if let Ok(mut client) = config.connect(NoTls)
+                    && client.batch_execute(&format!("LISTEN {CHANNEL}")).is_ok()
+                {
+                    changed();
+                    hear(&mut client, &changed);
+                }
+                tracing::warn!("the PostgreSQL change listener lost its connection; reconnecting");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })
+        .map_err(|e| open_err(Box::new(e)))?;
+    Ok(())
+}
+
+/// Calls `changed` for each notification (or silence) until the connection fails.
+fn hear(client: &mut Client, changed: &impl Fn()) {
+    loop {
+        let heard = client.notifications().timeout_iter(GENERATION_CHECK).next();
+        match heard {
+            Ok(Some(_)) => changed(),
+            Err(_) => return,
+            Ok(None) => {
+                if client.simple_query("SELECT 1").is_err() {
+                    return;
+                }
+                changed();
+            }
+        }
+    }
+}
 
 /// A PostgreSQL connection, served by its own thread.
 pub(super) struct Postgres {
@@ -258,7 +317,17 @@ impl Worker {
                 Ok(())
             };
         }
-        let result = self.client()?.batch_execute(sql).map_err(error);
+        let mut result = self
+            .client()
+            .and_then(|c| c.batch_execute(sql).map_err(error));
+        if word == "BEGIN" && matches!(&result, Err(e) if e.kind == DbErrorKind::Connection) {
+            // Nothing had begun: the transaction may begin on a new connection (the server
+            // restarted since the last call).
+            self.forget_connection();
+            result = self
+                .client()
+                .and_then(|c| c.batch_execute(sql).map_err(error));
+        }
         match word.as_str() {
             "BEGIN" if result.is_ok() => self.in_tx = true,
             "COMMIT" | "ROLLBACK" => self.in_tx = false,

@@ -83,6 +83,9 @@ impl Sandbox {
             .env("XDG_CONFIG_HOME", self.home().join(".config"))
             .env("KEYPORT_DATA_DIR", self.data())
             .env("KEYPORT_LOG", "debug");
+        if let Some(keyport::store::Database::Postgres(url)) = &self.database {
+            cmd.env("KEYPORT_DATABASE", url);
+        }
         cmd
     }
 

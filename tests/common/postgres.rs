@@ -111,9 +111,27 @@ impl Postgres {
         })
     }
 
+    /// Stops the server (a fast shutdown) and starts it again on the same port and cluster,
+    /// as an operator's restart: every client's connection is cut.
+    pub fn restart(&mut self) {
+        self.stop();
+        let port = self.port;
+        assert!(
+            self.launch_on(port),
+            "postgres did not restart:\n{}",
+            self.log()
+        );
+    }
+
     /// Starts `postgres` on a fresh free port; false when it exited before answering.
     fn launch(&mut self) -> bool {
-        self.port = free_port();
+        self.launch_on(free_port())
+    }
+
+    fn launch_on(&mut self, port: u16) -> bool {
+        self.port = port;
+        // What this start logs: a restart's log already holds the first start's lines.
+        let from = self.log().len();
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -137,7 +155,7 @@ impl Postgres {
         let deadline = Instant::now() + Duration::from_secs(30);
         let listening = format!("port {}", self.port);
         loop {
-            let log = self.log();
+            let log = self.log().get(from..).unwrap_or_default().to_string();
             if log.contains(&listening) && log.contains("ready to accept connections") {
                 break;
             }

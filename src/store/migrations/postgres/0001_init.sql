@@ -98,9 +98,10 @@ CREATE TABLE secret_files (
     PRIMARY KEY (os_user, path)
 );
 
--- PostgreSQL only: the change mark. Every audited change bumps it in its transaction, so the
--- mark grows in commit order across replicas (audit ids come from a sequence: taken in one
--- order, committed in another). SQLite has one writer and uses the newest audit id.
+-- PostgreSQL only: the change mark, which hands out audit event ids. Every audited change bumps
+-- it in its transaction and takes the new value as its event's id; the row stays locked until
+-- commit, so ids commit in the order they are taken across replicas (a sequence's do not), and
+-- `n` is the newest committed id. SQLite has one writer and reads the newest id itself.
 CREATE TABLE change_generation (
     one bigint PRIMARY KEY DEFAULT 1 CHECK (one = 1),
     n   bigint NOT NULL
