@@ -19,6 +19,7 @@ mod forwarding;
 mod http;
 mod lifecycle;
 mod relay;
+mod replicas;
 mod sources;
 mod ssh;
 mod web;
@@ -27,6 +28,7 @@ pub use forwarding::{Forwarding, LocalTarget, RemotePorts};
 pub use http::HttpSettings;
 pub use lifecycle::{RequiredMode, Requirement, RotationSettings};
 pub use relay::RelaySettings;
+pub use replicas::ReplicaSettings;
 pub use sources::{
     ExecSource, LeaseEnd, ProviderSettings, RawProvider, SourceProviders, SourcesSettings,
     VaultAuth, VaultSource,
@@ -111,6 +113,8 @@ pub struct Config {
     pub sources: SourcesSettings,
     /// The web pages on the API listener (`[web]`).
     pub web: WebSettings,
+    /// Replicas' heartbeats (`[replicas]`).
+    pub replicas: ReplicaSettings,
 }
 
 impl Default for Config {
@@ -133,6 +137,7 @@ impl Default for Config {
             required: Vec::new(),
             sources: SourcesSettings::default(),
             web: WebSettings::default(),
+            replicas: ReplicaSettings::default(),
         }
     }
 }
@@ -250,6 +255,14 @@ max_connections = 256
 
 # The web pages (secrets, key, login keys, tokens, audit) on the API listener, signed in to
 # with a one-time link from `keyport web-login`.
+# Replicas on one PostgreSQL database (`database` above): each writes a heartbeat every
+# heartbeat_secs (1 to 60); one silent for alive_secs (at least twice that, at most 3600) is
+# gone. `keyport admin nodes` lists them; a master-key rotation waits for every live one to
+# hold the new key.
+[replicas]
+heartbeat_secs = 10
+alive_secs = 30
+
 [web]
 enabled = true
 # Where browsers reach the API listener, for the links web-login prints and the Origin check.
@@ -371,6 +384,7 @@ impl Config {
             .and_then(|()| config.http.check())
             .and_then(|()| config.relay.check())
             .and_then(|()| config.ca.check())
+            .and_then(|()| config.replicas.check())
             .and_then(|()| config.rotation.check())
             .and_then(|()| config.required.iter().try_for_each(Requirement::check))
             .map_err(|(field, rule)| (field.to_string(), rule))

@@ -9,6 +9,12 @@
 //! then every blob is re-sealed in one transaction that also records the new id, then the file
 //! is renamed over `master.key`. Whichever step a crash interrupts, the next start finds the key
 //! the database names (see [`load`]).
+//!
+//! Replicas on one PostgreSQL database each have their own key file (or env). Before a
+//! rotation the operator stages the new key on every one — `<data dir>/master.key.new`, or
+//! `KEYPORT_NEW_MASTER_KEY` — and each reports it in its heartbeat; the rotation seals under
+//! the staged key once every live replica holds it, and each replica then adopts it (its next
+//! open finds the database naming the staged key, see [`load`]).
 
 use std::fs;
 use std::io;
@@ -23,6 +29,8 @@ pub const MASTER_KEY_ENV: &str = "KEYPORT_MASTER_KEY";
 /// The environment variable holding the next master key, for rotation when the key is in env.
 pub const NEW_MASTER_KEY_ENV: &str = "KEYPORT_NEW_MASTER_KEY";
 const NEXT_SUFFIX: &str = ".next";
+/// The key staged for the next rotation, in the data dir.
+pub const STAGED_FILE: &str = "master.key.new";
 
 /// Why the master key is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +141,18 @@ pub fn load(data_dir: &Path, recorded: Option<&str>) -> Result<Keyring, KeyringE
                 source,
             }
         })?;
+        if let Some(recorded) = recorded
+            && key.id() != recorded
+            && let Some(new) = env_key(NEW_MASTER_KEY_ENV)?
+            && new.id() == recorded
+        {
+            // Rotated elsewhere to the key staged here: seal under it until the operator
+            // swaps the variables.
+            return Ok(Keyring {
+                key: new,
+                source: KeySource::Env,
+            });
+        }
         return check(key, KeySource::Env, recorded);
     }
     let next = next_path(&path);
@@ -153,6 +173,17 @@ pub fn load(data_dir: &Path, recorded: Option<&str>) -> Result<Keyring, KeyringE
             } else if key.id() == recorded && next.exists() {
                 // Crash before the re-seal committed: the new key was never used.
                 fs::remove_file(&next).map_err(|source| io_err(&next, source))?;
+            }
+            let staged = data_dir.join(STAGED_FILE);
+            if key.id() != recorded && staged.exists() && read_key_file(&staged)?.id() == recorded {
+                // Another replica rotated to the key staged here: it becomes this one's.
+                let new = read_key_file(&staged)?;
+                fs::rename(&staged, &path).map_err(|source| io_err(&path, source))?;
+                datadir::sync_dir(data_dir).map_err(|source| io_err(data_dir, source))?;
+                return Ok(Keyring {
+                    key: new,
+                    source: KeySource::File(path),
+                });
             }
         }
         return check(key, KeySource::File(path), recorded);
@@ -204,11 +235,39 @@ pub fn prepare_next(keyring: &Keyring) -> Result<MasterKey, KeyringError> {
             })
         }
         KeySource::File(path) => {
-            let key = MasterKey::generate().map_err(KeyringError::Generate)?;
+            let key = match staged(keyring)? {
+                Some(key) => key,
+                None => MasterKey::generate().map_err(KeyringError::Generate)?,
+            };
             write_key_file(&next_path(path), &key)?;
             Ok(key)
         }
     }
+}
+
+/// The key staged for the next rotation: `master.key.new` beside a key file, or
+/// `KEYPORT_NEW_MASTER_KEY` beside `KEYPORT_MASTER_KEY`.
+pub fn staged(keyring: &Keyring) -> Result<Option<MasterKey>, KeyringError> {
+    match &keyring.source {
+        KeySource::Env => env_key(NEW_MASTER_KEY_ENV),
+        KeySource::File(path) => {
+            let staged = path.with_file_name(STAGED_FILE);
+            if staged.exists() {
+                read_key_file(&staged).map(Some)
+            } else {
+                Ok(None)
+            }
+        }
+    }
+}
+
+fn env_key(var: &'static str) -> Result<Option<MasterKey>, KeyringError> {
+    let Some(text) = std::env::var_os(var) else {
+        return Ok(None);
+    };
+    MasterKey::from_base64(&text.to_string_lossy())
+        .map(Some)
+        .map_err(|source| KeyringError::BadEnv { var, source })
 }
 
 /// After the re-seal committed: moves `master.key.next` into place (file source only), after
@@ -231,6 +290,11 @@ pub fn commit_next(keyring: &Keyring, new_id: &str) -> Result<(), KeyringError> 
         ))));
     }
     fs::rename(&next, path).map_err(unfinished)?;
+    // A staged key is now the key: nothing is left to stage.
+    let staged = path.with_file_name(STAGED_FILE);
+    if read_key_file(&staged).is_ok_and(|k| k.id() == new_id) {
+        let _ = fs::remove_file(&staged);
+    }
     if let Some(dir) = path.parent() {
         datadir::sync_dir(dir).map_err(unfinished)?;
     }

@@ -312,12 +312,54 @@ impl VaultHandle {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             match f(&mut guard) {
                 Err(VaultError::Store(StoreError::KeyRotated { .. })) => {
-                    *guard = Vault::open_at(&reopen.0, &reopen.1, reopen.2)?
-                        .with_policy(reopen.3.clone());
+                    *guard = reopened(&reopen)?;
                     f(&mut guard)
+                }
+                // A value that does not open under a key rotated away elsewhere (another
+                // replica): open again with the key the database names, and retry.
+                Err(VaultError::Seal(e)) => {
+                    if guard.rotated_elsewhere()? {
+                        *guard = reopened(&reopen)?;
+                        f(&mut guard)
+                    } else {
+                        Err(VaultError::Seal(e))
+                    }
                 }
                 other => other,
             }
+        })
+        .await
+        .map_err(|e| SharedError::Task(e.to_string()))?
+        .map_err(SharedError::from)
+    }
+}
+
+type Reopen = (
+    PathBuf,
+    crate::store::Database,
+    Limits,
+    crate::vault::Policy,
+);
+
+fn reopened(how: &Reopen) -> Result<Vault, VaultError> {
+    Ok(Vault::open_at(&how.0, &how.1, how.2)?.with_policy(how.3.clone()))
+}
+
+impl VaultHandle {
+    /// Writes this daemon's heartbeat; first opens the vault again if the master key was
+    /// rotated elsewhere (so this replica takes up the key staged for it).
+    pub async fn heartbeat(&self, node: String, started_ms: i64) -> Result<(), SharedError> {
+        let vault = self.vault.clone();
+        let reopen = self.reopen.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = vault
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if guard.rotated_elsewhere()? {
+                *guard = reopened(&reopen)?;
+                tracing::info!(key = %guard.master_key_id(), "the master key was rotated elsewhere: now sealing under it");
+            }
+            guard.heartbeat(&node, started_ms)
         })
         .await
         .map_err(|e| SharedError::Task(e.to_string()))?

@@ -39,6 +39,14 @@ fn replicas() -> Replicas {
     pg.psql("CREATE DATABASE keyport");
     let url = pg.url(Postgres::SUPERUSER, Postgres::SUPERUSER_PASSWORD, "keyport");
     let sb = Sandbox::on(Database::Postgres(url));
+    // Quick heartbeats, so a rotation's wait for every replica is short here.
+    let config = sb.home().join(".config/keyport");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("keyport.toml"),
+        "[replicas]\nheartbeat_secs = 1\nalive_secs = 3\n",
+    )
+    .unwrap();
     let key = sb.client_key("id_ed25519");
     let a = sb.serve();
     let b = replica(&sb, "data-b", true);
@@ -154,13 +162,9 @@ fn removing_a_user_through_one_replica_ends_their_sessions_on_the_other_within_2
         .read_line(&mut first)
         .unwrap();
     assert_eq!(first.trim(), "ready");
+    // `keyport user remove` on A's data dir (A's host), as an operator would.
     let removed_at = Instant::now();
-    let removed = r.api_a.send("DELETE", "users/bob", &json!({}));
-    assert!(
-        removed.status == 204 || removed.status == 200,
-        "{}",
-        removed.body
-    );
+    r.sb.ok(&["user", "remove", "bob", "--yes"]);
     let status = loop {
         if let Some(status) = session.try_wait().unwrap() {
             break status;
@@ -402,4 +406,113 @@ fn a_replica_without_the_master_key_or_with_another_refuses_to_start_naming_the_
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(said.contains(&other.id()), "{said}");
+}
+
+/// `keyport admin nodes` on the first replica's data dir.
+fn nodes(r: &Replicas) -> String {
+    r.sb.ok(&["admin", "nodes"])
+}
+
+/// Waits (up to 10 s) until `admin nodes` shows `count` live rows holding `text`.
+fn wait_nodes(r: &Replicas, text: &str, count: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = nodes(r);
+        let n = list
+            .lines()
+            .filter(|l| l.contains(text) && l.contains(" live "))
+            .count();
+        if n == count {
+            return list;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited for {count} live nodes with {text}:\n{list}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_rotation_waits_for_every_replica_to_hold_the_new_key_and_an_old_key_is_refused_after() {
+    let r = replicas();
+    let user = me().name;
+    let made = r.api_a.send(
+        "POST",
+        &format!("users/{user}/secrets"),
+        &json!({"name": "r", "value": "sealed-before", "env": "R"}),
+    );
+    assert_eq!(made.status, 201, "{}", made.body);
+    let old_text = std::fs::read_to_string(r.sb.data().join("master.key")).unwrap();
+    let old = keyport_keys::MasterKey::from_base64(&old_text).unwrap();
+    let list = wait_nodes(&r, &old.id(), 2);
+    assert!(list.starts_with("NODE"), "{list}");
+
+    // Nothing staged on B: refused, naming B, and nothing changed.
+    let refused = r.sb.run(&["admin", "rotate-master-key"]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{said}");
+    let b_dir = std::fs::canonicalize(r.sb.dir.path().join("data-b")).unwrap();
+    assert!(
+        said.contains(&b_dir.display().to_string()) && said.contains("does not hold the new key"),
+        "{said}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(r.sb.data().join("master.key")).unwrap(),
+        old_text
+    );
+    assert!(!r.sb.data().join("master.key.next").exists());
+
+    // The new key staged on both: both report it, then the rotation seals under it.
+    let new = keyport_keys::MasterKey::generate().unwrap();
+    for dir in [r.sb.data(), r.sb.dir.path().join("data-b")] {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dir.join("master.key.new"))
+            .unwrap();
+        std::io::Write::write_all(&mut f, new.to_base64().as_bytes()).unwrap();
+    }
+    wait_nodes(&r, &new.id(), 2);
+    let rotated = r.sb.ok(&["admin", "rotate-master-key"]);
+    assert!(rotated.contains(&new.id()), "{rotated}");
+
+    // B takes up the staged key and keeps serving what was sealed before, now under the new key.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while session_env(&r.key, &r.b, "R") != "sealed-before" {
+        assert!(
+            Instant::now() < deadline,
+            "B did not take up the new key:\n{}",
+            r.b.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_nodes(&r, &new.id(), 2);
+    let b_key = std::fs::read_to_string(r.sb.dir.path().join("data-b/master.key")).unwrap();
+    assert_eq!(
+        keyport_keys::MasterKey::from_base64(&b_key).unwrap().id(),
+        new.id()
+    );
+    assert!(!r.sb.dir.path().join("data-b/master.key.new").exists());
+
+    // A replica started with the old key now is refused, with both key ids.
+    let out = replica_command(&r.sb, "data-e", false)
+        .env("KEYPORT_MASTER_KEY", old.to_base64().as_str())
+        .args([
+            "serve",
+            "--ssh-listen",
+            "127.0.0.1:0",
+            "--api-listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        said.contains(&new.id()) && said.contains(&old.id()),
+        "{said}"
+    );
 }

@@ -401,13 +401,13 @@ fn admin_migrate_applies_then_finds_the_schema_up_to_date(sb: &Sandbox) {
     };
     let first = run();
     assert!(
-        first.contains("schema version 7 (applied 1, 2, 3, 4, 5, 6, 7)"),
+        first.contains("schema version 8 (applied 1, 2, 3, 4, 5, 6, 7, 8)"),
         "{first}"
     );
     assert!(!first.contains(keyport_password()), "{first}");
     let again = run();
     assert!(
-        again.contains("schema version 7 (already up to date)"),
+        again.contains("schema version 8 (already up to date)"),
         "{again}"
     );
     assert!(

@@ -261,6 +261,10 @@ const EXAMPLES: &[(&str, &str)] = &[
   keyport admin migrate",
     ),
     (
+        "admin nodes",
+        "  keyport admin nodes --database postgres://keyport:PASSWORD@db:5432/keyport",
+    ),
+    (
         "admin migrate",
         "  keyport admin migrate                  # the data dir's SQLite file
   keyport admin migrate --database postgres://keyport:PASSWORD@db:5432/keyport",

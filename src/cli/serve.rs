@@ -153,6 +153,13 @@ pub fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
             ctx,
             ssh::server_config(host_key, &config.ssh),
         ));
+        let node = node_id();
+        tasks.spawn(heartbeats(
+            vault.clone(),
+            node.clone(),
+            config.replicas.heartbeat(),
+            shutdown.clone(),
+        ));
         let (stop, http) = (shutdown.clone(), config.http.clone());
         tasks.spawn(async move {
             if let Err(e) = api::serve(api, listener_router, stop.cancelled_owned(), &http).await {
@@ -173,6 +180,10 @@ pub fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         info!("shutting down");
         shutdown.cancel();
         tasks.wait().await;
+        // Gone from the replicas' list at once (not only after [replicas] alive_secs).
+        if let Err(e) = vault.call(move |v| v.leave(&node)).await {
+            tracing::warn!(error = %e, "cannot remove this daemon's heartbeat");
+        }
         // Every session has ended: their leases go now, and what that audits is written.
         if let Some(sources) = &sources {
             sources.stop().await;
@@ -291,6 +302,33 @@ fn web_links(web: &crate::config::WebOptions, api_addr: SocketAddr) -> api::WebL
     api::WebLinks {
         base,
         ttl: web.link_ttl,
+    }
+}
+
+/// A node id for this start: random, so a restarted daemon is a new node.
+fn node_id() -> String {
+    let mut bytes = [0u8; 6];
+    let _ = getrandom::fill(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes this daemon's heartbeat every `every` until shutdown (see `[replicas]`).
+async fn heartbeats(
+    vault: crate::shared::VaultHandle,
+    node: String,
+    every: std::time::Duration,
+    stop: CancellationToken,
+) {
+    let started = crate::store::now_ms();
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = vault.heartbeat(node.clone(), started).await {
+            tracing::warn!(error = %e, "heartbeat not written");
+        }
     }
 }
 

@@ -26,6 +26,7 @@
 //! - `secrets.rs`: secrets and the read-check-write transaction that changes them.
 //! - `workspaces.rs`: relay-mode workspaces, their pinned host keys and who may use them.
 //! - `cas.rs`: keyport's user CAs (relay `--auth ca`) and which one each workspace accepted.
+//! - `nodes.rs`: the daemons' heartbeats (replicas).
 //! - `web.rs`: sign-in links and signed-in browsers of the web pages.
 //! - `audit.rs`: audit events, the change mark and the ledger of written files.
 //! - `rotate.rs`: re-sealing every sealed column in one transaction.
@@ -34,6 +35,7 @@
 mod audit;
 mod cas;
 pub(crate) mod db;
+mod nodes;
 pub mod postgres;
 mod records;
 mod rotate;
@@ -50,6 +52,7 @@ use db::{Db, DbError, DbErrorKind, Dialect, OptionalExtension, params};
 
 pub use cas::{NewUserCa, UserCaRecord, WorkspaceCaRecord};
 pub use db::{DbError as DatabaseError, DbErrorKind as DatabaseErrorKind};
+pub use nodes::NodeRecord;
 pub use records::*;
 pub use web::LinkTaken;
 
@@ -63,6 +66,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("migrations/sqlite/0005_lifecycle.sql")),
     (6, include_str!("migrations/sqlite/0006_sources.sql")),
     (7, include_str!("migrations/sqlite/0007_web.sql")),
+    (8, include_str!("migrations/sqlite/0008_nodes.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/postgres/0001_init.sql")),
@@ -72,6 +76,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("migrations/postgres/0005_lifecycle.sql")),
     (6, include_str!("migrations/postgres/0006_sources.sql")),
     (7, include_str!("migrations/postgres/0007_web.sql")),
+    (8, include_str!("migrations/postgres/0008_nodes.sql")),
 ];
 
 /// The `meta` key holding the id of the master key every sealed value is sealed under.

@@ -31,7 +31,7 @@ pub use ca::{
     CaStatus, CertOrder, SignedCert, Signing, UserCaInfo, WorkspaceAuth, WorkspaceCaStatus,
 };
 pub use lifecycle::{RequiredStatus, SessionChecks, SourceNote};
-pub use rotate::Rotation;
+pub use rotate::{Rotation, host_name};
 pub use session::{Opened, SessionSecrets, SessionUser};
 pub use users::{NewUserSpec, TokenIssued, UserKeyInfo};
 pub use web::{WebLink, WebSignIn};
@@ -161,6 +161,8 @@ pub struct Vault {
     policy: Policy,
     data_dir: PathBuf,
     database: Database,
+    /// A daemon heard from within this many ms is live (`[replicas] alive_secs`).
+    alive_ms: i64,
 }
 
 /// The operator's rules for secrets: when they are due for rotation, which are required, and
@@ -245,12 +247,19 @@ impl Vault {
             policy: Policy::default(),
             data_dir: data_dir.to_path_buf(),
             database: database.clone(),
+            alive_ms: 30_000,
         })
     }
 
     /// The vault, judging rotation and requirements by `policy` (default: the built-in one).
     pub fn with_policy(mut self, policy: Policy) -> Self {
         self.policy = policy;
+        self
+    }
+
+    /// The vault, counting a daemon live when heard from within `alive`.
+    pub fn with_alive(mut self, alive: std::time::Duration) -> Self {
+        self.alive_ms = i64::try_from(alive.as_millis()).unwrap_or(i64::MAX);
         self
     }
 

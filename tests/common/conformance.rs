@@ -137,7 +137,7 @@ impl Raw {
                 let tables: Vec<String> = c
                     .query(
                         "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' \
-                         ORDER BY 1",
+                         AND tablename <> 'nodes' ORDER BY 1",
                         &[],
                     )
                     .unwrap()
