@@ -73,6 +73,17 @@ pub enum ConfigError {
     },
 }
 
+/// A `database` setting: its `Debug` shows no password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(pub String);
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::store::postgres::describe(&self.0))
+    }
+}
+
 /// The daemon's settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -81,7 +92,7 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     /// The database: a `postgres://` URL for several replicas; `None`: the SQLite file in
     /// the data dir.
-    pub database: Option<String>,
+    pub database: Option<DatabaseUrl>,
     /// SSH listener.
     pub ssh_listen: SocketAddr,
     /// HTTP API listener.
@@ -253,8 +264,6 @@ idle_timeout_secs = 60
 # Connections served at once (more wait in the backlog). 1 to 100000.
 max_connections = 256
 
-# The web pages (secrets, key, login keys, tokens, audit) on the API listener, signed in to
-# with a one-time link from `keyport web-login`.
 # Replicas on one PostgreSQL database (`database` above): each writes a heartbeat every
 # heartbeat_secs (1 to 60); one silent for alive_secs (at least twice that, at most 3600) is
 # gone. `keyport admin nodes` lists them; a master-key rotation waits for every live one to
@@ -262,6 +271,9 @@ max_connections = 256
 [replicas]
 heartbeat_secs = 10
 alive_secs = 30
+
+# The web pages (secrets, key, login keys, tokens, audit) on the API listener, signed in to
+# with a one-time link from `keyport web-login`.
 
 [web]
 enabled = true
@@ -396,7 +408,7 @@ impl Config {
 
     /// Where the store is: the `database` setting (checked), else the data dir's SQLite file.
     pub fn database(&self) -> Result<crate::store::Database, ConfigError> {
-        match &self.database {
+        match self.database.as_ref().map(|u| &u.0) {
             None => Ok(crate::store::Database::File(
                 self.data_dir().join(crate::datadir::DB_FILE),
             )),

@@ -175,6 +175,14 @@ pub fn load(data_dir: &Path, recorded: Option<&str>) -> Result<Keyring, KeyringE
                 fs::remove_file(&next).map_err(|source| io_err(&next, source))?;
             }
             let staged = data_dir.join(STAGED_FILE);
+            if key.id() == recorded
+                && staged.exists()
+                && read_key_file(&staged).is_ok_and(|k| k.id() == recorded)
+            {
+                // A rotation to the staged key committed here but stopped before tidying up:
+                // that key is the key now, and nothing is staged.
+                fs::remove_file(&staged).map_err(|source| io_err(&staged, source))?;
+            }
             if key.id() != recorded && staged.exists() && read_key_file(&staged)?.id() == recorded {
                 // Another replica rotated to the key staged here: it becomes this one's.
                 let new = read_key_file(&staged)?;

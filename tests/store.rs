@@ -386,12 +386,8 @@ fn the_change_mark_grows_with_every_change(sb: &Sandbox) {
 /// finds it up to date; it needs no master key.
 fn admin_migrate_applies_then_finds_the_schema_up_to_date(sb: &Sandbox) {
     let run = || {
-        let mut cmd = sb.keyport();
-        cmd.args(["admin", "migrate"]);
-        if let Some(keyport::store::Database::Postgres(url)) = &sb.database {
-            cmd.args(["--database", url]);
-        }
-        let out = cmd.output().unwrap();
+        // The database from KEYPORT_DATABASE (Sandbox::keyport sets it): no password in argv.
+        let out = sb.keyport().args(["admin", "migrate"]).output().unwrap();
         assert!(
             out.status.success(),
             "{}",
@@ -430,3 +426,148 @@ conformance!(
     announced_keys_are_added_once_and_audited,
     pinning_replaces_every_key_in_one_audited_change,
 );
+
+/// `openssl ARGS` in `dir`, insisting it succeeds.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `sslmode=require` reaches a PostgreSQL serving TLS with a private CA's certificate: with
+/// the CA in KEYPORT_DATABASE_CA the store migrates over TLS; without it the server is not
+/// trusted and nothing connects.
+#[test]
+fn a_database_over_tls_is_trusted_only_through_the_given_ca() {
+    common::require_tool("openssl");
+    let host = Sandbox::new();
+    let pg = common::postgres::Postgres::start(&host);
+    let certs = host.dir.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &certs,
+        &[
+            &["req", "-x509"],
+            &ec[..],
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=keyport test CA",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &certs,
+        &[
+            &["req"],
+            &ec[..],
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        certs.join("ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        &certs,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ],
+    );
+    // The server's key and certificate in its data dir, its own and private, then TLS on.
+    let data = pg.dir().join("data");
+    for name in ["server.crt", "server.key"] {
+        let to = data.join(name);
+        std::fs::copy(certs.join(name), &to).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let owner = std::fs::metadata(&data).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        std::os::unix::fs::chown(&to, Some(owner.uid()), Some(owner.gid())).unwrap();
+    }
+    pg.psql("ALTER SYSTEM SET ssl = on");
+    pg.psql("SELECT pg_reload_conf()");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while pg.psql("SHOW ssl") != "on" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ssl did not come on:\n{}",
+            pg.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let url = pg
+        .url(
+            common::postgres::Postgres::SUPERUSER,
+            common::postgres::Postgres::SUPERUSER_PASSWORD,
+            "postgres",
+        )
+        .replace("sslmode=disable", "sslmode=require");
+    let sb = Sandbox::new();
+    let migrate = |ca: Option<&std::path::Path>| {
+        let mut cmd = sb.keyport();
+        cmd.args(["admin", "migrate"]).env("KEYPORT_DATABASE", &url);
+        if let Some(ca) = ca {
+            cmd.env("KEYPORT_DATABASE_CA", ca);
+        }
+        cmd.output().unwrap()
+    };
+    let untrusted = migrate(None);
+    let said = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(
+        !untrusted.status.success(),
+        "connected to a server it cannot trust"
+    );
+    assert!(said.to_lowercase().contains("certificate"), "{said}");
+    let trusted = migrate(Some(&certs.join("ca.pem")));
+    assert!(
+        trusted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    // sslmode=require never falls back to plain text: this migration went over TLS.
+    assert!(String::from_utf8_lossy(&trusted.stdout).contains("schema version 8"));
+}

@@ -228,7 +228,15 @@ fn data_dir_checks(dir: &Path, config: &Config, here: bool) -> Vec<Check> {
         return checks;
     }
     // Opening a dir without a database would create one, and a master key with it.
-    if !dir.join(DB_FILE).exists() {
+    let database = match config.database() {
+        Ok(database) => database,
+        Err(e) => {
+            checks.push(Check::new("master key", Outcome::Fail, e.to_string()));
+            return checks;
+        }
+    };
+    let on_file = matches!(database, crate::store::Database::File(_));
+    if on_file && !dir.join(DB_FILE).exists() {
         checks.push(Check::new(
             "master key",
             Outcome::Fail,
@@ -237,7 +245,7 @@ fn data_dir_checks(dir: &Path, config: &Config, here: bool) -> Vec<Check> {
         checks.push(Check::new("host key", Outcome::Skip, "no database"));
         return checks;
     }
-    let vault = match Vault::open(dir, config.limits) {
+    let vault = match Vault::open_at(dir, &database, config.limits) {
         Ok(vault) => vault,
         Err(e) => {
             checks.push(Check::new(

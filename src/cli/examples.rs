@@ -262,12 +262,12 @@ const EXAMPLES: &[(&str, &str)] = &[
     ),
     (
         "admin nodes",
-        "  keyport admin nodes --database postgres://keyport:PASSWORD@db:5432/keyport",
+        "  KEYPORT_DATABASE=postgres://keyport:PASSWORD@db:5432/keyport keyport admin nodes",
     ),
     (
         "admin migrate",
         "  keyport admin migrate                  # the data dir's SQLite file
-  keyport admin migrate --database postgres://keyport:PASSWORD@db:5432/keyport",
+  KEYPORT_DATABASE=postgres://keyport:PASSWORD@db:5432/keyport keyport admin migrate",
     ),
     (
         "admin jwt-key",

@@ -75,8 +75,9 @@ pub struct DataDirArgs {
     /// ~/.local/share/keyport, /var/lib/keyport as root.
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// The database: postgres://USER:PASSWORD@HOST:PORT/DB for several replicas
-    /// [env: KEYPORT_DATABASE]; default the SQLite file in the data dir.
+    /// The database: postgres://USER@HOST:PORT/DB?sslmode=require for several replicas;
+    /// default the SQLite file in the data dir. A URL with a password belongs in
+    /// KEYPORT_DATABASE or the config file, not in argv.
     #[arg(long, global = true, value_name = "URL")]
     pub database: Option<String>,
 }
@@ -215,7 +216,7 @@ fn load_config(top: &TopDataDirArgs, sub: &DataDirArgs) -> anyhow::Result<Config
         config.data_dir = Some(dir.clone());
     }
     if let Some(url) = sub.database.as_ref().or(top.database.as_ref()) {
-        config.database = Some(url.clone());
+        config.database = Some(crate::config::DatabaseUrl(url.clone()));
     }
     config.database()?;
     Ok(config)
@@ -249,6 +250,7 @@ fn disable_core_dumps() {
 pub(crate) fn open_vault(config: &Config) -> anyhow::Result<Vault> {
     Ok(
         Vault::open_at(&config.data_dir(), &config.database()?, config.limits)?
-            .with_policy(crate::vault::Policy::of(config)),
+            .with_policy(crate::vault::Policy::of(config))
+            .with_alive(config.replicas.alive()),
     )
 }

@@ -153,7 +153,7 @@ pub fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
             ctx,
             ssh::server_config(host_key, &config.ssh),
         ));
-        let node = node_id();
+        let node = node_id()?;
         tasks.spawn(heartbeats(
             vault.clone(),
             node.clone(),
@@ -306,10 +306,10 @@ fn web_links(web: &crate::config::WebOptions, api_addr: SocketAddr) -> api::WebL
 }
 
 /// A node id for this start: random, so a restarted daemon is a new node.
-fn node_id() -> String {
+fn node_id() -> anyhow::Result<String> {
     let mut bytes = [0u8; 6];
-    let _ = getrandom::fill(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no random node id: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Writes this daemon's heartbeat every `every` until shutdown (see `[replicas]`).

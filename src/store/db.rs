@@ -314,8 +314,11 @@ pub struct Tx<'a> {
 impl Tx<'_> {
     /// Commits it.
     pub fn commit(mut self) -> Result<(), DbError> {
+        // A COMMIT that fails (SQLite busy) leaves the transaction open: dropping it rolls it
+        // back, so the connection is not left inside it.
+        self.db.backend.batch("COMMIT")?;
         self.done = true;
-        self.db.backend.batch("COMMIT")
+        Ok(())
     }
 }
 

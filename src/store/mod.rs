@@ -82,14 +82,26 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
 /// The `meta` key holding the id of the master key every sealed value is sealed under.
 pub const MASTER_KEY_ID: &str = "master_key_id";
 
-/// Where the store is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the store is. Its `Debug` shows no password (as [`Database::describe`]).
+#[derive(Clone, PartialEq, Eq)]
 pub enum Database {
     /// An SQLite file (the default: `keyport.db` in the data dir).
     File(PathBuf),
     /// A PostgreSQL database, by its `postgres://` URL (which may hold a password: show it
     /// with [`Database::describe`]).
     Postgres(String),
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::File(path) => f.debug_tuple("File").field(path).finish(),
+            Database::Postgres(url) => f
+                .debug_tuple("Postgres")
+                .field(&postgres::describe(url))
+                .finish(),
+        }
+    }
 }
 
 impl Database {

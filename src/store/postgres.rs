@@ -19,7 +19,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use postgres::error::SqlState;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{ToSql, Type};
-use postgres::{Client, Config, NoTls, Statement};
+use postgres::{Client, Config, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::db::{Backend, DbError, DbErrorKind, Dialect, Row, Value};
 use super::{Result, StoreError};
@@ -50,11 +51,13 @@ pub fn listen(url: &str, changed: impl Fn() + Send + 'static) -> Result<()> {
         config.connect_timeout(Duration::from_secs(10));
     }
     config.application_name("keyport-listen");
+    keep_alive(&mut config);
+    let tls = tls();
     std::thread::Builder::new()
         .name("keyport-listen".into())
         .spawn(move || {
             loop {
-                if let Ok(mut client) = config.connect(NoTls)
+                if let Ok(mut client) = tls.clone().and_then(|t| config.connect(t).map_err(error))
                     && client.batch_execute(&format!("LISTEN {CHANNEL}")).is_ok()
                 {
                     changed();
@@ -107,6 +110,49 @@ enum Reply {
     Done,
 }
 
+/// The environment variable naming a PEM file of CA certificates the server's certificate may
+/// chain to (a private CA), besides the webpki roots.
+pub const CA_ENV: &str = "KEYPORT_DATABASE_CA";
+
+/// TLS as the URL's `sslmode` asks: `disable` never, `prefer` (the default) when the server
+/// offers it, `require` always — the server's certificate checked against the webpki roots and
+/// the CAs in [`CA_ENV`], its name against the host.
+fn tls() -> Result<MakeRustlsConnect, DbError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = std::env::var_os(CA_ENV) {
+        let shown = std::path::Path::new(&path).display().to_string();
+        let certs = CertificateDer::pem_file_iter(&path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| DbError::other(format!("{CA_ENV} {shown}: {e}")))?;
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| DbError::other(format!("{CA_ENV} {shown}: {e}")))?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| DbError::other(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
+/// TCP keepalives every few seconds, so a connection whose server went away without a word
+/// (a host lost, a network cut) fails in about half a minute instead of the kernel's hours,
+/// and the vault is not held meanwhile.
+fn keep_alive(config: &mut Config) {
+    config
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(10))
+        .keepalives_interval(Duration::from_secs(5))
+        .keepalives_retries(3);
+}
+
 /// `url` without its password: what messages may show.
 pub fn describe(url: &str) -> String {
     let Ok(config) = url.parse::<Config>() else {
@@ -139,6 +185,7 @@ impl Postgres {
         if config.get_application_name().is_none() {
             config.application_name("keyport");
         }
+        keep_alive(&mut config);
         let (jobs, queue) = mpsc::channel::<Job>();
         let (ready, started) = mpsc::sync_channel(1);
         std::thread::Builder::new()
@@ -228,7 +275,7 @@ impl Worker {
             return Err(lost_in_tx());
         }
         if self.client.is_none() {
-            let client = self.config.connect(NoTls).map_err(error)?;
+            let client = self.config.connect(tls()?).map_err(error)?;
             self.client = Some(client);
         }
         self.client
@@ -531,7 +578,19 @@ fn error(e: postgres::Error) -> DbError {
     } else {
         DbErrorKind::Other
     };
-    DbError::new(kind, e.to_string())
+    // The causes too ("error performing TLS handshake: invalid peer certificate: …"); none
+    // of them holds a bound value.
+    let mut message = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = c.source();
+    }
+    DbError::new(kind, message)
 }
 
 #[cfg(test)]

@@ -35,6 +35,17 @@ impl Vault {
         let new = keyring::prepare_next(&self.keyring)?;
         let old_id = self.keyring.key.id();
         let new_id = new.id();
+        if new_id == old_id {
+            keyring::abandon_next(&self.keyring);
+            return Err(VaultError::Conflict(vec![Violation::new(
+                "master-key",
+                format!(
+                    "the staged key ({} or {}) is {old_id}, the key in use: stage a new one",
+                    keyring::STAGED_FILE,
+                    keyring::NEW_MASTER_KEY_ENV
+                ),
+            )]));
+        }
         // Replicas with their own key: each must hold the new key before anything is sealed
         // under it (warpgate's rule). The re-seal itself is the compare-and-swap: it commits
         // only if the database still names the old key.
@@ -106,7 +117,15 @@ impl Vault {
     /// Writes this daemon's heartbeat (node `id`, started at `started_ms`): the master key it
     /// seals with and the one staged for the next rotation.
     pub fn heartbeat(&mut self, id: &str, started_ms: i64) -> Result<(), VaultError> {
-        let next_key_id = keyring::staged(&self.keyring)?.map(|k| k.id());
+        // An unreadable staged key is reported as none (a rotation then waits for this
+        // replica), not a missing heartbeat (which would make it look gone).
+        let next_key_id = match keyring::staged(&self.keyring) {
+            Ok(staged) => staged.map(|k| k.id()),
+            Err(e) => {
+                tracing::warn!(error = %e, "the staged master key cannot be read");
+                None
+            }
+        };
         let node = NodeRecord {
             id: id.to_string(),
             host: host_name(),
