@@ -318,7 +318,7 @@ impl VaultHandle {
                 // A value that does not open under a key rotated away elsewhere (another
                 // replica): open again with the key the database names, and retry.
                 Err(VaultError::Seal(e)) => {
-                    if guard.rotated_elsewhere()? {
+                    if guard.rotated_elsewhere()?.is_some() {
                         *guard = reopened(&reopen)?;
                         f(&mut guard)
                     } else {
@@ -349,21 +349,17 @@ impl VaultHandle {
     /// Writes this daemon's heartbeat; first opens the vault again if the master key was
     /// rotated elsewhere (so this replica takes up the key staged for it).
     pub async fn heartbeat(&self, node: String, started_ms: i64) -> Result<(), SharedError> {
-        let vault = self.vault.clone();
-        let reopen = self.reopen.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = vault
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if guard.rotated_elsewhere()? {
-                *guard = reopened(&reopen)?;
-                tracing::info!(key = %guard.master_key_id(), "the master key was rotated elsewhere: now sealing under it");
+        self.call(move |v| {
+            if let Some(found) = v.rotated_elsewhere()? {
+                // As a sealing write would find it: `call` opens the vault again and retries.
+                return Err(VaultError::Store(StoreError::KeyRotated {
+                    expected: v.master_key_id(),
+                    found,
+                }));
             }
-            guard.heartbeat(&node, started_ms)
+            v.heartbeat(&node, started_ms)
         })
         .await
-        .map_err(|e| SharedError::Task(e.to_string()))?
-        .map_err(SharedError::from)
     }
 }
 

@@ -113,6 +113,31 @@ fn session_env(key: &std::path::Path, d: &Daemon, name: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// User bob (on the OS user's account) made through `api`, and his session on `on`, logged in
+/// and running (`sleep 60`).
+fn bob_session(r: &Replicas, api: &Http, on: &Daemon) -> std::process::Child {
+    let bob_key = r.sb.client_key("bob_login");
+    let line = std::fs::read_to_string(bob_key.with_extension("pub")).unwrap();
+    let made = api.send(
+        "POST",
+        "users",
+        &json!({"name": "bob", "os_user": me().name, "login_keys": [line]}),
+    );
+    assert_eq!(made.status, 201, "{}", made.body);
+    let mut session = on
+        .ssh("bob", &bob_key)
+        .arg("echo ready; sleep 60")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(session.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first.trim(), "ready");
+    session
+}
+
 #[test]
 fn a_secret_created_through_one_replica_is_injected_by_the_other_with_one_host_key() {
     let r = replicas();
@@ -143,25 +168,7 @@ fn a_secret_created_through_one_replica_is_injected_by_the_other_with_one_host_k
 #[test]
 fn removing_a_user_through_one_replica_ends_their_sessions_on_the_other_within_2_s() {
     let r = replicas();
-    let bob_key = r.sb.client_key("bob_login");
-    let line = std::fs::read_to_string(bob_key.with_extension("pub")).unwrap();
-    let made = r.api_a.send(
-        "POST",
-        "users",
-        &json!({"name": "bob", "os_user": me().name, "login_keys": [line]}),
-    );
-    assert_eq!(made.status, 201, "{}", made.body);
-    let mut session =
-        r.b.ssh("bob", &bob_key)
-            .arg("echo ready; sleep 60")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-    let mut first = String::new();
-    BufReader::new(session.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    assert_eq!(first.trim(), "ready");
+    let mut session = bob_session(&r, &r.api_a, &r.b);
     // `keyport user remove` on A's data dir (A's host), as an operator would.
     let removed_at = Instant::now();
     r.sb.ok(&["user", "remove", "bob", "--yes"]);
@@ -340,25 +347,7 @@ fn replicas_reconnect_after_the_database_restarts_and_hear_changes_again() {
     assert_eq!(patched.status, 200, "{}", patched.body);
     assert_eq!(session_env(&r.key, &r.a, "T"), "after");
     // And A listens again: a removal through B still ends A's sessions.
-    let bob_key = r.sb.client_key("bob_login");
-    let line = std::fs::read_to_string(bob_key.with_extension("pub")).unwrap();
-    let made = r.api_b.send(
-        "POST",
-        "users",
-        &json!({"name": "bob", "os_user": user, "login_keys": [line]}),
-    );
-    assert_eq!(made.status, 201, "{}", made.body);
-    let mut session =
-        r.a.ssh("bob", &bob_key)
-            .arg("echo ready; sleep 60")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-    let mut first = String::new();
-    BufReader::new(session.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    assert_eq!(first.trim(), "ready");
+    let mut session = bob_session(&r, &r.api_b, &r.a);
     let removed_at = Instant::now();
     assert!(r.api_b.send("DELETE", "users/bob", &json!({})).status < 300);
     while session.try_wait().unwrap().is_none() {

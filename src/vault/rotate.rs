@@ -149,11 +149,11 @@ impl Vault {
         Ok(self.store.nodes()?)
     }
 
-    /// Whether the database's values are sealed under another key than this vault's (a
+    /// The key the database's values are sealed under, when it is not this vault's (a
     /// rotation by another process or replica): the vault must be opened again.
-    pub fn rotated_elsewhere(&self) -> Result<bool, VaultError> {
+    pub fn rotated_elsewhere(&self) -> Result<Option<String>, VaultError> {
         let recorded = self.store.meta(MASTER_KEY_ID)?;
-        Ok(recorded.is_some_and(|id| id != self.keyring.key.id()))
+        Ok(recorded.filter(|id| *id != self.keyring.key.id()))
     }
 
     /// Refuses a rotation to `new_id` while a live daemon (heard from within `alive`) could
